@@ -1,0 +1,87 @@
+//! The response body type shared by every layer, and bounded collection of request bodies.
+
+use std::convert::Infallible;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+
+/// Every response body the relay sends. Its error type is `Infallible`: failures inside a body are
+/// turned into in-band SSE error events before they reach hyper, so a connection is never cut.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// Why a body could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("error reading body: {0}")]
+    Read(String),
+}
+
+/// Collects a body into one buffer, failing as soon as it grows past `limit` so a huge upload
+/// cannot exhaust memory.
+pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(CollectError::TooLarge { limit });
+    }
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CollectError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + data.len();
+        if total > limit {
+            return Err(CollectError::TooLarge { limit });
+        }
+        // A body that arrives in one frame (the common case) is kept without a copy.
+        match &first {
+            None if rest.is_empty() => first = Some(data),
+            _ => {
+                if let Some(head) = first.take() {
+                    rest.extend_from_slice(&head);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(head) if rest.is_empty() => head,
+        _ => rest.freeze(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    fn chunked(parts: &[&'static str]) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
+        let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = parts
+            .iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn collects_many_frames_in_order() {
+        let body = collect_limited(chunked(&["ab", "cd", "e"]), 10).await.unwrap();
+        assert_eq!(&body[..], b"abcde");
+    }
+
+    #[tokio::test]
+    async fn rejects_bodies_over_the_limit() {
+        let err = collect_limited(chunked(&["abc", "def"]), 5).await.unwrap_err();
+        assert!(matches!(err, CollectError::TooLarge { limit: 5 }));
+    }
+}

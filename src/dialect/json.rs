@@ -1,0 +1,135 @@
+//! Top-level JSON object editing that keeps every untouched value byte-for-byte.
+//!
+//! A pass-through upstream must receive the client's body as sent, apart from the fields the
+//! relay rewrites: a typed round-trip would drop unknown fields and reorder keys. The object is
+//! split into `(key, raw value)` pairs borrowed from the input and written back with edits.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// The members of a JSON object, in order, borrowing their values from the input.
+#[derive(Debug)]
+pub struct RawObject<'a> {
+    members: Vec<(Cow<'a, str>, Cow<'a, RawValue>)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// Splits a JSON object. Anything else is an error.
+    pub fn parse(input: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(input)
+    }
+
+    /// The raw value of a member.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+    }
+
+    /// Replaces (or appends) a member's value.
+    pub fn set(&mut self, key: &str, value: Box<RawValue>) {
+        match self.members.iter_mut().find(|(k, _)| k == key) {
+            Some((_, slot)) => *slot = Cow::Owned(value),
+            None => self.members.push((Cow::Owned(key.to_owned()), Cow::Owned(value))),
+        }
+    }
+
+    /// Sets a member to a serialisable value.
+    pub fn set_value<T: serde::Serialize>(&mut self, key: &str, value: &T) {
+        if let Ok(raw) = serde_json::value::to_raw_value(value) {
+            self.set(key, raw);
+        }
+    }
+
+    /// Removes a member; returns whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let before = self.members.len();
+        self.members.retain(|(k, _)| k != key);
+        before != self.members.len()
+    }
+
+    /// Renames a member in place, keeping its position and value.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        if self.get(to).is_some() {
+            self.remove(from);
+            return;
+        }
+        if let Some((key, _)) = self.members.iter_mut().find(|(k, _)| k == from) {
+            *key = Cow::Owned(to.to_owned());
+        }
+    }
+
+    /// Writes the object back; untouched values are copied as they were.
+    pub fn to_bytes(&self) -> Bytes {
+        let size: usize = self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let mut out = Vec::with_capacity(size + 2);
+        out.push(b'{');
+        for (i, (key, value)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Keys are re-escaped; serialising a &str cannot fail.
+            out.extend_from_slice(serde_json::to_string(key.as_ref()).unwrap_or_default().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((key, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    members.push((key, Cow::Borrowed(value)));
+                }
+                Ok(RawObject { members })
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untouched_members_keep_their_bytes_and_order() {
+        let input = br#"{"z": 1.50, "model":"a","messages":[ {"role":"user"} ],"x":{"k":  true}}"#;
+        let mut object = RawObject::parse(input).unwrap();
+        object.set_value("model", &"b");
+        assert_eq!(
+            object.to_bytes(),
+            Bytes::from_static(br#"{"z":1.50,"model":"b","messages":[ {"role":"user"} ],"x":{"k":  true}}"#)
+        );
+    }
+
+    #[test]
+    fn rename_keeps_position_and_remove_drops() {
+        let mut object = RawObject::parse(br#"{"a":1,"max_completion_tokens":5,"store":true}"#).unwrap();
+        object.rename("max_completion_tokens", "max_tokens");
+        object.remove("store");
+        assert_eq!(object.to_bytes(), Bytes::from_static(br#"{"a":1,"max_tokens":5}"#));
+    }
+
+    #[test]
+    fn rejects_non_objects() {
+        assert!(RawObject::parse(b"[1,2]").is_err());
+        assert!(RawObject::parse(b"{\"a\":").is_err());
+    }
+}

@@ -1,0 +1,441 @@
+//! `openai-completions`: the canonical pass-through dialect.
+//!
+//! The request reaches the upstream as the client sent it, with only `model` changed (plus the
+//! `compat` rewrites an upstream opts into, and `stream_options.include_usage` so streamed usage
+//! can be counted). Responses are forwarded without re-serialisation: stream events are sliced
+//! from the upstream's reads and only the usage chunk is ever parsed.
+
+use bytes::Bytes;
+use memchr::memmem;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::json::RawObject;
+use super::{ChatRequest, Dialect, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage};
+use crate::error::{ErrorCode, RelayError};
+use crate::sse::{self, SseDecoder};
+
+/// Which name an upstream wants for the completion-length limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokensField {
+    /// Legacy `max_tokens` (most OpenAI-compatible servers).
+    MaxTokens,
+    /// `max_completion_tokens` (OpenAI's current name).
+    MaxCompletionTokens,
+}
+
+/// Body rewrites for OpenAI-compatible upstreams that reject parts of the modern API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compat {
+    /// Role that `developer` messages are rewritten to (usually `system`).
+    pub developer_role: Option<String>,
+    /// Rename the completion-length limit to the field this upstream accepts.
+    pub max_tokens_field: Option<MaxTokensField>,
+    /// Top-level parameters removed before sending (e.g. `store`, `stream_options`).
+    pub drop_params: Vec<String>,
+    /// Remove `strict` from tool function definitions.
+    pub strip_tool_strict: bool,
+    /// Ask for `stream_options.include_usage` on streams so usage can be counted; the usage chunk
+    /// is removed from what the client sees when the client did not ask for it.
+    pub request_stream_usage: bool,
+}
+
+/// The pass-through dialect.
+#[derive(Debug, Clone)]
+pub struct OpenAiChat {
+    compat: Compat,
+}
+
+impl OpenAiChat {
+    /// A pass-through dialect applying `compat` rewrites.
+    pub fn new(compat: Compat) -> Self {
+        OpenAiChat { compat }
+    }
+
+    fn injects_usage(&self, request: &ChatRequest) -> bool {
+        request.stream
+            && !request.client_wants_usage
+            && self.compat.request_stream_usage
+            && !self.compat.drop_params.iter().any(|p| p == "stream_options")
+    }
+
+    /// Applies the rewrites to the client's body; returns it untouched when nothing changes.
+    pub fn rewrite_body(&self, request: &ChatRequest) -> Result<Bytes, RelayError> {
+        let mut object = RawObject::parse(&request.body)
+            .map_err(|e| RelayError::new(ErrorCode::InvalidJson, format!("request body: {e}")))?;
+        object.set_value("model", &request.upstream_model);
+        if self.injects_usage(request) {
+            let mut options = object
+                .get("stream_options")
+                .and_then(|raw| serde_json::from_str::<serde_json::Map<String, Value>>(raw.get()).ok())
+                .unwrap_or_default();
+            options.insert("include_usage".into(), Value::Bool(true));
+            object.set_value("stream_options", &options);
+        }
+        let compat = &self.compat;
+        if let Some(role) = &compat.developer_role {
+            rewrite_developer_role(&mut object, role);
+        }
+        match compat.max_tokens_field {
+            Some(MaxTokensField::MaxTokens) => object.rename("max_completion_tokens", "max_tokens"),
+            Some(MaxTokensField::MaxCompletionTokens) => object.rename("max_tokens", "max_completion_tokens"),
+            None => {}
+        }
+        for param in &compat.drop_params {
+            object.remove(param);
+        }
+        if compat.strip_tool_strict {
+            strip_tool_strict(&mut object);
+        }
+        Ok(object.to_bytes())
+    }
+}
+
+fn rewrite_developer_role(object: &mut RawObject<'_>, role: &str) {
+    let Some(raw) = object.get("messages") else { return };
+    if memmem::find(raw.get().as_bytes(), b"\"developer\"").is_none() {
+        return;
+    }
+    let Ok(mut messages) = serde_json::from_str::<Vec<Value>>(raw.get()) else { return };
+    for message in &mut messages {
+        if message.get("role").and_then(Value::as_str) == Some("developer") {
+            message["role"] = Value::String(role.to_owned());
+        }
+    }
+    object.set_value("messages", &messages);
+}
+
+fn strip_tool_strict(object: &mut RawObject<'_>) {
+    let Some(raw) = object.get("tools") else { return };
+    if memmem::find(raw.get().as_bytes(), b"\"strict\"").is_none() {
+        return;
+    }
+    let Ok(mut tools) = serde_json::from_str::<Vec<Value>>(raw.get()) else { return };
+    for tool in &mut tools {
+        if let Some(function) = tool.get_mut("function").and_then(Value::as_object_mut) {
+            function.remove("strict");
+        }
+    }
+    object.set_value("tools", &tools);
+}
+
+impl Dialect for OpenAiChat {
+    fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
+        let body = self.rewrite_body(request)?;
+        Ok(UpstreamCall::post("/chat/completions", body, request.stream))
+    }
+
+    fn translate_response(&self, body: Bytes, _ctx: &ResponseContext) -> Result<Translated, RelayError> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(RelayError::new(
+                ErrorCode::UpstreamInvalidResponse,
+                format!("upstream answered 2xx with a body that is not a JSON object: {}", excerpt(&body)),
+            ));
+        }
+        let usage = serde_json::from_slice::<UsageOnly>(&body).ok().and_then(|u| u.usage).map(Usage::from);
+        Ok(Translated { body, usage })
+    }
+
+    fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
+        Box::new(PassthroughStream {
+            decoder: SseDecoder::default(),
+            strip_usage: !ctx.client_wants_usage,
+            done: false,
+            finished: false,
+            usage: None,
+            events: Vec::new(),
+        })
+    }
+
+    fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
+        passthrough_error(status, body)
+    }
+}
+
+/// An upstream's JSON error, passed through with its own status and body.
+pub fn passthrough_error(status: u16, body: &Bytes) -> RelayError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .or_else(|| v.get("error"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| excerpt(body));
+    let code = match status {
+        429 => ErrorCode::UpstreamRateLimited,
+        529 => ErrorCode::UpstreamOverloaded,
+        _ => ErrorCode::UpstreamHttpError,
+    };
+    let mut error = RelayError::new(code, message).with_status(status);
+    error.passthrough_body = Some(body.clone());
+    error
+}
+
+/// The first few hundred characters of a body, for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    const LIMIT: usize = 300;
+    let text = String::from_utf8_lossy(&body[..body.len().min(LIMIT * 4)]);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// The OpenAI usage object as it appears on the wire.
+#[derive(Debug, Deserialize)]
+pub struct UsageJson {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+/// `usage.completion_tokens_details`.
+#[derive(Debug, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl From<UsageJson> for Usage {
+    fn from(u: UsageJson) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+}
+
+#[derive(Deserialize)]
+struct UsageChunk {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+    #[serde(default)]
+    choices: Vec<serde::de::IgnoredAny>,
+}
+
+/// Forwards OpenAI stream events as sliced from the upstream's reads.
+struct PassthroughStream {
+    decoder: SseDecoder,
+    strip_usage: bool,
+    done: bool,
+    finished: bool,
+    usage: Option<Usage>,
+    events: Vec<sse::Event>,
+}
+
+impl PassthroughStream {
+    fn on_event(&mut self, event: sse::Event, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        let Some(data) = event.data() else {
+            // Upstream comments (keep-alives, "OPENROUTER PROCESSING") are not forwarded: the
+            // relay sends its own keep-alives.
+            return Ok(());
+        };
+        let data = data.as_ref();
+        if data.trim_ascii() == sse::DONE.as_bytes() {
+            self.done = true;
+            out.push(event.into_raw());
+            return Ok(());
+        }
+        if memmem::find(data, b"\"finish_reason\":\"").is_some()
+            || memmem::find(data, b"\"finish_reason\": \"").is_some()
+        {
+            self.finished = true;
+        }
+        if memmem::find(data, b"\"error\"").is_some() {
+            if let Some(error) = in_band_error(data) {
+                return Err(error);
+            }
+        }
+        if memmem::find(data, b"\"usage\":{").is_some() || memmem::find(data, b"\"usage\": {").is_some() {
+            if let Ok(chunk) = serde_json::from_slice::<UsageChunk>(data) {
+                if let Some(usage) = chunk.usage {
+                    self.usage = Some(usage.into());
+                }
+                if self.strip_usage && chunk.choices.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        out.push(event.into_raw());
+        Ok(())
+    }
+}
+
+/// An `{"error": {...}}` payload sent in-band by the upstream.
+fn in_band_error(data: &[u8]) -> Option<RelayError> {
+    let value: Value = serde_json::from_slice(data).ok()?;
+    let error = value.get("error")?;
+    if value.get("choices").is_some() {
+        return None;
+    }
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string());
+    Some(RelayError::new(ErrorCode::UpstreamStreamError, format!("upstream stream error: {message}")))
+}
+
+impl StreamTranslator for PassthroughStream {
+    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        let mut events = std::mem::take(&mut self.events);
+        let result = self
+            .decoder
+            .push(chunk, &mut events)
+            .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
+            .and_then(|()| events.drain(..).try_for_each(|event| self.on_event(event, out)));
+        events.clear();
+        self.events = events;
+        result
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        if let Some(event) = self.decoder.finish() {
+            self.on_event(event, out)?;
+        }
+        if self.done {
+            return Ok(());
+        }
+        if self.finished {
+            // Some OpenAI-compatible servers end after the finish chunk without `[DONE]`.
+            out.push(sse::done_event());
+            self.done = true;
+            return Ok(());
+        }
+        Err(RelayError::new(
+            ErrorCode::UpstreamStreamTruncated,
+            "upstream stream ended before its final event",
+        ))
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &str, stream: bool, wants_usage: bool) -> ChatRequest {
+        ChatRequest {
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            upstream_model: "up-model".into(),
+            stream,
+            client_wants_usage: wants_usage,
+        }
+    }
+
+    fn ctx(wants_usage: bool) -> ResponseContext {
+        ResponseContext { id: "chatcmpl-x".into(), created: 1, upstream_model: "m".into(), client_wants_usage: wants_usage }
+    }
+
+    #[test]
+    fn only_the_model_changes_by_default() {
+        let dialect = OpenAiChat::new(Compat::default());
+        let body = r#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"store":true,"x_custom":{"a":[1, 2]}}"#;
+        let call = dialect.translate_request(&request(body, false, false)).unwrap();
+        assert_eq!(
+            call.body,
+            Bytes::from_static(br#"{"model":"up-model","messages":[{"role":"user","content":"hi"}],"store":true,"x_custom":{"a":[1, 2]}}"#)
+        );
+        assert_eq!(call.path_and_query, "/chat/completions");
+    }
+
+    #[test]
+    fn compat_rewrites_roles_limits_params_and_strict() {
+        let dialect = OpenAiChat::new(Compat {
+            developer_role: Some("system".into()),
+            max_tokens_field: Some(MaxTokensField::MaxTokens),
+            drop_params: vec!["store".into(), "parallel_tool_calls".into()],
+            strip_tool_strict: true,
+            request_stream_usage: false,
+        });
+        let body = r#"{"model":"m","messages":[{"role":"developer","content":"be brief"}],"max_completion_tokens":9,"store":false,"parallel_tool_calls":true,"tools":[{"type":"function","function":{"name":"f","strict":true,"parameters":{}}}]}"#;
+        let call = dialect.translate_request(&request(body, false, false)).unwrap();
+        let sent: Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(sent["messages"][0]["role"], "system");
+        assert_eq!(sent["max_tokens"], 9);
+        assert!(sent.get("max_completion_tokens").is_none());
+        assert!(sent.get("store").is_none() && sent.get("parallel_tool_calls").is_none());
+        assert!(sent["tools"][0]["function"].get("strict").is_none());
+        assert_eq!(sent["tools"][0]["function"]["name"], "f");
+    }
+
+    #[test]
+    fn streams_ask_for_usage_and_the_client_does_not_see_it_unless_asked() {
+        let dialect = OpenAiChat::new(Compat { request_stream_usage: true, ..Compat::default() });
+        let call = dialect.translate_request(&request(r#"{"model":"m","stream":true}"#, true, false)).unwrap();
+        let sent: Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+
+        let upstream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+                        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n\
+                        data: [DONE]\n\n";
+        for (wants, expected_events) in [(false, 2), (true, 3)] {
+            let mut translator = dialect.stream_translator(&ctx(wants));
+            let mut out = Vec::new();
+            translator.feed(Bytes::from(upstream), &mut out).unwrap();
+            translator.finish(&mut out).unwrap();
+            assert_eq!(out.len(), expected_events);
+            assert_eq!(out.last().unwrap(), &sse::done_event());
+            let usage = translator.usage().unwrap();
+            assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens), (3, 1, 2));
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_end_is_an_error_not_a_clean_finish() {
+        let dialect = OpenAiChat::new(Compat::default());
+        let mut translator = dialect.stream_translator(&ctx(false));
+        let mut out = Vec::new();
+        translator
+            .feed(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}\n\n"), &mut out)
+            .unwrap();
+        let err = translator.finish(&mut out).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UpstreamStreamTruncated);
+    }
+
+    #[test]
+    fn an_in_band_error_event_fails_the_stream() {
+        let dialect = OpenAiChat::new(Compat::default());
+        let mut translator = dialect.stream_translator(&ctx(false));
+        let err = translator
+            .feed(Bytes::from_static(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n"), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::UpstreamStreamError);
+        assert!(err.message.contains("overloaded"));
+    }
+
+    #[test]
+    fn a_2xx_html_page_is_not_passed_off_as_a_completion() {
+        let dialect = OpenAiChat::new(Compat::default());
+        let err = dialect.translate_response(Bytes::from_static(b"<html>challenge</html>"), &ctx(false)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse);
+    }
+}

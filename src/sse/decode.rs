@@ -1,0 +1,273 @@
+//! Incremental SSE decoding.
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+
+/// One complete event, holding the exact bytes it arrived as (including the blank line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    raw: Bytes,
+}
+
+impl Event {
+    /// The event exactly as received, ready to forward unchanged.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Consumes the event, returning its bytes.
+    pub fn into_raw(self) -> Bytes {
+        self.raw
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.raw
+            .split(|b| *b == b'\n' || *b == b'\r')
+            .filter(|line| !line.is_empty() && line[0] != b':')
+            .map(|line| match memchr::memchr(b':', line) {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    let value = value.strip_prefix(b" ").unwrap_or(value);
+                    (&line[..colon], value)
+                }
+                None => (line, &b""[..]),
+            })
+    }
+
+    /// The `event:` field, if any.
+    pub fn event_type(&self) -> Option<&str> {
+        self.fields()
+            .filter(|(name, _)| *name == b"event")
+            .last()
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+    }
+
+    /// The `data:` lines joined by `\n`, or `None` for an event without data (a comment or a
+    /// bare `event:` line).
+    pub fn data(&self) -> Option<Cow<'_, [u8]>> {
+        let mut lines = self.fields().filter(|(name, _)| *name == b"data").map(|(_, v)| v);
+        let first = lines.next()?;
+        match lines.next() {
+            None => Some(Cow::Borrowed(first)),
+            Some(second) => {
+                let mut joined = first.to_vec();
+                joined.push(b'\n');
+                joined.extend_from_slice(second);
+                for line in lines {
+                    joined.push(b'\n');
+                    joined.extend_from_slice(line);
+                }
+                Some(Cow::Owned(joined))
+            }
+        }
+    }
+}
+
+/// A stream that violates the framing limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    #[error("an SSE event exceeded {0} bytes without ending")]
+    EventTooLarge(usize),
+}
+
+/// Splits a byte stream into complete events, however the bytes are split into reads.
+#[derive(Debug)]
+pub struct SseDecoder {
+    pending: BytesMut,
+    /// Offset in `pending` of the start of the line not yet scanned.
+    line_start: usize,
+    /// Whether the current event has a non-blank line yet.
+    in_event: bool,
+    max_event_bytes: usize,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        SseDecoder::new(16 * 1024 * 1024)
+    }
+}
+
+impl SseDecoder {
+    /// A decoder that refuses events larger than `max_event_bytes`.
+    pub fn new(max_event_bytes: usize) -> Self {
+        SseDecoder { pending: BytesMut::new(), line_start: 0, in_event: false, max_event_bytes }
+    }
+
+    /// Feeds one read; appends every event it completes to `out`.
+    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Event>) -> Result<(), SseError> {
+        if self.pending.is_empty() {
+            // Fast path: slice complete events straight out of the read, copying only a tail.
+            let mut chunk = chunk;
+            let mut scan_from = 0;
+            loop {
+                match self.scan(&chunk, scan_from) {
+                    Scan::EventEnd(end) => {
+                        out.push(Event { raw: chunk.split_to(end) });
+                        scan_from = 0;
+                    }
+                    Scan::NeedMore(line_start) => {
+                        self.line_start = line_start;
+                        if !chunk.is_empty() {
+                            self.pending.extend_from_slice(&chunk);
+                        }
+                        break;
+                    }
+                }
+            }
+        } else {
+            self.pending.extend_from_slice(&chunk);
+            loop {
+                let pending = std::mem::take(&mut self.pending);
+                let pending = pending.freeze();
+                match self.scan(&pending, self.line_start) {
+                    Scan::EventEnd(end) => {
+                        let mut rest = pending;
+                        out.push(Event { raw: rest.split_to(end) });
+                        self.pending = BytesMut::from(&rest[..]);
+                        self.line_start = 0;
+                    }
+                    Scan::NeedMore(line_start) => {
+                        self.line_start = line_start;
+                        self.pending = BytesMut::from(&pending[..]);
+                        break;
+                    }
+                }
+            }
+        }
+        if self.pending.len() > self.max_event_bytes {
+            return Err(SseError::EventTooLarge(self.max_event_bytes));
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: returns an event left without its closing blank line, if it carried any
+    /// field (servers that close right after the last `data:` line are common).
+    pub fn finish(&mut self) -> Option<Event> {
+        let rest = std::mem::take(&mut self.pending);
+        self.line_start = 0;
+        self.in_event = false;
+        let rest = rest.freeze();
+        let trimmed = rest.iter().all(|b| b.is_ascii_whitespace());
+        (!trimmed).then_some(Event { raw: rest })
+    }
+
+    /// Scans lines from `from`; returns the end offset of the first complete event, or where
+    /// the next scan should resume.
+    fn scan(&mut self, buf: &[u8], from: usize) -> Scan {
+        let mut line_start = from;
+        loop {
+            let Some(rel) = memchr::memchr2(b'\n', b'\r', &buf[line_start..]) else {
+                if line_start < buf.len() {
+                    self.in_event = true;
+                }
+                return Scan::NeedMore(line_start);
+            };
+            let eol = line_start + rel;
+            let next = if buf[eol] == b'\r' {
+                match buf.get(eol + 1) {
+                    Some(b'\n') => eol + 2,
+                    Some(_) => eol + 1,
+                    // A CR at the end of a read may be the first half of CRLF: wait for more.
+                    None => return Scan::NeedMore(line_start),
+                }
+            } else {
+                eol + 1
+            };
+            let blank = eol == line_start;
+            line_start = next;
+            if blank {
+                if self.in_event {
+                    self.in_event = false;
+                    return Scan::EventEnd(next);
+                }
+                // Blank lines between events carry nothing; keep them with the next event.
+                continue;
+            }
+            self.in_event = true;
+        }
+    }
+}
+
+enum Scan {
+    EventEnd(usize),
+    NeedMore(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(parts: &[&[u8]]) -> Vec<Event> {
+        let mut decoder = SseDecoder::default();
+        let mut out = Vec::new();
+        for part in parts {
+            decoder.push(Bytes::copy_from_slice(part), &mut out).unwrap();
+        }
+        out.extend(decoder.finish());
+        out
+    }
+
+    #[test]
+    fn splits_lf_and_crlf_events() {
+        let events = decode_all(&[b"data: a\n\ndata: b\r\n\r\nevent: x\ndata: c\n\n"]);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].data().unwrap().as_ref(), b"a");
+        assert_eq!(events[1].data().unwrap().as_ref(), b"b");
+        assert_eq!(events[2].event_type(), Some("x"));
+        assert_eq!(events[2].data().unwrap().as_ref(), b"c");
+    }
+
+    #[test]
+    fn joins_multi_line_data_and_ignores_comments() {
+        let events = decode_all(&[b": ping\n\ndata: one\ndata: two\n\n"]);
+        assert_eq!(events.len(), 2);
+        assert!(events[0].data().is_none());
+        assert_eq!(events[1].data().unwrap().as_ref(), b"one\ntwo");
+    }
+
+    #[test]
+    fn keeps_raw_bytes_for_pass_through() {
+        let input = b"data: {\"a\":1}\n\ndata: [DONE]\n\n";
+        let events = decode_all(&[input]);
+        let joined: Vec<u8> = events.iter().flat_map(|e| e.raw().to_vec()).collect();
+        assert_eq!(joined, input);
+    }
+
+    #[test]
+    fn returns_an_unterminated_last_event_on_finish() {
+        let events = decode_all(&[b"data: a\n\ndata: tail"]);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].data().unwrap().as_ref(), b"tail");
+    }
+
+    #[test]
+    fn refuses_an_endless_event() {
+        let mut decoder = SseDecoder::new(8);
+        let err = decoder.push(Bytes::from_static(b"data: 0123456789"), &mut Vec::new());
+        assert_eq!(err, Err(SseError::EventTooLarge(8)));
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_yields_the_same_events(cuts in proptest::collection::vec(0usize..120, 0..12)) {
+            let input: &[u8] = b"event: a\r\ndata: 1\r\n\r\ndata: 2\n\n: c\n\ndata: x\ndata: y\r\r\ndata: [DONE]\n\n";
+            let whole = decode_all(&[input]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % input.len()).collect();
+            cuts.sort_unstable();
+            let mut parts: Vec<&[u8]> = Vec::new();
+            let mut last = 0;
+            for cut in cuts {
+                parts.push(&input[last..cut]);
+                last = cut;
+            }
+            parts.push(&input[last..]);
+            let split = decode_all(&parts);
+            let data = |events: &[Event]| events.iter().map(|e| e.data().map(|d| d.to_vec())).collect::<Vec<_>>();
+            prop_assert_eq!(data(&whole), data(&split));
+            let raw = |events: &[Event]| events.iter().flat_map(|e| e.raw().to_vec()).collect::<Vec<u8>>();
+            prop_assert_eq!(raw(&whole), raw(&split));
+        }
+    }
+}
