@@ -5,4 +5,5 @@
 pub mod body;
 pub mod dialect;
 pub mod error;
+pub mod config;
 pub mod sse;

@@ -1,0 +1,683 @@
+//! `RawConfig` -> [`Config`]: every check, every default, and the only constructor of `Config`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
+use super::schema::{RawConfig, RawTimeouts, RawUpstream};
+use super::secret::{expand, MissingVar};
+use super::{
+    AwsParams, Config, ConfigError, Glob, HealthCheckParams, KeyParams, ModelParams, ModelPattern, RetryParams,
+    Secret, ServerParams, Strategy, StreamMode, TargetParams, Timeouts, TlsParams, UpstreamParams,
+};
+use crate::dialect::openai::{Compat, MaxTokensField};
+use crate::dialect::{AuthStyle, DialectKind, DialectOptions};
+
+/// Dialect values from earlier releases and other gateways, with what they mean now and, where
+/// the old value was ambiguous, what else it might have meant.
+pub const LEGACY_DIALECTS: &[(&str, &str, Option<&str>)] = &[
+    ("openai", "openai-completions", Some("openai-responses")),
+    ("openai-chat", "openai-completions", None),
+    ("openai-compatible", "openai-completions", None),
+    ("anthropic", "anthropic-messages", None),
+    ("claude", "anthropic-messages", None),
+    ("gemini", "google-generative-ai", None),
+    ("google", "google-generative-ai", None),
+    ("azure", "azure-openai-completions", Some("azure-openai-responses")),
+    ("azure-openai", "azure-openai-completions", Some("azure-openai-responses")),
+    ("bedrock", "bedrock-converse-stream", None),
+    ("responses", "openai-responses", None),
+    ("copilot", "github-copilot", None),
+];
+
+/// Error classes that move a request on to the next target unless `failover_on` says otherwise.
+pub const RETRYABLE_BY_DEFAULT: &[&str] = &["connect", "timeout", "reset", "429", "5xx", "disabled", "invalid_response"];
+
+/// Every class name `failover_on` accepts.
+const FAILOVER_CLASSES: &[&str] =
+    &["connect", "timeout", "reset", "429", "5xx", "disabled", "invalid_response", "400", "401", "403", "404", "422", "stream"];
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
+
+struct Checker<'a> {
+    file: Option<&'a Path>,
+    locator: Locator<'a>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<Diagnostic>,
+    fatal: bool,
+}
+
+impl Checker<'_> {
+    fn place(&self, mut diagnostic: Diagnostic) -> Diagnostic {
+        diagnostic.file = self.file.map(Path::to_owned);
+        if diagnostic.location.is_none() {
+            diagnostic.location = self.locator.locate(&diagnostic.path);
+        }
+        diagnostic
+    }
+
+    /// A problem that stops the whole file from being served.
+    fn fatal(&mut self, diagnostic: Diagnostic) {
+        self.fatal = true;
+        let diagnostic = self.place(diagnostic);
+        self.problems.push(diagnostic);
+    }
+
+    /// A problem confined to one part (an upstream, a key, a model), which is skipped.
+    fn contained(&mut self, diagnostic: Diagnostic) {
+        let diagnostic = self.place(diagnostic);
+        self.problems.push(diagnostic);
+    }
+
+    fn duration(&mut self, path: &str, text: Option<&String>, default: Duration) -> Duration {
+        match text {
+            None => default,
+            Some(text) => parse_duration(text).unwrap_or_else(|| {
+                self.fatal(
+                    Diagnostic::error(path, format!("{text:?} is not a duration"))
+                        .suggest("write a number with a unit: \"250ms\", \"30s\", \"5m\", \"1h\""),
+                );
+                default
+            }),
+        }
+    }
+
+    fn expand(&self, text: &str) -> Result<String, MissingVar> {
+        expand(text, self.env)
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// Names listed in a serde "expected one of `a`, `b`" message.
+fn expected_names(message: &str) -> Vec<&str> {
+    match message.find("expected one of") {
+        Some(start) => message[start..].split('`').skip(1).step_by(2).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The field named in a serde "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let start = message.find("unknown field `")? + "unknown field `".len();
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+fn suggestion_for_unknown(message: &str) -> Option<String> {
+    let field = unknown_field(message)?;
+    let names = expected_names(message);
+    Some(match did_you_mean(field, names.iter().copied()) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => format!("remove `{field}`; known keys here: {}", names.join(", ")),
+    })
+}
+
+pub(super) fn validate(
+    source: &str,
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut checker = Checker { file, locator: Locator::new(source), env, problems: Vec::new(), fatal: false };
+    let raw: RawConfig = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(error) => {
+            let message = error.message().trim().to_owned();
+            let mut diagnostic = Diagnostic::error("", message.clone());
+            diagnostic.location = error.span().map(|span| checker.locator.line_col(span.start));
+            diagnostic.suggestion = suggestion_for_unknown(&message);
+            checker.fatal(diagnostic);
+            return Err(ConfigError { diagnostics: checker.problems });
+        }
+    };
+
+    let server = check_server(&mut checker, &raw);
+    let (keys, auth_configured) = check_keys(&mut checker, &raw);
+    let mut upstreams = BTreeMap::new();
+    let mut disabled = BTreeMap::new();
+    for (name, value) in &raw.upstreams {
+        match check_upstream(&mut checker, name, value) {
+            Ok(params) => {
+                upstreams.insert(name.clone(), params);
+            }
+            Err(diagnostic) => {
+                let diagnostic = checker.place(diagnostic);
+                checker.problems.push(diagnostic.clone());
+                disabled.insert(name.clone(), diagnostic);
+            }
+        }
+    }
+    let models = check_models(&mut checker, &raw, &upstreams, &disabled);
+
+    if checker.fatal {
+        checker.problems.retain(|d| d.severity == Severity::Error);
+        return Err(ConfigError { diagnostics: checker.problems });
+    }
+    Ok(Config {
+        server,
+        keys,
+        auth_required: auth_configured,
+        upstreams,
+        disabled,
+        models,
+        warnings: checker.problems,
+        source: file.map(Path::to_owned),
+    })
+}
+
+fn check_server(checker: &mut Checker<'_>, raw: &RawConfig) -> ServerParams {
+    let server = &raw.server;
+    let mut address = |path: &str, text: &str| -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                checker.fatal(
+                    Diagnostic::error(path, format!("{text:?} is not an address"))
+                        .suggest("write IP:port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
+                );
+                None
+            }
+        }
+    };
+    let listen = address("server.listen", server.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let admin_listen = server.admin_listen.as_deref().and_then(|text| address("server.admin_listen", text));
+    let max_body = server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    if max_body < 1024 {
+        checker.fatal(Diagnostic::error("server.max_body_bytes", "must be at least 1024").suggest("the default is 33554432 (32 MiB)"));
+    }
+    ServerParams {
+        listen,
+        admin_listen,
+        max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+        shutdown_grace: checker.duration("server.shutdown_grace", server.shutdown_grace.as_ref(), Duration::from_secs(30)),
+        allow_unauthenticated: server.allow_unauthenticated.unwrap_or(false),
+        keepalive_interval: checker.duration(
+            "server.keepalive_interval",
+            server.keepalive_interval.as_ref(),
+            Duration::from_secs(15),
+        ),
+    }
+}
+
+fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, bool) {
+    let mut keys = Vec::new();
+    for (index, key) in raw.keys.iter().enumerate() {
+        let path = format!("keys.{index}");
+        if keys.iter().any(|k: &KeyParams| k.name == key.name) {
+            checker.fatal(Diagnostic::error(format!("{path}.name"), format!("duplicate key name {:?}", key.name)));
+            continue;
+        }
+        let sha256 = match (&key.key, &key.sha256) {
+            (Some(value), None) => match checker.expand(value) {
+                Ok(value) => Sha256::digest(value.as_bytes()).into(),
+                Err(MissingVar(var)) => {
+                    checker.contained(
+                        Diagnostic::warning(format!("{path}.key"), format!("key {:?} is disabled: ${{{var}}} is not set", key.name))
+                            .suggest(format!("export {var}=... before starting, or use `sha256 = \"...\"`")),
+                    );
+                    continue;
+                }
+            },
+            (None, Some(hex_digest)) => match hex::decode(hex_digest).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(digest) => digest,
+                None => {
+                    checker.fatal(
+                        Diagnostic::error(format!("{path}.sha256"), "not a SHA-256 hex digest (64 hex characters)")
+                            .suggest("compute one with: printf %s \"$KEY\" | sha256sum"),
+                    );
+                    continue;
+                }
+            },
+            _ => {
+                checker.fatal(
+                    Diagnostic::error(path.clone(), format!("key {:?} needs exactly one of `key` or `sha256`", key.name))
+                        .suggest("key = \"${MY_KEY_VAR}\""),
+                );
+                continue;
+            }
+        };
+        let models = key.models.clone().unwrap_or_else(|| vec!["*".into()]);
+        keys.push(KeyParams { name: key.name.clone(), sha256, models: models.iter().map(|m| Glob::new(m)).collect() });
+    }
+    (keys, !raw.keys.is_empty())
+}
+
+fn default_base_url(kind: DialectKind, region: Option<&str>) -> Option<String> {
+    Some(match kind {
+        DialectKind::OpenAiCompletions | DialectKind::OpenAiResponses => "https://api.openai.com/v1".into(),
+        DialectKind::OpenAiCodexResponses => "https://chatgpt.com/backend-api".into(),
+        DialectKind::AnthropicMessages => "https://api.anthropic.com".into(),
+        DialectKind::GoogleGenerativeAi => "https://generativelanguage.googleapis.com/v1beta".into(),
+        DialectKind::Ollama => "http://127.0.0.1:11434".into(),
+        DialectKind::GithubCopilot => "https://api.githubcopilot.com".into(),
+        DialectKind::BedrockConverseStream => format!("https://bedrock-runtime.{}.amazonaws.com", region?),
+        DialectKind::AzureOpenAiCompletions | DialectKind::AzureOpenAiResponses | DialectKind::Mock => return None,
+    })
+}
+
+fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) -> Result<UpstreamParams, Diagnostic> {
+    let path = format!("upstreams.{name}");
+    let disabled = |key: &str, message: String| {
+        let key_path = if key.is_empty() { path.clone() } else { format!("{path}.{key}") };
+        Diagnostic::warning(key_path, format!("upstream {name:?} is disabled: {message}"))
+    };
+    let raw = RawUpstream::deserialize(value.clone()).map_err(|error| {
+        let message = error.message().trim().to_owned();
+        let key = unknown_field(&message).unwrap_or("").to_owned();
+        let mut diagnostic = disabled(&key, message.clone());
+        diagnostic.suggestion = suggestion_for_unknown(&message);
+        diagnostic
+    })?;
+
+    let dialect = match raw.dialect.parse::<DialectKind>() {
+        Ok(kind) => kind,
+        Err(_) => {
+            let config = checker.file.map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
+            let suggestion = match LEGACY_DIALECTS.iter().find(|(old, _, _)| *old == raw.dialect) {
+                Some((old, new, alternative)) => {
+                    let also = alternative.map(|a| format!(" (or {a:?} if that is what you meant)")).unwrap_or_default();
+                    format!("{old:?} was renamed to {new:?}{also}; run `switchyard doctor --fix --config {config}`")
+                }
+                None => match did_you_mean(&raw.dialect, DialectKind::ALL.iter().map(|k| k.as_str())) {
+                    Some(close) => format!("did you mean {close:?}?"),
+                    None => format!(
+                        "known dialects: {}",
+                        DialectKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                },
+            };
+            return Err(disabled("dialect", format!("unknown dialect {:?}", raw.dialect)).suggest(suggestion));
+        }
+    };
+
+    let expand_field = |key: &str, text: &str| {
+        expand(text, checker.env).map_err(|MissingVar(var)| {
+            disabled(key, format!("${{{var}}} is not set")).suggest(format!("export {var}=... or remove the reference"))
+        })
+    };
+
+    let base_url = match raw.base_url.as_deref().map(|u| expand_field("base_url", u)).transpose()? {
+        Some(url) => Some(url),
+        None => default_base_url(dialect, raw.region.as_deref()),
+    };
+    let base_url = match (base_url, dialect) {
+        (None, DialectKind::Mock) => None,
+        (None, _) => return Err(disabled("base_url", "`base_url` is required for this dialect".into())),
+        (Some(url), _) => {
+            let uri: Uri = url
+                .trim_end_matches('/')
+                .parse()
+                .map_err(|_| disabled("base_url", format!("{url:?} is not a URL")))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return Err(disabled("base_url", format!("{url:?} must be an http:// or https:// URL")));
+            }
+            Some(uri)
+        }
+    };
+
+    let api_key = raw.api_key.as_deref().map(|k| expand_field("api_key", k)).transpose()?.map(Secret::new);
+    let dialect_options_probe = crate::dialect::build(dialect, &DialectOptions::default());
+    let auth = match raw.auth.as_deref() {
+        None => dialect_options_probe.default_auth(),
+        Some("bearer") => AuthStyle::Bearer,
+        Some("x-api-key") => AuthStyle::Header("x-api-key"),
+        Some("api-key") => AuthStyle::Header("api-key"),
+        Some("x-goog-api-key") => AuthStyle::Header("x-goog-api-key"),
+        Some("sigv4") => AuthStyle::SigV4,
+        Some("none") => AuthStyle::None,
+        Some(other) => {
+            return Err(disabled("auth", format!("unknown auth style {other:?}"))
+                .suggest("one of: bearer, x-api-key, api-key, x-goog-api-key, sigv4, none"))
+        }
+    };
+
+    let mut headers_set = Vec::new();
+    for (header, value) in &raw.headers.set {
+        let value = expand_field("headers.set", value)?;
+        let header_name = HeaderName::try_from(header.as_str())
+            .map_err(|_| disabled("headers.set", format!("{header:?} is not a header name")))?;
+        let header_value = HeaderValue::try_from(value)
+            .map_err(|_| disabled("headers.set", format!("the value of {header:?} is not a valid header value")))?;
+        headers_set.push((header_name, header_value));
+    }
+
+    let compat = &raw.compat;
+    let max_tokens_field = match compat.max_tokens_field.as_deref() {
+        None => None,
+        Some("max_tokens") => Some(MaxTokensField::MaxTokens),
+        Some("max_completion_tokens") => Some(MaxTokensField::MaxCompletionTokens),
+        Some(other) => {
+            return Err(disabled("compat.max_tokens_field", format!("{other:?} is not a field name"))
+                .suggest("\"max_tokens\" or \"max_completion_tokens\""))
+        }
+    };
+
+    let tls = TlsParams {
+        ca_file: raw.tls.ca_file.as_ref().map(PathBuf::from),
+        native_roots: raw.tls.native_roots.unwrap_or(false),
+    };
+    if let Some(ca_file) = &tls.ca_file {
+        if !ca_file.is_file() {
+            return Err(disabled("tls.ca_file", format!("{} does not exist", ca_file.display())));
+        }
+    }
+    let proxy = match raw.proxy.as_deref().map(|p| expand_field("proxy", p)).transpose()? {
+        None => None,
+        Some(proxy) => Some(proxy.parse::<Uri>().map_err(|_| disabled("proxy", format!("{proxy:?} is not a URL")))?),
+    };
+
+    let timeouts = timeouts(checker, &format!("{path}.timeouts"), &raw.timeouts, Timeouts::default());
+    let defaults = RetryParams::default();
+    let retry = RetryParams {
+        attempts: raw.retry.attempts.unwrap_or(defaults.attempts).max(1),
+        backoff_base: checker.duration(&format!("{path}.retry.backoff_base"), raw.retry.backoff_base.as_ref(), defaults.backoff_base),
+        backoff_max: checker.duration(&format!("{path}.retry.backoff_max"), raw.retry.backoff_max.as_ref(), defaults.backoff_max),
+        retry_after_max: checker.duration(
+            &format!("{path}.retry.retry_after_max"),
+            raw.retry.retry_after_max.as_ref(),
+            defaults.retry_after_max,
+        ),
+        budget_ratio: raw.retry.budget_ratio.unwrap_or(defaults.budget_ratio).clamp(0.0, 10.0),
+    };
+    let stream_mode = match raw.stream.as_deref() {
+        None | Some("native") => StreamMode::Native,
+        Some("simulate") => StreamMode::Simulate,
+        Some(other) => {
+            return Err(disabled("stream", format!("unknown stream mode {other:?}")).suggest("\"native\" or \"simulate\""))
+        }
+    };
+    let health_check = raw.health.as_ref().map(|health| HealthCheckParams {
+        interval: checker.duration(&format!("{path}.health.interval"), health.interval.as_ref(), Duration::from_secs(10)),
+        path: health.path.clone().unwrap_or_else(|| "/models".into()),
+        expect_status: health.expect_status.unwrap_or(200),
+    });
+
+    let aws = if dialect == DialectKind::BedrockConverseStream || auth == AuthStyle::SigV4 {
+        let from = |key: &str, configured: &Option<String>, env_name: &str| -> Result<Option<Secret>, Diagnostic> {
+            match configured {
+                Some(text) => expand_field(key, text).map(|v| Some(Secret::new(v))),
+                None => Ok((checker.env)(env_name).filter(|v| !v.is_empty()).map(Secret::new)),
+            }
+        };
+        let access_key_id = from("aws_access_key_id", &raw.aws_access_key_id, "AWS_ACCESS_KEY_ID")?;
+        let secret_access_key = from("aws_secret_access_key", &raw.aws_secret_access_key, "AWS_SECRET_ACCESS_KEY")?;
+        let session_token = from("aws_session_token", &raw.aws_session_token, "AWS_SESSION_TOKEN")?;
+        match (access_key_id, secret_access_key) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(AwsParams { access_key_id, secret_access_key, session_token }),
+            _ => {
+                return Err(disabled("", "no AWS credentials".into())
+                    .suggest("set aws_access_key_id/aws_secret_access_key, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"))
+            }
+        }
+    } else {
+        None
+    };
+    if dialect == DialectKind::BedrockConverseStream && raw.region.is_none() {
+        return Err(disabled("region", "`region` is required for bedrock-converse-stream".into()).suggest("region = \"us-east-1\""));
+    }
+
+    Ok(UpstreamParams {
+        name: name.to_owned(),
+        dialect,
+        base_url,
+        api_key,
+        auth,
+        user_agent: raw.user_agent.clone().unwrap_or_else(|| concat!("switchyard/", env!("CARGO_PKG_VERSION")).to_owned()),
+        headers_set,
+        headers_remove: raw.headers.remove.iter().map(|p| Glob::case_insensitive(p)).collect(),
+        keep_sdk_headers: raw.keep_sdk_headers.unwrap_or(false),
+        dialect_options: DialectOptions {
+            default_max_tokens: raw.default_max_tokens,
+            anthropic_version: raw.anthropic_version.clone(),
+            api_version: raw.api_version.clone(),
+            deployment: raw.deployment.clone(),
+            region: raw.region.clone(),
+            drop_unsupported: raw.drop_unsupported.unwrap_or(false),
+            compat: Compat {
+                developer_role: compat.developer_role.clone(),
+                max_tokens_field,
+                drop_params: compat.drop_params.clone(),
+                strip_tool_strict: compat.strip_tool_strict.unwrap_or(false),
+                request_stream_usage: compat.stream_usage.unwrap_or(true),
+            },
+        },
+        tls,
+        proxy,
+        timeouts,
+        retry,
+        stream_mode,
+        health_check,
+        aws,
+    })
+}
+
+fn timeouts(checker: &mut Checker<'_>, path: &str, raw: &RawTimeouts, base: Timeouts) -> Timeouts {
+    Timeouts {
+        connect: checker.duration(&format!("{path}.connect"), raw.connect.as_ref(), base.connect),
+        first_byte: checker.duration(&format!("{path}.first_byte"), raw.first_byte.as_ref(), base.first_byte),
+        idle: checker.duration(&format!("{path}.idle"), raw.idle.as_ref(), base.idle),
+        total: checker.duration(&format!("{path}.total"), raw.total.as_ref(), base.total),
+    }
+}
+
+fn check_models(
+    checker: &mut Checker<'_>,
+    raw: &RawConfig,
+    upstreams: &BTreeMap<String, UpstreamParams>,
+    disabled: &BTreeMap<String, Diagnostic>,
+) -> Vec<ModelParams> {
+    let mut models: Vec<ModelParams> = Vec::new();
+    for (index, model) in raw.models.iter().enumerate() {
+        let path = format!("models.{index}");
+        let pattern = match model.name.strip_suffix('*') {
+            Some(prefix) if prefix.ends_with('/') && !prefix[..prefix.len() - 1].contains('*') => {
+                ModelPattern::Prefix(prefix.to_owned())
+            }
+            _ if model.name.contains('*') || model.name.is_empty() => {
+                checker.fatal(
+                    Diagnostic::error(format!("{path}.name"), format!("{:?} is not a model name or pattern", model.name))
+                        .suggest("use an exact name, or `prefix/*` to route prefix/x to an upstream as model x"),
+                );
+                continue;
+            }
+            _ => ModelPattern::Exact(model.name.clone()),
+        };
+        if models.iter().any(|m| m.pattern == pattern) {
+            checker.fatal(Diagnostic::error(format!("{path}.name"), format!("model {:?} is defined twice", model.name)));
+            continue;
+        }
+        let strategy = match model.strategy.as_deref() {
+            None | Some("failover") => Strategy::Failover,
+            Some("weighted") => Strategy::Weighted,
+            Some("least-latency") => Strategy::LeastLatency,
+            Some(other) => {
+                checker.fatal(
+                    Diagnostic::error(format!("{path}.strategy"), format!("unknown strategy {other:?}"))
+                        .suggest("one of: failover, weighted, least-latency"),
+                );
+                continue;
+            }
+        };
+        let failover_on = model
+            .failover_on
+            .clone()
+            .unwrap_or_else(|| RETRYABLE_BY_DEFAULT.iter().map(|s| (*s).to_owned()).collect());
+        for class in &failover_on {
+            if !FAILOVER_CLASSES.contains(&class.as_str()) {
+                let mut diagnostic = Diagnostic::error(format!("{path}.failover_on"), format!("unknown error class {class:?}"));
+                diagnostic.suggestion = Some(match did_you_mean(class, FAILOVER_CLASSES.iter().copied()) {
+                    Some(close) => format!("did you mean {close:?}?"),
+                    None => format!("one of: {}", FAILOVER_CLASSES.join(", ")),
+                });
+                checker.fatal(diagnostic);
+            }
+        }
+        if model.targets.is_empty() {
+            checker.fatal(Diagnostic::error(format!("{path}.targets"), "a model needs at least one target"));
+            continue;
+        }
+        let mut targets = Vec::new();
+        for (t, target) in model.targets.iter().enumerate() {
+            let target_path = format!("{path}.targets.{t}");
+            if !upstreams.contains_key(&target.upstream) && !disabled.contains_key(&target.upstream) {
+                let known = upstreams.keys().chain(disabled.keys()).map(String::as_str);
+                let mut diagnostic = Diagnostic::error(
+                    format!("{target_path}.upstream"),
+                    format!("model {:?} targets an upstream {:?} that is not configured", model.name, target.upstream),
+                );
+                diagnostic.suggestion = did_you_mean(&target.upstream, known).map(|close| format!("did you mean {close:?}?"));
+                checker.fatal(diagnostic);
+                continue;
+            }
+            let base = upstreams.get(&target.upstream).map(|u| u.timeouts).unwrap_or_default();
+            let overridden = [&target.timeouts.connect, &target.timeouts.first_byte, &target.timeouts.idle, &target.timeouts.total]
+                .iter()
+                .any(|t| t.is_some());
+            targets.push(TargetParams {
+                upstream: target.upstream.clone(),
+                model: target.model.clone(),
+                weight: target.weight.unwrap_or(1),
+                timeouts: overridden.then(|| timeouts(checker, &format!("{target_path}.timeouts"), &target.timeouts, base)),
+            });
+        }
+        models.push(ModelParams { pattern, targets, strategy, failover_on });
+    }
+    models
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "OPENAI_KEY" => Some("sk-test".into()),
+            "CLIENT_KEY" => Some("client".into()),
+            _ => None,
+        }
+    }
+
+    fn load(source: &str) -> Result<Config, ConfigError> {
+        validate(source, Some(Path::new("switchyard.toml")), &env)
+    }
+
+    #[test]
+    fn the_embedded_default_serves_the_mock_model() {
+        let config = validate(super::super::EMBEDDED_DEFAULT, None, &env).unwrap();
+        assert_eq!(config.upstreams["mock"].dialect, DialectKind::Mock);
+        assert_eq!(config.models[0].pattern, ModelPattern::Exact("mock".into()));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn a_full_config_validates_with_defaults() {
+        let config = load(
+            r#"
+[server]
+listen = "0.0.0.0:9000"
+shutdown_grace = "5s"
+
+[[keys]]
+name = "team"
+key = "${CLIENT_KEY}"
+models = ["openai/*"]
+
+[upstreams.openai]
+dialect = "openai-completions"
+api_key = "${OPENAI_KEY}"
+compat = { developer_role = "system", max_tokens_field = "max_tokens", drop_params = ["store"] }
+headers.remove = ["x-foo-*"]
+
+[[models]]
+name = "openai/*"
+targets = [{ upstream = "openai" }]
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9000);
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(5));
+        let openai = &config.upstreams["openai"];
+        assert_eq!(openai.base_url.as_ref().unwrap().to_string(), "https://api.openai.com/v1");
+        assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-test");
+        assert_eq!(openai.dialect_options.compat.max_tokens_field, Some(MaxTokensField::MaxTokens));
+        assert_eq!(config.keys[0].sha256, <[u8; 32]>::from(Sha256::digest(b"client")));
+        assert_eq!(config.models[0].pattern.matches("openai/gpt-4o"), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn a_legacy_dialect_disables_only_that_upstream_and_names_the_fix() {
+        let config = load(
+            "[upstreams.old]\ndialect = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\n[upstreams.mock]\ndialect = \"mock\"\n\n[[models]]\nname = \"m\"\ntargets = [{ upstream = \"mock\" }]\n",
+        )
+        .unwrap();
+        assert!(config.upstreams.contains_key("mock"));
+        let problem = &config.disabled["old"];
+        assert_eq!(problem.location, Some((2, 1)));
+        let text = problem.to_string();
+        assert!(text.contains("switchyard.toml:2:1"), "{text}");
+        assert!(text.contains("openai-completions") && text.contains("doctor --fix"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_suggestion() {
+        let error = load("[server]\nlistn = \"127.0.0.1:1\"\n").unwrap_err();
+        let text = error.render();
+        assert!(text.contains("switchyard.toml:2:1"), "{text}");
+        assert!(text.contains("did you mean `listen`?"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_key_inside_an_upstream_disables_it() {
+        let config = load("[upstreams.a]\ndialect = \"mock\"\nbase_ulr = \"x\"\n").unwrap();
+        let text = config.disabled["a"].to_string();
+        assert!(text.contains(":3:1") && text.contains("did you mean `base_url`?"), "{text}");
+    }
+
+    #[test]
+    fn an_unset_secret_disables_the_upstream() {
+        let config = load("[upstreams.a]\ndialect = \"openai-completions\"\napi_key = \"${MISSING}\"\n").unwrap();
+        assert!(config.disabled["a"].to_string().contains("${MISSING} is not set"));
+    }
+
+    #[test]
+    fn syntax_errors_are_fatal_with_a_location() {
+        let error = load("[server]\nlisten = \n").unwrap_err();
+        assert_eq!(error.diagnostics[0].location.map(|l| l.0), Some(2));
+    }
+
+    #[test]
+    fn a_model_naming_an_unknown_upstream_is_an_error() {
+        let error = load("[upstreams.primary]\ndialect = \"mock\"\n[[models]]\nname = \"m\"\ntargets = [{ upstream = \"primry\" }]\n").unwrap_err();
+        assert!(error.render().contains("did you mean \"primary\"?"), "{}", error.render());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}
