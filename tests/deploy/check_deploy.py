@@ -447,8 +447,13 @@ def check_dockerfile_text(c: Checker, text: str, ignore: str) -> None:
     froms = [i for i, (op, _) in enumerate(ins) if op == "FROM"]
     c.check(len(froms) >= 2, "multi-stage build")
     final = ins[froms[-1]:] if froms else []
-    c.check(froms and re.match(r"gcr\.io/distroless/(cc|static)-debian\d+(:\S+)?", ins[froms[-1]][1]),
-            "runtime stage is distroless", ins[froms[-1]][1] if froms else "")
+    runtime = ins[froms[-1]][1] if froms else ""
+    c.check(re.match(r"gcr\.io/distroless/(cc|base|base-nossl|static)-debian\d+(:\S+)?$", runtime),
+            "runtime stage is distroless", runtime)
+    if "/base" in runtime:
+        # Rust's std links libgcc_s, which only the cc flavour ships.
+        c.check(any(op == "RUN" and "libgcc_s.so.1" in a for op, a in ins) and any(op == "COPY" and "--from=builder" in a for op, a in final),
+                "libgcc_s.so.1 is shipped next to the binary (distroless base has none)")
     c.check(any(op == "RUN" and "cargo build --release --locked" in a for op, a in ins),
             "builder runs cargo build --release --locked")
     users = [a for op, a in final if op == "USER"]

@@ -66,7 +66,7 @@ done
 if ! command -v kubectl >/dev/null; then
   apt_install kubectl
 fi
-command -v kubectl >/dev/null || die "kubectl not found (apt-get install -y kubectl)"
+command -v kubectl >/dev/null || die "kubectl not found (apt-get install -y kubectl; it needs the Kubernetes or Google Cloud apt repository)"
 kubectl kustomize --help >/dev/null 2>&1 || die "this kubectl has no 'kustomize' subcommand"
 if ! command -v promtool >/dev/null; then
   apt_install prometheus
