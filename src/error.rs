@@ -185,11 +185,17 @@ impl RelayError {
         self
     }
 
-    /// The OpenAI-shaped JSON body for this error. A passed-through upstream body is returned as
-    /// it came, so clients see the upstream's own wording.
+    /// The OpenAI-shaped JSON body for this error. An upstream's own OpenAI-shaped error body is
+    /// kept, with the upstream and request id added, so clients see the upstream's own wording.
     pub fn to_response_body(&self, request_id: &str) -> bytes::Bytes {
         if let Some(body) = &self.passthrough_body {
-            return body.clone();
+            if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
+                if let Some(error) = value.get_mut("error").and_then(serde_json::Value::as_object_mut) {
+                    error.entry("upstream").or_insert_with(|| self.upstream.clone().into());
+                    error.entry("request_id").or_insert_with(|| request_id.into());
+                    return bytes::Bytes::from(value.to_string());
+                }
+            }
         }
         bytes::Bytes::from(self.to_json(request_id).to_string())
     }
@@ -246,6 +252,19 @@ mod tests {
         assert_eq!(body["error"]["request_id"], "req-1");
         assert_eq!(body["error"]["type"], "upstream_error");
         assert_eq!(error.status, 502);
+    }
+
+    #[test]
+    fn upstream_error_bodies_keep_their_wording_and_gain_the_ids() {
+        let mut error = RelayError::new(ErrorCode::UpstreamHttpError, "bad").with_status(400).with_upstream("up");
+        error.passthrough_body = Some(bytes::Bytes::from_static(
+            br#"{"error":{"message":"Unsupported value: 'developer'","type":"invalid_request_error","param":"messages","code":null}}"#,
+        ));
+        let body: serde_json::Value = serde_json::from_slice(&error.to_response_body("req-2")).unwrap();
+        assert_eq!(body["error"]["message"], "Unsupported value: 'developer'");
+        assert_eq!(body["error"]["param"], "messages");
+        assert_eq!(body["error"]["upstream"], "up");
+        assert_eq!(body["error"]["request_id"], "req-2");
     }
 
     #[test]

@@ -2,8 +2,16 @@
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 
+pub mod app;
 pub mod body;
+pub mod cli;
+pub mod config;
 pub mod dialect;
 pub mod error;
-pub mod config;
+pub mod layer;
+pub mod metrics;
+pub mod record;
+pub mod route;
+pub mod server;
 pub mod sse;
+pub mod upstream;

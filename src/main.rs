@@ -1,1 +1,54 @@
-fn main() {}
+//! The `switchyard` binary: parse the command line, set up logging, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard::cli::{self, Cli, Command, LogFormat};
+use switchyard::config::Config;
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { config, listen, log_format, allow_unauthenticated } => {
+            init_tracing(log_format);
+            let loaded = match &config {
+                Some(path) => Config::load(path),
+                None => Config::embedded(),
+            };
+            let config = match loaded {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(switchyard::app::serve(config, listen, allow_unauthenticated)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error}");
+                    eprintln!("switchyard: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config } => cli::check(&config),
+        Command::Health { url } => runtime.block_on(cli::health(&url)),
+    }
+}

@@ -9,6 +9,15 @@
 pub mod json;
 pub mod mock;
 pub mod openai;
+pub mod simulate;
+pub mod gemini;
+pub mod ollama;
+pub mod openai_io;
+pub mod anthropic;
+pub mod client_request;
+pub mod completion;
+pub mod responses;
+pub mod azure;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -246,6 +255,13 @@ pub fn build(kind: DialectKind, options: &DialectOptions) -> Arc<dyn Dialect> {
         DialectKind::OpenAiCompletions | DialectKind::GithubCopilot | DialectKind::Mock => {
             Arc::new(openai::OpenAiChat::new(options.compat.clone()))
         }
+        DialectKind::OpenAiResponses => Arc::new(responses::Responses::openai(options)),
+        DialectKind::OpenAiCodexResponses => Arc::new(responses::Responses::codex(options)),
+        DialectKind::AzureOpenAiCompletions => Arc::new(azure::AzureChat::new(options)),
+        DialectKind::AzureOpenAiResponses => Arc::new(azure::responses(options)),
+        DialectKind::AnthropicMessages => Arc::new(anthropic::AnthropicMessages::new(options)),
+        DialectKind::GoogleGenerativeAi => Arc::new(gemini::Gemini::new(options)),
+        DialectKind::Ollama => Arc::new(ollama::Ollama::new(options)),
         // Dialects not built into this release answer every request with a clear 501-style
         // error instead of failing at startup.
         other => Arc::new(Unavailable(other)),

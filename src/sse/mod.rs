@@ -6,6 +6,8 @@
 
 mod decode;
 mod encode;
+mod lines;
 
 pub use decode::{Event, SseDecoder, SseError};
 pub use encode::{comment, data_event, done_event, DONE};
+pub use lines::{LineDecoder, LineError};

@@ -1,0 +1,138 @@
+//! Assembly only: the runtime from a config, the middleware stack, the listeners.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::BoxError;
+use crate::layer::access_log::AccessLogLayer;
+use crate::layer::auth::AuthLayer;
+use crate::layer::recover::RecoverLayer;
+use crate::layer::request_id::{MakeRandomId, REQUEST_ID};
+use crate::metrics::Metrics;
+use crate::route::{Router, Runtime, SharedRuntime};
+
+/// The whole middleware stack over the router. The order is the contract documented in
+/// `layer/mod.rs`; each layer says why it sits where it does.
+pub fn stack<B>(
+    runtime: SharedRuntime,
+    metrics: Arc<Metrics>,
+) -> impl Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    ServiceBuilder::new()
+        // Outermost, so every log line, error body and response carries the id.
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRandomId))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // Sees every response, including errors turned into responses below it.
+        .layer(AccessLogLayer::new(metrics))
+        // The one place errors become OpenAI-shaped responses; nothing below may drop a connection.
+        .layer(RecoverLayer)
+        // Needs the live keys; rejections become 401 responses in Recover above.
+        .layer(AuthLayer::new(runtime.clone()))
+        .service(Router::new(runtime))
+}
+
+/// Why the relay refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("refusing to listen on {0} without client keys: add [[keys]] to the config, or set server.allow_unauthenticated = true (or --allow-unauthenticated) if this is intended")]
+    Unauthenticated(SocketAddr),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Checks the bind policy: a non-loopback address needs client keys unless explicitly allowed.
+pub fn check_exposure(config: &Config, listen: SocketAddr, allow_unauthenticated: bool) -> Result<(), StartError> {
+    let exposed = !listen.ip().is_loopback();
+    if exposed && !config.auth_required && !(allow_unauthenticated || config.server.allow_unauthenticated) {
+        return Err(StartError::Unauthenticated(listen));
+    }
+    Ok(())
+}
+
+/// A running relay: its address and the live runtime (for reloads and tests).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub runtime: SharedRuntime,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the runtime for `config`.
+pub fn runtime(config: Config, metrics: Arc<Metrics>) -> Result<SharedRuntime, StartError> {
+    let runtime = Runtime::build(Arc::new(config), metrics, None).map_err(|e| StartError::Runtime(e.message))?;
+    Ok(Arc::new(ArcSwap::from_pointee(runtime)))
+}
+
+/// Binds `listen` and serves until `shutdown` resolves; returns once the listener is bound,
+/// with the server running in the background.
+pub async fn start(
+    config: Config,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Running, tokio::task::JoinHandle<()>), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let grace = config.server.shutdown_grace;
+    let admin = config.server.admin_listen;
+    let runtime = runtime(config, metrics.clone())?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| StartError::Bind(listen, e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind(listen, e))?;
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    if let Some(admin) = admin {
+        let admin_listener = TcpListener::bind(admin).await.map_err(|e| StartError::Bind(admin, e))?;
+        let mut stop = stop_tx.subscribe();
+        let service = stack(runtime.clone(), metrics.clone());
+        tokio::spawn(crate::server::serve(admin_listener, service, async move { let _ = stop.recv().await; }, grace));
+        tracing::info!(%admin, "admin listener (/metrics, /healthz, /readyz)");
+    }
+    let service = stack(runtime.clone(), metrics.clone());
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        };
+        crate::server::serve(listener, service, stop, grace).await;
+    });
+    Ok((Running { addr, runtime, metrics }, task))
+}
+
+/// Logs what a config serves and what it skipped.
+pub fn log_config(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let upstreams: Vec<String> = config.upstreams.values().map(|u| format!("{} ({})", u.name, u.dialect.as_str())).collect();
+    let models: Vec<String> = config.models.iter().map(|m| m.pattern.as_written()).collect();
+    tracing::info!(
+        config = %config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
+        upstreams = %upstreams.join(", "),
+        disabled = %config.disabled.keys().cloned().collect::<Vec<_>>().join(", "),
+        models = %models.join(", "),
+        keys = config.keys.len(),
+        "config loaded"
+    );
+}
+
+/// Serve-command entry point.
+pub async fn serve(config: Config, listen: Option<SocketAddr>, allow_unauthenticated: bool) -> Result<(), BoxError> {
+    let listen = listen.unwrap_or(config.server.listen);
+    check_exposure(&config, listen, allow_unauthenticated)?;
+    log_config(&config);
+    let (running, task) = start(config, listen, crate::server::shutdown::signal()).await?;
+    tracing::info!(addr = %running.addr, "switchyard listening; OpenAI base URL http://{}/v1", running.addr);
+    task.await?;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The command line: `serve`, `check`, `health`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError, Severity};
+
+/// Switchyard: an OpenAI-compatible LLM relay.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay.
+    Serve {
+        /// Config file; without one, the embedded default (the offline `mock` model) is served.
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long, env = "SWITCHYARD_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Log format.
+        #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value = "pretty")]
+        log_format: LogFormat,
+        /// Allow a non-loopback listen address without client keys.
+        #[arg(long, env = "SWITCHYARD_ALLOW_UNAUTHENTICATED")]
+        allow_unauthenticated: bool,
+    },
+    /// Validate a config and print what it would serve.
+    Check {
+        /// Config file.
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Exit 0 when a relay's health endpoint answers 200 (for container health checks).
+    Health {
+        /// The URL to check.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
+}
+
+/// Prints a config's problems and what it serves; the exit code says whether it is clean.
+pub fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Err(ConfigError { diagnostics }) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("\n{} error(s); nothing would be served", diagnostics.len());
+            ExitCode::FAILURE
+        }
+        Ok(config) => {
+            for problem in &config.warnings {
+                eprintln!("{problem}");
+            }
+            println!("listen: {}", config.server.listen);
+            println!("upstreams:");
+            for upstream in config.upstreams.values() {
+                let url = upstream.base_url.as_ref().map(ToString::to_string).unwrap_or_else(|| "(built in)".into());
+                let key = if upstream.api_key.is_some() { "key set" } else { "no key" };
+                println!("  {:<20} {:<26} {url} ({key})", upstream.name, upstream.dialect.as_str());
+            }
+            for (name, problem) in &config.disabled {
+                println!("  {name:<20} DISABLED: {}", problem.message);
+            }
+            println!("models:");
+            for model in &config.models {
+                let targets: Vec<String> = model
+                    .targets
+                    .iter()
+                    .map(|t| match &t.model {
+                        Some(m) => format!("{}:{m}", t.upstream),
+                        None => t.upstream.clone(),
+                    })
+                    .collect();
+                println!("  {:<28} -> {}", model.pattern.as_written(), targets.join(", "));
+            }
+            if config.auth_required {
+                let names: Vec<&str> = config.keys.iter().map(|k| k.name.as_str()).collect();
+                println!("keys: {}", if names.is_empty() { "(none usable: every request is refused)".to_owned() } else { names.join(", ") });
+            } else {
+                println!("keys: none (auth off)");
+            }
+            let errors = config.warnings.iter().filter(|d| d.severity == Severity::Error).count();
+            let disabled = config.disabled.len();
+            if errors + disabled > 0 {
+                eprintln!("\n{disabled} upstream(s) disabled; the rest would be served");
+                ExitCode::FAILURE
+            } else {
+                println!("\nok");
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+/// GETs `url`; success on 200.
+pub async fn health(url: &str) -> ExitCode {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        eprintln!("not a URL: {url}");
+        return ExitCode::FAILURE;
+    };
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = client.get(uri);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), request).await {
+        Ok(Ok(response)) if response.status() == http::StatusCode::OK => {
+            let _ = response.into_body().collect().await;
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(response)) => {
+            eprintln!("{url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Ok(Err(error)) => {
+            eprintln!("{url}: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("{url}: timed out");
+            ExitCode::FAILURE
+        }
+    }
+}

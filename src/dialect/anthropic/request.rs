@@ -1,0 +1,218 @@
+//! OpenAI chat request -> Anthropic Messages request body.
+
+use serde_json::{json, Map, Value};
+
+use super::AnthropicMessages;
+use crate::dialect::client_request::{
+    plan_thinking, unsupported, ClientRequest, FunctionTool, ImageSource, Message, Part, ResponseFormat, ToolChoice,
+};
+use crate::dialect::ChatRequest;
+use crate::error::RelayError;
+
+/// Builds the `/v1/messages` body.
+pub(super) fn build_body(dialect: &AnthropicMessages, request: &ChatRequest) -> Result<Value, RelayError> {
+    let drop = dialect.drop_unsupported;
+    let client = ClientRequest::parse(&request.body, drop)?;
+    let mut body = Map::new();
+    body.insert("model".into(), request.upstream_model.clone().into());
+
+    let mut max_tokens = client.max_tokens.unwrap_or(dialect.default_max_tokens);
+    let mut thinking = None;
+    if let Some(effort) = client.reasoning_effort {
+        if let Some(budget) = effort.thinking_budget() {
+            match plan_thinking(budget, client.max_tokens, dialect.default_max_tokens) {
+                Some(plan) => {
+                    max_tokens = plan.max_tokens;
+                    thinking = Some(json!({"type": "enabled", "budget_tokens": plan.budget_tokens}));
+                }
+                None => unsupported(
+                    drop,
+                    "reasoning_effort",
+                    "reasoning with a token limit under Anthropic's 1024-token minimum thinking budget",
+                )?,
+            }
+        }
+    }
+    body.insert("max_tokens".into(), max_tokens.into());
+
+    let (system, messages) = convert_messages(&client.messages, drop)?;
+    if let Some(system) = system {
+        body.insert("system".into(), system);
+    }
+    let tool_loop = in_tool_loop(&messages);
+    body.insert("messages".into(), messages.into());
+
+    if !client.tools.is_empty() {
+        body.insert("tools".into(), client.tools.iter().map(convert_tool).collect::<Vec<_>>().into());
+        if let Some(choice) = convert_tool_choice(client.tool_choice.as_ref(), client.parallel_tool_calls) {
+            body.insert("tool_choice".into(), choice);
+        }
+    }
+    if let Some(temperature) = client.temperature {
+        body.insert("temperature".into(), temperature.into());
+    }
+    if let Some(top_p) = client.top_p {
+        body.insert("top_p".into(), top_p.into());
+    }
+    if !client.stop.is_empty() {
+        body.insert("stop_sequences".into(), client.stop.clone().into());
+    }
+    // Anthropic wants the last assistant turn of a tool loop to open with the signed thinking
+    // block it produced, which OpenAI history cannot carry: such a request goes without thinking.
+    if let Some(thinking) = thinking.filter(|_| !tool_loop) {
+        body.insert("thinking".into(), thinking);
+    }
+    match &client.response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
+            body.insert("output_config".into(), json!({"format": {"type": "json_schema", "schema": schema}}));
+        }
+        Some(ResponseFormat::JsonObject) => unsupported(
+            drop,
+            "response_format",
+            "response_format json_object (Anthropic needs a schema: use json_schema)",
+        )?,
+    }
+    if let Some(user) = &client.user {
+        body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    body.insert("stream".into(), request.stream.into());
+    Ok(Value::Object(body))
+}
+
+/// The top-level `system` (a string when it is one plain text, else text blocks) and the
+/// alternating `messages`.
+fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, Vec<Value>), RelayError> {
+    let mut system: Vec<Value> = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for message in messages {
+        let (role, blocks) = match message {
+            Message::System(parts) => {
+                for part in parts {
+                    match part {
+                        Part::Text { .. } => system.extend(convert_part(part)),
+                        _ => unsupported(drop, "messages", "images or files in system messages")?,
+                    }
+                }
+                continue;
+            }
+            Message::User(parts) => ("user", parts.iter().filter_map(convert_part).collect()),
+            Message::Assistant { content, tool_calls } => {
+                let mut blocks: Vec<Value> = content.iter().filter_map(convert_part).collect();
+                for call in tool_calls {
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": call.id,
+                        "name": call.name,
+                        "input": call.arguments_object()?,
+                    }));
+                }
+                ("assistant", blocks)
+            }
+            Message::Tool { tool_call_id, content } => {
+                let mut block = Map::new();
+                block.insert("type".into(), "tool_result".into());
+                block.insert("tool_use_id".into(), tool_call_id.clone().into());
+                match content.as_slice() {
+                    [] => {}
+                    [Part::Text { text, cache_control: None }] => {
+                        block.insert("content".into(), text.clone().into());
+                    }
+                    parts => {
+                        block.insert("content".into(), parts.iter().filter_map(convert_part).collect::<Vec<_>>().into());
+                    }
+                }
+                ("user", vec![Value::Object(block)])
+            }
+        };
+        // Anthropic rejects empty turns; an empty message carries nothing anyway.
+        if blocks.is_empty() {
+            continue;
+        }
+        // Consecutive same-role messages (several tool results, a tool result then a user
+        // remark) become one turn, tool results first as Anthropic requires.
+        match turns.last_mut() {
+            Some((last_role, last_blocks)) if *last_role == role => last_blocks.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    let system = match system.as_slice() {
+        [] => None,
+        [only] if only.get("cache_control").is_none() => only.get("text").cloned(),
+        _ => Some(Value::Array(system)),
+    };
+    let messages = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+    Ok((system, messages))
+}
+
+/// Whether the last assistant turn calls tools, so the request continues a tool loop.
+fn in_tool_loop(messages: &[Value]) -> bool {
+    messages
+        .iter()
+        .rev()
+        .find(|turn| turn["role"] == "assistant")
+        .and_then(|turn| turn["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|block| block["type"] == "tool_use"))
+}
+
+/// One content block; `None` for empty text, which Anthropic rejects.
+fn convert_part(part: &Part) -> Option<Value> {
+    match part {
+        Part::Text { text, cache_control } => {
+            if text.is_empty() {
+                return None;
+            }
+            let mut block = json!({"type": "text", "text": text});
+            if let Some(cache_control) = cache_control {
+                block["cache_control"] = cache_control.clone();
+            }
+            Some(block)
+        }
+        Part::Image(ImageSource::Base64 { media_type, data }) => Some(json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        })),
+        Part::Image(ImageSource::Url(url)) => Some(json!({
+            "type": "image",
+            "source": {"type": "url", "url": url},
+        })),
+        Part::File { media_type, base64, filename } => {
+            let mut block = json!({
+                "type": "document",
+                "source": {"type": "base64", "media_type": media_type, "data": base64},
+            });
+            if let Some(filename) = filename {
+                block["title"] = filename.clone().into();
+            }
+            Some(block)
+        }
+    }
+}
+
+fn convert_tool(tool: &FunctionTool) -> Value {
+    let mut out = Map::new();
+    out.insert("name".into(), tool.name.clone().into());
+    if let Some(description) = &tool.description {
+        out.insert("description".into(), description.clone().into());
+    }
+    out.insert("input_schema".into(), tool.parameters_or_empty());
+    Value::Object(out)
+}
+
+/// `tool_choice`, with `parallel_tool_calls: false` as `disable_parallel_tool_use` (which needs a
+/// choice to sit on: `auto` when the client named none).
+fn convert_tool_choice(choice: Option<&ToolChoice>, parallel_tool_calls: Option<bool>) -> Option<Value> {
+    let sequential = parallel_tool_calls == Some(false);
+    let mut out = match choice {
+        None if sequential => json!({"type": "auto"}),
+        None => return None,
+        Some(ToolChoice::Auto) => json!({"type": "auto"}),
+        Some(ToolChoice::Required) => json!({"type": "any"}),
+        Some(ToolChoice::Function(name)) => json!({"type": "tool", "name": name}),
+        Some(ToolChoice::None) => return Some(json!({"type": "none"})),
+    };
+    if sequential {
+        out["disable_parallel_tool_use"] = true.into();
+    }
+    Some(out)
+}

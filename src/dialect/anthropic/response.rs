@@ -1,0 +1,66 @@
+//! Anthropic message -> OpenAI `chat.completion`.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{arguments_string, finish_reason, invalid_response, WireUsage};
+use crate::dialect::completion::{Completion, ToolCallOut};
+use crate::dialect::{ResponseContext, Translated};
+use crate::error::RelayError;
+
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    id: Option<String>,
+    model: Option<String>,
+    #[serde(default)]
+    content: Vec<WireBlock>,
+    stop_reason: Option<String>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock {
+    Text {
+        text: String,
+    },
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    /// `redacted_thinking`, server tools and their results, and block types added later.
+    #[serde(other)]
+    Other,
+}
+
+/// Translates a complete Messages API response.
+pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated, RelayError> {
+    let message: WireMessage = serde_json::from_slice(body).map_err(|e| invalid_response("message", e, body))?;
+    let mut completion = Completion {
+        id: message.id.unwrap_or_else(|| ctx.id.clone()),
+        model: message.model.unwrap_or_else(|| ctx.upstream_model.clone()),
+        created: ctx.created,
+        finish_reason: Some(finish_reason(message.stop_reason.as_deref())),
+        usage: message.usage.map(WireUsage::to_usage),
+        ..Completion::default()
+    };
+    let mut reasoning: Option<String> = None;
+    for block in message.content {
+        match block {
+            WireBlock::Text { text } => completion.content.push_str(&text),
+            WireBlock::Thinking { thinking } => reasoning.get_or_insert_with(String::new).push_str(&thinking),
+            WireBlock::ToolUse { id, name, input } => {
+                completion.tool_calls.push(ToolCallOut { id, name, arguments: arguments_string(&input) })
+            }
+            WireBlock::Other => {}
+        }
+    }
+    completion.reasoning = reasoning;
+    Ok(Translated { body: completion.to_bytes(), usage: completion.usage })
+}

@@ -1,0 +1,188 @@
+//! Client authentication for `/v1/*`: `Authorization: Bearer <key>` or `x-api-key`, compared in
+//! constant time against the SHA-256 of each configured key. With no keys configured, auth is off.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, Request, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::config::{Glob, KeyParams};
+use crate::error::{ErrorCode, RelayError};
+use crate::record::RequestRecord;
+
+/// The keys in force, swapped as a whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: Vec<KeyParams>,
+    required: bool,
+}
+
+impl Keyring {
+    /// A keyring; `required` stays true when keys were configured but none was usable.
+    pub fn new(keys: Vec<KeyParams>, required: bool) -> Self {
+        Keyring { required: required || !keys.is_empty(), keys }
+    }
+
+    /// Finds the key a client presented. Every configured key is compared, in constant time, so
+    /// timing reveals neither which key matched nor how much of a guess was right.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, RelayError> {
+        if !self.required {
+            return Ok(Principal::anonymous());
+        }
+        let Some(presented) = presented else {
+            return Err(RelayError::new(
+                ErrorCode::InvalidApiKey,
+                "missing API key: send `Authorization: Bearer <key>`",
+            ));
+        };
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.sha256.ct_eq(&digest)) {
+                found = Some(key);
+            }
+        }
+        match found {
+            Some(key) => Ok(Principal { key_name: Some(key.name.clone()), models: Some(key.models.clone()) }),
+            None => Err(RelayError::new(ErrorCode::InvalidApiKey, "invalid API key")),
+        }
+    }
+}
+
+/// Who is calling, inserted into the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key's name; `None` when auth is off.
+    pub key_name: Option<String>,
+    /// Model patterns the key may use; `None` when auth is off.
+    pub models: Option<Vec<Glob>>,
+}
+
+impl Principal {
+    fn anonymous() -> Self {
+        Principal { key_name: None, models: None }
+    }
+
+    /// Whether this caller may use a model (checked against the public name requested).
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|patterns| patterns.iter().any(|p| p.matches(model)))
+    }
+}
+
+/// Where the layer reads the current keys from (the live config, swapped on reload).
+pub trait KeySource: Clone + Send + Sync + 'static {
+    /// The keys in force now.
+    fn keyring(&self) -> Arc<Keyring>;
+}
+
+/// Adds [`Auth`].
+#[derive(Debug, Clone)]
+pub struct AuthLayer<K> {
+    keys: K,
+}
+
+impl<K> AuthLayer<K> {
+    /// Checks keys from `keys`.
+    pub fn new(keys: K) -> Self {
+        AuthLayer { keys }
+    }
+}
+
+impl<S, K: Clone> Layer<S> for AuthLayer<K> {
+    type Service = Auth<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth { inner, keys: self.keys.clone() }
+    }
+}
+
+/// Rejects `/v1/*` requests without a valid key; inserts the [`Principal`] otherwise.
+#[derive(Debug, Clone)]
+pub struct Auth<S, K> {
+    inner: S,
+    keys: K,
+}
+
+fn presented_key<B>(request: &Request<B>) -> Option<&str> {
+    let headers = request.headers();
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+// === impl Auth ===
+
+impl<S, K, B> Service<Request<B>> for Auth<S, K>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = RelayError>,
+    S::Future: Send + 'static,
+    K: KeySource,
+{
+    type Response = Response<Body>;
+    type Error = RelayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, RelayError>> + Send>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if request.uri().path().starts_with("/v1/") {
+            match self.keys.keyring().authenticate(presented_key(&request)) {
+                Ok(principal) => {
+                    if let Some(record) = request.extensions().get::<Arc<RequestRecord>>() {
+                        record.set_key(principal.key_name.as_deref());
+                    }
+                    request.extensions_mut().insert(principal);
+                }
+                Err(error) => return Box::pin(std::future::ready(Err(error))),
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring() -> Keyring {
+        Keyring::new(
+            vec![KeyParams { name: "team".into(), sha256: Sha256::digest(b"secret").into(), models: vec![Glob::new("mock*")] }],
+            true,
+        )
+    }
+
+    #[test]
+    fn the_right_key_names_its_principal() {
+        let principal = keyring().authenticate(Some("secret")).unwrap();
+        assert_eq!(principal.key_name.as_deref(), Some("team"));
+        assert!(principal.may_use("mock"));
+        assert!(!principal.may_use("openai/gpt-4o"));
+    }
+
+    #[test]
+    fn wrong_or_missing_keys_are_401() {
+        for presented in [Some("nope"), None] {
+            let error = keyring().authenticate(presented).unwrap_err();
+            assert_eq!((error.code, error.status), (ErrorCode::InvalidApiKey, 401));
+            assert!(!error.message.contains("secret"));
+        }
+    }
+
+    #[test]
+    fn configured_but_unusable_keys_fail_closed() {
+        assert!(Keyring::new(Vec::new(), true).authenticate(Some("x")).is_err());
+        assert!(Keyring::new(Vec::new(), false).authenticate(None).is_ok());
+    }
+}

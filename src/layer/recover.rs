@@ -1,0 +1,117 @@
+//! The rescue point: every [`RelayError`] becomes an HTTP response with an OpenAI-shaped JSON
+//! body naming the class, the upstream and the request id. Nothing below this layer may drop a
+//! connection; nothing above it sees an error.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use tower::{Layer, Service};
+
+use crate::body::{full, Body};
+use crate::error::RelayError;
+use crate::record::RequestRecord;
+
+/// Adds [`Recover`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecoverLayer;
+
+impl<S> Layer<S> for RecoverLayer {
+    type Service = Recover<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Recover { inner }
+    }
+}
+
+/// Turns `Err(RelayError)` into a response.
+#[derive(Debug, Clone)]
+pub struct Recover<S> {
+    inner: S,
+}
+
+/// The response for an error.
+pub fn error_response(error: &RelayError, request_id: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::new(full(error.to_response_body(request_id)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(retry_after) = error.retry_after {
+        if let Ok(value) = HeaderValue::try_from(retry_after.as_secs().max(1).to_string()) {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+    }
+    if let Some(upstream) = error.upstream.as_deref().and_then(|u| HeaderValue::try_from(u).ok()) {
+        headers.insert(crate::upstream::headers::UPSTREAM_HEADER, upstream);
+    }
+    response
+}
+
+// === impl Recover ===
+
+impl<S, B> Service<Request<B>> for Recover<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = RelayError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The router is always ready; an error here would have nowhere to go but a dropped
+        // connection, so readiness errors are not part of this stack's contract.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
+        let request_id = crate::layer::request_id::of(&request);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            match response.await {
+                Ok(response) => Ok(response),
+                Err(error) => {
+                    if let Some(record) = &record {
+                        record.set_error(error.code);
+                        if let Some(upstream) = &error.upstream {
+                            record.set_upstream(upstream);
+                        }
+                    }
+                    Ok(error_response(&error, &request_id))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn errors_become_json_responses() {
+        let failing = tower::service_fn(|_: Request<()>| async {
+            Err::<Response<Body>, _>(RelayError::new(ErrorCode::ModelNotFound, "no such model"))
+        });
+        let mut request = Request::new(());
+        request.headers_mut().insert("x-request-id", HeaderValue::from_static("req-7"));
+        let response = RecoverLayer.layer(failing).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 404);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "model_not_found");
+        assert_eq!(json["error"]["request_id"], "req-7");
+    }
+}

@@ -1,0 +1,204 @@
+//! The per-request record: who asked for what, which upstream answered, how it ended and how
+//! long each part took. Layers and the upstream client fill it in as the request moves through;
+//! it is logged and counted exactly once, when its last holder (usually the response body, at the
+//! end of a stream) lets go.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::dialect::Usage;
+use crate::error::{Attempt, ErrorCode};
+use crate::metrics::Metrics;
+
+/// Label for requests whose model is not configured.
+pub const OTHER_MODEL: &str = "other";
+
+/// What is known about one client request.
+#[derive(Debug)]
+pub struct RequestRecord {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    request_id: String,
+    method: String,
+    path: String,
+    fields: Mutex<Fields>,
+}
+
+#[derive(Debug, Default)]
+struct Fields {
+    key: Option<String>,
+    model: Option<String>,
+    upstream: Option<String>,
+    status: u16,
+    error: Option<ErrorCode>,
+    attempts: Vec<Attempt>,
+    usage: Option<Usage>,
+    first_token: Option<Instant>,
+    upstream_wait: Duration,
+    stream: bool,
+    body_complete: bool,
+}
+
+impl RequestRecord {
+    /// Starts a record; counts the request in flight until the record is dropped.
+    pub fn start(metrics: Arc<Metrics>, request_id: String, method: &str, path: &str) -> Arc<Self> {
+        metrics.in_flight.inc();
+        Arc::new(RequestRecord {
+            metrics,
+            started: Instant::now(),
+            request_id,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            fields: Mutex::new(Fields::default()),
+        })
+    }
+
+    /// The request id, as sent back in `x-request-id`.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The metrics this record reports to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The client key's name.
+    pub fn set_key(&self, key: Option<&str>) {
+        self.fields.lock().key = key.map(str::to_owned);
+    }
+
+    /// The configured model (pattern) serving the request.
+    pub fn set_model(&self, model: &str) {
+        self.fields.lock().model = Some(model.to_owned());
+    }
+
+    /// The model label for metrics.
+    pub fn model_label(&self) -> String {
+        self.fields.lock().model.clone().unwrap_or_else(|| OTHER_MODEL.to_owned())
+    }
+
+    /// Whether the response is a stream.
+    pub fn set_stream(&self, stream: bool) {
+        self.fields.lock().stream = stream;
+    }
+
+    /// The upstream whose answer the client gets.
+    pub fn set_upstream(&self, upstream: &str) {
+        self.fields.lock().upstream = Some(upstream.to_owned());
+    }
+
+    /// The status sent to the client.
+    pub fn set_status(&self, status: u16) {
+        self.fields.lock().status = status;
+    }
+
+    /// The error class the client saw (also for errors sent in-band in a stream).
+    pub fn set_error(&self, code: ErrorCode) {
+        self.fields.lock().error = Some(code);
+    }
+
+    /// One attempt against an upstream.
+    pub fn add_attempt(&self, attempt: Attempt) {
+        self.fields.lock().attempts.push(attempt);
+    }
+
+    /// Every attempt so far.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.fields.lock().attempts.clone()
+    }
+
+    /// Time spent waiting on upstreams, excluded from the relay's overhead.
+    pub fn add_upstream_wait(&self, wait: Duration) {
+        self.fields.lock().upstream_wait += wait;
+    }
+
+    /// The first token reached the relay.
+    pub fn mark_first_token(&self) {
+        let mut fields = self.fields.lock();
+        if fields.first_token.is_none() {
+            fields.first_token = Some(Instant::now());
+        }
+    }
+
+    /// Token usage reported by the upstream.
+    pub fn set_usage(&self, usage: Usage) {
+        self.fields.lock().usage = Some(usage);
+    }
+
+    /// The response body was sent to its end (a record dropped without this is a disconnect).
+    pub fn mark_body_complete(&self) {
+        self.fields.lock().body_complete = true;
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        let metrics = &self.metrics;
+        metrics.in_flight.dec();
+        let fields = self.fields.get_mut();
+        let total = self.started.elapsed();
+        let model = fields.model.as_deref().unwrap_or(OTHER_MODEL);
+        let upstream = fields.upstream.as_deref().unwrap_or("none");
+        let key = fields.key.as_deref().unwrap_or("anonymous");
+        let error = fields.error.map_or("none", ErrorCode::as_str);
+        let status = fields.status.to_string();
+        metrics.requests.with_label_values(&[model, upstream, &status, error]).inc();
+        metrics.request_duration.with_label_values(&[model, upstream]).observe(total.as_secs_f64());
+        let overhead = total.saturating_sub(fields.upstream_wait);
+        if fields.upstream.is_some() {
+            metrics.overhead.with_label_values(&[model, upstream]).observe(overhead.as_secs_f64());
+        }
+        let ttft = fields.first_token.map(|t| t.duration_since(self.started));
+        if let Some(ttft) = ttft {
+            metrics.time_to_first_token.with_label_values(&[model, upstream]).observe(ttft.as_secs_f64());
+        }
+        if let Some(usage) = fields.usage {
+            for (direction, count) in [
+                ("input", usage.prompt_tokens),
+                ("output", usage.completion_tokens),
+                ("cached", usage.cached_tokens),
+                ("reasoning", usage.reasoning_tokens),
+            ] {
+                metrics.tokens.with_label_values(&[direction, model, upstream, key]).inc_by(count);
+            }
+        }
+        let disconnected = !fields.body_complete && fields.status != 0;
+        if disconnected {
+            metrics.client_disconnects.with_label_values(&[model]).inc();
+        }
+        let attempts = fields
+            .attempts
+            .iter()
+            .map(|a| format!("{}:{}:{}ms", a.upstream, a.code, a.duration_ms))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(
+            target: "switchyard::access",
+            request_id = %self.request_id,
+            method = %self.method,
+            path = %self.path,
+            key,
+            model,
+            upstream,
+            status = fields.status,
+            error,
+            duration_ms = total.as_millis() as u64,
+            overhead_us = overhead.as_micros() as u64,
+            ttft_ms = ttft.map(|t| t.as_millis() as u64),
+            stream = fields.stream,
+            tokens_in = fields.usage.map(|u| u.prompt_tokens),
+            tokens_out = fields.usage.map(|u| u.completion_tokens),
+            attempts = %attempts,
+            client_disconnected = disconnected,
+            "request"
+        );
+    }
+}

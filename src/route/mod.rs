@@ -1,0 +1,345 @@
+//! Routing: the live [`Runtime`] built from a config, and the [`Router`] service that answers
+//! each endpoint — resolving a model to its targets and serving it through balance, retry and
+//! failover.
+
+pub mod balance;
+pub mod failover;
+pub mod health;
+pub mod retry;
+pub mod table;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::json;
+use tower::load::{CompleteOnResponse, PeakEwma};
+use tower::retry::budget::TpsBudget;
+use tower::Service;
+
+use crate::body::{collect_limited, full, Body, CollectError};
+use crate::config::Config;
+use crate::error::{ErrorCode, RelayError};
+use crate::layer::auth::{KeySource, Keyring, Principal};
+use crate::metrics::Metrics;
+use crate::record::RequestRecord;
+use crate::upstream::{Call, Endpoint, Upstream};
+use health::Health;
+use table::RouteTable;
+
+/// Latency assumed for an upstream before it has answered anything.
+const DEFAULT_RTT: Duration = Duration::from_millis(500);
+/// How fast old latency samples fade (tower's PeakEwma decay).
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// One upstream with the state that outlives single requests.
+pub struct UpstreamEntry {
+    pub upstream: Arc<Upstream>,
+    pub health: Arc<Health>,
+    pub budget: Arc<TpsBudget>,
+    ewma: Arc<Mutex<PeakEwma<Endpoint, CompleteOnResponse>>>,
+}
+
+impl UpstreamEntry {
+    fn new(upstream: Arc<Upstream>, health: Arc<Health>, budget: Arc<TpsBudget>) -> Self {
+        let ewma = PeakEwma::new(
+            Endpoint(upstream.clone()),
+            DEFAULT_RTT,
+            EWMA_DECAY.as_nanos() as f64,
+            CompleteOnResponse::default(),
+        );
+        UpstreamEntry { upstream, health, budget, ewma: Arc::new(Mutex::new(ewma)) }
+    }
+
+    /// The upstream as a service whose attempts feed its latency estimate and its health.
+    pub fn balanced(&self, metrics: Arc<Metrics>) -> Balanced {
+        Balanced { ewma: self.ewma.clone(), health: self.health.clone(), metrics }
+    }
+}
+
+/// Attempts against one upstream, measured by peak-EWMA and observed by passive health checks.
+#[derive(Clone)]
+pub struct Balanced {
+    ewma: Arc<Mutex<PeakEwma<Endpoint, CompleteOnResponse>>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+impl Service<Call> for Balanced {
+    type Response = Response<Body>;
+    type Error = RelayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, RelayError>> + Send>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let attempt = self.ewma.lock().call(call);
+        let health = self.health.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let result = attempt.await;
+            health.observe(result.as_ref().map(|_| ()), &metrics);
+            result
+        })
+    }
+}
+
+/// Everything one config version serves with. Swapped whole on reload; requests in flight
+/// keep the version they started with.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub table: RouteTable,
+    pub entries: BTreeMap<String, UpstreamEntry>,
+    pub keyring: Arc<Keyring>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    /// Builds a runtime; unchanged upstreams of `previous` keep their connection pools, health
+    /// and retry budgets.
+    pub fn build(config: Arc<Config>, metrics: Arc<Metrics>, previous: Option<&Runtime>) -> Result<Self, RelayError> {
+        let mut entries = BTreeMap::new();
+        for (name, params) in &config.upstreams {
+            let params = Arc::new(params.clone());
+            let old = previous.and_then(|p| p.entries.get(name));
+            let upstream = match old {
+                Some(old) if old.upstream.same_transport(&params) => Upstream::reuse(params.clone(), &old.upstream),
+                _ => Upstream::new(params.clone()).map_err(|e| {
+                    RelayError::new(ErrorCode::Internal, format!("upstream {name:?}: building its client failed: {e}"))
+                })?,
+            };
+            let health = old.map(|o| o.health.clone()).unwrap_or_else(|| Arc::new(Health::new(name, &metrics)));
+            let budget = old.map(|o| o.budget.clone()).unwrap_or_else(|| retry::budget(&params.retry));
+            entries.insert(name.clone(), UpstreamEntry::new(Arc::new(upstream), health, budget));
+        }
+        metrics.upstreams_disabled.set(config.disabled.len() as i64);
+        metrics.upstream_disabled.reset();
+        for name in config.disabled.keys() {
+            metrics.upstream_disabled.with_label_values(&[name]).set(1);
+        }
+        Ok(Runtime {
+            table: RouteTable::new(&config.models),
+            keyring: Arc::new(Keyring::new(config.keys.clone(), config.auth_required)),
+            entries,
+            metrics,
+            config,
+        })
+    }
+
+    /// An enabled upstream by name.
+    pub fn entry(&self, name: &str) -> Option<&UpstreamEntry> {
+        self.entries.get(name)
+    }
+}
+
+/// The live runtime, swapped atomically on reload.
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+
+impl KeySource for SharedRuntime {
+    fn keyring(&self) -> Arc<Keyring> {
+        self.load().keyring.clone()
+    }
+}
+
+/// Answers every endpoint.
+#[derive(Clone)]
+pub struct Router {
+    runtime: SharedRuntime,
+}
+
+impl Router {
+    /// A router over the live runtime.
+    pub fn new(runtime: SharedRuntime) -> Self {
+        Router { runtime }
+    }
+}
+
+impl<B> Service<Request<B>> for Router
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    type Response = Response<Body>;
+    type Error = RelayError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, RelayError>> + Send>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let runtime = self.runtime.load_full();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            match (request.method(), path.as_str()) {
+                (&Method::POST, "/v1/chat/completions") => chat(runtime, request).await,
+                (&Method::GET, "/v1/models") => Ok(models(&runtime, &request)),
+                (&Method::GET, p) if p.starts_with("/v1/models/") => model(&runtime, &request, &p["/v1/models/".len()..]),
+                (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "status": "ok" }))),
+                (&Method::GET, "/readyz") => Ok(readyz(&runtime)),
+                (&Method::GET, "/metrics") => Ok(metrics(&runtime)),
+                (_, p) => Err(RelayError::new(ErrorCode::NotFound, format!("no route for {} {p}", request.method()))),
+            }
+        })
+    }
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The fields of a chat request the router reads; everything else stays raw.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+async fn chat<B>(runtime: Arc<Runtime>, request: Request<B>) -> Result<Response<Body>, RelayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (parts, body) = request.into_parts();
+    let record = parts
+        .extensions
+        .get::<Arc<RequestRecord>>()
+        .cloned()
+        .unwrap_or_else(|| RequestRecord::start(runtime.metrics.clone(), String::new(), "POST", "/v1/chat/completions"));
+    let body = collect_limited(body, runtime.config.server.max_body_bytes).await.map_err(|error| match error {
+        CollectError::TooLarge { limit } => RelayError::new(
+            ErrorCode::BodyTooLarge,
+            format!("request body exceeds server.max_body_bytes ({limit} bytes)"),
+        ),
+        CollectError::Read(e) => RelayError::new(ErrorCode::InvalidRequest, format!("reading the request body failed: {e}")),
+    })?;
+    let peek: Peek<'_> = serde_json::from_slice(&body)
+        .map_err(|e| RelayError::new(ErrorCode::InvalidJson, format!("the request body is not a valid JSON object: {e}")))?;
+    let requested = peek.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| {
+        RelayError::new(ErrorCode::InvalidRequest, "the request has no `model`").with_param("model")
+    })?;
+    let Some(resolved) = runtime.table.resolve(requested) else {
+        let close = runtime.table.close_names(requested);
+        let hint = if close.is_empty() {
+            "GET /v1/models lists the models served".to_owned()
+        } else {
+            format!("did you mean: {}?", close.join(", "))
+        };
+        return Err(RelayError::new(ErrorCode::ModelNotFound, format!("model {requested:?} is not served here; {hint}")).with_param("model"));
+    };
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        if !principal.may_use(requested) {
+            return Err(RelayError::new(
+                ErrorCode::ModelNotAllowed,
+                format!("key {:?} may not use model {requested:?}", principal.key_name.as_deref().unwrap_or("")),
+            )
+            .with_param("model"));
+        }
+    }
+    record.set_model(&resolved.model.pattern.as_written());
+    let stream = peek.stream.unwrap_or(false);
+    record.set_stream(stream);
+    let incoming = failover::Incoming {
+        stream,
+        client_wants_usage: peek.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        headers: Arc::new(parts.headers),
+        record,
+        body: body.clone(),
+    };
+    failover::serve(&runtime, resolved.model, resolved.passed_name, incoming).await
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    json!({ "id": id, "object": "model", "created": 0, "owned_by": "switchyard" })
+}
+
+fn models<B>(runtime: &Runtime, request: &Request<B>) -> Response<Body> {
+    let principal = request.extensions().get::<Principal>();
+    let data: Vec<serde_json::Value> = runtime
+        .config
+        .models
+        .iter()
+        .filter_map(|m| match &m.pattern {
+            crate::config::ModelPattern::Exact(name) => Some(name.as_str()),
+            crate::config::ModelPattern::Prefix(_) => None,
+        })
+        .filter(|name| principal.is_none_or(|p| p.may_use(name)))
+        .map(model_object)
+        .collect();
+    json_response(StatusCode::OK, json!({ "object": "list", "data": data }))
+}
+
+fn model<B>(runtime: &Runtime, request: &Request<B>, id: &str) -> Result<Response<Body>, RelayError> {
+    let allowed = request.extensions().get::<Principal>().is_none_or(|p| p.may_use(id));
+    match runtime.table.resolve(id) {
+        Some(_) if allowed => Ok(json_response(StatusCode::OK, model_object(id))),
+        _ => Err(RelayError::new(ErrorCode::ModelNotFound, format!("model {id:?} is not served here")).with_param("model")),
+    }
+}
+
+fn readyz(runtime: &Runtime) -> Response<Body> {
+    let mut upstreams = serde_json::Map::new();
+    for (name, entry) in &runtime.entries {
+        let state = match entry.health.availability() {
+            health::Availability::Healthy => "enabled",
+            health::Availability::Probation => "probation",
+            health::Availability::Ejected { .. } => "ejected",
+        };
+        upstreams.insert(name.clone(), json!({ "state": state, "dialect": entry.upstream.params().dialect.as_str() }));
+    }
+    for (name, problem) in &runtime.config.disabled {
+        upstreams.insert(
+            name.clone(),
+            json!({ "state": "disabled", "reason": problem.message, "fix": problem.suggestion }),
+        );
+    }
+    let usable = runtime.config.usable_upstreams();
+    let (status, word) = match (usable, runtime.config.disabled.is_empty()) {
+        (0, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (_, true) => (StatusCode::OK, "ready"),
+        (_, false) => (StatusCode::OK, "degraded"),
+    };
+    json_response(
+        status,
+        json!({
+            "status": word,
+            "config": runtime.config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
+            "models": runtime.config.models.len(),
+            "upstreams": upstreams,
+        }),
+    )
+}
+
+fn metrics(runtime: &Runtime) -> Response<Body> {
+    let mut response = Response::new(full(runtime.metrics.render()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}

@@ -1,0 +1,181 @@
+//! Header policy toward the upstream and back.
+//!
+//! Toward the upstream: hop-by-hop headers, the client's credentials and (by default) the
+//! OpenAI SDKs' `x-stainless-*` fingerprint headers are dropped — WAFs in front of
+//! OpenAI-compatible relays block exactly those — and `User-Agent` is the upstream's own, never
+//! the client SDK's. Toward the client: only headers that mean something end to end pass.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Secret, UpstreamParams};
+use crate::dialect::AuthStyle;
+
+/// Names the upstream that answered, on every response.
+pub const UPSTREAM_HEADER: HeaderName = HeaderName::from_static("x-switchyard-upstream");
+
+/// Headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), the client's credentials and
+/// account headers, and those the relay sets itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "host",
+    "content-length",
+    "content-type",
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
+    "anthropic-version",
+];
+
+const SDK_FINGERPRINT_PREFIX: &str = "x-stainless-";
+
+/// The headers for a request to `upstream`.
+pub fn to_upstream(
+    client: &HeaderMap,
+    upstream: &UpstreamParams,
+    dialect_headers: &[(HeaderName, HeaderValue)],
+    stream: bool,
+) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(client.len() + 8);
+    for (name, value) in client {
+        let name_str = name.as_str();
+        if NOT_FORWARDED.contains(&name_str) {
+            continue;
+        }
+        if !upstream.keep_sdk_headers && name_str.starts_with(SDK_FINGERPRINT_PREFIX) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
+    );
+    if let Ok(agent) = HeaderValue::try_from(upstream.user_agent.as_str()) {
+        headers.insert(header::USER_AGENT, agent);
+    }
+    for (name, value) in dialect_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(key) = &upstream.api_key {
+        insert_auth(&mut headers, upstream.auth, key);
+    }
+    if !upstream.headers_remove.is_empty() {
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| upstream.headers_remove.iter().any(|glob| glob.matches(name.as_str())))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+    for (name, value) in &upstream.headers_set {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
+}
+
+fn insert_auth(headers: &mut HeaderMap, style: AuthStyle, key: &Secret) {
+    let (name, value) = match style {
+        AuthStyle::Bearer => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+        AuthStyle::Header(name) => (HeaderName::from_static(name), key.expose().to_owned()),
+        AuthStyle::SigV4 | AuthStyle::None => return,
+    };
+    if let Ok(mut value) = HeaderValue::try_from(value) {
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+}
+
+/// Upstream response headers that pass to the client.
+pub fn to_client(upstream: &HeaderMap, into: &mut HeaderMap) {
+    for (name, value) in upstream {
+        let name_str = name.as_str();
+        if name_str.starts_with("x-ratelimit-")
+            || name_str == "retry-after"
+            || name_str == "retry-after-ms"
+            || name_str == "openai-processing-ms"
+        {
+            into.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(id) = upstream.get("x-request-id").or_else(|| upstream.get("request-id")) {
+        into.insert(HeaderName::from_static("x-upstream-request-id"), id.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn upstream(extra: &str) -> UpstreamParams {
+        let source = format!(
+            "[upstreams.up]\ndialect = \"openai-completions\"\nbase_url = \"http://127.0.0.1:1/v1\"\napi_key = \"upstream-key\"\n{extra}"
+        );
+        Config::from_source(&source, None, &|_| None).unwrap().upstreams.remove("up").unwrap()
+    }
+
+    fn client_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer client-key"));
+        headers.insert("user-agent", HeaderValue::from_static("OpenAI/JS 4.0"));
+        headers.insert("x-stainless-os", HeaderValue::from_static("Linux"));
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("x-request-id", HeaderValue::from_static("req-1"));
+        headers.insert("x-custom", HeaderValue::from_static("kept"));
+        headers
+    }
+
+    #[test]
+    fn client_credentials_fingerprints_and_hop_by_hop_are_dropped() {
+        let headers = to_upstream(&client_headers(), &upstream(""), &[], false);
+        assert_eq!(headers["authorization"], "Bearer upstream-key");
+        assert_eq!(headers["user-agent"], concat!("switchyard/", env!("CARGO_PKG_VERSION")));
+        assert!(headers.get("x-stainless-os").is_none());
+        assert!(headers.get("connection").is_none());
+        assert_eq!(headers["x-custom"], "kept");
+        assert_eq!(headers["x-request-id"], "req-1");
+    }
+
+    #[test]
+    fn configured_agent_set_and_remove_apply() {
+        let params = upstream(
+            "user_agent = \"curl/8.5.0\"\nheaders.set = { \"x-team\" = \"blue\" }\nheaders.remove = [\"x-cus*\"]\n",
+        );
+        let headers = to_upstream(&client_headers(), &params, &[], true);
+        assert_eq!(headers["user-agent"], "curl/8.5.0");
+        assert_eq!(headers["x-team"], "blue");
+        assert!(headers.get("x-custom").is_none());
+        assert_eq!(headers["accept"], "text/event-stream");
+    }
+
+    #[test]
+    fn only_meaningful_headers_reach_the_client() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("9"));
+        upstream.insert("set-cookie", HeaderValue::from_static("a=b"));
+        upstream.insert("x-request-id", HeaderValue::from_static("up-1"));
+        let mut client = HeaderMap::new();
+        to_client(&upstream, &mut client);
+        assert_eq!(client["x-ratelimit-remaining-requests"], "9");
+        assert_eq!(client["x-upstream-request-id"], "up-1");
+        assert!(client.get("set-cookie").is_none());
+    }
+}

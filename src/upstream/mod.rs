@@ -1,0 +1,278 @@
+//! Upstreams: the client toward each one, header rewriting, error classification, and one
+//! attempt of a request from translation to the first byte the client may see.
+
+pub mod classify;
+pub mod client;
+pub mod headers;
+mod mock;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use tokio::time::Instant;
+
+use crate::body::{collect_limited, full, Body};
+use crate::config::{StreamMode, Timeouts, UpstreamParams};
+use crate::dialect::{self, ChatRequest, Dialect, DialectKind, ResponseContext, UpstreamCall};
+use crate::error::{Attempt, BoxError, ErrorCode, RelayError};
+use crate::record::RequestRecord;
+use stream::{RelayStream, StreamTiming};
+
+/// A response body as read from an upstream.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Upstream error bodies are read up to this size; the rest is irrelevant to the diagnosis.
+const ERROR_BODY_LIMIT: usize = 256 * 1024;
+/// Non-streamed responses larger than this are refused rather than held in memory.
+const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+enum Transport {
+    Http(client::HttpClient),
+    Mock,
+}
+
+/// One configured upstream, ready to take requests.
+pub struct Upstream {
+    params: Arc<UpstreamParams>,
+    dialect: Arc<dyn Dialect>,
+    transport: Transport,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.params.name).field("dialect", &self.params.dialect).finish()
+    }
+}
+
+/// What one attempt needs to know about the client's request.
+#[derive(Clone)]
+pub struct Call {
+    pub chat: Arc<ChatRequest>,
+    pub client_headers: Arc<HeaderMap>,
+    pub record: Arc<RequestRecord>,
+    pub timeouts: Timeouts,
+    pub keepalive: Duration,
+    /// End of the whole request (`total` timeout).
+    pub deadline: Instant,
+}
+
+impl Upstream {
+    /// Builds the client and dialect for an upstream.
+    pub fn new(params: Arc<UpstreamParams>) -> Result<Self, BoxError> {
+        let transport = match params.dialect {
+            DialectKind::Mock => Transport::Mock,
+            _ => Transport::Http(client::build(&params.tls, params.timeouts.connect)?),
+        };
+        Ok(Upstream { dialect: dialect::build(params.dialect, &params.dialect_options), params, transport })
+    }
+
+    /// The upstream's configured name.
+    pub fn name(&self) -> &str {
+        &self.params.name
+    }
+
+    /// Its validated settings.
+    pub fn params(&self) -> &Arc<UpstreamParams> {
+        &self.params
+    }
+
+    /// Whether the settings that shape connections are unchanged (so a reload keeps the pool).
+    pub fn same_transport(&self, other: &UpstreamParams) -> bool {
+        self.params.tls == other.tls && self.params.timeouts.connect == other.timeouts.connect && self.params.proxy == other.proxy
+    }
+
+    /// Takes over `previous`'s connection pool when the transport settings are unchanged.
+    pub fn reuse(params: Arc<UpstreamParams>, previous: &Upstream) -> Self {
+        let transport = match &previous.transport {
+            Transport::Http(client) => Transport::Http(client.clone()),
+            Transport::Mock => Transport::Mock,
+        };
+        Upstream { dialect: dialect::build(params.dialect, &params.dialect_options), params, transport }
+    }
+
+    /// One attempt: translate, send, and wait for the response (for streams, its first event).
+    /// Records the attempt and its outcome.
+    pub async fn attempt(&self, call: Call) -> Result<Response<Body>, RelayError> {
+        let started = Instant::now();
+        let result = self.attempt_inner(&call, started).await;
+        let elapsed = started.elapsed();
+        let name = self.name();
+        let metrics = call.record.metrics();
+        let (code, status) = match &result {
+            Ok(response) => ("success".to_owned(), Some(response.status().as_u16())),
+            Err(error) => (error.code.as_str().to_owned(), Some(error.status)),
+        };
+        metrics.upstream_attempts.with_label_values(&[name, &code]).inc();
+        if let Err(error) = &result {
+            if let Some(kind) = error.code.timeout_kind() {
+                metrics.upstream_timeouts.with_label_values(&[name, kind]).inc();
+            }
+        }
+        call.record.add_upstream_wait(elapsed);
+        call.record.add_attempt(Attempt {
+            upstream: name.to_owned(),
+            code,
+            status,
+            duration_ms: elapsed.as_millis() as u64,
+        });
+        result.map_err(|error| error.with_upstream(name))
+    }
+
+    fn build_request(&self, call: &UpstreamCall, client_headers: &HeaderMap) -> Result<Request<Full<Bytes>>, RelayError> {
+        let base = self.params.base_url.as_ref().map(Uri::to_string).unwrap_or_default();
+        let url = format!("{}{}", base.trim_end_matches('/'), call.path_and_query);
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| RelayError::new(ErrorCode::Internal, format!("upstream URL {url:?} is invalid: {e}")))?;
+        let headers = headers::to_upstream(client_headers, &self.params, &call.headers, call.stream);
+        let mut request = Request::builder()
+            .method(call.method.clone())
+            .uri(uri)
+            .body(Full::new(call.body.clone()))
+            .map_err(|e| RelayError::new(ErrorCode::Internal, format!("building the upstream request: {e}")))?;
+        *request.headers_mut() = headers;
+        if self.params.auth == dialect::AuthStyle::SigV4 {
+            return Err(RelayError::new(ErrorCode::UpstreamDisabled, "SigV4 signing is not available in this build"));
+        }
+        Ok(request)
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>, body: &Bytes) -> Result<Response<UpstreamBody>, RelayError> {
+        match &self.transport {
+            Transport::Mock => Ok(mock::respond(body, unix_now())),
+            Transport::Http(client) => client
+                .request(request)
+                .await
+                .map(|response| response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+                .map_err(|error| classify::transport_error(&error)),
+        }
+    }
+
+    async fn attempt_inner(&self, call: &Call, started: Instant) -> Result<Response<Body>, RelayError> {
+        let chat = &call.chat;
+        let simulate = chat.stream && self.params.stream_mode == StreamMode::Simulate;
+        let upstream_chat;
+        let chat_for_upstream: &ChatRequest = if simulate {
+            upstream_chat = ChatRequest { stream: false, ..ChatRequest::clone(chat) };
+            &upstream_chat
+        } else {
+            chat
+        };
+        let mut upstream_call = self.dialect.translate_request(chat_for_upstream)?;
+        if simulate {
+            upstream_call.body = set_stream_false(&upstream_call.body);
+        }
+        let request = self.build_request(&upstream_call, &call.client_headers)?;
+        let first_byte_deadline = (started + call.timeouts.first_byte).min(call.deadline);
+        let first_byte_error = || {
+            if first_byte_deadline >= call.deadline && call.deadline <= Instant::now() {
+                RelayError::new(ErrorCode::UpstreamTimeoutTotal, "the request's total time limit reached before the first byte")
+            } else {
+                RelayError::new(
+                    ErrorCode::UpstreamTimeoutFirstByte,
+                    format!("no response from the upstream within {:?}", call.timeouts.first_byte),
+                )
+            }
+        };
+        let response = tokio::time::timeout_at(first_byte_deadline, self.send(request, &upstream_call.body))
+            .await
+            .map_err(|_| first_byte_error())??;
+        let (parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            let body = tokio::time::timeout_at(first_byte_deadline, collect_limited(body, ERROR_BODY_LIMIT))
+                .await
+                .map_err(|_| first_byte_error())?
+                .unwrap_or_default();
+            return Err(classify::status_error(self.dialect.as_ref(), parts.status, &parts.headers, &body));
+        }
+        let ctx = ResponseContext {
+            id: format!("chatcmpl-{}", call.record.request_id().trim_start_matches("req_")),
+            created: unix_now(),
+            upstream_model: chat.upstream_model.clone(),
+            client_wants_usage: chat.client_wants_usage,
+        };
+        let mut response = Response::new(full(Bytes::new()));
+        headers::to_client(&parts.headers, response.headers_mut());
+        if let Ok(name) = HeaderValue::try_from(self.name()) {
+            response.headers_mut().insert(headers::UPSTREAM_HEADER, name);
+        }
+
+        if upstream_call.stream {
+            let timing = StreamTiming {
+                first_event_deadline: first_byte_deadline,
+                idle: call.timeouts.idle,
+                deadline: call.deadline,
+                keepalive: call.keepalive,
+            };
+            let translator = self.dialect.stream_translator(&ctx);
+            let mut stream = RelayStream::new(body, translator, timing, call.record.clone(), Arc::from(self.name()));
+            stream.wait_first_event().await?;
+            call.record.set_stream(true);
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            *response.body_mut() = stream.boxed_unsync();
+            return Ok(response);
+        }
+
+        let body = tokio::time::timeout_at(call.deadline, collect_limited(body, RESPONSE_BODY_LIMIT))
+            .await
+            .map_err(|_| RelayError::new(ErrorCode::UpstreamTimeoutTotal, "the request's total time limit reached while reading the response"))?
+            .map_err(|e| RelayError::new(ErrorCode::UpstreamReset, format!("reading the upstream response failed: {e}")))?;
+        let translated = self.dialect.translate_response(body, &ctx)?;
+        if let Some(usage) = translated.usage {
+            call.record.set_usage(usage);
+        }
+        call.record.mark_first_token();
+        if simulate {
+            let events = dialect::simulate::completion_to_chunks(&translated.body, chat.client_wants_usage)?;
+            call.record.set_stream(true);
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            let frames = events.into_iter().map(|e| Ok(http_body::Frame::data(e)));
+            *response.body_mut() = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+            return Ok(response);
+        }
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        *response.body_mut() = full(translated.body);
+        *response.status_mut() = StatusCode::OK;
+        Ok(response)
+    }
+}
+
+fn set_stream_false(body: &Bytes) -> Bytes {
+    match dialect::json::RawObject::parse(body) {
+        Ok(mut object) => {
+            object.set_value("stream", &false);
+            object.remove("stream_options");
+            object.to_bytes()
+        }
+        Err(_) => body.clone(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// An upstream as a tower service of attempts, for tower's retry and load tracking.
+#[derive(Clone, Debug)]
+pub struct Endpoint(pub Arc<Upstream>);
+
+impl tower::Service<Call> for Endpoint {
+    type Response = Response<Body>;
+    type Error = RelayError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, RelayError>> + Send>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), RelayError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let upstream = self.0.clone();
+        Box::pin(async move { upstream.attempt(call).await })
+    }
+}

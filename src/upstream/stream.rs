@@ -1,0 +1,244 @@
+//! The body of a relayed stream: upstream reads go through the dialect's stream translator and
+//! out to the client as they arrive, never buffered beyond one event.
+//!
+//! The body owns the stream-phase timeouts (idle gap, total deadline) and the keep-alive
+//! comments that stop proxies from cutting a long silence. A failure after the stream started
+//! ends it with an in-band `data: {"error": ...}` event and no `[DONE]`, so SDKs raise instead of
+//! returning a truncated answer as complete.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use tokio::time::{Instant, Sleep};
+
+use super::UpstreamBody;
+use crate::dialect::StreamTranslator;
+use crate::error::{ErrorCode, RelayError};
+use crate::record::RequestRecord;
+use crate::sse;
+
+/// Stream timing, resolved for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTiming {
+    /// When the first data event must have arrived.
+    pub first_event_deadline: Instant,
+    /// Longest gap between upstream reads once the stream flows.
+    pub idle: Duration,
+    /// End of the whole request.
+    pub deadline: Instant,
+    /// Silence after which a keep-alive comment is sent to the client.
+    pub keepalive: Duration,
+}
+
+/// A relayed stream, usable as a response body.
+pub struct RelayStream {
+    upstream: UpstreamBody,
+    translator: Box<dyn StreamTranslator>,
+    queue: VecDeque<Bytes>,
+    scratch: Vec<Bytes>,
+    timing: StreamTiming,
+    idle_timer: Pin<Box<Sleep>>,
+    keepalive_timer: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    upstream_done: bool,
+    finished: bool,
+    flowing: bool,
+    record: Arc<RequestRecord>,
+    upstream_name: Arc<str>,
+    opened: Instant,
+}
+
+impl RelayStream {
+    /// Wraps an upstream body whose response headers just arrived.
+    pub fn new(
+        upstream: UpstreamBody,
+        translator: Box<dyn StreamTranslator>,
+        timing: StreamTiming,
+        record: Arc<RequestRecord>,
+        upstream_name: Arc<str>,
+    ) -> Self {
+        record.metrics().streams_active.inc();
+        let now = Instant::now();
+        RelayStream {
+            upstream,
+            translator,
+            queue: VecDeque::new(),
+            scratch: Vec::new(),
+            idle_timer: Box::pin(tokio::time::sleep_until(timing.first_event_deadline.min(timing.deadline))),
+            keepalive_timer: Box::pin(tokio::time::sleep_until(now + timing.keepalive)),
+            deadline: Box::pin(tokio::time::sleep_until(timing.deadline)),
+            timing,
+            upstream_done: false,
+            finished: false,
+            flowing: false,
+            record,
+            upstream_name,
+            opened: now,
+        }
+    }
+
+    /// Reads until the first event is ready to send. Until then nothing has reached the client,
+    /// so a failure here can still be retried or failed over invisibly.
+    pub async fn wait_first_event(&mut self) -> Result<(), RelayError> {
+        match poll_fn(|cx| self.poll_fill(cx)).await {
+            Some(Ok(())) | None => Ok(()),
+            Some(Err(error)) => Err(error),
+        }
+    }
+
+    fn timeout(&self, code: ErrorCode, after: Duration) -> RelayError {
+        let what = match code {
+            ErrorCode::UpstreamTimeoutIdle => "no data from the upstream",
+            ErrorCode::UpstreamTimeoutTotal => "the request's total time limit reached",
+            _ => "no first event from the upstream",
+        };
+        RelayError::new(code, format!("{what} after {after:?}"))
+    }
+
+    /// Fills the queue: `Some(Ok)` when an event is ready, `None` at the clean end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), RelayError>>> {
+        loop {
+            if !self.queue.is_empty() {
+                return Poll::Ready(Some(Ok(())));
+            }
+            if self.upstream_done {
+                return Poll::Ready(None);
+            }
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                let total = self.timing.deadline.duration_since(self.record_started());
+                return Poll::Ready(Some(Err(self.timeout(ErrorCode::UpstreamTimeoutTotal, total))));
+            }
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if self.flowing {
+                        let next = Instant::now() + self.timing.idle;
+                        self.idle_timer.as_mut().reset(next);
+                    }
+                    if let Err(error) = self.translator.feed(data, &mut self.scratch) {
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    self.take_scratch();
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    let error = RelayError::new(
+                        ErrorCode::UpstreamReset,
+                        format!("the upstream connection failed mid-stream: {error}"),
+                    );
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => {
+                    self.upstream_done = true;
+                    self.record.add_upstream_wait(self.opened.elapsed());
+                    if let Err(error) = self.translator.finish(&mut self.scratch) {
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    self.take_scratch();
+                    if let Some(usage) = self.translator.usage() {
+                        self.record.set_usage(usage);
+                    }
+                }
+                Poll::Pending => {
+                    if self.idle_timer.as_mut().poll(cx).is_ready() {
+                        let error = if self.flowing {
+                            self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle)
+                        } else {
+                            let waited = self.timing.first_event_deadline.duration_since(self.record_started());
+                            self.timeout(ErrorCode::UpstreamTimeoutFirstByte, waited)
+                        };
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn record_started(&self) -> Instant {
+        Instant::from_std(self.record.started())
+    }
+
+    fn take_scratch(&mut self) {
+        if self.scratch.is_empty() {
+            return;
+        }
+        if !self.flowing {
+            self.flowing = true;
+            self.record.mark_first_token();
+            let next = Instant::now() + self.timing.idle;
+            self.idle_timer.as_mut().reset(next);
+        }
+        self.queue.extend(self.scratch.drain(..));
+    }
+
+    fn fail(&mut self, error: RelayError) -> Bytes {
+        self.finished = true;
+        let error = error.with_upstream(self.upstream_name.as_ref());
+        tracing::warn!(
+            request_id = self.record.request_id(),
+            upstream = %self.upstream_name,
+            code = error.code.as_str(),
+            "stream failed after it started: {}", error.message
+        );
+        if let Some(kind) = error.code.timeout_kind() {
+            self.record.metrics().upstream_timeouts.with_label_values(&[&self.upstream_name, kind]).inc();
+        }
+        self.record.set_error(error.code);
+        if let Some(usage) = self.translator.usage() {
+            self.record.set_usage(usage);
+        }
+        sse::data_event(error.to_json(self.record.request_id()).to_string().as_bytes())
+    }
+}
+
+impl Drop for RelayStream {
+    fn drop(&mut self) {
+        self.record.metrics().streams_active.dec();
+    }
+}
+
+impl HttpBody for RelayStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        match this.poll_fill(cx) {
+            Poll::Ready(Some(Ok(()))) => {
+                let next = Instant::now() + this.timing.keepalive;
+                this.keepalive_timer.as_mut().reset(next);
+                Poll::Ready(this.queue.pop_front().map(|event| Ok(Frame::data(event))))
+            }
+            Poll::Ready(None) => {
+                this.finished = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.queue.clear();
+                Poll::Ready(Some(Ok(Frame::data(this.fail(error)))))
+            }
+            Poll::Pending => {
+                if this.keepalive_timer.as_mut().poll(cx).is_ready() {
+                    let next = Instant::now() + this.timing.keepalive;
+                    this.keepalive_timer.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok(Frame::data(sse::comment("keep-alive")))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+}
