@@ -43,17 +43,30 @@ pub enum Message {
     /// A `system` or `developer` message.
     System(Vec<Part>),
     User(Vec<Part>),
-    Assistant { content: Vec<Part>, tool_calls: Vec<ToolCall> },
-    Tool { tool_call_id: String, content: Vec<Part> },
+    Assistant {
+        content: Vec<Part>,
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        tool_call_id: String,
+        content: Vec<Part>,
+    },
 }
 
 /// One content part.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Part {
-    Text { text: String, cache_control: Option<Value> },
+    Text {
+        text: String,
+        cache_control: Option<Value>,
+    },
     Image(ImageSource),
     /// An inline file (`file.file_data` data URL).
-    File { media_type: String, base64: String, filename: Option<String> },
+    File {
+        media_type: String,
+        base64: String,
+        filename: Option<String>,
+    },
 }
 
 /// Where an image comes from.
@@ -84,7 +97,10 @@ impl ToolCall {
             Ok(Value::Object(object)) => Ok(object),
             _ => Err(RelayError::new(
                 ErrorCode::InvalidRequest,
-                format!("the arguments of tool call {:?} are not a JSON object", self.id),
+                format!(
+                    "the arguments of tool call {:?} are not a JSON object",
+                    self.id
+                ),
             )
             .with_param("messages")),
         }
@@ -103,7 +119,9 @@ pub struct FunctionTool {
 impl FunctionTool {
     /// The parameters schema, or the schema of an object without properties.
     pub fn parameters_or_empty(&self) -> Value {
-        self.parameters.clone().unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
+        self.parameters
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
     }
 }
 
@@ -121,7 +139,11 @@ pub enum ToolChoice {
 pub enum ResponseFormat {
     Text,
     JsonObject,
-    JsonSchema { name: Option<String>, description: Option<String>, schema: Value },
+    JsonSchema {
+        name: Option<String>,
+        description: Option<String>,
+        schema: Value,
+    },
 }
 
 /// `reasoning_effort`.
@@ -177,13 +199,23 @@ pub struct ThinkingPlan {
 /// reasoning and answer together, as Anthropic's `max_tokens` does, so a client limit is kept
 /// and the budget shrunk to fit under it; without one the budget is added on top of the default
 /// answer allowance. `None` when the client's limit leaves no room for the minimum budget.
-pub fn plan_thinking(budget: u64, client_max_tokens: Option<u64>, default_max_tokens: u64) -> Option<ThinkingPlan> {
+pub fn plan_thinking(
+    budget: u64,
+    client_max_tokens: Option<u64>,
+    default_max_tokens: u64,
+) -> Option<ThinkingPlan> {
     match client_max_tokens {
         Some(max_tokens) => {
             let budget_tokens = budget.min(max_tokens.saturating_sub(1));
-            (budget_tokens >= MIN_THINKING_BUDGET).then_some(ThinkingPlan { budget_tokens, max_tokens })
+            (budget_tokens >= MIN_THINKING_BUDGET).then_some(ThinkingPlan {
+                budget_tokens,
+                max_tokens,
+            })
         }
-        None => Some(ThinkingPlan { budget_tokens: budget, max_tokens: default_max_tokens + budget }),
+        None => Some(ThinkingPlan {
+            budget_tokens: budget,
+            max_tokens: default_max_tokens + budget,
+        }),
     }
 }
 
@@ -192,8 +224,11 @@ pub fn unsupported(drop_unsupported: bool, param: &str, what: &str) -> Result<()
     if drop_unsupported {
         return Ok(());
     }
-    Err(RelayError::new(ErrorCode::UnsupportedParameter, format!("{what} is not supported by this upstream"))
-        .with_param(param))
+    Err(RelayError::new(
+        ErrorCode::UnsupportedParameter,
+        format!("{what} is not supported by this upstream"),
+    )
+    .with_param(param))
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> RelayError {
@@ -284,7 +319,10 @@ impl ClientRequest {
     /// error unless `drop_unsupported`.
     pub fn parse(body: &[u8], drop_unsupported: bool) -> Result<Self, RelayError> {
         let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
-            RelayError::new(ErrorCode::InvalidRequest, format!("invalid chat completions request: {e}"))
+            RelayError::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid chat completions request: {e}"),
+            )
         })?;
         check_unsupported(&raw, drop_unsupported)?;
 
@@ -303,7 +341,11 @@ impl ClientRequest {
         };
         let tool_choice = raw.tool_choice.map(parse_tool_choice).transpose()?;
         let response_format = raw.response_format.map(parse_response_format).transpose()?;
-        let reasoning_effort = raw.reasoning_effort.as_deref().map(parse_effort).transpose()?;
+        let reasoning_effort = raw
+            .reasoning_effort
+            .as_deref()
+            .map(parse_effort)
+            .transpose()?;
         Ok(ClientRequest {
             messages,
             max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
@@ -337,14 +379,21 @@ fn check_unsupported(raw: &RawRequest, drop: bool) -> Result<(), RelayError> {
         unsupported(drop, "logit_bias", "`logit_bias`")?;
     }
     if raw.audio.as_ref().is_some_and(|a| !a.is_null())
-        || raw.modalities.as_ref().is_some_and(|m| m.iter().any(|m| m == "audio"))
+        || raw
+            .modalities
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|m| m == "audio"))
     {
         unsupported(drop, "modalities", "audio output")?;
     }
     if raw.prediction.as_ref().is_some_and(|p| !p.is_null()) {
         unsupported(drop, "prediction", "predicted outputs (`prediction`)")?;
     }
-    if raw.web_search_options.as_ref().is_some_and(|w| !w.is_null()) {
+    if raw
+        .web_search_options
+        .as_ref()
+        .is_some_and(|w| !w.is_null())
+    {
         unsupported(drop, "web_search_options", "`web_search_options`")?;
     }
     Ok(())
@@ -369,16 +418,24 @@ fn parse_message(index: usize, raw: RawMessage, drop: bool) -> Result<Option<Mes
                 .collect(),
         },
         "tool" => Message::Tool {
-            tool_call_id: raw
-                .tool_call_id
-                .ok_or_else(|| invalid("messages", format!("messages[{index}]: a tool message needs `tool_call_id`")))?,
+            tool_call_id: raw.tool_call_id.ok_or_else(|| {
+                invalid(
+                    "messages",
+                    format!("messages[{index}]: a tool message needs `tool_call_id`"),
+                )
+            })?,
             content,
         },
         "function" => {
             unsupported(drop, "messages", "the legacy `function` role")?;
             return Ok(None);
         }
-        other => return Err(invalid("messages", format!("messages[{index}]: unknown role {other:?}"))),
+        other => {
+            return Err(invalid(
+                "messages",
+                format!("messages[{index}]: unknown role {other:?}"),
+            ))
+        }
     };
     Ok(Some(message))
 }
@@ -386,7 +443,10 @@ fn parse_message(index: usize, raw: RawMessage, drop: bool) -> Result<Option<Mes
 fn parse_content(index: usize, content: &Value, drop: bool) -> Result<Vec<Part>, RelayError> {
     match content {
         Value::Null => Ok(Vec::new()),
-        Value::String(text) => Ok(vec![Part::Text { text: text.clone(), cache_control: None }]),
+        Value::String(text) => Ok(vec![Part::Text {
+            text: text.clone(),
+            cache_control: None,
+        }]),
         Value::Array(parts) => {
             let mut out = Vec::with_capacity(parts.len());
             for part in parts {
@@ -396,7 +456,10 @@ fn parse_content(index: usize, content: &Value, drop: bool) -> Result<Vec<Part>,
             }
             Ok(out)
         }
-        _ => Err(invalid("messages", format!("messages[{index}].content must be a string or an array of parts"))),
+        _ => Err(invalid(
+            "messages",
+            format!("messages[{index}].content must be a string or an array of parts"),
+        )),
     }
 }
 
@@ -406,14 +469,22 @@ fn parse_part(index: usize, part: &Value, drop: bool) -> Result<Option<Part>, Re
         part.get(field)
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| invalid("messages", format!("messages[{index}]: a {kind:?} part needs a string `{field}`")))
+            .ok_or_else(|| {
+                invalid(
+                    "messages",
+                    format!("messages[{index}]: a {kind:?} part needs a string `{field}`"),
+                )
+            })
     };
     match kind {
         "text" => Ok(Some(Part::Text {
             text: text_field("text")?,
             cache_control: part.get("cache_control").filter(|c| !c.is_null()).cloned(),
         })),
-        "refusal" => Ok(Some(Part::Text { text: text_field("refusal")?, cache_control: None })),
+        "refusal" => Ok(Some(Part::Text {
+            text: text_field("refusal")?,
+            cache_control: None,
+        })),
         "image_url" => {
             let url = match part.get("image_url") {
                 Some(Value::String(url)) => url.as_str(),
@@ -422,22 +493,40 @@ fn parse_part(index: usize, part: &Value, drop: bool) -> Result<Option<Part>, Re
             };
             parse_image_url(url)
                 .map(|source| Some(Part::Image(source)))
-                .ok_or_else(|| invalid("messages", format!("messages[{index}]: image_url must be a data: or http(s) URL")))
+                .ok_or_else(|| {
+                    invalid(
+                        "messages",
+                        format!("messages[{index}]: image_url must be a data: or http(s) URL"),
+                    )
+                })
         }
         "file" => {
             let file = part.get("file");
-            let data = file.and_then(|f| f.get("file_data")).and_then(Value::as_str);
+            let data = file
+                .and_then(|f| f.get("file_data"))
+                .and_then(Value::as_str);
             match data.and_then(parse_data_url) {
                 Some((media_type, base64)) => Ok(Some(Part::File {
                     media_type,
                     base64,
-                    filename: file.and_then(|f| f.get("filename")).and_then(Value::as_str).map(str::to_owned),
+                    filename: file
+                        .and_then(|f| f.get("filename"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 })),
-                None => unsupported(drop, "messages", "a file part without inline base64 `file_data`").map(|()| None),
+                None => unsupported(
+                    drop,
+                    "messages",
+                    "a file part without inline base64 `file_data`",
+                )
+                .map(|()| None),
             }
         }
         "input_audio" => unsupported(drop, "messages", "audio input").map(|()| None),
-        other => Err(invalid("messages", format!("messages[{index}]: unknown content part type {other:?}"))),
+        other => Err(invalid(
+            "messages",
+            format!("messages[{index}]: unknown content part type {other:?}"),
+        )),
     }
 }
 
@@ -447,7 +536,12 @@ pub fn parse_data_url(url: &str) -> Option<(String, String)> {
     let (meta, data) = rest.split_once(',')?;
     let media_type = meta.strip_suffix(";base64")?;
     // Parameters such as `;charset=utf-8` may precede `;base64`; the media type is what is left.
-    let media_type = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media_type = media_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     (!media_type.is_empty()).then(|| (media_type, data.to_owned()))
 }
 
@@ -456,7 +550,8 @@ fn parse_image_url(url: &str) -> Option<ImageSource> {
         return Some(ImageSource::Base64 { media_type, data });
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    (lower.starts_with("https://") || lower.starts_with("http://")).then(|| ImageSource::Url(url.to_owned()))
+    (lower.starts_with("https://") || lower.starts_with("http://"))
+        .then(|| ImageSource::Url(url.to_owned()))
 }
 
 fn parse_tools(tools: Vec<RawTool>, drop: bool) -> Result<Vec<FunctionTool>, RelayError> {
@@ -481,7 +576,10 @@ fn parse_tool_choice(choice: Value) -> Result<ToolChoice, RelayError> {
             "none" => Ok(ToolChoice::None),
             "auto" => Ok(ToolChoice::Auto),
             "required" => Ok(ToolChoice::Required),
-            other => Err(invalid("tool_choice", format!("unknown tool_choice {other:?}"))),
+            other => Err(invalid(
+                "tool_choice",
+                format!("unknown tool_choice {other:?}"),
+            )),
         },
         Value::Object(object) => object
             .get("function")
@@ -489,7 +587,10 @@ fn parse_tool_choice(choice: Value) -> Result<ToolChoice, RelayError> {
             .and_then(Value::as_str)
             .map(|name| ToolChoice::Function(name.to_owned()))
             .ok_or_else(|| invalid("tool_choice", "tool_choice must name a function")),
-        _ => Err(invalid("tool_choice", "tool_choice must be a string or an object")),
+        _ => Err(invalid(
+            "tool_choice",
+            "tool_choice must be a string or an object",
+        )),
     }
 }
 
@@ -498,16 +599,24 @@ fn parse_response_format(format: RawResponseFormat) -> Result<ResponseFormat, Re
         "text" => Ok(ResponseFormat::Text),
         "json_object" => Ok(ResponseFormat::JsonObject),
         "json_schema" => {
-            let spec = format
-                .json_schema
-                .ok_or_else(|| invalid("response_format", "response_format json_schema needs `json_schema`"))?;
+            let spec = format.json_schema.ok_or_else(|| {
+                invalid(
+                    "response_format",
+                    "response_format json_schema needs `json_schema`",
+                )
+            })?;
             Ok(ResponseFormat::JsonSchema {
                 name: spec.name,
                 description: spec.description,
-                schema: spec.schema.unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                schema: spec
+                    .schema
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
             })
         }
-        other => Err(invalid("response_format", format!("unknown response_format type {other:?}"))),
+        other => Err(invalid(
+            "response_format",
+            format!("unknown response_format type {other:?}"),
+        )),
     }
 }
 
@@ -519,7 +628,10 @@ fn parse_effort(effort: &str) -> Result<ReasoningEffort, RelayError> {
         "medium" => Ok(ReasoningEffort::Medium),
         "high" => Ok(ReasoningEffort::High),
         "xhigh" => Ok(ReasoningEffort::XHigh),
-        other => Err(invalid("reasoning_effort", format!("unknown reasoning_effort {other:?}"))),
+        other => Err(invalid(
+            "reasoning_effort",
+            format!("unknown reasoning_effort {other:?}"),
+        )),
     }
 }
 
@@ -534,7 +646,10 @@ fn parse_stop(stop: Option<Value>) -> Result<Vec<String>, RelayError> {
                 _ => Err(invalid("stop", "stop sequences must be strings")),
             })
             .collect(),
-        Some(_) => Err(invalid("stop", "stop must be a string or an array of strings")),
+        Some(_) => Err(invalid(
+            "stop",
+            "stop must be a string or an array of strings",
+        )),
     }
 }
 
@@ -575,13 +690,34 @@ mod tests {
         .unwrap();
         assert_eq!(request.max_tokens, Some(7));
         assert_eq!(request.stop, vec!["END"]);
-        assert!(matches!(&request.messages[0], Message::System(parts) if plain_text(parts).as_deref() == Some("be brief")));
-        let Message::User(parts) = &request.messages[1] else { panic!() };
+        assert!(
+            matches!(&request.messages[0], Message::System(parts) if plain_text(parts).as_deref() == Some("be brief"))
+        );
+        let Message::User(parts) = &request.messages[1] else {
+            panic!()
+        };
         assert_eq!(parts.len(), 3);
-        assert!(matches!(&parts[0], Part::Text { cache_control: Some(_), .. }));
-        assert_eq!(parts[1], Part::Image(ImageSource::Base64 { media_type: "image/png".into(), data: "AAAA".into() }));
-        assert_eq!(parts[2], Part::Image(ImageSource::Url("https://x.test/a.jpg".into())));
-        let Message::Assistant { tool_calls, .. } = &request.messages[2] else { panic!() };
+        assert!(matches!(
+            &parts[0],
+            Part::Text {
+                cache_control: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(
+            parts[1],
+            Part::Image(ImageSource::Base64 {
+                media_type: "image/png".into(),
+                data: "AAAA".into()
+            })
+        );
+        assert_eq!(
+            parts[2],
+            Part::Image(ImageSource::Url("https://x.test/a.jpg".into()))
+        );
+        let Message::Assistant { tool_calls, .. } = &request.messages[2] else {
+            panic!()
+        };
         assert_eq!(tool_calls[0].arguments_object().unwrap()["a"], 1);
         assert_eq!(request.tool_choice, Some(ToolChoice::Function("f".into())));
         assert_eq!(request.reasoning_effort, Some(ReasoningEffort::Low));
@@ -592,9 +728,18 @@ mod tests {
         for (body, param) in [
             (r#"{"messages":[],"n":2}"#, "n"),
             (r#"{"messages":[],"logprobs":true}"#, "logprobs"),
-            (r#"{"messages":[],"presence_penalty":0.5}"#, "presence_penalty"),
-            (r#"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#, "messages"),
-            (r#"{"messages":[],"tools":[{"type":"custom","custom":{"name":"x"}}]}"#, "tools"),
+            (
+                r#"{"messages":[],"presence_penalty":0.5}"#,
+                "presence_penalty",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#,
+                "messages",
+            ),
+            (
+                r#"{"messages":[],"tools":[{"type":"custom","custom":{"name":"x"}}]}"#,
+                "tools",
+            ),
         ] {
             let error = parse(body).unwrap_err();
             assert_eq!(error.code, ErrorCode::UnsupportedParameter, "{body}");
@@ -613,13 +758,20 @@ mod tests {
             r#"{"messages":[],"reasoning_effort":"extreme"}"#,
             r#"{"messages":"nope"}"#,
         ] {
-            assert_eq!(parse(body).unwrap_err().code, ErrorCode::InvalidRequest, "{body}");
+            assert_eq!(
+                parse(body).unwrap_err().code,
+                ErrorCode::InvalidRequest,
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn data_urls_split_into_media_type_and_data() {
-        assert_eq!(parse_data_url("data:image/JPEG;base64,/9j/"), Some(("image/jpeg".into(), "/9j/".into())));
+        assert_eq!(
+            parse_data_url("data:image/JPEG;base64,/9j/"),
+            Some(("image/jpeg".into(), "/9j/".into()))
+        );
         assert_eq!(
             parse_data_url("data:text/plain;charset=utf-8;base64,aGk="),
             Some(("text/plain".into(), "aGk=".into()))
@@ -630,16 +782,41 @@ mod tests {
 
     #[test]
     fn thinking_budget_fits_the_client_limit_or_extends_the_default() {
-        assert_eq!(plan_thinking(8192, None, 4096), Some(ThinkingPlan { budget_tokens: 8192, max_tokens: 12288 }));
-        assert_eq!(plan_thinking(8192, Some(3000), 4096), Some(ThinkingPlan { budget_tokens: 2999, max_tokens: 3000 }));
-        assert_eq!(plan_thinking(2048, Some(20000), 4096), Some(ThinkingPlan { budget_tokens: 2048, max_tokens: 20000 }));
+        assert_eq!(
+            plan_thinking(8192, None, 4096),
+            Some(ThinkingPlan {
+                budget_tokens: 8192,
+                max_tokens: 12288
+            })
+        );
+        assert_eq!(
+            plan_thinking(8192, Some(3000), 4096),
+            Some(ThinkingPlan {
+                budget_tokens: 2999,
+                max_tokens: 3000
+            })
+        );
+        assert_eq!(
+            plan_thinking(2048, Some(20000), 4096),
+            Some(ThinkingPlan {
+                budget_tokens: 2048,
+                max_tokens: 20000
+            })
+        );
         assert_eq!(plan_thinking(2048, Some(1024), 4096), None);
     }
 
     #[test]
     fn empty_tool_arguments_are_an_empty_object_and_garbage_is_rejected() {
-        let call = |arguments: &str| ToolCall { id: "c".into(), name: "f".into(), arguments: arguments.into() };
+        let call = |arguments: &str| ToolCall {
+            id: "c".into(),
+            name: "f".into(),
+            arguments: arguments.into(),
+        };
         assert!(call("").arguments_object().unwrap().is_empty());
-        assert_eq!(call("[1]").arguments_object().unwrap_err().code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            call("[1]").arguments_object().unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
     }
 }

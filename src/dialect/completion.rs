@@ -98,7 +98,13 @@ pub struct ChunkWriter {
 impl ChunkWriter {
     /// A writer whose chunks carry this id, model and creation time.
     pub fn new(id: impl Into<String>, model: impl Into<String>, created: u64) -> Self {
-        ChunkWriter { id: id.into(), model: model.into(), created, role_sent: false, tool_calls: 0 }
+        ChunkWriter {
+            id: id.into(),
+            model: model.into(),
+            created,
+            role_sent: false,
+            tool_calls: 0,
+        }
     }
 
     fn chunk(&self, choices: Value) -> Value {
@@ -111,12 +117,18 @@ impl ChunkWriter {
         })
     }
 
-    fn push_delta(&mut self, mut delta: Map<String, Value>, finish_reason: Option<&str>, out: &mut Vec<Bytes>) {
+    fn push_delta(
+        &mut self,
+        mut delta: Map<String, Value>,
+        finish_reason: Option<&str>,
+        out: &mut Vec<Bytes>,
+    ) {
         if !self.role_sent {
             self.role_sent = true;
             delta.insert("role".into(), "assistant".into());
         }
-        let chunk = self.chunk(json!([{ "index": 0, "delta": delta, "finish_reason": finish_reason }]));
+        let chunk =
+            self.chunk(json!([{ "index": 0, "delta": delta, "finish_reason": finish_reason }]));
         out.push(sse::data_event(chunk.to_string().as_bytes()));
     }
 
@@ -165,14 +177,23 @@ impl ChunkWriter {
     pub fn tool_arguments(&mut self, index: usize, fragment: &str, out: &mut Vec<Bytes>) {
         if !fragment.is_empty() {
             let mut delta = Map::new();
-            delta.insert("tool_calls".into(), json!([{ "index": index, "function": {"arguments": fragment} }]));
+            delta.insert(
+                "tool_calls".into(),
+                json!([{ "index": index, "function": {"arguments": fragment} }]),
+            );
             self.push_delta(delta, None, out);
         }
     }
 
     /// Ends the stream: the `finish_reason` chunk, the usage chunk when the client asked for it,
     /// and `data: [DONE]`.
-    pub fn finish(&mut self, finish_reason: &str, usage: Option<Usage>, include_usage: bool, out: &mut Vec<Bytes>) {
+    pub fn finish(
+        &mut self,
+        finish_reason: &str,
+        usage: Option<Usage>,
+        include_usage: bool,
+        out: &mut Vec<Bytes>,
+    ) {
         self.push_delta(Map::new(), Some(finish_reason), out);
         if include_usage {
             let mut chunk = self.chunk(json!([]));
@@ -210,13 +231,28 @@ mod tests {
         let first = writer.tool_start("t1", "f", &mut out);
         writer.tool_arguments(first, "{}", &mut out);
         let second = writer.tool_start("t2", "g", &mut out);
-        writer.finish("tool_calls", Some(Usage { prompt_tokens: 3, completion_tokens: 2, ..Usage::default() }), true, &mut out);
+        writer.finish(
+            "tool_calls",
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                ..Usage::default()
+            }),
+            true,
+            &mut out,
+        );
         let events = events_of(&out);
         assert_eq!((first, second), (0, 1));
         assert_eq!(events.len(), 7);
-        assert_eq!(events[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "hi"}));
+        assert_eq!(
+            events[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": "hi"})
+        );
         assert!(events[1]["choices"][0]["delta"].get("role").is_none());
-        assert_eq!(events[3]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
+        assert_eq!(
+            events[3]["choices"][0]["delta"]["tool_calls"][0]["index"],
+            1
+        );
         assert_eq!(events[4]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(
             events[5],
@@ -225,11 +261,17 @@ mod tests {
                     "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}})
         );
         assert_eq!(out.last().unwrap(), &sse::done_event());
-        assert!(events.iter().take(6).all(|e| e["id"] == "id-1" && e["model"] == "m" && e["created"] == 7));
+        assert!(events
+            .iter()
+            .take(6)
+            .all(|e| e["id"] == "id-1" && e["model"] == "m" && e["created"] == 7));
         let mut empty = ChunkWriter::new("id-2", "m", 7);
         let mut out = Vec::new();
         empty.finish("stop", None, false, &mut out);
-        assert_eq!(events_of(&out)[0]["choices"][0]["delta"], json!({"role": "assistant"}));
+        assert_eq!(
+            events_of(&out)[0]["choices"][0]["delta"],
+            json!({"role": "assistant"})
+        );
     }
 
     #[test]
@@ -237,13 +279,20 @@ mod tests {
         let completion = Completion {
             id: "x".into(),
             model: "m".into(),
-            tool_calls: vec![ToolCallOut { id: "t".into(), name: "f".into(), arguments: "{}".into() }],
+            tool_calls: vec![ToolCallOut {
+                id: "t".into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            }],
             finish_reason: Some("tool_calls"),
             ..Completion::default()
         };
         let body: Value = serde_json::from_slice(&completion.to_bytes()).unwrap();
         assert_eq!(body["choices"][0]["message"]["content"], Value::Null);
-        assert_eq!(body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(
+            body["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
         assert!(body.get("usage").is_none());
     }
 }

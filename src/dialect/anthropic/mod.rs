@@ -74,8 +74,8 @@ use serde_json::Value;
 
 use super::openai::excerpt;
 use super::{
-    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall,
-    Usage,
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
+    UpstreamCall, Usage,
 };
 use crate::error::{ErrorCode, RelayError};
 
@@ -113,13 +113,27 @@ impl AnthropicMessages {
 impl Dialect for AnthropicMessages {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
         let body = request::build_body(self, request)?;
-        let mut call = UpstreamCall::post("/v1/messages", Bytes::from(body.to_string()), request.stream);
-        call.headers.push((HeaderName::from_static("anthropic-version"), self.anthropic_version.clone()));
-        call.headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        let mut call = UpstreamCall::post(
+            "/v1/messages",
+            Bytes::from(body.to_string()),
+            request.stream,
+        );
+        call.headers.push((
+            HeaderName::from_static("anthropic-version"),
+            self.anthropic_version.clone(),
+        ));
+        call.headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ));
         Ok(call)
     }
 
-    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
+    fn translate_response(
+        &self,
+        body: Bytes,
+        ctx: &ResponseContext,
+    ) -> Result<Translated, RelayError> {
         response::translate(&body, ctx)
     }
 
@@ -128,7 +142,9 @@ impl Dialect for AnthropicMessages {
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
-        let error = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|envelope| envelope.error);
+        let error = serde_json::from_slice::<ErrorEnvelope>(body)
+            .ok()
+            .map(|envelope| envelope.error);
         let error_type = error.as_ref().and_then(|e| e.kind.as_deref());
         let message = error
             .as_ref()
@@ -193,14 +209,20 @@ impl WireUsage {
     fn update(&mut self, newer: WireUsage) {
         self.input_tokens = newer.input_tokens.or(self.input_tokens);
         self.output_tokens = newer.output_tokens.or(self.output_tokens);
-        self.cache_creation_input_tokens = newer.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
-        self.cache_read_input_tokens = newer.cache_read_input_tokens.or(self.cache_read_input_tokens);
+        self.cache_creation_input_tokens = newer
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = newer
+            .cache_read_input_tokens
+            .or(self.cache_read_input_tokens);
     }
 
     fn to_usage(self) -> Usage {
         let cache_read = self.cache_read_input_tokens.unwrap_or(0);
         Usage {
-            prompt_tokens: self.input_tokens.unwrap_or(0) + cache_read + self.cache_creation_input_tokens.unwrap_or(0),
+            prompt_tokens: self.input_tokens.unwrap_or(0)
+                + cache_read
+                + self.cache_creation_input_tokens.unwrap_or(0),
             completion_tokens: self.output_tokens.unwrap_or(0),
             cached_tokens: cache_read,
             reasoning_tokens: 0,
@@ -222,7 +244,10 @@ fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 fn invalid_response(what: &str, error: impl std::fmt::Display, raw: &[u8]) -> RelayError {
     RelayError::new(
         ErrorCode::UpstreamInvalidResponse,
-        format!("Anthropic sent an unreadable {what}: {error}: {}", excerpt(raw)),
+        format!(
+            "Anthropic sent an unreadable {what}: {error}: {}",
+            excerpt(raw)
+        ),
     )
 }
 

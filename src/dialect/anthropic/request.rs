@@ -4,13 +4,17 @@ use serde_json::{json, Map, Value};
 
 use super::AnthropicMessages;
 use crate::dialect::client_request::{
-    plan_thinking, unsupported, ClientRequest, FunctionTool, ImageSource, Message, Part, ResponseFormat, ToolChoice,
+    plan_thinking, unsupported, ClientRequest, FunctionTool, ImageSource, Message, Part,
+    ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
 use crate::error::RelayError;
 
 /// Builds the `/v1/messages` body.
-pub(super) fn build_body(dialect: &AnthropicMessages, request: &ChatRequest) -> Result<Value, RelayError> {
+pub(super) fn build_body(
+    dialect: &AnthropicMessages,
+    request: &ChatRequest,
+) -> Result<Value, RelayError> {
     let drop = dialect.drop_unsupported;
     let client = ClientRequest::parse(&request.body, drop)?;
     let mut body = Map::new();
@@ -43,8 +47,18 @@ pub(super) fn build_body(dialect: &AnthropicMessages, request: &ChatRequest) -> 
     body.insert("messages".into(), messages.into());
 
     if !client.tools.is_empty() {
-        body.insert("tools".into(), client.tools.iter().map(convert_tool).collect::<Vec<_>>().into());
-        if let Some(choice) = convert_tool_choice(client.tool_choice.as_ref(), client.parallel_tool_calls) {
+        body.insert(
+            "tools".into(),
+            client
+                .tools
+                .iter()
+                .map(convert_tool)
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        if let Some(choice) =
+            convert_tool_choice(client.tool_choice.as_ref(), client.parallel_tool_calls)
+        {
             body.insert("tool_choice".into(), choice);
         }
     }
@@ -65,7 +79,10 @@ pub(super) fn build_body(dialect: &AnthropicMessages, request: &ChatRequest) -> 
     match &client.response_format {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonSchema { schema, .. }) => {
-            body.insert("output_config".into(), json!({"format": {"type": "json_schema", "schema": schema}}));
+            body.insert(
+                "output_config".into(),
+                json!({"format": {"type": "json_schema", "schema": schema}}),
+            );
         }
         Some(ResponseFormat::JsonObject) => unsupported(
             drop,
@@ -82,7 +99,10 @@ pub(super) fn build_body(dialect: &AnthropicMessages, request: &ChatRequest) -> 
 
 /// The top-level `system` (a string when it is one plain text, else text blocks) and the
 /// alternating `messages`.
-fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, Vec<Value>), RelayError> {
+fn convert_messages(
+    messages: &[Message],
+    drop: bool,
+) -> Result<(Option<Value>, Vec<Value>), RelayError> {
     let mut system: Vec<Value> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in messages {
@@ -97,7 +117,10 @@ fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, 
                 continue;
             }
             Message::User(parts) => ("user", parts.iter().filter_map(convert_part).collect()),
-            Message::Assistant { content, tool_calls } => {
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => {
                 let mut blocks: Vec<Value> = content.iter().filter_map(convert_part).collect();
                 for call in tool_calls {
                     blocks.push(json!({
@@ -109,17 +132,30 @@ fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, 
                 }
                 ("assistant", blocks)
             }
-            Message::Tool { tool_call_id, content } => {
+            Message::Tool {
+                tool_call_id,
+                content,
+            } => {
                 let mut block = Map::new();
                 block.insert("type".into(), "tool_result".into());
                 block.insert("tool_use_id".into(), tool_call_id.clone().into());
                 match content.as_slice() {
                     [] => {}
-                    [Part::Text { text, cache_control: None }] => {
+                    [Part::Text {
+                        text,
+                        cache_control: None,
+                    }] => {
                         block.insert("content".into(), text.clone().into());
                     }
                     parts => {
-                        block.insert("content".into(), parts.iter().filter_map(convert_part).collect::<Vec<_>>().into());
+                        block.insert(
+                            "content".into(),
+                            parts
+                                .iter()
+                                .filter_map(convert_part)
+                                .collect::<Vec<_>>()
+                                .into(),
+                        );
                     }
                 }
                 ("user", vec![Value::Object(block)])
@@ -141,7 +177,10 @@ fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, 
         [only] if only.get("cache_control").is_none() => only.get("text").cloned(),
         _ => Some(Value::Array(system)),
     };
-    let messages = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+    let messages = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect();
     Ok((system, messages))
 }
 
@@ -158,7 +197,10 @@ fn in_tool_loop(messages: &[Value]) -> bool {
 /// One content block; `None` for empty text, which Anthropic rejects.
 fn convert_part(part: &Part) -> Option<Value> {
     match part {
-        Part::Text { text, cache_control } => {
+        Part::Text {
+            text,
+            cache_control,
+        } => {
             if text.is_empty() {
                 return None;
             }
@@ -176,7 +218,11 @@ fn convert_part(part: &Part) -> Option<Value> {
             "type": "image",
             "source": {"type": "url", "url": url},
         })),
-        Part::File { media_type, base64, filename } => {
+        Part::File {
+            media_type,
+            base64,
+            filename,
+        } => {
             let mut block = json!({
                 "type": "document",
                 "source": {"type": "base64", "media_type": media_type, "data": base64},
@@ -201,7 +247,10 @@ fn convert_tool(tool: &FunctionTool) -> Value {
 
 /// `tool_choice`, with `parallel_tool_calls: false` as `disable_parallel_tool_use` (which needs a
 /// choice to sit on: `auto` when the client named none).
-fn convert_tool_choice(choice: Option<&ToolChoice>, parallel_tool_calls: Option<bool>) -> Option<Value> {
+fn convert_tool_choice(
+    choice: Option<&ToolChoice>,
+    parallel_tool_calls: Option<bool>,
+) -> Option<Value> {
     let sequential = parallel_tool_calls == Some(false);
     let mut out = match choice {
         None if sequential => json!({"type": "auto"}),

@@ -139,8 +139,9 @@ impl AnthropicStream {
     /// The chunk writer, with the context's id and model if `message_start` was missed.
     fn writer(&mut self) -> &mut ChunkWriter {
         let ctx = &self.ctx;
-        self.writer
-            .get_or_insert_with(|| ChunkWriter::new(ctx.id.clone(), ctx.upstream_model.clone(), ctx.created))
+        self.writer.get_or_insert_with(|| {
+            ChunkWriter::new(ctx.id.clone(), ctx.upstream_model.clone(), ctx.created)
+        })
     }
 
     fn update_usage(&mut self, usage: Option<WireUsage>) {
@@ -154,16 +155,25 @@ impl AnthropicStream {
         if self.done {
             return Ok(());
         }
-        let Some(data) = event.data() else { return Ok(()) };
-        let event: WireEvent = serde_json::from_slice(&data).map_err(|e| invalid_response("stream event", e, &data))?;
+        let Some(data) = event.data() else {
+            return Ok(());
+        };
+        let event: WireEvent = serde_json::from_slice(&data)
+            .map_err(|e| invalid_response("stream event", e, &data))?;
         match event {
             WireEvent::MessageStart { message } => {
                 self.update_usage(message.usage);
                 let id = message.id.unwrap_or_else(|| self.ctx.id.clone());
-                let model = message.model.unwrap_or_else(|| self.ctx.upstream_model.clone());
-                self.writer.get_or_insert_with(|| ChunkWriter::new(id, model, self.ctx.created));
+                let model = message
+                    .model
+                    .unwrap_or_else(|| self.ctx.upstream_model.clone());
+                self.writer
+                    .get_or_insert_with(|| ChunkWriter::new(id, model, self.ctx.created));
             }
-            WireEvent::ContentBlockStart { index, content_block } => {
+            WireEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => {
                 let block = match content_block {
                     StartBlock::Text { text } => {
                         self.writer().content(&text, out);
@@ -182,7 +192,10 @@ impl AnthropicStream {
                         if has_arguments {
                             writer.tool_arguments(tool, &arguments_string(&input), out);
                         }
-                        Block::Tool { index: tool, has_arguments }
+                        Block::Tool {
+                            index: tool,
+                            has_arguments,
+                        }
                     }
                     StartBlock::Other => Block::Hidden,
                 };
@@ -193,17 +206,35 @@ impl AnthropicStream {
                 match (block, delta) {
                     (Some(Block::Hidden), _) | (_, Delta::Other) => {}
                     (_, Delta::TextDelta { text }) => self.writer().content(&text, out),
-                    (_, Delta::ThinkingDelta { thinking }) => self.writer().reasoning(&thinking, out),
-                    (Some(Block::Tool { index: tool, has_arguments }), Delta::InputJsonDelta { partial_json }) => {
+                    (_, Delta::ThinkingDelta { thinking }) => {
+                        self.writer().reasoning(&thinking, out)
+                    }
+                    (
+                        Some(Block::Tool {
+                            index: tool,
+                            has_arguments,
+                        }),
+                        Delta::InputJsonDelta { partial_json },
+                    ) => {
                         self.writer().tool_arguments(tool, &partial_json, out);
                         let has_arguments = has_arguments || !partial_json.is_empty();
-                        self.blocks.insert(index, Block::Tool { index: tool, has_arguments });
+                        self.blocks.insert(
+                            index,
+                            Block::Tool {
+                                index: tool,
+                                has_arguments,
+                            },
+                        );
                     }
                     (_, Delta::InputJsonDelta { .. }) => {}
                 }
             }
             WireEvent::ContentBlockStop { index } => {
-                if let Some(Block::Tool { index: tool, has_arguments: false }) = self.blocks.get(&index).copied() {
+                if let Some(Block::Tool {
+                    index: tool,
+                    has_arguments: false,
+                }) = self.blocks.get(&index).copied()
+                {
                     // A tool without parameters: OpenAI clients expect `{}`, not an empty string.
                     self.writer().tool_arguments(tool, "{}", out);
                 }
@@ -235,7 +266,11 @@ impl StreamTranslator for AnthropicStream {
             .decoder
             .push(chunk, &mut events)
             .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
-            .and_then(|()| events.iter().try_for_each(|event| self.on_event(event, out)));
+            .and_then(|()| {
+                events
+                    .iter()
+                    .try_for_each(|event| self.on_event(event, out))
+            });
         events.clear();
         self.events = events;
         result
