@@ -1,12 +1,21 @@
 //! Responses `response` objects -> `chat.completion`, and upstream errors -> relay errors.
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use super::super::openai::excerpt;
 use super::super::{ResponseContext, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
+
+/// Reads JSON `null` as the type's default: upstreams send `null` for empty fields.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
 
 /// The parts of a Responses `response` object the translation reads.
 #[derive(Debug, Default, Deserialize)]
@@ -40,7 +49,7 @@ pub(super) struct IncompleteDetails {
 pub(super) enum OutputItem {
     #[serde(rename = "message")]
     Message {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         content: Vec<MessagePart>,
     },
     #[serde(rename = "function_call")]
@@ -49,14 +58,14 @@ pub(super) enum OutputItem {
         id: Option<String>,
         #[serde(default)]
         call_id: Option<String>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         name: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         arguments: String,
     },
     #[serde(rename = "reasoning")]
     Reasoning {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         summary: Vec<TextPart>,
         /// Raw reasoning text (open-weight models); summaries are preferred when present.
         #[serde(default)]
@@ -83,12 +92,12 @@ impl OutputItem {
 pub(super) enum MessagePart {
     #[serde(rename = "output_text")]
     OutputText {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         text: String,
     },
     #[serde(rename = "refusal")]
     Refusal {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         refusal: String,
     },
     #[serde(other)]
@@ -98,16 +107,16 @@ pub(super) enum MessagePart {
 /// A reasoning summary or reasoning text part.
 #[derive(Debug, Deserialize)]
 pub(super) struct TextPart {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) text: String,
 }
 
 /// The Responses usage object.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct ResponsesUsage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     input_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     output_tokens: u64,
     #[serde(default)]
     input_tokens_details: Option<InputDetails>,
@@ -287,7 +296,8 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
 /// `failed` status), classified by its code.
 pub(super) fn failure(error: Option<&Value>, default: ErrorCode) -> RelayError {
     let text = |key: &str| error.and_then(|e| e.get(key)).and_then(Value::as_str);
-    let code = text("code").or_else(|| text("type"));
+    // A top-level `error` stream event has `type: "error"`; an error object's `type` is a class.
+    let code = text("code").or_else(|| text("type").filter(|kind| *kind != "error"));
     let message = text("message").unwrap_or("the upstream reported a failure without a message");
     let class = match code {
         Some(code) if code.contains("rate_limit") || code.contains("usage_limit") => {

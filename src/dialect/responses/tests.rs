@@ -315,6 +315,26 @@ fn a_response_with_reasoning_text_and_calls_becomes_one_message() {
 }
 
 #[test]
+fn null_fields_read_as_empty() {
+    let output = json!([
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": null},
+        {"type": "message", "content": null},
+        {"type": "reasoning", "summary": null, "content": null}
+    ]);
+    let translated = openai()
+        .translate_response(response_body(output, "completed", Value::Null), &ctx(false))
+        .unwrap();
+    let body: Value = serde_json::from_slice(&translated.body).unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        ""
+    );
+    assert!(body["choices"][0]["message"]
+        .get("reasoning_content")
+        .is_none());
+}
+
+#[test]
 fn incomplete_and_failed_responses() {
     let text = json!([{"type": "message", "content": [{"type": "output_text", "text": "Par"}]}]);
     for (reason, finish) in [
