@@ -76,14 +76,16 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The closest of `candidates` to `input`, if it is close enough to be a likely typo.
+/// The closest of `candidates` to `input`, if it is close enough to be a likely typo: a few
+/// edits away (transpositions count as one), or sharing a long common prefix.
 pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let max_edits = (input.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(input, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|c| (strsim::osa_distance(input, c), strsim::jaro_winkler(input, c), c))
+        .filter(|(edits, similarity, _)| *edits <= max_edits || *similarity > 0.9)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, c)| c)
 }
 
 /// Finds where keys are written in the source text.

@@ -27,6 +27,10 @@ pub fn transport_error(error: &(dyn StdError + 'static)) -> RelayError {
     RelayError::new(code, message)
 }
 
+/// rustls's errors reach here through hyper-rustls boxed as text; these are their messages.
+const TLS_MARKERS: &[&str] =
+    &["received corrupt message", "invalid peer certificate", "peer is incompatible", "HandshakeFailure", "received fatal alert"];
+
 fn transport_code(error: &(dyn StdError + 'static)) -> ErrorCode {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     let mut code = None;
@@ -48,6 +52,9 @@ fn transport_code(error: &(dyn StdError + 'static)) -> ErrorCode {
             }
         }
         let text = e.to_string();
+        if TLS_MARKERS.iter().any(|marker| text.contains(marker)) {
+            return ErrorCode::UpstreamTls;
+        }
         if text.contains("dns error") || text.contains("failed to lookup address") {
             code = Some(ErrorCode::UpstreamDns);
         } else if text.contains("proxy") && code.is_none() {

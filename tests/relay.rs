@@ -1,0 +1,344 @@
+//! The core relay against an in-process mock upstream that records what it received.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use support::{error_of, sse_data, MockUpstream, Relay, Reply};
+
+fn passthrough_config(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+[upstreams.primary]
+dialect = "openai-completions"
+base_url = "{upstream}/v1"
+api_key = "upstream-secret"
+user_agent = "curl/8.5.0"
+{extra}
+
+[[models]]
+name = "gpt"
+targets = [{{ upstream = "primary", model = "gpt-4o-mini" }}]
+
+[[models]]
+name = "openai/*"
+targets = [{{ upstream = "primary" }}]
+"#
+    )
+}
+
+const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+
+#[tokio::test]
+async fn only_the_model_changes_and_client_credentials_never_leave() {
+    let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+    let body = r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"x_vendor":{"b":2,"a":1},"temperature":0.50}"#;
+    let (status, headers, answer) = relay
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", "Bearer client-secret"),
+                ("user-agent", "OpenAI/JS 4.77.0"),
+                ("x-stainless-os", "Linux"),
+                ("x-stainless-lang", "js"),
+                ("x-request-id", "client-req-1"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer, Bytes::from(COMPLETION));
+    assert_eq!(headers["x-request-id"], "client-req-1");
+    assert_eq!(headers["x-switchyard-upstream"], "primary");
+
+    let received = &upstream.received()[0];
+    assert_eq!(received.path, "/v1/chat/completions");
+    assert_eq!(
+        received.body,
+        Bytes::from(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"x_vendor":{"b":2,"a":1},"temperature":0.50}"#)
+    );
+    assert_eq!(received.headers["authorization"], "Bearer upstream-secret");
+    assert_eq!(received.headers["user-agent"], "curl/8.5.0");
+    assert!(received.headers.keys().all(|h| !h.as_str().starts_with("x-stainless-")));
+    let all_headers = format!("{:?}", received.headers);
+    assert!(!all_headers.contains("client-secret"));
+}
+
+#[tokio::test]
+async fn prefix_models_route_the_rest_of_the_name() {
+    let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+    let (status, _, _) = relay.chat(&[], &json!({"model": "openai/gpt-4.1", "messages": []})).await;
+    assert_eq!(status, 200);
+    assert_eq!(upstream.received()[0].json()["model"], "gpt-4.1");
+}
+
+#[tokio::test]
+async fn compat_rewrites_reach_the_upstream() {
+    let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let relay = Relay::start(&passthrough_config(
+        &upstream.url(),
+        "compat = { developer_role = \"system\", max_tokens_field = \"max_tokens\", drop_params = [\"store\", \"stream_options\"], strip_tool_strict = true }",
+    ))
+    .await;
+    let request = json!({
+        "model": "gpt", "store": true, "max_completion_tokens": 10,
+        "messages": [{"role": "developer", "content": "brief"}, {"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "strict": true, "parameters": {"type": "object"}}}],
+    });
+    let (status, _, _) = relay.chat(&[], &request).await;
+    assert_eq!(status, 200);
+    let sent = upstream.received()[0].json();
+    assert_eq!(sent["messages"][0]["role"], "system");
+    assert_eq!(sent["max_tokens"], 10);
+    assert!(sent.get("store").is_none() && sent.get("max_completion_tokens").is_none());
+    assert!(sent["tools"][0]["function"].get("strict").is_none());
+}
+
+#[tokio::test]
+async fn streams_are_forwarded_event_by_event_as_they_arrive() {
+    let events: Vec<String> = (0..5)
+        .map(|i| format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i} \"}},\"finish_reason\":null}}]}}\n\n"))
+        .chain(["data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".to_owned(), "data: [DONE]\n\n".to_owned()])
+        .collect();
+    let parts = events.iter().map(|e| (Duration::from_millis(150), Bytes::from(e.clone()))).collect();
+    let upstream = MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+
+    // Read the relay's body frame by frame and time the arrivals: a buffering relay would
+    // deliver everything at the end.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let request = http::Request::post(relay.url("/v1/chat/completions"))
+        .body(http_body_util::Full::new(Bytes::from(json!({"model": "gpt", "stream": true, "messages": []}).to_string())))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut arrivals = Vec::new();
+    let mut received = Vec::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.unwrap();
+        if let Ok(data) = frame.into_data() {
+            arrivals.push(started.elapsed());
+            received.extend_from_slice(&data);
+        }
+    }
+    let expected: String = events.concat();
+    assert_eq!(String::from_utf8(received).unwrap(), expected, "pass-through events arrive unchanged");
+    assert!(arrivals.len() >= 5, "events arrived in several frames: {arrivals:?}");
+    assert!(arrivals[arrivals.len() - 1] - arrivals[1] >= Duration::from_millis(500), "frames were spread over time: {arrivals:?}");
+
+    let sent = upstream.received()[0].json();
+    assert_eq!(sent["stream_options"]["include_usage"], true, "usage is requested for token accounting");
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_ends_with_an_in_band_error_not_a_clean_end() {
+    let parts = vec![(
+        Duration::ZERO,
+        Bytes::from_static(b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}\n\n"),
+    )];
+    let upstream = MockUpstream::always(Reply::ChunksThenReset { parts }).await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "stream": true, "messages": []})).await;
+    assert_eq!(status, 200);
+    let data = sse_data(&body);
+    assert!(data[0].contains("\"par\""));
+    let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_reset");
+    assert_eq!(last["error"]["upstream"], "primary");
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+}
+
+#[tokio::test]
+async fn client_errors_are_openai_shaped() {
+    let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let toml = format!(
+        "[server]\nmax_body_bytes = 2048\n[[keys]]\nname = \"team\"\nkey = \"${{TEAM_KEY}}\"\nmodels = [\"gpt\"]\n{}",
+        passthrough_config(&upstream.url(), "")
+    );
+    let relay = Relay::start_with_env(&toml, &[("TEAM_KEY", "team-secret")]).await;
+    let auth = [("authorization", "Bearer team-secret")];
+    let cases: Vec<(Vec<(&str, &str)>, Bytes, u16, &str)> = vec![
+        (vec![], Bytes::from(json!({"model": "gpt", "messages": []}).to_string()), 401, "invalid_api_key"),
+        (vec![("authorization", "Bearer wrong")], Bytes::from(json!({"model": "gpt"}).to_string()), 401, "invalid_api_key"),
+        (auth.to_vec(), Bytes::from_static(b"{not json"), 400, "invalid_json"),
+        (auth.to_vec(), Bytes::from(json!({"model": "gtp", "messages": []}).to_string()), 404, "model_not_found"),
+        (auth.to_vec(), Bytes::from(json!({"model": "openai/gpt-4o", "messages": []}).to_string()), 403, "model_not_allowed"),
+        (auth.to_vec(), Bytes::from(vec![b' '; 4096]), 413, "body_too_large"),
+    ];
+    for (headers, body, status, code) in cases {
+        let (got, response_headers, answer) = relay.send("POST", "/v1/chat/completions", &headers, body).await;
+        let error = error_of(&answer);
+        assert_eq!((got.as_u16(), error["code"].as_str().unwrap()), (status, code), "{error}");
+        assert_eq!(error["request_id"], response_headers["x-request-id"].to_str().unwrap());
+        assert!(!answer.windows(11).any(|w| w == b"team-secret"));
+    }
+    let (_, _, body) = relay.chat(&[("authorization", "Bearer team-secret")], &json!({"model": "gtp", "messages": []})).await;
+    assert!(error_of(&body)["message"].as_str().unwrap().contains("gpt"), "404 suggests close names");
+    assert!(upstream.received().is_empty(), "nothing reached the upstream");
+}
+
+async fn error_through(reply: Option<Reply>, base_url: Option<String>) -> (u16, serde_json::Value) {
+    let upstream = match reply {
+        Some(reply) => Some(MockUpstream::always(reply).await),
+        None => None,
+    };
+    let url = base_url.unwrap_or_else(|| upstream.as_ref().unwrap().url());
+    let config = format!(
+        "[upstreams.primary]\ndialect = \"openai-completions\"\nbase_url = \"{url}/v1\"\ntimeouts = {{ connect = \"500ms\", first_byte = \"2s\" }}\nretry = {{ attempts = 1 }}\n[[models]]\nname = \"gpt\"\ntargets = [{{ upstream = \"primary\" }}]\n"
+    );
+    let relay = Relay::start(&config).await;
+    let (status, headers, body) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
+    let error = error_of(&body);
+    assert_eq!(error["upstream"], "primary", "{error}");
+    assert_eq!(error["request_id"], headers["x-request-id"].to_str().unwrap());
+    (status.as_u16(), error)
+}
+
+#[tokio::test]
+async fn upstream_failures_name_their_class() {
+    // Refused: a port that was just freed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (status, error) = error_through(None, Some(format!("http://{closed}"))).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_connect_refused"), "{error}");
+
+    let (status, error) = error_through(None, Some("http://switchyard-test.invalid".into())).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_dns"), "{error}");
+
+    // TLS toward a server that speaks plain HTTP.
+    let plain = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let (status, error) = error_through(None, Some(format!("https://{}", plain.addr))).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_tls"), "{error}");
+
+    // A TCP server that accepts but never completes the TLS handshake: connect covers TLS.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let (status, error) = error_through(None, Some(format!("https://{silent_addr}"))).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (504, "upstream_timeout_connect"), "{error}");
+
+    let (status, error) = error_through(Some(Reply::Close), None).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_reset"), "{error}");
+
+    let (status, error) = error_through(Some(Reply::Hang), None).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (504, "upstream_timeout_first_byte"), "{error}");
+
+    let waf = Reply::Full { status: 403, content_type: "text/html", body: Bytes::from_static(b"<html><body>Sorry, you have been blocked</body></html>") };
+    let (status, error) = error_through(Some(waf), None).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (403, "upstream_blocked_403_html"), "{error}");
+    assert!(error["message"].as_str().unwrap().contains("you have been blocked"));
+
+    let cloudflare = Reply::Full { status: 524, content_type: "text/plain", body: Bytes::from_static(b"error code: 524") };
+    let (status, error) = error_through(Some(cloudflare), None).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (524, "upstream_non_json_error"), "{error}");
+}
+
+#[tokio::test]
+async fn an_upstream_json_error_passes_through_with_its_status() {
+    let body = r#"{"error":{"message":"Unsupported value: 'messages[0].role' does not support 'developer'","type":"invalid_request_error","param":"messages[0].role","code":"unsupported_value"}}"#;
+    let (status, error) = error_through(Some(Reply::json(400, body)), None).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["code"], "unsupported_value");
+    assert_eq!(error["param"], "messages[0].role");
+}
+
+#[tokio::test]
+async fn health_readiness_and_models() {
+    let relay = Relay::start(include_str!("../src/config/default.toml")).await;
+    let (status, _, body) = relay.send("GET", "/healthz", &[], "").await;
+    assert_eq!((status.as_u16(), body), (200, Bytes::from_static(br#"{"status":"ok"}"#)));
+    let (status, _, body) = relay.send("GET", "/readyz", &[], "").await;
+    let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status.as_u16(), ready["status"].as_str().unwrap()), (200, "ready"));
+    let (_, _, body) = relay.send("GET", "/v1/models", &[], "").await;
+    let models: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(models["data"][0]["id"], "mock");
+    let (status, _, _) = relay.send("GET", "/v1/models/mock", &[], "").await;
+    assert_eq!(status, 200);
+    let (status, _, body) = relay.send("GET", "/v1/nope", &[], "").await;
+    assert_eq!((status.as_u16(), error_of(&body)["code"].as_str().unwrap()), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn the_embedded_mock_answers_streamed_and_not() {
+    let relay = Relay::start(include_str!("../src/config/default.toml")).await;
+    let request = json!({"model": "mock", "messages": [{"role": "user", "content": "ping pong"}]});
+    let (status, _, body) = relay.chat(&[], &request).await;
+    assert_eq!(status, 200);
+    let completion: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(completion["choices"][0]["message"]["content"], "Hello from the Switchyard mock upstream. You said: ping pong");
+    assert_eq!(completion["usage"]["prompt_tokens"], 2);
+
+    let mut stream_request = request.clone();
+    stream_request["stream"] = json!(true);
+    let (status, _, body) = relay.chat(&[], &stream_request).await;
+    assert_eq!(status, 200);
+    let data = sse_data(&body);
+    assert!(data.len() > 5);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let text: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "Hello from the Switchyard mock upstream. You said: ping pong");
+    assert!(!data.iter().any(|d| d.contains("\"usage\"")), "no usage chunk unless asked");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_the_upstream_stream() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = parking_lot::Mutex::new(Some(tx));
+    let upstream_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hits = upstream_hits.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A raw upstream that streams forever and reports when its socket is closed by the relay.
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut buf = vec![0u8; 65536];
+        let _ = socket.read(&mut buf).await;
+        let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
+        let event = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}\n\n";
+        loop {
+            let chunk = format!("{:x}\r\n", event.len());
+            if socket.write_all(chunk.as_bytes()).await.is_err()
+                || socket.write_all(event).await.is_err()
+                || socket.write_all(b"\r\n").await.is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(tx) = tx.lock().take() {
+            let _ = tx.send(());
+        }
+    });
+    let relay = Relay::start(&passthrough_config(&format!("http://{addr}"), "")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let request = http::Request::post(relay.url("/v1/chat/completions"))
+        .body(http_body_util::Full::new(Bytes::from(json!({"model": "gpt", "stream": true, "messages": []}).to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let mut body = response.into_body();
+    let _ = http_body_util::BodyExt::frame(&mut body).await;
+    drop(body);
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(5), rx).await.expect("the relay closed the upstream stream after the client left").unwrap();
+    assert_eq!(upstream_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
