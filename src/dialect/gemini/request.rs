@@ -4,12 +4,17 @@ use serde_json::{json, Map, Value};
 
 use super::THOUGHT_SIGNATURE_SENTINEL;
 use crate::dialect::openai_io::{
-    parse_data_url, tool_name_for, unsupported, ChatBody, Message, PartRef, ResponseFormat, ToolCall, ToolChoice,
+    parse_data_url, tool_name_for, unsupported, ChatBody, Message, PartRef, ResponseFormat,
+    ToolCall, ToolChoice,
 };
 use crate::error::{ErrorCode, RelayError};
 
 /// Builds the `generateContent` body for `model` (the model id without `models/`).
-pub(super) fn translate(body: &ChatBody, model: &str, drop_unsupported: bool) -> Result<Value, RelayError> {
+pub(super) fn translate(
+    body: &ChatBody,
+    model: &str,
+    drop_unsupported: bool,
+) -> Result<Value, RelayError> {
     body.check_untranslatable(drop_unsupported)?;
     let generation = GenerationFamily::of(model);
     let mut request = Map::new();
@@ -78,9 +83,15 @@ fn conversation(
             "system" | "developer" => {
                 for part in message.parts() {
                     match part {
-                        PartRef::Text(text) if !text.is_empty() => system.push(json!({ "text": text })),
+                        PartRef::Text(text) if !text.is_empty() => {
+                            system.push(json!({ "text": text }))
+                        }
                         PartRef::Text(_) => {}
-                        _ => unsupported(drop_unsupported, &param, "system messages can only hold text")?,
+                        _ => unsupported(
+                            drop_unsupported,
+                            &param,
+                            "system messages can only hold text",
+                        )?,
                     }
                 }
             }
@@ -100,37 +111,55 @@ fn conversation(
             }
             "tool" | "function" => {
                 let part = function_response(messages, index, &param, drop_unsupported)?;
-                match contents.last_mut().and_then(|turn| turn["parts"].as_array_mut()) {
+                match contents
+                    .last_mut()
+                    .and_then(|turn| turn["parts"].as_array_mut())
+                {
                     Some(parts) if last_is_responses => parts.push(part),
                     _ => contents.push(json!({ "role": "user", "parts": [part] })),
                 }
                 last_is_responses = true;
             }
             other => {
-                return Err(RelayError::new(ErrorCode::InvalidRequest, format!("unknown message role {other:?}"))
-                    .with_param(format!("{param}.role")))
+                return Err(RelayError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown message role {other:?}"),
+                )
+                .with_param(format!("{param}.role")))
             }
         }
     }
     Ok((system, contents))
 }
 
-fn user_parts(message: &Message, param: &str, drop_unsupported: bool) -> Result<Vec<Value>, RelayError> {
+fn user_parts(
+    message: &Message,
+    param: &str,
+    drop_unsupported: bool,
+) -> Result<Vec<Value>, RelayError> {
     let mut parts = Vec::new();
     for part in message.parts() {
         match part {
             // Gemini rejects empty text parts.
-            PartRef::Text(text) if text.is_empty() => {}
+            PartRef::Text("") => {}
             PartRef::Text(text) => parts.push(json!({ "text": text })),
             PartRef::Image(url) => parts.push(media_part(url, param)?),
             PartRef::Audio(audio) => parts.push(json!({
                 "inlineData": { "mimeType": format!("audio/{}", audio.format), "data": audio.data }
             })),
             PartRef::File(file) => match file.file_data.as_deref().and_then(parse_data_url) {
-                Some((mime, data)) => parts.push(json!({ "inlineData": { "mimeType": mime, "data": data } })),
-                None => unsupported(drop_unsupported, param, "files must be sent inline as data URLs (file_data)")?,
+                Some((mime, data)) => {
+                    parts.push(json!({ "inlineData": { "mimeType": mime, "data": data } }))
+                }
+                None => unsupported(
+                    drop_unsupported,
+                    param,
+                    "files must be sent inline as data URLs (file_data)",
+                )?,
             },
-            PartRef::Other => unsupported(drop_unsupported, param, "unsupported content part type")?,
+            PartRef::Other => {
+                unsupported(drop_unsupported, param, "unsupported content part type")?
+            }
         }
     }
     Ok(parts)
@@ -142,10 +171,15 @@ fn media_part(url: &str, param: &str) -> Result<Value, RelayError> {
     if let Some((mime, data)) = parse_data_url(url) {
         return Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }));
     }
-    let scheme_ok = ["https://", "http://", "gs://"].iter().any(|scheme| url.starts_with(scheme));
+    let scheme_ok = ["https://", "http://", "gs://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
     if !scheme_ok {
-        return Err(RelayError::new(ErrorCode::InvalidRequest, "image_url must be a base64 data URL or an http(s) URL")
-            .with_param(param));
+        return Err(RelayError::new(
+            ErrorCode::InvalidRequest,
+            "image_url must be a base64 data URL or an http(s) URL",
+        )
+        .with_param(param));
     }
     let mut file = json!({ "fileUri": url });
     if let Some(mime) = mime_from_extension(url) {
@@ -171,7 +205,11 @@ fn mime_from_extension(url: &str) -> Option<&'static str> {
 
 /// An assistant turn: its text, then one `functionCall` part per tool call. Earlier reasoning
 /// is not replayed: Gemini reads thoughts only through signatures.
-fn model_parts(message: &Message, param: &str, generation: GenerationFamily) -> Result<Vec<Value>, RelayError> {
+fn model_parts(
+    message: &Message,
+    param: &str,
+    generation: GenerationFamily,
+) -> Result<Vec<Value>, RelayError> {
     let mut parts = Vec::new();
     for part in message.parts() {
         if let PartRef::Text(text) = part {
@@ -183,7 +221,8 @@ fn model_parts(message: &Message, param: &str, generation: GenerationFamily) -> 
     let calls = message.tool_calls();
     let any_signed = calls.iter().any(|call| thought_signature(call).is_some());
     for (index, call) in calls.iter().enumerate() {
-        let args = call.arguments_object(&format!("{param}.tool_calls[{index}].function.arguments"))?;
+        let args =
+            call.arguments_object(&format!("{param}.tool_calls[{index}].function.arguments"))?;
         let mut function_call = Map::new();
         if !call.id.is_empty() {
             function_call.insert("id".into(), Value::String(call.id.clone()));
@@ -204,7 +243,10 @@ fn model_parts(message: &Message, param: &str, generation: GenerationFamily) -> 
 }
 
 fn thought_signature(call: &ToolCall) -> Option<&str> {
-    call.extra_content.as_ref()?.pointer("/google/thought_signature")?.as_str()
+    call.extra_content
+        .as_ref()?
+        .pointer("/google/thought_signature")?
+        .as_str()
 }
 
 /// A tool result as a `functionResponse`, named after the call it answers (OpenAI tool
@@ -261,13 +303,20 @@ fn tools(
     drop_unsupported: bool,
 ) -> Result<Option<(Value, Option<Value>)>, RelayError> {
     let allowed_auto = match choice {
-        Some(ToolChoice::Allowed { required: false, names }) => Some(names),
+        Some(ToolChoice::Allowed {
+            required: false,
+            names,
+        }) => Some(names),
         _ => None,
     };
     let mut declarations = Vec::new();
     for (index, tool) in body.tools().iter().enumerate() {
         let Some(function) = tool.function() else {
-            unsupported(drop_unsupported, &format!("tools[{index}]"), "only function tools are supported")?;
+            unsupported(
+                drop_unsupported,
+                &format!("tools[{index}]"),
+                "only function tools are supported",
+            )?;
             continue;
         };
         // `allowed_tools` in auto mode: Gemini restricts names only when forcing a call, so the
@@ -290,16 +339,25 @@ fn tools(
     }
     let calling = match choice {
         None => None,
-        Some(ToolChoice::Auto) | Some(ToolChoice::Allowed { required: false, .. }) => Some(json!({ "mode": "AUTO" })),
+        Some(ToolChoice::Auto)
+        | Some(ToolChoice::Allowed {
+            required: false, ..
+        }) => Some(json!({ "mode": "AUTO" })),
         Some(ToolChoice::None) => Some(json!({ "mode": "NONE" })),
         Some(ToolChoice::Required) => Some(json!({ "mode": "ANY" })),
-        Some(ToolChoice::Named(name)) => Some(json!({ "mode": "ANY", "allowedFunctionNames": [name] })),
-        Some(ToolChoice::Allowed { required: true, names }) => {
-            Some(json!({ "mode": "ANY", "allowedFunctionNames": names }))
+        Some(ToolChoice::Named(name)) => {
+            Some(json!({ "mode": "ANY", "allowedFunctionNames": [name] }))
         }
+        Some(ToolChoice::Allowed {
+            required: true,
+            names,
+        }) => Some(json!({ "mode": "ANY", "allowedFunctionNames": names })),
     };
     let config = calling.map(|calling| json!({ "functionCallingConfig": calling }));
-    Ok(Some((json!([{ "functionDeclarations": declarations }]), config)))
+    Ok(Some((
+        json!([{ "functionDeclarations": declarations }]),
+        config,
+    )))
 }
 
 fn generation_config(
@@ -317,20 +375,28 @@ fn generation_config(
     set("temperature", body.temperature.map(Value::from));
     set("topP", body.top_p.map(Value::from));
     let stops = body.stop_sequences();
-    set("stopSequences", (!stops.is_empty()).then(|| Value::from(stops)));
+    set(
+        "stopSequences",
+        (!stops.is_empty()).then(|| Value::from(stops)),
+    );
     set("seed", body.seed.map(Value::from));
     set("presencePenalty", body.presence_penalty.map(Value::from));
     set("frequencyPenalty", body.frequency_penalty.map(Value::from));
     match body.response_format()? {
         None => {}
-        Some(ResponseFormat::JsonObject) => set("responseMimeType", Some("application/json".into())),
+        Some(ResponseFormat::JsonObject) => {
+            set("responseMimeType", Some("application/json".into()))
+        }
         Some(ResponseFormat::JsonSchema { schema }) => {
             set("responseMimeType", Some("application/json".into()));
             set("responseJsonSchema", schema);
         }
     }
     if let Some(effort) = &body.reasoning_effort {
-        set("thinkingConfig", thinking_config(effort, generation, drop_unsupported)?);
+        set(
+            "thinkingConfig",
+            thinking_config(effort, generation, drop_unsupported)?,
+        );
     }
     Ok(config)
 }
@@ -351,14 +417,22 @@ fn thinking_config(
         "medium" => (8192, "medium"),
         "high" | "xhigh" => (24576, "high"),
         other => {
-            unsupported(drop_unsupported, "reasoning_effort", &format!("unknown reasoning effort {other:?}"))?;
+            unsupported(
+                drop_unsupported,
+                "reasoning_effort",
+                &format!("unknown reasoning effort {other:?}"),
+            )?;
             return Ok(None);
         }
     };
     let include_thoughts = effort != "none";
     Ok(Some(match generation {
-        GenerationFamily::Budget => json!({ "includeThoughts": include_thoughts, "thinkingBudget": budget }),
-        GenerationFamily::Levels => json!({ "includeThoughts": include_thoughts, "thinkingLevel": level }),
+        GenerationFamily::Budget => {
+            json!({ "includeThoughts": include_thoughts, "thinkingBudget": budget })
+        }
+        GenerationFamily::Levels => {
+            json!({ "includeThoughts": include_thoughts, "thinkingLevel": level })
+        }
     }))
 }
 
@@ -384,7 +458,10 @@ mod tests {
             "gemini-2.5-flash",
         )
         .unwrap();
-        assert_eq!(sent["systemInstruction"], json!({"parts": [{"text": "be brief"}, {"text": "no jokes"}]}));
+        assert_eq!(
+            sent["systemInstruction"],
+            json!({"parts": [{"text": "be brief"}, {"text": "no jokes"}]})
+        );
         assert_eq!(
             sent["contents"],
             json!([
@@ -426,7 +503,10 @@ mod tests {
                 {"functionResponse": {"id": "b", "name": "clock", "response": {"output": "noon"}}}
             ]})
         );
-        assert_eq!(sent["contents"][3], json!({"role": "user", "parts": [{"text": "thanks"}]}));
+        assert_eq!(
+            sent["contents"][3],
+            json!({"role": "user", "parts": [{"text": "thanks"}]})
+        );
     }
 
     #[test]
@@ -436,7 +516,10 @@ mod tests {
             "gemini-2.5-flash",
         )
         .unwrap_err();
-        assert_eq!((err.code, err.param.as_deref()), (ErrorCode::InvalidRequest, Some("messages[0].tool_call_id")));
+        assert_eq!(
+            (err.code, err.param.as_deref()),
+            (ErrorCode::InvalidRequest, Some("messages[0].tool_call_id"))
+        );
     }
 
     #[test]
@@ -452,16 +535,29 @@ mod tests {
                 {"role": "tool", "tool_call_id": "b", "content": "2"}
             ]})
         };
-        let signed = translate_json(history(json!({"google": {"thought_signature": "SIG"}})), "gemini-3-pro-preview").unwrap();
+        let signed = translate_json(
+            history(json!({"google": {"thought_signature": "SIG"}})),
+            "gemini-3-pro-preview",
+        )
+        .unwrap();
         assert_eq!(signed["contents"][1]["parts"][0]["thoughtSignature"], "SIG");
-        assert!(signed["contents"][1]["parts"][1].get("thoughtSignature").is_none());
+        assert!(signed["contents"][1]["parts"][1]
+            .get("thoughtSignature")
+            .is_none());
 
         let lost = translate_json(history(Value::Null), "gemini-3-pro-preview").unwrap();
-        assert_eq!(lost["contents"][1]["parts"][0]["thoughtSignature"], THOUGHT_SIGNATURE_SENTINEL);
-        assert!(lost["contents"][1]["parts"][1].get("thoughtSignature").is_none());
+        assert_eq!(
+            lost["contents"][1]["parts"][0]["thoughtSignature"],
+            THOUGHT_SIGNATURE_SENTINEL
+        );
+        assert!(lost["contents"][1]["parts"][1]
+            .get("thoughtSignature")
+            .is_none());
 
         let older = translate_json(history(Value::Null), "gemini-2.5-flash").unwrap();
-        assert!(older["contents"][1]["parts"][0].get("thoughtSignature").is_none());
+        assert!(older["contents"][1]["parts"][0]
+            .get("thoughtSignature")
+            .is_none());
     }
 
     #[test]
@@ -520,7 +616,8 @@ mod tests {
             ]}])
         );
         assert!(plain.get("toolConfig").is_none());
-        let mode = |choice: Value| with_choice(choice)["toolConfig"]["functionCallingConfig"].clone();
+        let mode =
+            |choice: Value| with_choice(choice)["toolConfig"]["functionCallingConfig"].clone();
         assert_eq!(mode(json!("auto")), json!({"mode": "AUTO"}));
         assert_eq!(mode(json!("none")), json!({"mode": "NONE"}));
         assert_eq!(mode(json!("required")), json!({"mode": "ANY"}));
@@ -528,9 +625,17 @@ mod tests {
             mode(json!({"type": "function", "function": {"name": "g"}})),
             json!({"mode": "ANY", "allowedFunctionNames": ["g"]})
         );
-        let auto_subset = with_choice(json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "g"}}]}}));
-        assert_eq!(auto_subset["tools"][0]["functionDeclarations"], json!([{"name": "g"}]));
-        assert_eq!(auto_subset["toolConfig"]["functionCallingConfig"], json!({"mode": "AUTO"}));
+        let auto_subset = with_choice(
+            json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "g"}}]}}),
+        );
+        assert_eq!(
+            auto_subset["tools"][0]["functionDeclarations"],
+            json!([{"name": "g"}])
+        );
+        assert_eq!(
+            auto_subset["toolConfig"]["functionCallingConfig"],
+            json!({"mode": "AUTO"})
+        );
     }
 
     #[test]
@@ -540,7 +645,10 @@ mod tests {
         )
         .unwrap();
         let err = translate(&body, "gemini-2.5-flash", false).unwrap_err();
-        assert_eq!((err.code, err.param.as_deref()), (ErrorCode::UnsupportedParameter, Some("tools[0]")));
+        assert_eq!(
+            (err.code, err.param.as_deref()),
+            (ErrorCode::UnsupportedParameter, Some("tools[0]"))
+        );
         let dropped = translate(&body, "gemini-2.5-flash", true).unwrap();
         assert!(dropped.get("tools").is_none());
     }
@@ -565,30 +673,64 @@ mod tests {
             "gemini-2.5-flash",
         )
         .unwrap();
-        assert_eq!(json_mode["generationConfig"], json!({"responseMimeType": "application/json"}));
+        assert_eq!(
+            json_mode["generationConfig"],
+            json!({"responseMimeType": "application/json"})
+        );
     }
 
     #[test]
     fn reasoning_effort_is_a_budget_before_gemini_3_and_a_level_from_it() {
         let config = |effort: &str, model: &str| {
-            translate_json(json!({"messages": [], "reasoning_effort": effort}), model).unwrap()["generationConfig"]
-                ["thinkingConfig"]
+            translate_json(json!({"messages": [], "reasoning_effort": effort}), model).unwrap()
+                ["generationConfig"]["thinkingConfig"]
                 .clone()
         };
-        assert_eq!(config("low", "gemini-2.5-flash"), json!({"includeThoughts": true, "thinkingBudget": 1024}));
-        assert_eq!(config("none", "gemini-2.5-flash"), json!({"includeThoughts": false, "thinkingBudget": 0}));
-        assert_eq!(config("high", "gemini-flash-latest"), json!({"includeThoughts": true, "thinkingBudget": 24576}));
-        assert_eq!(config("medium", "gemini-3-flash-preview"), json!({"includeThoughts": true, "thinkingLevel": "medium"}));
-        assert_eq!(config("high", "gemini-3.1-pro"), json!({"includeThoughts": true, "thinkingLevel": "high"}));
-        let err = translate_json(json!({"messages": [], "reasoning_effort": "extreme"}), "gemini-2.5-flash").unwrap_err();
+        assert_eq!(
+            config("low", "gemini-2.5-flash"),
+            json!({"includeThoughts": true, "thinkingBudget": 1024})
+        );
+        assert_eq!(
+            config("none", "gemini-2.5-flash"),
+            json!({"includeThoughts": false, "thinkingBudget": 0})
+        );
+        assert_eq!(
+            config("high", "gemini-flash-latest"),
+            json!({"includeThoughts": true, "thinkingBudget": 24576})
+        );
+        assert_eq!(
+            config("medium", "gemini-3-flash-preview"),
+            json!({"includeThoughts": true, "thinkingLevel": "medium"})
+        );
+        assert_eq!(
+            config("high", "gemini-3.1-pro"),
+            json!({"includeThoughts": true, "thinkingLevel": "high"})
+        );
+        let err = translate_json(
+            json!({"messages": [], "reasoning_effort": "extreme"}),
+            "gemini-2.5-flash",
+        )
+        .unwrap_err();
         assert_eq!(err.param.as_deref(), Some("reasoning_effort"));
     }
 
     #[test]
     fn model_generations_are_read_from_the_name() {
-        assert_eq!(GenerationFamily::of("gemini-2.5-pro"), GenerationFamily::Budget);
-        assert_eq!(GenerationFamily::of("gemini-3-pro-preview"), GenerationFamily::Levels);
-        assert_eq!(GenerationFamily::of("gemini-10-ultra"), GenerationFamily::Levels);
-        assert_eq!(GenerationFamily::of("gemma-3-27b-it"), GenerationFamily::Budget);
+        assert_eq!(
+            GenerationFamily::of("gemini-2.5-pro"),
+            GenerationFamily::Budget
+        );
+        assert_eq!(
+            GenerationFamily::of("gemini-3-pro-preview"),
+            GenerationFamily::Levels
+        );
+        assert_eq!(
+            GenerationFamily::of("gemini-10-ultra"),
+            GenerationFamily::Levels
+        );
+        assert_eq!(
+            GenerationFamily::of("gemma-3-27b-it"),
+            GenerationFamily::Budget
+        );
     }
 }

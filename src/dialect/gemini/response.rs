@@ -108,18 +108,27 @@ impl From<&UsageMetadata> for Usage {
 impl GenerateResponse {
     /// Takes the first candidate (the relay never asks for more than one).
     pub(super) fn take_candidate(&mut self) -> Option<Candidate> {
-        let position = self.candidates.iter().position(|c| c.index.unwrap_or(0) == 0).unwrap_or(0);
+        let position = self
+            .candidates
+            .iter()
+            .position(|c| c.index.unwrap_or(0) == 0)
+            .unwrap_or(0);
         (position < self.candidates.len()).then(|| self.candidates.swap_remove(position))
     }
 
     /// The `chat.completion` id: the upstream's response id when it sent one.
     pub(super) fn completion_id(&self) -> Option<String> {
-        self.response_id.as_ref().filter(|id| !id.is_empty()).map(|id| format!("chatcmpl-{id}"))
+        self.response_id
+            .as_ref()
+            .filter(|id| !id.is_empty())
+            .map(|id| format!("chatcmpl-{id}"))
     }
 
     /// The model that answered, without the `models/` prefix.
     pub(super) fn model(&self) -> Option<String> {
-        self.model_version.as_deref().map(|m| m.strip_prefix("models/").unwrap_or(m).to_owned())
+        self.model_version
+            .as_deref()
+            .map(|m| m.strip_prefix("models/").unwrap_or(m).to_owned())
     }
 
     /// Why a prompt was refused before any candidate was generated.
@@ -143,16 +152,30 @@ pub(super) enum Piece {
 /// API cannot carry (inline media output, executable code) are skipped.
 pub(super) fn piece(part: Part, id_seed: &str, call_index: usize) -> Option<Piece> {
     if let Some(call) = part.function_call {
-        let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| generated_tool_call_id(id_seed, call_index));
+        let id = call
+            .id
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| generated_tool_call_id(id_seed, call_index));
         let arguments = match call.args {
             None | Some(Value::Null) => "{}".to_owned(),
             Some(args) => args.to_string(),
         };
-        let extra_content = part.thought_signature.map(|signature| json!({ "google": { "thought_signature": signature } }));
-        return Some(Piece::Call(OutToolCall { id, name: call.name, arguments, extra_content }));
+        let extra_content = part
+            .thought_signature
+            .map(|signature| json!({ "google": { "thought_signature": signature } }));
+        return Some(Piece::Call(OutToolCall {
+            id,
+            name: call.name,
+            arguments,
+            extra_content,
+        }));
     }
     let text = part.text.filter(|text| !text.is_empty())?;
-    Some(if part.thought == Some(true) { Piece::Thought(text) } else { Piece::Text(text) })
+    Some(if part.thought == Some(true) {
+        Piece::Thought(text)
+    } else {
+        Piece::Text(text)
+    })
 }
 
 /// Gemini's finish reason in OpenAI's terms. A natural stop after function calls is
@@ -161,8 +184,14 @@ pub(super) fn piece(part: Part, id_seed: &str, call_index: usize) -> Option<Piec
 pub(super) fn finish_reason(reason: &str, saw_tool_calls: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => "length",
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
-        | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION" => "content_filter",
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION" => "content_filter",
         _ if saw_tool_calls => "tool_calls",
         _ => "stop",
     }
@@ -173,16 +202,24 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
     let mut response: GenerateResponse = serde_json::from_slice(body).map_err(|e| {
         RelayError::new(
             ErrorCode::UpstreamInvalidResponse,
-            format!("upstream answered 2xx with a body that is not a Gemini response ({e}): {}", excerpt(body)),
+            format!(
+                "upstream answered 2xx with a body that is not a Gemini response ({e}): {}",
+                excerpt(body)
+            ),
         )
     })?;
     if let Some(error) = &response.error {
         return Err(in_band_error(error));
     }
     let id = response.completion_id().unwrap_or_else(|| ctx.id.clone());
-    let model = response.model().unwrap_or_else(|| ctx.upstream_model.clone());
+    let model = response
+        .model()
+        .unwrap_or_else(|| ctx.upstream_model.clone());
     let usage = response.usage_metadata.as_ref().map(Usage::from);
-    let id_seed = response.response_id.clone().unwrap_or_else(|| ctx.id.clone());
+    let id_seed = response
+        .response_id
+        .clone()
+        .unwrap_or_else(|| ctx.id.clone());
     let block_reason = response.block_reason().map(str::to_owned);
 
     let mut answer = Answer::default();
@@ -204,7 +241,14 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         (None, Some(_)) => "content_filter",
         (None, None) => finish_reason("STOP", !answer.tool_calls.is_empty()),
     };
-    let body = completion_body(&id, &model, ctx.created, &answer, finish_reason, usage.as_ref());
+    let body = completion_body(
+        &id,
+        &model,
+        ctx.created,
+        &answer,
+        finish_reason,
+        usage.as_ref(),
+    );
     Ok(Translated { body, usage })
 }
 
@@ -220,14 +264,23 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
 /// * anything else keeps its status as `upstream_http_error`, with Gemini's message.
 pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
     let value: Option<Value> = serde_json::from_slice(body).ok();
-    let error = value.as_ref().map(|v| v.get(0).unwrap_or(v)).and_then(|v| v.get("error"));
+    let error = value
+        .as_ref()
+        .map(|v| v.get(0).unwrap_or(v))
+        .and_then(|v| v.get("error"));
     let message = error
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| excerpt(body));
-    let grpc_status = error.and_then(|e| e.get("status")).and_then(Value::as_str).unwrap_or_default();
-    let reason = error.and_then(|e| detail(e, "ErrorInfo")).and_then(|d| d.get("reason")).and_then(Value::as_str);
+    let grpc_status = error
+        .and_then(|e| e.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let reason = error
+        .and_then(|e| detail(e, "ErrorInfo"))
+        .and_then(|d| d.get("reason"))
+        .and_then(Value::as_str);
 
     if status == 429 || grpc_status == "RESOURCE_EXHAUSTED" {
         let mut relay = RelayError::new(ErrorCode::UpstreamRateLimited, message).with_status(429);
@@ -245,9 +298,16 @@ pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
 
 /// An error object sent with status 200 (in a stream, or in place of a response).
 pub(super) fn in_band_error(error: &Value) -> RelayError {
-    let message = error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string());
     let code = error.get("code").and_then(Value::as_u64);
-    let status = error.get("status").and_then(Value::as_str).unwrap_or_default();
+    let status = error
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let relay_code = if code == Some(429) || status == "RESOURCE_EXHAUSTED" {
         ErrorCode::UpstreamRateLimited
     } else if code == Some(503) || status == "UNAVAILABLE" {
@@ -263,7 +323,9 @@ pub(super) fn in_band_error(error: &Value) -> RelayError {
 /// The first `details` entry of a `google.rpc` type (`ErrorInfo`, `RetryInfo`, ...).
 fn detail<'a>(error: &'a Value, kind: &str) -> Option<&'a Value> {
     error.get("details")?.as_array()?.iter().find(|d| {
-        d.get("@type").and_then(Value::as_str).is_some_and(|t| t.rsplit('.').next() == Some(kind))
+        d.get("@type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.rsplit('.').next() == Some(kind))
     })
 }
 
@@ -279,12 +341,20 @@ mod tests {
     use super::*;
 
     fn ctx() -> ResponseContext {
-        ResponseContext { id: "chatcmpl-ctx".into(), created: 11, upstream_model: "gemini-x".into(), client_wants_usage: false }
+        ResponseContext {
+            id: "chatcmpl-ctx".into(),
+            created: 11,
+            upstream_model: "gemini-x".into(),
+            client_wants_usage: false,
+        }
     }
 
     fn translate_value(body: Value) -> (Value, Option<Usage>) {
         let translated = translate(&Bytes::from(body.to_string()), &ctx()).unwrap();
-        (serde_json::from_slice(&translated.body).unwrap(), translated.usage)
+        (
+            serde_json::from_slice(&translated.body).unwrap(),
+            translated.usage,
+        )
     }
 
     #[test]
@@ -301,11 +371,28 @@ mod tests {
         assert_eq!(body["model"], "gemini-2.5-pro");
         assert_eq!(body["created"], 11);
         let message = &body["choices"][0]["message"];
-        assert_eq!((message["content"].as_str(), message["reasoning_content"].as_str()), (Some("Hello there"), Some("plan")));
+        assert_eq!(
+            (
+                message["content"].as_str(),
+                message["reasoning_content"].as_str()
+            ),
+            (Some("Hello there"), Some("plan"))
+        );
         assert_eq!(body["choices"][0]["finish_reason"], "stop");
-        assert_eq!(usage, Some(Usage { prompt_tokens: 10, completion_tokens: 10, cached_tokens: 4, reasoning_tokens: 7 }));
+        assert_eq!(
+            usage,
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 10,
+                cached_tokens: 4,
+                reasoning_tokens: 7
+            })
+        );
         assert_eq!(body["usage"]["total_tokens"], 20);
-        assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 7);
+        assert_eq!(
+            body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            7
+        );
     }
 
     #[test]
@@ -334,7 +421,13 @@ mod tests {
     #[test]
     fn finish_reasons_map_to_openai_values() {
         assert_eq!(finish_reason("MAX_TOKENS", true), "length");
-        for reason in ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"] {
+        for reason in [
+            "SAFETY",
+            "RECITATION",
+            "BLOCKLIST",
+            "PROHIBITED_CONTENT",
+            "SPII",
+        ] {
             assert_eq!(finish_reason(reason, false), "content_filter");
         }
         assert_eq!(finish_reason("STOP", false), "stop");
@@ -369,7 +462,10 @@ mod tests {
             .to_string(),
         );
         let err = translate_error(429, &body);
-        assert_eq!((err.code, err.status, err.message.as_str()), (ErrorCode::UpstreamRateLimited, 429, "quota"));
+        assert_eq!(
+            (err.code, err.status, err.message.as_str()),
+            (ErrorCode::UpstreamRateLimited, 429, "quota")
+        );
         assert_eq!(err.retry_after, Some(Duration::from_millis(34_400)));
         assert!(err.passthrough_body.is_none());
     }
@@ -382,13 +478,23 @@ mod tests {
             .to_string(),
         );
         let err = translate_error(400, &key);
-        assert_eq!((err.code, err.status, err.message.as_str()), (ErrorCode::UpstreamHttpError, 401, "API key not valid."));
+        assert_eq!(
+            (err.code, err.status, err.message.as_str()),
+            (ErrorCode::UpstreamHttpError, 401, "API key not valid.")
+        );
         let overloaded = Bytes::from_static(br#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#);
-        assert_eq!(translate_error(503, &overloaded).code, ErrorCode::UpstreamOverloaded);
-        let missing = Bytes::from_static(br#"{"error":{"code":404,"message":"not found","status":"NOT_FOUND"}}"#);
+        assert_eq!(
+            translate_error(503, &overloaded).code,
+            ErrorCode::UpstreamOverloaded
+        );
+        let missing = Bytes::from_static(
+            br#"{"error":{"code":404,"message":"not found","status":"NOT_FOUND"}}"#,
+        );
         let err = translate_error(404, &missing);
         assert_eq!((err.code, err.status), (ErrorCode::UpstreamHttpError, 404));
-        let bad = Bytes::from_static(br#"{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}"#);
+        let bad = Bytes::from_static(
+            br#"{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}"#,
+        );
         assert_eq!(translate_error(400, &bad).status, 400);
     }
 }

@@ -47,7 +47,10 @@ mod response;
 use bytes::Bytes;
 
 use super::openai_io::ChatBody;
-use super::{AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall};
+use super::{
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
+    UpstreamCall,
+};
 use crate::error::RelayError;
 
 /// The Ollama dialect.
@@ -59,18 +62,33 @@ pub struct Ollama {
 impl Ollama {
     /// An Ollama dialect with the upstream's options.
     pub fn new(options: &DialectOptions) -> Self {
-        Ollama { drop_unsupported: options.drop_unsupported }
+        Ollama {
+            drop_unsupported: options.drop_unsupported,
+        }
     }
 }
 
 impl Dialect for Ollama {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
         let body = ChatBody::parse(&request.body)?;
-        let translated = request::translate(&body, &request.upstream_model, request.stream, self.drop_unsupported)?;
-        Ok(UpstreamCall::post("/api/chat", Bytes::from(translated.to_string()), request.stream))
+        let translated = request::translate(
+            &body,
+            &request.upstream_model,
+            request.stream,
+            self.drop_unsupported,
+        )?;
+        Ok(UpstreamCall::post(
+            "/api/chat",
+            Bytes::from(translated.to_string()),
+            request.stream,
+        ))
     }
 
-    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
+    fn translate_response(
+        &self,
+        body: Bytes,
+        ctx: &ResponseContext,
+    ) -> Result<Translated, RelayError> {
         response::translate(&body, ctx)
     }
 
@@ -99,7 +117,9 @@ mod tests {
     #[test]
     fn posts_to_api_chat_with_an_explicit_stream_flag() {
         let request = ChatRequest {
-            body: Bytes::from_static(br#"{"model":"pub","messages":[{"role":"user","content":"hi"}]}"#),
+            body: Bytes::from_static(
+                br#"{"model":"pub","messages":[{"role":"user","content":"hi"}]}"#,
+            ),
             upstream_model: "gemma3:1b".into(),
             stream: false,
             client_wants_usage: false,
@@ -108,7 +128,10 @@ mod tests {
         let call = dialect.translate_request(&request).unwrap();
         assert_eq!(call.path_and_query, "/api/chat");
         let sent: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
-        assert_eq!((sent["model"].as_str(), sent["stream"].as_bool()), (Some("gemma3:1b"), Some(false)));
+        assert_eq!(
+            (sent["model"].as_str(), sent["stream"].as_bool()),
+            (Some("gemma3:1b"), Some(false))
+        );
         assert_eq!(dialect.models_path(), Some("/api/tags"));
     }
 }

@@ -3,16 +3,25 @@
 use serde_json::{json, Map, Value};
 
 use crate::dialect::openai_io::{
-    parse_data_url, tool_name_for, unsupported, ChatBody, Message, PartRef, ResponseFormat, ToolChoice,
+    parse_data_url, tool_name_for, unsupported, ChatBody, Message, PartRef, ResponseFormat,
+    ToolChoice,
 };
 use crate::error::{ErrorCode, RelayError};
 
 /// Builds the `/api/chat` body.
-pub(super) fn translate(body: &ChatBody, model: &str, stream: bool, drop_unsupported: bool) -> Result<Value, RelayError> {
+pub(super) fn translate(
+    body: &ChatBody,
+    model: &str,
+    stream: bool,
+    drop_unsupported: bool,
+) -> Result<Value, RelayError> {
     body.check_untranslatable(drop_unsupported)?;
     let mut request = Map::new();
     request.insert("model".into(), Value::String(model.to_owned()));
-    request.insert("messages".into(), Value::Array(messages(body.messages(), drop_unsupported)?));
+    request.insert(
+        "messages".into(),
+        Value::Array(messages(body.messages(), drop_unsupported)?),
+    );
     // Ollama streams unless told otherwise.
     request.insert("stream".into(), Value::Bool(stream));
 
@@ -24,7 +33,9 @@ pub(super) fn translate(body: &ChatBody, model: &str, stream: bool, drop_unsuppo
         Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { schema: None }) => {
             request.insert("format".into(), Value::String("json".into()));
         }
-        Some(ResponseFormat::JsonSchema { schema: Some(schema) }) => {
+        Some(ResponseFormat::JsonSchema {
+            schema: Some(schema),
+        }) => {
             request.insert("format".into(), schema);
         }
     }
@@ -50,8 +61,11 @@ fn messages(messages: &[Message], drop_unsupported: bool) -> Result<Vec<Value>, 
             // The legacy function-result role is a tool result named by `name`.
             "function" => "tool",
             other => {
-                return Err(RelayError::new(ErrorCode::InvalidRequest, format!("unknown message role {other:?}"))
-                    .with_param(format!("{param}.role")))
+                return Err(RelayError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown message role {other:?}"),
+                )
+                .with_param(format!("{param}.role")))
             }
         };
         let (content, images) = content(message, role, &param, drop_unsupported)?;
@@ -62,15 +76,20 @@ fn messages(messages: &[Message], drop_unsupported: bool) -> Result<Vec<Value>, 
             converted.insert("images".into(), Value::from(images));
         }
         if role == "assistant" {
-            if let Some(thinking) = message.reasoning_content.as_deref().filter(|t| !t.is_empty()) {
+            if let Some(thinking) = message
+                .reasoning_content
+                .as_deref()
+                .filter(|t| !t.is_empty())
+            {
                 converted.insert("thinking".into(), Value::String(thinking.into()));
             }
             let calls = message.tool_calls();
             if !calls.is_empty() {
                 let mut converted_calls = Vec::with_capacity(calls.len());
                 for (call_index, call) in calls.iter().enumerate() {
-                    let arguments =
-                        call.arguments_object(&format!("{param}.tool_calls[{call_index}].function.arguments"))?;
+                    let arguments = call.arguments_object(&format!(
+                        "{param}.tool_calls[{call_index}].function.arguments"
+                    ))?;
                     let mut function_call = json!({
                         "function": { "name": call.function.name, "arguments": arguments }
                     });
@@ -112,22 +131,39 @@ fn content(
     for part in message.parts() {
         match part {
             PartRef::Text(text) => texts.push(text),
-            PartRef::Image(url) if role == "user" || role == "system" => match parse_data_url(url) {
-                Some((_, data)) => images.push(data.to_owned()),
-                None if url.starts_with("http://") || url.starts_with("https://") => unsupported(
-                    drop_unsupported,
-                    param,
-                    "Ollama takes only inline images; send the image as a base64 data URL",
-                )?,
-                None => {
-                    return Err(RelayError::new(ErrorCode::InvalidRequest, "image_url must be a base64 data URL")
+            PartRef::Image(url) if role == "user" || role == "system" => {
+                match parse_data_url(url) {
+                    Some((_, data)) => images.push(data.to_owned()),
+                    None if url.starts_with("http://") || url.starts_with("https://") => {
+                        unsupported(
+                            drop_unsupported,
+                            param,
+                            "Ollama takes only inline images; send the image as a base64 data URL",
+                        )?
+                    }
+                    None => {
+                        return Err(RelayError::new(
+                            ErrorCode::InvalidRequest,
+                            "image_url must be a base64 data URL",
+                        )
                         .with_param(param))
+                    }
                 }
-            },
-            PartRef::Image(_) => unsupported(drop_unsupported, param, "only user messages can hold images")?,
-            PartRef::Audio(_) => unsupported(drop_unsupported, param, "Ollama does not take audio input")?,
-            PartRef::File(_) => unsupported(drop_unsupported, param, "Ollama does not take file input")?,
-            PartRef::Other => unsupported(drop_unsupported, param, "unsupported content part type")?,
+            }
+            PartRef::Image(_) => unsupported(
+                drop_unsupported,
+                param,
+                "only user messages can hold images",
+            )?,
+            PartRef::Audio(_) => {
+                unsupported(drop_unsupported, param, "Ollama does not take audio input")?
+            }
+            PartRef::File(_) => {
+                unsupported(drop_unsupported, param, "Ollama does not take file input")?
+            }
+            PartRef::Other => {
+                unsupported(drop_unsupported, param, "unsupported content part type")?
+            }
         }
     }
     Ok((texts.join("\n"), images))
@@ -140,17 +176,30 @@ fn tools(body: &ChatBody, drop_unsupported: bool) -> Result<Option<Value>, Relay
     let choice = body.tool_choice()?;
     let allowed = match &choice {
         Some(ToolChoice::None) => return Ok(None),
-        Some(ToolChoice::Required) | Some(ToolChoice::Named(_)) | Some(ToolChoice::Allowed { required: true, .. }) => {
-            unsupported(drop_unsupported, "tool_choice", "Ollama cannot be made to call a tool")?;
+        Some(ToolChoice::Required)
+        | Some(ToolChoice::Named(_))
+        | Some(ToolChoice::Allowed { required: true, .. }) => {
+            unsupported(
+                drop_unsupported,
+                "tool_choice",
+                "Ollama cannot be made to call a tool",
+            )?;
             None
         }
-        Some(ToolChoice::Allowed { required: false, names }) => Some(names),
+        Some(ToolChoice::Allowed {
+            required: false,
+            names,
+        }) => Some(names),
         Some(ToolChoice::Auto) | None => None,
     };
     let mut tools = Vec::new();
     for (index, tool) in body.tools().iter().enumerate() {
         let Some(function) = tool.function() else {
-            unsupported(drop_unsupported, &format!("tools[{index}]"), "only function tools are supported")?;
+            unsupported(
+                drop_unsupported,
+                &format!("tools[{index}]"),
+                "only function tools are supported",
+            )?;
             continue;
         };
         if allowed.is_some_and(|names| !names.contains(&function.name)) {
@@ -161,7 +210,10 @@ fn tools(body: &ChatBody, drop_unsupported: bool) -> Result<Option<Value>, Relay
         if let Some(description) = &function.description {
             definition.insert("description".into(), Value::String(description.clone()));
         }
-        let parameters = function.parameters.clone().unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
+        let parameters = function
+            .parameters
+            .clone()
+            .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
         definition.insert("parameters".into(), parameters);
         tools.push(json!({ "type": "function", "function": definition }));
     }
@@ -179,7 +231,11 @@ fn think(effort: &str, drop_unsupported: bool) -> Result<Option<Value>, RelayErr
         "high" => "high".into(),
         "xhigh" => "max".into(),
         other => {
-            unsupported(drop_unsupported, "reasoning_effort", &format!("unknown reasoning effort {other:?}"))?;
+            unsupported(
+                drop_unsupported,
+                "reasoning_effort",
+                &format!("unknown reasoning effort {other:?}"),
+            )?;
             return Ok(None);
         }
     };
@@ -232,7 +288,10 @@ mod tests {
                 {"role": "user", "content": "what is\nthis?", "images": ["iVBO"]}
             ], "stream": false})
         );
-        assert_eq!(translate_json(json!({"messages": []}), true).unwrap()["stream"], true);
+        assert_eq!(
+            translate_json(json!({"messages": []}), true).unwrap()["stream"],
+            true
+        );
     }
 
     #[test]
@@ -240,10 +299,16 @@ mod tests {
         let body = json!({"messages": [{"role": "user", "content": [
             {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]});
         let err = translate_json(body.clone(), false).unwrap_err();
-        assert_eq!((err.code, err.param.as_deref()), (ErrorCode::UnsupportedParameter, Some("messages[0]")));
+        assert_eq!(
+            (err.code, err.param.as_deref()),
+            (ErrorCode::UnsupportedParameter, Some("messages[0]"))
+        );
         let parsed = ChatBody::parse(body.to_string().as_bytes()).unwrap();
         let dropped = translate(&parsed, "m", false, true).unwrap();
-        assert_eq!(dropped["messages"][0], json!({"role": "user", "content": "look"}));
+        assert_eq!(
+            dropped["messages"][0],
+            json!({"role": "user", "content": "look"})
+        );
     }
 
     #[test]
@@ -304,13 +369,19 @@ mod tests {
             sent["options"],
             json!({"num_predict": 50, "temperature": 0.0, "top_p": 0.5, "stop": ["END"], "seed": 7, "frequency_penalty": 0.1})
         );
-        assert_eq!((sent["format"].as_str(), sent["think"].as_str()), (Some("json"), Some("high")));
+        assert_eq!(
+            (sent["format"].as_str(), sent["think"].as_str()),
+            (Some("json"), Some("high"))
+        );
         let schema = translate_json(
             json!({"messages": [], "reasoning_effort": "none",
                    "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}}),
             true,
         )
         .unwrap();
-        assert_eq!((schema["format"].clone(), schema["think"].clone()), (json!({"type": "object"}), json!(false)));
+        assert_eq!(
+            (schema["format"].clone(), schema["think"].clone()),
+            (json!({"type": "object"}), json!(false))
+        );
     }
 }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::dialect::openai::excerpt;
-use crate::dialect::openai_io::{completion_body, generated_tool_call_id, Answer, ChunkWriter, OutToolCall};
+use crate::dialect::openai_io::{
+    completion_body, generated_tool_call_id, Answer, ChunkWriter, OutToolCall,
+};
 use crate::dialect::{ResponseContext, StreamTranslator, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse::{self, LineDecoder};
@@ -64,12 +66,21 @@ impl ChatLine {
         let parsed: ChatLine = serde_json::from_slice(line).map_err(|e| {
             RelayError::new(
                 ErrorCode::UpstreamInvalidResponse,
-                format!("upstream line is not an Ollama chat response ({e}): {}", excerpt(line)),
+                format!(
+                    "upstream line is not an Ollama chat response ({e}): {}",
+                    excerpt(line)
+                ),
             )
         })?;
         if let Some(error) = &parsed.error {
-            let message = error.as_str().map(str::to_owned).unwrap_or_else(|| error.to_string());
-            return Err(RelayError::new(ErrorCode::UpstreamStreamError, format!("upstream stream error: {message}")));
+            let message = error
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| error.to_string());
+            return Err(RelayError::new(
+                ErrorCode::UpstreamStreamError,
+                format!("upstream stream error: {message}"),
+            ));
         }
         Ok(parsed)
     }
@@ -94,7 +105,10 @@ fn tool_call(call: LineToolCall, id_seed: &str, index: usize) -> OutToolCall {
         Some(arguments) => arguments.to_string(),
     };
     OutToolCall {
-        id: call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| generated_tool_call_id(id_seed, index)),
+        id: call
+            .id
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| generated_tool_call_id(id_seed, index)),
         name: call.function.name,
         arguments,
         extra_content: None,
@@ -128,8 +142,12 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         let mut line = ChatLine::parse(line)?;
         model = model.or(line.model.take());
         if let Some(message) = line.message.take() {
-            answer.content.push_str(message.content.as_deref().unwrap_or_default());
-            answer.reasoning.push_str(message.thinking.as_deref().unwrap_or_default());
+            answer
+                .content
+                .push_str(message.content.as_deref().unwrap_or_default());
+            answer
+                .reasoning
+                .push_str(message.thinking.as_deref().unwrap_or_default());
             for call in message.tool_calls.unwrap_or_default() {
                 let index = answer.tool_calls.len();
                 answer.tool_calls.push(tool_call(call, &ctx.id, index));
@@ -142,13 +160,19 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
     let Some((usage, done_reason)) = last else {
         return Err(RelayError::new(
             ErrorCode::UpstreamInvalidResponse,
-            format!("upstream answered 2xx without a final (done) response: {}", excerpt(body)),
+            format!(
+                "upstream answered 2xx without a final (done) response: {}",
+                excerpt(body)
+            ),
         ));
     };
     let model = model.unwrap_or_else(|| ctx.upstream_model.clone());
     let finish = finish_reason(done_reason.as_deref(), !answer.tool_calls.is_empty());
     let body = completion_body(&ctx.id, &model, ctx.created, &answer, finish, Some(&usage));
-    Ok(Translated { body, usage: Some(usage) })
+    Ok(Translated {
+        body,
+        usage: Some(usage),
+    })
 }
 
 /// Maps an Ollama error (`{"error": "..."}`) to the client's error: 429 (ollama.com limits) ->
@@ -160,7 +184,10 @@ pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
         .ok()
         .and_then(|value| match value.get("error") {
             Some(Value::String(message)) => Some(message.clone()),
-            Some(Value::Object(error)) => error.get("message").and_then(Value::as_str).map(str::to_owned),
+            Some(Value::Object(error)) => error
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             _ => None,
         })
         .unwrap_or_else(|| excerpt(body));
@@ -216,7 +243,10 @@ impl OllamaStream {
         if line.done && !self.done {
             self.done = true;
             self.usage = Some(line.usage());
-            out.push(self.writer.finish(finish_reason(line.done_reason.as_deref(), self.tool_calls > 0)));
+            out.push(self.writer.finish(finish_reason(
+                line.done_reason.as_deref(),
+                self.tool_calls > 0,
+            )));
         }
         Ok(())
     }
@@ -265,15 +295,29 @@ mod tests {
     use serde_json::json;
 
     fn ctx(wants_usage: bool) -> ResponseContext {
-        ResponseContext { id: "chatcmpl-abc".into(), created: 5, upstream_model: "llama".into(), client_wants_usage: wants_usage }
+        ResponseContext {
+            id: "chatcmpl-abc".into(),
+            created: 5,
+            upstream_model: "llama".into(),
+            client_wants_usage: wants_usage,
+        }
     }
 
     fn payloads(events: &[Bytes]) -> Vec<Value> {
         events
             .iter()
             .map(|e| {
-                let text = std::str::from_utf8(e).unwrap().strip_prefix("data: ").unwrap().trim_end().to_owned();
-                if text == "[DONE]" { Value::String(text) } else { serde_json::from_str(&text).unwrap() }
+                let text = std::str::from_utf8(e)
+                    .unwrap()
+                    .strip_prefix("data: ")
+                    .unwrap()
+                    .trim_end()
+                    .to_owned();
+                if text == "[DONE]" {
+                    Value::String(text)
+                } else {
+                    serde_json::from_str(&text).unwrap()
+                }
             })
             .collect()
     }
@@ -290,15 +334,32 @@ mod tests {
         );
         let translated = translate(&body, &ctx(false)).unwrap();
         let value: Value = serde_json::from_slice(&translated.body).unwrap();
-        assert_eq!((value["id"].as_str(), value["model"].as_str(), value["created"].as_u64()), (Some("chatcmpl-abc"), Some("qwen3"), Some(5)));
+        assert_eq!(
+            (
+                value["id"].as_str(),
+                value["model"].as_str(),
+                value["created"].as_u64()
+            ),
+            (Some("chatcmpl-abc"), Some("qwen3"), Some(5))
+        );
         let message = &value["choices"][0]["message"];
         assert!(message["content"].is_null());
         assert_eq!(message["reasoning_content"], "call it");
         assert_eq!(message["tool_calls"][0]["id"], "call_abc_0");
-        assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Oslo\"}"
+        );
         assert_eq!(message["tool_calls"][1]["id"], "up1");
         assert_eq!(value["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(translated.usage, Some(Usage { prompt_tokens: 12, completion_tokens: 4, ..Usage::default() }));
+        assert_eq!(
+            translated.usage,
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 4,
+                ..Usage::default()
+            })
+        );
     }
 
     #[test]
@@ -306,11 +367,15 @@ mod tests {
         let body = Bytes::from_static(
             b"{\"model\":\"m\",\"message\":{\"content\":\"a\"},\"done\":false}\n{\"model\":\"m\",\"message\":{\"content\":\"b\"},\"done\":true,\"done_reason\":\"length\",\"eval_count\":2}\n",
         );
-        let value: Value = serde_json::from_slice(&translate(&body, &ctx(false)).unwrap().body).unwrap();
+        let value: Value =
+            serde_json::from_slice(&translate(&body, &ctx(false)).unwrap().body).unwrap();
         assert_eq!(value["choices"][0]["message"]["content"], "ab");
         assert_eq!(value["choices"][0]["finish_reason"], "length");
         let unfinished = Bytes::from_static(b"{\"message\":{\"content\":\"a\"},\"done\":false}\n");
-        assert_eq!(translate(&unfinished, &ctx(false)).unwrap_err().code, ErrorCode::UpstreamInvalidResponse);
+        assert_eq!(
+            translate(&unfinished, &ctx(false)).unwrap_err().code,
+            ErrorCode::UpstreamInvalidResponse
+        );
     }
 
     #[test]
@@ -324,7 +389,10 @@ mod tests {
         stream.finish(&mut out).unwrap();
         let events = payloads(&out);
         assert_eq!(events.len(), 5);
-        assert_eq!(events[0]["choices"][0]["delta"], json!({"role": "assistant", "reasoning_content": "hm"}));
+        assert_eq!(
+            events[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "reasoning_content": "hm"})
+        );
         assert_eq!(events[1]["choices"][0]["delta"], json!({"content": "Hi"}));
         assert_eq!(events[2]["choices"][0]["finish_reason"], "stop");
         assert_eq!(events[3]["usage"]["prompt_tokens"], 3);
@@ -335,12 +403,25 @@ mod tests {
     fn a_stream_without_its_done_line_is_truncated_and_an_error_line_fails_it() {
         let mut stream = OllamaStream::new(&ctx(false));
         let mut out = Vec::new();
-        stream.feed(Bytes::from_static(b"{\"message\":{\"content\":\"a\"},\"done\":false}\n"), &mut out).unwrap();
-        assert_eq!(stream.finish(&mut out).unwrap_err().code, ErrorCode::UpstreamStreamTruncated);
+        stream
+            .feed(
+                Bytes::from_static(b"{\"message\":{\"content\":\"a\"},\"done\":false}\n"),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            stream.finish(&mut out).unwrap_err().code,
+            ErrorCode::UpstreamStreamTruncated
+        );
 
         let mut stream = OllamaStream::new(&ctx(false));
         let err = stream
-            .feed(Bytes::from_static(b"{\"error\":\"an error was encountered while running the model\"}\n"), &mut Vec::new())
+            .feed(
+                Bytes::from_static(
+                    b"{\"error\":\"an error was encountered while running the model\"}\n",
+                ),
+                &mut Vec::new(),
+            )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::UpstreamStreamError);
         assert!(err.message.contains("while running the model"));
@@ -348,11 +429,20 @@ mod tests {
 
     #[test]
     fn errors_keep_their_status_and_message() {
-        let err = translate_error(404, &Bytes::from_static(br#"{"error":"model \"x\" not found, try pulling it first"}"#));
+        let err = translate_error(
+            404,
+            &Bytes::from_static(br#"{"error":"model \"x\" not found, try pulling it first"}"#),
+        );
         assert_eq!((err.code, err.status), (ErrorCode::UpstreamHttpError, 404));
         assert!(err.message.starts_with("model \"x\" not found"));
         assert!(err.passthrough_body.is_none());
-        assert_eq!(translate_error(429, &Bytes::from_static(br#"{"error":"too many"}"#)).code, ErrorCode::UpstreamRateLimited);
-        assert_eq!(translate_error(503, &Bytes::from_static(br#"{"error":"server busy"}"#)).code, ErrorCode::UpstreamOverloaded);
+        assert_eq!(
+            translate_error(429, &Bytes::from_static(br#"{"error":"too many"}"#)).code,
+            ErrorCode::UpstreamRateLimited
+        );
+        assert_eq!(
+            translate_error(503, &Bytes::from_static(br#"{"error":"server busy"}"#)).code,
+            ErrorCode::UpstreamOverloaded
+        );
     }
 }
