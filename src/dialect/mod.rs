@@ -9,9 +9,6 @@
 pub mod json;
 pub mod mock;
 pub mod openai;
-pub mod anthropic;
-pub mod client_request;
-pub mod completion;
 pub mod simulate;
 pub mod gemini;
 pub mod ollama;
@@ -258,7 +255,6 @@ pub fn build(kind: DialectKind, options: &DialectOptions) -> Arc<dyn Dialect> {
         DialectKind::OpenAiCompletions | DialectKind::GithubCopilot | DialectKind::Mock => {
             Arc::new(openai::OpenAiChat::new(options.compat.clone()))
         }
-        DialectKind::AnthropicMessages => Arc::new(anthropic::AnthropicMessages::new(options)),
         DialectKind::OpenAiResponses => Arc::new(responses::Responses::openai(options)),
         DialectKind::OpenAiCodexResponses => Arc::new(responses::Responses::codex(options)),
         DialectKind::AzureOpenAiCompletions => Arc::new(azure::AzureChat::new(options)),
