@@ -60,7 +60,7 @@
 //! `chatcmpl-<responseId>`, the model is `modelVersion`.
 //!
 //! # Errors
-//! See [`response::translate_error`]: 429 -> `upstream_rate_limited` with `retry_after` from
+//! See `response::translate_error`: 429 -> `upstream_rate_limited` with `retry_after` from
 //! `RetryInfo`, 503 -> `upstream_overloaded`, an invalid key (400 `API_KEY_INVALID`) -> 401, the
 //! rest keep their status as `upstream_http_error` with Gemini's message.
 
