@@ -802,6 +802,23 @@ def test_scenario_metric(stack, what, expr):
     assert all(v > 0 for v in values), f"{what}: `{expr}` returned {result}"
 
 
+def test_scrapes_and_probes_are_not_counted_as_client_requests(stack):
+    # Prometheus has scraped /metrics about once a second and the harness
+    # polled /healthz. If those counted as client requests they would show up
+    # as successful requests that never reached an upstream, inflate every
+    # traffic panel and dilute the error-budget alerts. None of the test's
+    # client traffic can produce such a sample: every success is routed.
+    for _ in range(3):
+        http_get(stack.relay.url + "/healthz")
+        http_get(stack.relay.url + "/readyz")
+    doc = stack.prometheus.query('switchyard_requests_total{upstream="none", status=~"2.."}')
+    assert doc.get("status") == "success", doc
+    assert not doc["data"]["result"], (
+        "GET /metrics, /healthz or /readyz are counted in switchyard_requests_total: "
+        f"{[(r['metric'], r['value'][1]) for r in doc['data']['result']]}"
+    )
+
+
 @pytest.mark.parametrize("q", PANEL_QUERIES, ids=[q.test_id for q in PANEL_QUERIES])
 def test_dashboard_query(stack, q):
     variables = [n for n in template_variables(load_dashboard(DASHBOARD_DIR / f"{q.dashboard}.json")) if n != "datasource"]
