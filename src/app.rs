@@ -44,6 +44,11 @@ where
         .service(Router::new(runtime))
 }
 
+/// How often the config file is checked for changes.
+pub const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a changed file must stay unchanged before it is loaded.
+pub const RELOAD_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Why the relay refuses to start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -131,8 +136,96 @@ pub async fn serve(config: Config, listen: Option<SocketAddr>, allow_unauthentic
     let listen = listen.unwrap_or(config.server.listen);
     check_exposure(&config, listen, allow_unauthenticated)?;
     log_config(&config);
+    let source = config.source.clone();
     let (running, task) = start(config, listen, crate::server::shutdown::signal()).await?;
     tracing::info!(addr = %running.addr, "switchyard listening; OpenAI base URL http://{}/v1", running.addr);
+    if let Some(path) = source {
+        let updates = crate::config::reload::watch(path, RELOAD_POLL, RELOAD_DEBOUNCE);
+        tokio::spawn(apply_reloads(running.runtime.clone(), running.metrics.clone(), updates));
+    }
     task.await?;
     Ok(())
+}
+
+/// One line saying what a new config changes.
+pub fn describe_change(old: &Config, new: &Config) -> String {
+    let names = |c: &Config| c.upstreams.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+    let (old_names, new_names) = (names(old), names(new));
+    let mut parts = Vec::new();
+    let added: Vec<_> = new_names.difference(&old_names).cloned().collect();
+    let removed: Vec<_> = old_names.difference(&new_names).cloned().collect();
+    let changed: Vec<_> = new_names
+        .intersection(&old_names)
+        .filter(|n| format!("{:?}", old.upstreams[*n]) != format!("{:?}", new.upstreams[*n]))
+        .cloned()
+        .collect();
+    if !added.is_empty() {
+        parts.push(format!("upstreams added: {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("upstreams removed: {}", removed.join(", ")));
+    }
+    if !changed.is_empty() {
+        parts.push(format!("upstreams changed: {}", changed.join(", ")));
+    }
+    let models = |c: &Config| c.models.iter().map(|m| m.pattern.as_written()).collect::<std::collections::BTreeSet<_>>();
+    let (old_models, new_models) = (models(old), models(new));
+    let added: Vec<_> = new_models.difference(&old_models).cloned().collect();
+    let removed: Vec<_> = old_models.difference(&new_models).cloned().collect();
+    if !added.is_empty() {
+        parts.push(format!("models added: {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("models removed: {}", removed.join(", ")));
+    }
+    if old.models != new.models && added.is_empty() && removed.is_empty() {
+        parts.push("model routes changed".into());
+    }
+    let keys = |c: &Config| c.keys.iter().map(|k| (k.name.clone(), k.sha256)).collect::<Vec<_>>();
+    if keys(old) != keys(new) {
+        parts.push(format!("keys: {} -> {}", old.keys.len(), new.keys.len()));
+    }
+    if new.disabled.keys().ne(old.disabled.keys()) {
+        parts.push(format!("disabled upstreams: {}", new.disabled.keys().cloned().collect::<Vec<_>>().join(", ")));
+    }
+    if parts.is_empty() {
+        "no effective change".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Applies reloads from `updates` to the live runtime: a valid config is swapped in atomically
+/// (in-flight requests finish on the one they started with; unchanged upstreams keep their
+/// pools), an invalid one is rejected with its diagnostics and the last good config serves on.
+pub async fn apply_reloads(runtime: SharedRuntime, metrics: Arc<Metrics>, mut updates: tokio::sync::mpsc::Receiver<crate::config::reload::Reloaded>) {
+    while let Some((trigger, loaded)) = updates.recv().await {
+        match loaded {
+            Err(error) => {
+                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(?trigger, "config reload rejected; the last good config keeps serving:\n{error}");
+            }
+            Ok(config) => {
+                let current = runtime.load_full();
+                if config.server.listen != current.config.server.listen {
+                    tracing::warn!("server.listen changed; it takes effect on restart");
+                }
+                let summary = describe_change(&current.config, &config);
+                for warning in &config.warnings {
+                    tracing::warn!("{warning}");
+                }
+                match Runtime::build(Arc::new(config), metrics.clone(), Some(&current)) {
+                    Ok(next) => {
+                        runtime.store(Arc::new(next));
+                        metrics.config_reloads.with_label_values(&["success"]).inc();
+                        tracing::info!(?trigger, "config reloaded: {summary}");
+                    }
+                    Err(error) => {
+                        metrics.config_reloads.with_label_values(&["failure"]).inc();
+                        tracing::error!(?trigger, "config reload rejected: {}", error.message);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod diagnostic;
 mod glob;
 pub mod schema;
 mod secret;
+pub mod reload;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -249,3 +249,19 @@ pub fn fixtures_dir(dialect: &str) -> std::path::PathBuf {
     assert!(dir.is_dir(), "fixtures missing at {} — the shared/ folder must sit beside the repo", dir.display());
     dir
 }
+
+impl Relay {
+    /// Starts a relay from a config file and applies reloads of it (polled every 50 ms).
+    pub async fn start_watching(path: &std::path::Path) -> Relay {
+        let config = switchyard::config::Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (running, _task) = switchyard::app::start(config, "127.0.0.1:0".parse().unwrap(), async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        let updates = switchyard::config::reload::watch(path.to_owned(), Duration::from_millis(50), Duration::from_millis(30));
+        tokio::spawn(switchyard::app::apply_reloads(running.runtime.clone(), running.metrics.clone(), updates));
+        Relay { addr: running.addr, running, stop: Some(stop) }
+    }
+}

@@ -1,0 +1,174 @@
+//! Hot reload: valid configs swap in atomically under load, invalid ones are rejected while the
+//! last good config keeps serving, and a Kubernetes ConfigMap's `..data` symlink swap is seen.
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use support::Relay;
+
+fn config(models: &[&str]) -> String {
+    let mut text = String::from("[upstreams.mock]\ndialect = \"mock\"\n");
+    for model in models {
+        text.push_str(&format!("\n[[models]]\nname = \"{model}\"\ntargets = [{{ upstream = \"mock\" }}]\n"));
+    }
+    text
+}
+
+/// Writes like an editor: a temp file renamed over the target.
+fn save(path: &Path, text: &str) {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+async fn serves(relay: &Relay, model: &str) -> bool {
+    let (status, _, _) = relay.chat(&[], &json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})).await;
+    status == 200
+}
+
+async fn wait_until(relay: &Relay, model: &str, want: bool) {
+    for _ in 0..200 {
+        if serves(relay, model).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("model {model} never became {}", if want { "served" } else { "unserved" });
+}
+
+fn reloads(relay: &Relay, result: &str) -> u64 {
+    relay.running.metrics.config_reloads.with_label_values(&[result]).get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_no_request() {
+    let dir = std::env::temp_dir().join(format!("switchyard-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config(&["steady"])).unwrap();
+    let relay = Arc::new(Relay::start_watching(&path).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (relay, stop, sent, failed) = (relay.clone(), stop.clone(), sent.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let stream = sent.load(Ordering::Relaxed) % 2 == 0;
+                let body = json!({"model": "steady", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+                let (status, _, answer) = relay.chat(&[], &body).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                let complete = !stream || answer.ends_with(b"data: [DONE]\n\n");
+                if status != 200 || !complete {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    save(&path, &config(&["steady", "second"]));
+    wait_until(&relay, "second", true).await;
+    assert_eq!(reloads(&relay, "success"), 1);
+
+    save(&path, "[upstreams.mock]\ndialect = \"mock\"\n[[models]]\nname = \"steady\"\ntargets = [{ upstream = \"nope\" }]\n");
+    for _ in 0..200 {
+        if reloads(&relay, "failure") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(reloads(&relay, "failure"), 1, "the invalid config was rejected");
+    assert!(serves(&relay, "second").await, "the last good config keeps serving");
+
+    save(&path, &config(&["steady", "third"]));
+    wait_until(&relay, "third", true).await;
+    wait_until(&relay, "second", false).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 50, "load kept flowing during the swaps ({sent} requests)");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reloads (of {sent})");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The kubelet's atomic update of a ConfigMap volume: a new timestamped directory, a
+/// `..data_tmp` symlink to it renamed over `..data`, then the old directory removed.
+fn kubelet_swap(dir: &Path, generation: usize, text: &str) {
+    use std::os::unix::fs::symlink;
+    let versioned = dir.join(format!("..2026_11_21_00_00_{generation:02}.000000001"));
+    std::fs::create_dir(&versioned).unwrap();
+    std::fs::write(versioned.join("switchyard.toml"), text).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    symlink(versioned.file_name().unwrap(), dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if !dir.join("switchyard.toml").exists() {
+        symlink("..data/switchyard.toml", dir.join("switchyard.toml")).unwrap();
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_symlink_swap_is_reloaded() {
+    let dir = std::env::temp_dir().join(format!("switchyard-configmap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    kubelet_swap(&dir, 1, &config(&["before"]));
+    let relay = Relay::start_watching(&dir.join("switchyard.toml")).await;
+    assert!(serves(&relay, "before").await);
+    for generation in 2..4 {
+        let model = format!("after-{generation}");
+        kubelet_swap(&dir, generation, &config(&[&model]));
+        wait_until(&relay, &model, true).await;
+        assert!(!serves(&relay, "before").await);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_reloads_the_running_binary() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = std::env::temp_dir().join(format!("switchyard-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config(&["one"])).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = |needle: &str| -> String {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the relay never logged {needle:?}");
+    };
+    wait_for("switchyard listening");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let reloaded = wait_for("config reloaded");
+    assert!(reloaded.contains("Signal"), "{reloaded}");
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP must not stop the relay");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM drains and exits 0: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
