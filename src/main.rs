@@ -9,7 +9,10 @@ use switchyard::config::Config;
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Pretty => builder.init(),
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { config } => cli::check(&config),
+        Command::Doctor { fix, config } => cli::doctor(&config, fix),
         Command::Health { url } => runtime.block_on(cli::health(&url)),
     }
 }

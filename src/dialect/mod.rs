@@ -14,6 +14,7 @@ pub mod gemini;
 pub mod ollama;
 pub mod openai_io;
 pub mod anthropic;
+pub mod bedrock;
 pub mod client_request;
 pub mod completion;
 pub mod responses;
@@ -252,6 +253,8 @@ pub trait Dialect: Send + Sync {
 /// Builds the translator for a dialect.
 pub fn build(kind: DialectKind, options: &DialectOptions) -> Arc<dyn Dialect> {
     match kind {
+        // GitHub Copilot's chat endpoint speaks OpenAI chat completions; its editor headers and
+        // token come from the upstream's `headers.set` and `api_key`.
         DialectKind::OpenAiCompletions | DialectKind::GithubCopilot | DialectKind::Mock => {
             Arc::new(openai::OpenAiChat::new(options.compat.clone()))
         }
@@ -260,32 +263,9 @@ pub fn build(kind: DialectKind, options: &DialectOptions) -> Arc<dyn Dialect> {
         DialectKind::AzureOpenAiCompletions => Arc::new(azure::AzureChat::new(options)),
         DialectKind::AzureOpenAiResponses => Arc::new(azure::responses(options)),
         DialectKind::AnthropicMessages => Arc::new(anthropic::AnthropicMessages::new(options)),
+        DialectKind::BedrockConverseStream => Arc::new(bedrock::BedrockConverse::new(options)),
         DialectKind::GoogleGenerativeAi => Arc::new(gemini::Gemini::new(options)),
         DialectKind::Ollama => Arc::new(ollama::Ollama::new(options)),
-        // Dialects not built into this release answer every request with a clear 501-style
-        // error instead of failing at startup.
-        other => Arc::new(Unavailable(other)),
-    }
-}
-
-/// A dialect name the config accepts but this build cannot translate yet.
-struct Unavailable(DialectKind);
-
-impl Dialect for Unavailable {
-    fn translate_request(&self, _: &ChatRequest) -> Result<UpstreamCall, RelayError> {
-        Err(RelayError::new(
-            crate::error::ErrorCode::UpstreamDisabled,
-            format!("dialect {:?} is not available in this build", self.0.as_str()),
-        ))
-    }
-    fn translate_response(&self, _: Bytes, _: &ResponseContext) -> Result<Translated, RelayError> {
-        Err(RelayError::new(crate::error::ErrorCode::Internal, "unavailable dialect"))
-    }
-    fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
-        openai::OpenAiChat::new(openai::Compat::default()).stream_translator(ctx)
-    }
-    fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
-        openai::passthrough_error(status, body)
     }
 }
 

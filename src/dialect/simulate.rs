@@ -105,6 +105,11 @@ impl ChunkAccumulator {
         }
     }
 
+    /// Whether no chunk has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_none() && self.finish_reason.is_none()
+    }
+
     /// The accumulated `chat.completion` body.
     pub fn finish(self) -> Bytes {
         let mut message = json!({ "role": "assistant", "content": self.content });

@@ -66,7 +66,7 @@ impl AttemptPolicy {
 impl Policy<Call, Response<Body>, RelayError> for AttemptPolicy {
     type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    fn retry(&mut self, _call: &mut Call, result: &mut Result<Response<Body>, RelayError>) -> Option<Self::Future> {
+    fn retry(&mut self, call: &mut Call, result: &mut Result<Response<Body>, RelayError>) -> Option<Self::Future> {
         if !self.deposited {
             self.deposited = true;
             self.budget.deposit();
@@ -87,11 +87,15 @@ impl Policy<Call, Response<Body>, RelayError> for AttemptPolicy {
         self.remaining -= 1;
         self.metrics.upstream_retries.with_label_values(&[&self.upstream]).inc();
         let backoff = self.backoff.next_backoff();
+        let record = call.record.clone();
         Some(Box::pin(async move {
+            // Waiting out an upstream's backoff is upstream time, not relay overhead.
+            let started = std::time::Instant::now();
             match wait {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => backoff.await,
             }
+            record.add_upstream_wait(started.elapsed());
         }))
     }
 

@@ -5,7 +5,9 @@ pub mod classify;
 pub mod client;
 pub mod headers;
 mod mock;
+pub mod proxy;
 pub mod stream;
+pub mod sigv4;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,7 +67,10 @@ impl Upstream {
     pub fn new(params: Arc<UpstreamParams>) -> Result<Self, BoxError> {
         let transport = match params.dialect {
             DialectKind::Mock => Transport::Mock,
-            _ => Transport::Http(client::build(&params.tls, params.timeouts.connect)?),
+            _ => {
+                let proxy = proxy::ProxyRules::resolve(params.proxy.as_ref(), &proxy::process_env);
+                Transport::Http(client::build(&params.tls, params.timeouts.connect, proxy)?)
+            }
         };
         Ok(Upstream { dialect: dialect::build(params.dialect, &params.dialect_options), params, transport })
     }
@@ -83,6 +88,25 @@ impl Upstream {
     /// Whether the settings that shape connections are unchanged (so a reload keeps the pool).
     pub fn same_transport(&self, other: &UpstreamParams) -> bool {
         self.params.tls == other.tls && self.params.timeouts.connect == other.timeouts.connect && self.params.proxy == other.proxy
+    }
+
+    /// One active health check: `GET {base_url}{path}` must answer `expect_status`.
+    pub async fn check_health(&self, path: &str, expect_status: u16, timeout: Duration) -> Result<(), RelayError> {
+        let Transport::Http(client) = &self.transport else { return Ok(()) };
+        let call = UpstreamCall { method: http::Method::GET, ..UpstreamCall::post(path, Bytes::new(), false) };
+        let request = self.build_request(&call, &HeaderMap::new())?;
+        let response = tokio::time::timeout(timeout, client.request(request))
+            .await
+            .map_err(|_| RelayError::new(ErrorCode::UpstreamTimeoutFirstByte, format!("health check timed out after {timeout:?}")))?
+            .map_err(|error| classify::transport_error(&error))?;
+        let status = response.status();
+        let _ = tokio::time::timeout(timeout, collect_limited(response.into_body(), ERROR_BODY_LIMIT)).await;
+        if status.as_u16() == expect_status {
+            Ok(())
+        } else {
+            Err(RelayError::new(ErrorCode::UpstreamHttpError, format!("health check {path} answered {status}, expected {expect_status}"))
+                .with_status(status.as_u16()))
+        }
     }
 
     /// Takes over `previous`'s connection pool when the transport settings are unchanged.
@@ -199,6 +223,19 @@ impl Upstream {
         headers::to_client(&parts.headers, response.headers_mut());
         if let Ok(name) = HeaderValue::try_from(self.name()) {
             response.headers_mut().insert(headers::UPSTREAM_HEADER, name);
+        }
+
+        if upstream_call.stream && !chat.stream {
+            // An upstream that only streams, serving a client that asked for one completion.
+            let translator = self.dialect.stream_translator(&ResponseContext { client_wants_usage: true, ..ctx });
+            let aggregated = stream::aggregate(body, translator, first_byte_deadline, call.timeouts.idle, call.deadline).await?;
+            if let Some(usage) = aggregated.usage {
+                call.record.set_usage(usage);
+            }
+            call.record.mark_first_token();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *response.body_mut() = full(aggregated.body);
+            return Ok(response);
         }
 
         if upstream_call.stream {

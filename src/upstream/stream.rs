@@ -198,6 +198,66 @@ impl RelayStream {
     }
 }
 
+/// A stream read to its end and accumulated into one `chat.completion`.
+pub struct Aggregated {
+    pub body: Bytes,
+    pub usage: Option<crate::dialect::Usage>,
+}
+
+/// Reads a whole upstream stream through its translator and accumulates the client events into
+/// one `chat.completion`, as an SDK would. Nothing has reached the client yet, so a failure here
+/// is an ordinary (retryable) error.
+pub async fn aggregate(
+    mut upstream: UpstreamBody,
+    mut translator: Box<dyn StreamTranslator>,
+    first_event_deadline: Instant,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<Aggregated, RelayError> {
+    use http_body_util::BodyExt;
+
+    let mut accumulator = crate::dialect::simulate::ChunkAccumulator::default();
+    let mut events = Vec::new();
+    let mut next_deadline = first_event_deadline.min(deadline);
+    loop {
+        let frame = match tokio::time::timeout_at(next_deadline, upstream.frame()).await {
+            Err(_) if next_deadline >= deadline => {
+                return Err(RelayError::new(ErrorCode::UpstreamTimeoutTotal, "the request's total time limit reached"))
+            }
+            Err(_) if accumulator.is_empty() => {
+                return Err(RelayError::new(ErrorCode::UpstreamTimeoutFirstByte, "no first event from the upstream"))
+            }
+            Err(_) => return Err(RelayError::new(ErrorCode::UpstreamTimeoutIdle, format!("no data from the upstream for {idle:?}"))),
+            Ok(frame) => frame,
+        };
+        match frame {
+            None => break,
+            Some(Err(error)) => {
+                return Err(RelayError::new(ErrorCode::UpstreamReset, format!("the upstream connection failed mid-stream: {error}")))
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                translator.feed(data, &mut events)?;
+                for event in events.drain(..) {
+                    accumulator.push(event_payload(&event));
+                }
+                next_deadline = (Instant::now() + idle).min(deadline);
+            }
+        }
+    }
+    translator.finish(&mut events)?;
+    for event in events.drain(..) {
+        accumulator.push(event_payload(&event));
+    }
+    Ok(Aggregated { body: accumulator.finish(), usage: translator.usage() })
+}
+
+/// The payload of one `data: ...\n\n` event written by a translator.
+fn event_payload(event: &Bytes) -> &[u8] {
+    let payload = event.strip_prefix(b"data: ").unwrap_or(event);
+    payload.trim_ascii_end()
+}
+
 impl Drop for RelayStream {
     fn drop(&mut self) {
         self.record.metrics().streams_active.dec();
