@@ -75,15 +75,12 @@ enum StartBlock {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Delta {
-    TextDelta {
-        text: String,
-    },
-    ThinkingDelta {
-        thinking: String,
-    },
-    InputJsonDelta {
-        partial_json: String,
-    },
+    #[serde(rename = "text_delta")]
+    Text { text: String },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: String },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: String },
     /// `signature_delta`, `citations_delta`.
     #[serde(other)]
     Other,
@@ -205,16 +202,14 @@ impl AnthropicStream {
                 let block = self.blocks.get(&index).copied();
                 match (block, delta) {
                     (Some(Block::Hidden), _) | (_, Delta::Other) => {}
-                    (_, Delta::TextDelta { text }) => self.writer().content(&text, out),
-                    (_, Delta::ThinkingDelta { thinking }) => {
-                        self.writer().reasoning(&thinking, out)
-                    }
+                    (_, Delta::Text { text }) => self.writer().content(&text, out),
+                    (_, Delta::Thinking { thinking }) => self.writer().reasoning(&thinking, out),
                     (
                         Some(Block::Tool {
                             index: tool,
                             has_arguments,
                         }),
-                        Delta::InputJsonDelta { partial_json },
+                        Delta::InputJson { partial_json },
                     ) => {
                         self.writer().tool_arguments(tool, &partial_json, out);
                         let has_arguments = has_arguments || !partial_json.is_empty();
@@ -226,7 +221,7 @@ impl AnthropicStream {
                             },
                         );
                     }
-                    (_, Delta::InputJsonDelta { .. }) => {}
+                    (_, Delta::InputJson { .. }) => {}
                 }
             }
             WireEvent::ContentBlockStop { index } => {
