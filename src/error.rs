@@ -193,6 +193,9 @@ impl RelayError {
                 if let Some(error) = value.get_mut("error").and_then(serde_json::Value::as_object_mut) {
                     error.entry("upstream").or_insert_with(|| self.upstream.clone().into());
                     error.entry("request_id").or_insert_with(|| request_id.into());
+                    if !self.attempts.is_empty() {
+                        error.insert("attempts".into(), serde_json::to_value(&self.attempts).unwrap_or_default());
+                    }
                     return bytes::Bytes::from(value.to_string());
                 }
             }

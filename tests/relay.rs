@@ -342,3 +342,26 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     tokio::time::timeout(Duration::from_secs(5), rx).await.expect("the relay closed the upstream stream after the client left").unwrap();
     assert_eq!(upstream_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn bedrock_requests_are_sigv4_signed_with_configured_credentials() {
+    let upstream = MockUpstream::always(Reply::json(
+        200,
+        r#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":3,"outputTokens":1,"totalTokens":4}}"#,
+    ))
+    .await;
+    let config = format!(
+        "[upstreams.bedrock]\ndialect = \"bedrock-converse-stream\"\nbase_url = \"{}\"\nregion = \"eu-west-1\"\naws_access_key_id = \"${{AKID}}\"\naws_secret_access_key = \"${{SECRET}}\"\n[[models]]\nname = \"claude\"\ntargets = [{{ upstream = \"bedrock\", model = \"anthropic.claude-3-haiku\" }}]\n",
+        upstream.url()
+    );
+    let relay = Relay::start_with_env(&config, &[("AKID", "AKIDEXAMPLE"), ("SECRET", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")]).await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let received = &upstream.received()[0];
+    assert_eq!(received.path, "/model/anthropic.claude-3-haiku/converse");
+    let authorization = received.headers["authorization"].to_str().unwrap();
+    assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{authorization}");
+    assert!(authorization.contains("/eu-west-1/bedrock/aws4_request"), "{authorization}");
+    assert!(received.headers.contains_key("x-amz-date"));
+    assert!(!format!("{:?}", received.headers).contains("wJalrXUtnFEMI"), "the secret itself is never sent");
+}

@@ -104,6 +104,37 @@ pub struct Runtime {
     pub entries: BTreeMap<String, UpstreamEntry>,
     pub keyring: Arc<Keyring>,
     pub metrics: Arc<Metrics>,
+    /// Active health checkers of this version, stopped when it is replaced and drained.
+    checkers: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for checker in &self.checkers {
+            checker.abort();
+        }
+    }
+}
+
+/// Runs one upstream's active health checks until aborted.
+fn spawn_checker(entry: &UpstreamEntry, metrics: Arc<Metrics>) -> Option<tokio::task::AbortHandle> {
+    let check = entry.upstream.params().health_check.clone()?;
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let upstream = entry.upstream.clone();
+    let health = entry.health.clone();
+    let task = handle.spawn(async move {
+        let mut ticker = tokio::time::interval(check.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let outcome = upstream.check_health(&check.path, check.expect_status, check.interval.max(Duration::from_secs(1))).await;
+            if let Err(error) = &outcome {
+                tracing::debug!(upstream = upstream.name(), code = error.code.as_str(), "active health check failed: {}", error.message);
+            }
+            health.observe(outcome.as_ref().map(|_| ()), &metrics);
+        }
+    });
+    Some(task.abort_handle())
 }
 
 impl Runtime {
@@ -129,7 +160,9 @@ impl Runtime {
         for name in config.disabled.keys() {
             metrics.upstream_disabled.with_label_values(&[name]).set(1);
         }
+        let checkers = entries.values().filter_map(|entry| spawn_checker(entry, metrics.clone())).collect();
         Ok(Runtime {
+            checkers,
             table: RouteTable::new(&config.models),
             keyring: Arc::new(Keyring::new(config.keys.clone(), config.auth_required)),
             entries,

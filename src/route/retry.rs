@@ -23,9 +23,10 @@ use crate::metrics::Metrics;
 use crate::upstream::classify::is_retryable;
 use crate::upstream::Call;
 
-/// The budget shared by all requests to one upstream.
+/// The budget shared by all requests to one upstream: retries may add `budget_ratio` of the
+/// request rate over a 10 s window, plus one retry per second so a quiet upstream can still retry.
 pub fn budget(params: &RetryParams) -> Arc<TpsBudget> {
-    Arc::new(TpsBudget::new(Duration::from_secs(10), 10, params.budget_ratio))
+    Arc::new(TpsBudget::new(Duration::from_secs(10), 1, params.budget_ratio))
 }
 
 /// Retry state for one request against one target.

@@ -104,8 +104,10 @@ impl Upstream {
         if status.as_u16() == expect_status {
             Ok(())
         } else {
-            Err(RelayError::new(ErrorCode::UpstreamHttpError, format!("health check {path} answered {status}, expected {expect_status}"))
-                .with_status(status.as_u16()))
+            Err(RelayError::new(
+                ErrorCode::UpstreamInvalidResponse,
+                format!("health check {path} answered {status}, expected {expect_status}"),
+            ))
         }
     }
 
@@ -156,13 +158,26 @@ impl Upstream {
         let mut request = Request::builder()
             .method(call.method.clone())
             .uri(uri)
-            .body(Full::new(call.body.clone()))
+            .body(call.body.clone())
             .map_err(|e| RelayError::new(ErrorCode::Internal, format!("building the upstream request: {e}")))?;
         *request.headers_mut() = headers;
         if self.params.auth == dialect::AuthStyle::SigV4 {
-            return Err(RelayError::new(ErrorCode::UpstreamDisabled, "SigV4 signing is not available in this build"));
+            // Signing covers every header, so it is the very last change to the request.
+            self.sign(&mut request)?;
         }
-        Ok(request)
+        Ok(request.map(Full::new))
+    }
+
+    fn sign(&self, request: &mut Request<Bytes>) -> Result<(), RelayError> {
+        let unsigned = |why: String| RelayError::new(ErrorCode::UpstreamDisabled, format!("cannot sign the request: {why}"));
+        let aws = self.params.aws.as_ref().ok_or_else(|| unsigned("no AWS credentials configured".into()))?;
+        let region = self.params.dialect_options.region.as_deref().ok_or_else(|| unsigned("no region configured".into()))?;
+        let credentials = sigv4::AwsCredentials {
+            access_key_id: aws.access_key_id.expose().to_owned(),
+            secret_access_key: aws.secret_access_key.expose().to_owned(),
+            session_token: aws.session_token.as_ref().map(|t| t.expose().to_owned()),
+        };
+        sigv4::sign(request, &credentials, region, "bedrock", SystemTime::now()).map_err(|e| unsigned(e.to_string()))
     }
 
     async fn send(&self, request: Request<Full<Bytes>>, body: &Bytes) -> Result<Response<UpstreamBody>, RelayError> {

@@ -42,17 +42,6 @@ impl fmt::Debug for AwsCredentials {
     }
 }
 
-/// Credentials from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`;
-/// `None` unless both the key id and the secret are set and non-empty.
-pub fn credentials_from_env() -> Option<AwsCredentials> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    Some(AwsCredentials {
-        access_key_id: var("AWS_ACCESS_KEY_ID")?,
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY")?,
-        session_token: var("AWS_SESSION_TOKEN"),
-    })
-}
-
 /// Signs `request` in place for `service` in `region` at `time`: adds `x-amz-date`,
 /// `authorization` and, for temporary credentials, `x-amz-security-token`.
 pub fn sign(
