@@ -40,9 +40,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import sys
+
 import pytest
 
-from promtest_promql import (
+# The helpers live beside this file; make them importable under any pytest
+# import mode and from any working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from promtest_promql import (  # noqa: E402
     GRAFANA_BUILTINS,
     dashboard_queries,
     iter_panels,
@@ -53,7 +59,7 @@ from promtest_promql import (
     template_variables,
     variable_query,
 )
-from promtest_upstream import USAGE, WORDS, FakeUpstream
+from promtest_upstream import USAGE, WORDS, FakeUpstream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -491,8 +497,10 @@ class Traffic:
         return self._stream(self.client_b, "flaky", include_usage=True)
 
     def broken_json(self):
-        # Only target answers 503: passed through as 503 upstream_http_error.
-        return self._expect_error(self.client_b, "broken", 503, "upstream_http_error")
+        # The only target answers 503 with a JSON error: it passes through with
+        # its own status and body (so the client sees the upstream's code); the
+        # metrics count it as error="upstream_http_error" (see SCENARIO_CHECKS).
+        return self._expect_error(self.client_b, "broken", 503, "overloaded")
 
     def orphan_json(self):
         return self._expect_error(self.client_a, "orphan", 503, "upstream_disabled")
