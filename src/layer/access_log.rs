@@ -1,5 +1,6 @@
-//! Starts the per-request [`RequestRecord`] and keeps it alive until the response body ends, so
-//! that streams are logged and counted with their real duration, tokens and outcome.
+//! Starts the per-request [`RequestRecord`] for API requests (`/v1/*`) and keeps it alive until
+//! the response body ends, so that streams are logged and counted with their real duration,
+//! tokens and outcome.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -62,6 +63,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Scrapes and probes of the relay's own endpoints are not client traffic: counting them
+        // would inflate request rates and dilute error budgets.
+        if !request.uri().path().starts_with("/v1/") {
+            return Box::pin(self.inner.call(request));
+        }
         let record = RequestRecord::start(
             self.metrics.clone(),
             crate::layer::request_id::of(&request),
