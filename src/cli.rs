@@ -49,6 +49,15 @@ pub enum Command {
         #[arg(long, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
+    /// Find legacy and stale values in a config; with --fix, rewrite them in place (backup first).
+    Doctor {
+        /// Rewrite the file: comments and formatting are kept, FILE.bak is written first.
+        #[arg(long)]
+        fix: bool,
+        /// Config file.
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
     /// Exit 0 when a relay's health endpoint answers 200 (for container health checks).
     Health {
         /// The URL to check.
@@ -107,6 +116,93 @@ pub fn check(path: &std::path::Path) -> ExitCode {
             } else {
                 println!("\nok");
                 ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+/// Lists legacy values and likely typos in a config, then what validation still reports; with
+/// `fix`, rewrites the file in place after a backup. Exit 0 only when nothing is left to do.
+pub fn doctor(path: &std::path::Path, fix: bool) -> ExitCode {
+    use crate::config::migrate;
+
+    let source = match std::fs::read_to_string(path) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("{}: cannot read config: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(report) = migrate::check(&source) else {
+        // Not TOML at all: validation says where.
+        validation_report(Config::load(path));
+        return ExitCode::FAILURE;
+    };
+    for finding in &report.findings {
+        println!("{}", finding.render(path, fix));
+    }
+    let applied = report.findings.iter().filter(|f| f.applies()).count();
+    let undecided = report.findings.len() - applied;
+    let clean = if report.findings.is_empty() {
+        println!("{}: no legacy or stale values found", path.display());
+        validation_report(Config::load(path))
+    } else if !fix {
+        let left = if undecided > 0 { format!("; {undecided} left for you to decide") } else { String::new() };
+        println!(
+            "\n{} finding(s); `switchyard doctor --fix --config {}` applies {applied}{left}",
+            report.findings.len(),
+            path.display()
+        );
+        if report.changes_anything() {
+            println!("validating with those changes applied:");
+        }
+        validation_report(Config::from_source(&report.migrated, Some(path), &|name| std::env::var(name).ok()))
+    } else {
+        if report.changes_anything() {
+            match migrate::write_in_place(path, &source, &report.migrated) {
+                Ok(backup) => println!("\nrewrote {} ({applied} change(s)); backup: {}", path.display(), backup.display()),
+                Err(error) => {
+                    eprintln!("\n{error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        if undecided > 0 {
+            println!("{undecided} finding(s) left for you to decide; see \"could not decide\" above");
+        }
+        println!("validating {}:", path.display());
+        validation_report(Config::load(path))
+    };
+    let done = if fix { undecided == 0 } else { report.findings.is_empty() };
+    if done && clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints validation problems as `check` does, but on stdout so that they stay in order with the
+/// findings above them; true when nothing is disabled or in error.
+fn validation_report(loaded: Result<Config, ConfigError>) -> bool {
+    match loaded {
+        Err(ConfigError { diagnostics }) => {
+            for diagnostic in &diagnostics {
+                println!("{diagnostic}");
+            }
+            println!("{} error(s); nothing would be served", diagnostics.len());
+            false
+        }
+        Ok(config) => {
+            for problem in &config.warnings {
+                println!("{problem}");
+            }
+            let errors = config.warnings.iter().filter(|d| d.severity == Severity::Error).count();
+            if errors + config.disabled.len() > 0 {
+                println!("{} upstream(s) disabled; the rest would be served", config.disabled.len());
+                false
+            } else {
+                println!("validation: ok");
+                true
             }
         }
     }

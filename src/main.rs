@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => cli::check(&config),
         Command::Doctor { fix, config } => cli::doctor(&config, fix),
+        Command::Doctor { fix, config } => cli::doctor(&config, fix),
         Command::Health { url } => runtime.block_on(cli::health(&url)),
     }
 }

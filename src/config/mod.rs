@@ -7,6 +7,7 @@
 
 mod diagnostic;
 mod glob;
+pub mod migrate;
 pub mod schema;
 mod secret;
 pub mod reload;
