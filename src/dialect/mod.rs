@@ -15,7 +15,6 @@ pub mod ollama;
 pub mod openai_io;
 pub mod anthropic;
 pub mod bedrock;
-pub mod bedrock;
 pub mod client_request;
 pub mod completion;
 pub mod responses;
@@ -264,7 +263,6 @@ pub fn build(kind: DialectKind, options: &DialectOptions) -> Arc<dyn Dialect> {
         DialectKind::AzureOpenAiCompletions => Arc::new(azure::AzureChat::new(options)),
         DialectKind::AzureOpenAiResponses => Arc::new(azure::responses(options)),
         DialectKind::AnthropicMessages => Arc::new(anthropic::AnthropicMessages::new(options)),
-        DialectKind::BedrockConverseStream => Arc::new(bedrock::BedrockConverse::new(options)),
         DialectKind::BedrockConverseStream => Arc::new(bedrock::BedrockConverse::new(options)),
         DialectKind::GoogleGenerativeAi => Arc::new(gemini::Gemini::new(options)),
         DialectKind::Ollama => Arc::new(ollama::Ollama::new(options)),
