@@ -64,6 +64,17 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
         url: String,
     },
+    /// Diagnose connectivity to upstreams: DNS, TCP, proxy, TLS, model listing, chat, stream.
+    Probe {
+        /// Config file; without one, the embedded default.
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Upstreams to probe (default: every configured one).
+        upstreams: Vec<String>,
+    },
 }
 
 /// Prints a config's problems and what it serves; the exit code says whether it is clean.

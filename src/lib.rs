@@ -10,6 +10,7 @@ pub mod dialect;
 pub mod error;
 pub mod layer;
 pub mod metrics;
+pub mod probe;
 pub mod record;
 pub mod route;
 pub mod server;

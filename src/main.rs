@@ -53,7 +53,9 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => cli::check(&config),
         Command::Doctor { fix, config } => cli::doctor(&config, fix),
-        Command::Doctor { fix, config } => cli::doctor(&config, fix),
         Command::Health { url } => runtime.block_on(cli::health(&url)),
+        Command::Probe { config, json, upstreams } => {
+            runtime.block_on(switchyard::probe::run(config.as_deref(), json, &upstreams))
+        }
     }
 }

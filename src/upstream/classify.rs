@@ -38,6 +38,9 @@ fn transport_code(error: &(dyn StdError + 'static)) -> ErrorCode {
         if e.is::<super::client::ConnectTimeout>() {
             return ErrorCode::UpstreamConnectTimeout;
         }
+        if e.is::<super::proxy::ProxyError>() {
+            return ErrorCode::UpstreamProxy;
+        }
         if e.is::<rustls::Error>() {
             return ErrorCode::UpstreamTls;
         }

@@ -1,5 +1,6 @@
 //! The HTTP client toward one upstream: hyper-util's pooled client over rustls, HTTP/1.1 and
-//! HTTP/2 chosen by ALPN, with the connect timeout covering TCP and the TLS handshake.
+//! HTTP/2 chosen by ALPN, through the egress proxy when one applies, with the connect timeout
+//! covering the proxy's CONNECT, TCP and the TLS handshake.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -14,11 +15,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::{ClientConfig, RootCertStore};
 
+use super::proxy::{ProxyConnector, ProxyRules};
 use crate::config::TlsParams;
 use crate::error::BoxError;
 
-/// The connector: TCP (+ TLS when https), bounded by the connect timeout as a whole.
-pub type Connector = TimeoutConnector<HttpsConnector<HttpConnector>>;
+/// The connector: TCP (through a proxy's CONNECT tunnel when one applies, + TLS when https),
+/// bounded by the connect timeout as a whole.
+pub type Connector = TimeoutConnector<HttpsConnector<ProxyConnector>>;
 
 /// Connecting (TCP and TLS together) took longer than the upstream's `connect` timeout.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +88,7 @@ pub fn tls_config(tls: &TlsParams) -> Result<ClientConfig, BoxError> {
 }
 
 /// Builds the client; connections are pooled per upstream and kept alive.
-pub fn build(tls: &TlsParams, connect_timeout: Duration) -> Result<HttpClient, BoxError> {
+pub fn build(tls: &TlsParams, connect_timeout: Duration, proxy: ProxyRules) -> Result<HttpClient, BoxError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -94,7 +97,7 @@ pub fn build(tls: &TlsParams, connect_timeout: Duration) -> Result<HttpClient, B
         .with_tls_config(tls_config(tls)?)
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(http);
+        .wrap_connector(ProxyConnector::new(http, proxy));
     let connector = TimeoutConnector { inner: https, timeout: connect_timeout };
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
