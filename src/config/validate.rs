@@ -125,6 +125,19 @@ fn unknown_field(message: &str) -> Option<&str> {
     Some(&message[start..start + len])
 }
 
+/// Where an unknown field sits inside an upstream's table: serde names the field but not the
+/// nested table it is in (`retry.attemps`).
+fn nested_key_path(upstream: &toml::Value, field: &str) -> Option<String> {
+    let table = upstream.as_table()?;
+    if field.is_empty() || table.contains_key(field) {
+        return None;
+    }
+    table
+        .iter()
+        .find(|(_, value)| value.as_table().is_some_and(|inner| inner.contains_key(field)))
+        .map(|(name, _)| format!("{name}.{field}"))
+}
+
 fn suggestion_for_unknown(message: &str) -> Option<String> {
     let field = unknown_field(message)?;
     let names = expected_names(message);
@@ -285,9 +298,17 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
     };
     let raw = RawUpstream::deserialize(value.clone()).map_err(|error| {
         let message = error.message().trim().to_owned();
-        let key = unknown_field(&message).unwrap_or("").to_owned();
+        let field = unknown_field(&message).unwrap_or("");
+        let key = nested_key_path(value, field).unwrap_or_else(|| field.to_owned());
         let mut diagnostic = disabled(&key, message.clone());
-        diagnostic.suggestion = suggestion_for_unknown(&message);
+        let renamed = super::migrate::UPSTREAM_KEY_RENAMES.iter().find(|(old, _, _)| *old == field && key == field);
+        diagnostic.suggestion = match renamed {
+            Some((old, new, _)) => {
+                let config = checker.file.map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
+                Some(format!("`{old}` is `{new}` here; run `switchyard doctor --fix --config {config}`"))
+            }
+            None => suggestion_for_unknown(&message),
+        };
         diagnostic
     })?;
 
@@ -653,6 +674,16 @@ targets = [{ upstream = "openai" }]
         let config = load("[upstreams.a]\ndialect = \"mock\"\nbase_ulr = \"x\"\n").unwrap();
         let text = config.disabled["a"].to_string();
         assert!(text.contains(":3:1") && text.contains("did you mean `base_url`?"), "{text}");
+    }
+
+    #[test]
+    fn nested_unknown_keys_are_located_and_renamed_keys_point_at_doctor() {
+        let config = load("[upstreams.a]\ndialect = \"mock\"\nretry.attemps = 3\n").unwrap();
+        let text = config.disabled["a"].to_string();
+        assert!(text.contains(":3:7") && text.contains("upstreams.a.retry.attemps"), "{text}");
+        let config = load("[upstreams.b]\ndialect = \"mock\"\napi_base = \"http://x\"\n").unwrap();
+        let text = config.disabled["b"].to_string();
+        assert!(text.contains("`api_base` is `base_url` here") && text.contains("doctor --fix"), "{text}");
     }
 
     #[test]
