@@ -98,7 +98,6 @@ impl Class {
                 | Class::HttpError
                 | Class::InvalidResponse
                 | Class::NotFound
-                | Class::Timeout
         )
     }
 }

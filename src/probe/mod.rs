@@ -39,7 +39,7 @@ use crate::error::{ErrorCode, RelayError};
 use crate::metrics::Metrics;
 use crate::record::RequestRecord;
 use crate::upstream::client::{self, HttpClient};
-use crate::upstream::proxy::{process_env, ProxyRules};
+use crate::upstream::proxy::{process_env, ProxyRules, ProxyTarget};
 use crate::upstream::{classify, headers, Call, Upstream};
 pub use diagnose::Class;
 use diagnose::{Context, Diagnosis};
@@ -203,7 +203,7 @@ impl UpstreamReport {
 /// The whole probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// No step failed and every named upstream exists and is enabled.
+    /// No step failed, and every upstream named on the command line exists and is enabled.
     pub ok: bool,
     pub upstreams: Vec<UpstreamReport>,
 }
@@ -231,11 +231,7 @@ pub async fn probe(config: &Config, names: &[String]) -> Report {
             if let Some(suggestion) = &problem.suggestion {
                 reason.push_str(&format!(" ({suggestion})"));
             }
-            let mut report = UpstreamReport::unusable(name, "disabled", reason);
-            // Listing everything, a disabled upstream is reported, not failed: `check` is the
-            // command that fails on config problems. Asked for by name, it cannot be probed.
-            report.ok = names.is_empty();
-            unusable.push(report);
+            unusable.push(UpstreamReport::unusable(name, "disabled", reason));
         } else {
             let known = config
                 .upstreams
@@ -254,10 +250,12 @@ pub async fn probe(config: &Config, names: &[String]) -> Report {
     }
     let mut upstreams = futures_util::future::join_all(pending).await;
     upstreams.extend(unusable);
-    Report {
-        ok: upstreams.iter().all(|u| u.ok),
-        upstreams,
-    }
+    // Listing everything, a disabled upstream is reported, not failed: `check` is the command
+    // that fails on config problems. Asked for by name, it could not be probed, so it fails.
+    let ok = upstreams
+        .iter()
+        .all(|u| u.ok || (u.state == "disabled" && names.is_empty()));
+    Report { ok, upstreams }
 }
 
 /// Which model the chat steps ask for.
@@ -366,11 +364,7 @@ impl Probe<'_> {
         }
     }
 
-    async fn run(
-        &mut self,
-        rules: ProxyRules,
-        proxy: Option<&crate::upstream::proxy::ProxyTarget>,
-    ) {
+    async fn run(&mut self, rules: ProxyRules, proxy: Option<&ProxyTarget>) {
         let params = self.params;
         const AFTER_CONNECT: &[&str] = &["models", "chat", "stream"];
         if let Some(base) = &params.base_url {

@@ -514,6 +514,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_http_proxies_are_spoken_to() {
+        let target = ProxyRules::resolve(None, &env(&[("ALL_PROXY", "socks5h://127.0.0.1:1080")]))
+            .for_destination(&dst("https://up.example"))
+            .unwrap();
+        let (mut ours, _theirs) = tokio::io::duplex(64);
+        let error = target
+            .tunnel(&mut ours, &dst("https://up.example"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error.failure(), ProxyFailure::Unsupported(scheme) if scheme == "socks5h")
+        );
+        assert!(
+            error.to_string().contains("only http:// proxies"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_2xx_opens_the_tunnel() {
         let target = ProxyRules::resolve(Some(&"http://127.0.0.1:9".parse().unwrap()), &env(&[]))
             .for_destination(&dst("https://up.example"))
