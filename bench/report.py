@@ -185,7 +185,7 @@ def main():
     w(f"{run.get('date', '?')} · git `{run.get('git_rev', '?')}` · {run.get('cpu', '?')} · "
       f"Linux {run.get('kernel', '?')}")
     w("")
-    w(f"- Pinning: {run.get('pinning', '?')}.")
+    w(f"- Pinning: {run.get('pinning', '?')}; measured processes at nice {run.get('nice', '0')}.")
     w(f"- Load generator: {run.get('oha', 'oha')}. Fixed rate: {rate} req/s on {rate_conns} "
       f"keep-alive connections for {dur} s, latency-corrected (coordinated omission: latency is "
       f"counted from each request's scheduled send time). Max throughput: {conns} connections "
@@ -197,10 +197,13 @@ def main():
     w("- *added* = the path's latency percentile minus the direct path's; stream latency is the "
       "time to the complete stream.")
     bg_start = read_pct(os.path.join(raw, "background-start.pct"))
-    bg = {p: read_pct(os.path.join(raw, f"{p}-background.pct")) for p in paths}
-    parts = [f"{p} {fmt(v, 0, ' %')}" for p, v in bg.items() if v is not None]
-    w(f"- Background CPU load from other processes (whole machine, sampled with the harness idle): "
-      f"at start {fmt(bg_start, 0, ' %')}" + ("; before " + ", ".join(parts) if parts else "") + ".")
+    runs = ("nonstream-rate", "stream-rate", "nonstream-max", "stream-max")
+    bg = {r: read_pct(os.path.join(raw, f"background-{r}.pct")) for r in runs}
+    parts = [f"{r} {fmt(v, 0, ' %')}" for r, v in bg.items() if v is not None]
+    w(f"- Background CPU load from other processes (whole machine, 1 s samples with the harness "
+      f"idle): at start {fmt(bg_start, 0, ' %')}" + ("; before " + ", ".join(parts) if parts else "") + ".")
+    w("- The paths take turns within each measurement (all non-stream fixed-rate runs, then all "
+      "stream fixed-rate runs, then the max-throughput runs).")
     w("")
     noisy = [v for v in [bg_start, *bg.values()] if v is not None and v > 10]
     if noisy:
@@ -245,7 +248,7 @@ def main():
     w("<details><summary>Details (success, achieved rate, p99.9, time to first byte)</summary>")
     w("")
     w("| Path | Mode | run | ok / total | achieved req/s | p50 | p99 | p99.9 | TTFB p50 | TTFB p99 "
-      "| proxy core(s) busy | client core(s) busy | errors |")
+      "| proxy core busy | oha core busy | errors |")
     w("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
     for p in paths:
         if meta[p].get("status") != "ok":
@@ -319,6 +322,16 @@ def main():
         w(f"| added p50 ≤ {P50_FACTOR}× nginx | " + " | ".join(row50) + " |")
         w(f"| added p99 ≤ {P99_FACTOR}× nginx | " + " | ".join(row99) + " |")
         w(f"| max req/s ≥ {RPS_FACTOR}× nginx | " + " | ".join(rowrps) + " |")
+        cpu_cells = []
+        for m in MODES:
+            mine = res[(p, m)]["cpu"]
+            ref = res.get(("nginx", m), {}).get("cpu") if nginx_ok else None
+            if mine and ref and ref["us_per_req"] > 0:
+                cpu_cells.append(f"{mine['us_per_req']:.1f} µs vs nginx {ref['us_per_req']:.1f} µs "
+                                 f"({mine['us_per_req'] / ref['us_per_req']:.2f}×)")
+            else:
+                cpu_cells.append("n/a")
+        w("| *(info)* proxy CPU per request at max throughput | " + " | ".join(cpu_cells) + " |")
         mb = rss_mb(p)
         rss = "n/a" if mb is None else f"{mb:.1f} MB **{'PASS' if mb < RSS_LIMIT_MB else 'FAIL'}**"
         w(f"| peak RSS < {RSS_LIMIT_MB:g} MB (whole run) | " + " | ".join([rss] * len(MODES)) + " |")
@@ -330,13 +343,13 @@ def main():
         if p == "direct" or meta[p].get("status") != "ok":
             continue
         for m in MODES:
-            cpu = res[(p, m)]["cpu"]
-            client = res[(p, m)]["cores"].get("client")
-            if cpu and cpu["busy"] < 85 and (client is None or client >= 90):
+            cores = res[(p, m)]["cores"]
+            proxy, client = cores.get("proxy"), cores.get("client")
+            if proxy is not None and client is not None and client >= 90 and proxy < 85:
                 notes.append(
-                    f"{p} {m}: the proxy core was only {cpu['busy']:.0f} % busy at max throughput, so "
-                    f"the client core (oha + mock) was the limit; compare *proxy CPU per req* rather "
-                    f"than max req/s for this row.")
+                    f"{p} {m}: at max throughput the load generator's core was {client:.0f} % busy "
+                    f"and the proxy core only {proxy:.0f} %, so the client was the limit; compare "
+                    f"*proxy CPU per req* rather than max req/s for this row.")
         for m in MODES:
             for kind in ("rate", "max"):
                 s = res[(p, m)][kind]

@@ -8,8 +8,10 @@
 # Environment overrides (flags win): BENCH_PATHS, BENCH_DURATION (s, default 10),
 # BENCH_WARMUP (s, 2), BENCH_RATE (1000), BENCH_CONNS (64), BENCH_RATE_CONNS (16),
 # BENCH_PORT_BASE (19100), BENCH_PIN (1), BENCH_PROXY_CPUS (0), BENCH_CLIENT_CPUS (1),
+# BENCH_MOCK_CPUS (= proxy CPUs),
 # BENCH_SWITCHYARD_LOG (warn), BENCH_OHA (path to an oha binary), BENCH_WAIT_IDLE (s, 120),
-# BENCH_IDLE_MAX_PCT (15), CARGO_TARGET_DIR.
+# BENCH_IDLE_MAX_PCT (15), BENCH_NICE (-10 as root, else 0), BENCH_MOCK_BIN,
+# BENCH_SWITCHYARD_BIN, CARGO_TARGET_DIR.
 #
 # Prints a Markdown report and writes it to bench/results/latest.md (raw oha JSON in
 # bench/results/raw/). See bench/README.md for what is measured and how to read it.
@@ -32,11 +34,12 @@ PORT_BASE=${BENCH_PORT_BASE:-19100}
 PIN=${BENCH_PIN:-1}
 PROXY_CPUS=${BENCH_PROXY_CPUS:-0}
 CLIENT_CPUS=${BENCH_CLIENT_CPUS:-1}
+MOCK_CPUS=${BENCH_MOCK_CPUS:-$PROXY_CPUS}
 SY_LOG=${BENCH_SWITCHYARD_LOG:-warn}
 DO_BUILD=1
 DO_INSTALL=1
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -74,6 +77,7 @@ done
 MOCK_PORT=$((PORT_BASE + 1))
 NGINX_PORT=$((PORT_BASE + 2))
 SY_PORT=$((PORT_BASE + 3))
+SYA_PORT=$((PORT_BASE + 4))
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -114,8 +118,8 @@ fi
 # ---------------------------------------------------------------- build
 cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-MOCK_BIN="$TARGET_DIR/release/examples/bench_upstream"
-SY_BIN="$TARGET_DIR/release/switchyard"
+MOCK_BIN=${BENCH_MOCK_BIN:-$TARGET_DIR/release/examples/bench_upstream}
+SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}
 mkdir -p "$BENCH/results/raw"
 SY_BUILD_NOTE=""
 want_sy=0
@@ -143,18 +147,34 @@ if [[ -n $SY_BUILD_NOTE ]] && [[ -x $SY_BIN ]]; then
     SY_STALE=1
 fi
 
-# ---------------------------------------------------------------- pinning
+# ---------------------------------------------------------------- priority and pinning
+# The measured processes (mock, proxy, oha) run at a raised priority so that other work on
+# the machine (a cargo build) disturbs them less. Negative values need root.
+if [[ $(id -u) -eq 0 ]]; then NICE=${BENCH_NICE:--10}; else NICE=${BENCH_NICE:-0}; fi
+[[ $NICE =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be an integer"
+prio=(nice -n "$NICE")
+
 NCPU=$(nproc)
 if (( PIN )) && (( NCPU >= 2 )) && command -v taskset >/dev/null; then
-    pin_proxy=(taskset -c "$PROXY_CPUS")
-    pin_client=(taskset -c "$CLIENT_CPUS")
-    PIN_DESC="proxy on CPU $PROXY_CPUS; load generator (oha) and mock upstream on CPU $CLIENT_CPUS"
+    pin_proxy=("${prio[@]}" taskset -c "$PROXY_CPUS")
+    pin_client=("${prio[@]}" taskset -c "$CLIENT_CPUS")
+    pin_mock=("${prio[@]}" taskset -c "$MOCK_CPUS")
+    if [[ $MOCK_CPUS == "$CLIENT_CPUS" ]]; then
+        PIN_DESC="proxy on CPU $PROXY_CPUS; load generator (oha) and mock upstream on CPU $CLIENT_CPUS"
+    elif [[ $MOCK_CPUS == "$PROXY_CPUS" ]]; then
+        PIN_DESC="proxy and mock upstream on CPU $PROXY_CPUS; load generator (oha) alone on CPU $CLIENT_CPUS"
+    else
+        PIN_DESC="proxy on CPU $PROXY_CPUS; load generator (oha) on CPU $CLIENT_CPUS; mock upstream on CPU $MOCK_CPUS"
+    fi
+    MOCK_NCPU=$(taskset -c "$MOCK_CPUS" nproc)
     PROXY_NCPU=$(taskset -c "$PROXY_CPUS" nproc)
     CLIENT_NCPU=$(taskset -c "$CLIENT_CPUS" nproc)
 else
-    pin_proxy=()
-    pin_client=()
+    pin_proxy=("${prio[@]}")
+    pin_client=("${prio[@]}")
+    pin_mock=("${prio[@]}")
     PIN_DESC="no CPU pinning"
+    MOCK_NCPU=$NCPU
     PROXY_NCPU=$NCPU
     CLIENT_NCPU=$NCPU
 fi
@@ -193,17 +213,18 @@ wait_http() {  # wait_http URL PID -> 0 when URL answers 200 (at most 10 s)
     return 1
 }
 
-for port in "$MOCK_PORT" "$NGINX_PORT" "$SY_PORT"; do
+for port in "$MOCK_PORT" "$NGINX_PORT" "$SY_PORT" "$SYA_PORT"; do
     port_busy "$port" && die "port $port is already in use (set BENCH_PORT_BASE)"
 done
 
 log "starting mock upstream on 127.0.0.1:$MOCK_PORT"
-"${pin_client[@]}" "$MOCK_BIN" "127.0.0.1:$MOCK_PORT" --threads "$CLIENT_NCPU" > "$WORK/mock.log" 2>&1 &
+"${pin_mock[@]}" "$MOCK_BIN" "127.0.0.1:$MOCK_PORT" --threads "$MOCK_NCPU" > "$WORK/mock.log" 2>&1 &
 MOCK_PID=$!
 STARTED+=("$MOCK_PID")
 wait_http "http://127.0.0.1:$MOCK_PORT/healthz" "$MOCK_PID" || { cat "$WORK/mock.log" >&2; die "mock upstream did not start"; }
 
-PROXY_PID=""   # pid of the current proxy (nginx master or switchyard)
+declare -A PID_OF=()   # path -> pid of its proxy (nginx master, or switchyard)
+declare -A URL_OF=()   # path -> chat completions URL
 
 start_nginx() {
     local prefix="$WORK/nginx"
@@ -213,28 +234,28 @@ start_nginx() {
         "$BENCH/nginx.conf.template" > "$prefix/nginx.conf"
     "${pin_proxy[@]}" "$NGINX_BIN" -p "$prefix" -c "$prefix/nginx.conf" -e "$prefix/error.log" \
         > "$WORK/nginx.out" 2>&1 &
-    PROXY_PID=$!
-    STARTED+=("$PROXY_PID")
-    wait_http "http://127.0.0.1:$NGINX_PORT/healthz" "$PROXY_PID" \
+    PID_OF[nginx]=$!
+    STARTED+=("$!")
+    wait_http "http://127.0.0.1:$NGINX_PORT/healthz" "${PID_OF[nginx]}" \
         || { cat "$WORK/nginx.out" "$prefix/error.log" >&2 2>/dev/null; return 1; }
 }
 
-start_switchyard() {  # start_switchyard CONFIG_TEMPLATE
-    local tmpl=$1 cfg="$WORK/$(basename "$1")"
-    sed -e "s#@UPSTREAM_PORT@#$MOCK_PORT#g" "$tmpl" > "$cfg"
+start_switchyard() {  # start_switchyard PATH_NAME PORT (config: bench/PATH_NAME.toml)
+    local name=$1 port=$2 cfg="$WORK/$1.toml"
+    sed -e "s#@UPSTREAM_PORT@#$MOCK_PORT#g" "$BENCH/$name.toml" > "$cfg"
     SWITCHYARD_LOG=$SY_LOG "${pin_proxy[@]}" "$SY_BIN" serve --config "$cfg" \
-        --listen "127.0.0.1:$SY_PORT" > "$WORK/switchyard.log" 2>&1 &
-    PROXY_PID=$!
-    STARTED+=("$PROXY_PID")
-    wait_http "http://127.0.0.1:$SY_PORT/healthz" "$PROXY_PID" \
-        || { tail -20 "$WORK/switchyard.log" >&2; return 1; }
+        --listen "127.0.0.1:$port" > "$WORK/$name.log" 2>&1 &
+    PID_OF[$name]=$!
+    STARTED+=("$!")
+    wait_http "http://127.0.0.1:$port/healthz" "${PID_OF[$name]}" \
+        || { tail -20 "$WORK/$name.log" >&2; return 1; }
 }
 
 # Pids whose CPU time and peak RSS count as "the proxy".
 proxy_pids() {
     case "$1" in
-        nginx) pgrep -P "$PROXY_PID" 2>/dev/null || true ;;   # the workers
-        switchyard*) echo "$PROXY_PID" ;;
+        nginx) pgrep -P "${PID_OF[nginx]}" 2>/dev/null || true ;;   # the workers
+        switchyard*) echo "${PID_OF[$1]}" ;;
         *) ;;
     esac
 }
@@ -298,33 +319,51 @@ oha_run() {  # oha_run OUT_JSON URL BODY SECONDS [extra oha args...]
     }
 }
 
-measure_path() {  # measure_path NAME URL
-    local name=$1 url=$2 mode body t0 t1 pids
-    local meta="$RAW/$name.env"
-    log "[$name] warm-up ${WARMUP}s"
-    oha_run "$WORK/warmup.json" "$url" "$BODY_NS" "$WARMUP" -c "$CONNS" || true
-    for mode in nonstream stream; do
-        [[ $mode == stream ]] && body=$BODY_S || body=$BODY_NS
-        log "[$name] $mode: fixed ${RATE} req/s, ${RATE_CONNS} connections, ${DURATION}s (latency-corrected)"
-        oha_run "$RAW/$name-$mode-rate.json" "$url" "$body" "$DURATION" \
-            -c "$RATE_CONNS" -q "$RATE" --latency-correction || true
-        log "[$name] $mode: max throughput, ${CONNS} connections, ${DURATION}s"
-        mapfile -t pids < <(proxy_pids "$name")
-        t0=$(cpu_ticks "${pids[@]}")
-        snap "$RAW/$name-$mode-max.stat0"
-        oha_run "$RAW/$name-$mode-max.json" "$url" "$body" "$DURATION" -c "$CONNS" || true
-        snap "$RAW/$name-$mode-max.stat1"
-        t1=$(cpu_ticks "${pids[@]}")
-        echo "cpu_ticks_${mode}=$((t1 - t0))" >> "$meta"
-    done
-    mapfile -t pids < <(proxy_pids "$name")
-    echo "hwm_kb=$(hwm_kb "${pids[@]}")" >> "$meta"
-    echo "nprocs=${#pids[@]}" >> "$meta"
+oha_run() {  # oha_run OUT_JSON URL BODY SECONDS [extra oha args...]
+    local out=$1 url=$2 body=$3 secs=$4
+    shift 4
+    "${pin_client[@]}" "$OHA" --no-tui --output-format json -w -z "${secs}s" \
+        -m POST -T application/json -d "$body" "$@" "$url" > "$out" 2> "$out.err" || {
+        log "oha failed ($(basename "$out")): $(head -c 300 "$out.err")"
+        return 1
+    }
 }
 
 # ---------------------------------------------------------------- run
-# Other work on the machine (a cargo build, a test suite) ruins the figures: wait
-# (bounded) until the machine is close to idle, then go on regardless and record it.
+# 1. Bring every path up and check that it answers correctly.
+declare -a ACTIVE=()
+for name in "${PATH_LIST[@]}"; do
+    meta="$RAW/$name.env"
+    : > "$meta"
+    case "$name" in
+        direct)
+            URL_OF[$name]="http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
+        nginx)
+            log "[nginx] starting $("$NGINX_BIN" -v 2>&1 | sed 's/.*: //') on 127.0.0.1:$NGINX_PORT ($PROXY_NCPU worker(s))"
+            if ! start_nginx; then echo "status=nginx did not start" >> "$meta"; continue; fi
+            URL_OF[$name]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
+        switchyard|switchyard-anthropic)
+            if [[ -n $SY_BUILD_NOTE ]]; then echo "status=skipped: $SY_BUILD_NOTE" >> "$meta"; continue; fi
+            port=$SY_PORT
+            [[ $name == switchyard-anthropic ]] && port=$SYA_PORT
+            log "[$name] starting switchyard on 127.0.0.1:$port (SWITCHYARD_LOG=$SY_LOG)"
+            if ! start_switchyard "$name" "$port"; then
+                echo "status=switchyard did not start: $(tail -3 "$WORK/$name.log" | tr '\n' ' ' | head -c 300)" >> "$meta"
+                continue
+            fi
+            URL_OF[$name]="http://127.0.0.1:$port/v1/chat/completions" ;;
+    esac
+    if ! reason=$(smoke "${URL_OF[$name]}"); then
+        log "[$name] smoke check failed: $reason"
+        echo "status=smoke check failed: ${reason//$'\n'/ }" >> "$meta"
+        if [[ -n ${PID_OF[$name]:-} ]]; then stop_pid "${PID_OF[$name]}"; fi
+        continue
+    fi
+    ACTIVE+=("$name")
+done
+
+# 2. Other work on the machine (a cargo build, a test suite) ruins the figures: wait
+#    (bounded) until the machine is close to idle, then go on regardless and record it.
 IDLE_MAX=${BENCH_IDLE_MAX_PCT:-15}
 WAIT_IDLE=${BENCH_WAIT_IDLE:-120}
 idle_deadline=$(( $(date +%s) + WAIT_IDLE ))
@@ -340,38 +379,48 @@ while :; do
 done
 echo "$bg" > "$RAW/background-start.pct"
 
+# 3. Measure. The paths take turns within each measurement, so that slow drifts in the
+#    machine's state (or other work starting) hit every path alike.
 START_TS=$(date +%s)
-for name in "${PATH_LIST[@]}"; do
-    meta="$RAW/$name.env"
-    : > "$meta"
-    PROXY_PID=""
-    case "$name" in
-        direct)
-            url="http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
-        nginx)
-            log "[nginx] starting $("$NGINX_BIN" -v 2>&1 | sed 's/.*: //') on 127.0.0.1:$NGINX_PORT ($PROXY_NCPU worker(s))"
-            if ! start_nginx; then echo "status=nginx did not start" >> "$meta"; continue; fi
-            url="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
-        switchyard|switchyard-anthropic)
-            if [[ -n $SY_BUILD_NOTE ]]; then echo "status=skipped: $SY_BUILD_NOTE" >> "$meta"; continue; fi
-            log "[$name] starting switchyard on 127.0.0.1:$SY_PORT (SWITCHYARD_LOG=$SY_LOG)"
-            if ! start_switchyard "$BENCH/$name.toml"; then
-                echo "status=switchyard did not start: $(tail -3 "$WORK/switchyard.log" | tr '\n' ' ' | head -c 300)" >> "$meta"
-                continue
-            fi
-            url="http://127.0.0.1:$SY_PORT/v1/chat/completions" ;;
-    esac
-    # 1 s of background load with the harness idle (only the proxy and mock are up).
+for name in "${ACTIVE[@]}"; do
+    log "[$name] warm-up ${WARMUP}s"
+    oha_run "$WORK/warmup.json" "${URL_OF[$name]}" "$BODY_NS" "$WARMUP" -c "$CONNS" || true
+    oha_run "$WORK/warmup.json" "${URL_OF[$name]}" "$BODY_S" 1 -c "$CONNS" || true
+done
+for run in nonstream-rate stream-rate nonstream-max stream-max; do
+    mode=${run%-*}
+    kind=${run#*-}
+    [[ $mode == stream ]] && body=$BODY_S || body=$BODY_NS
+    # 1 s of background load with the harness idle (only the idle proxies and mock are up).
     snap "$WORK/bg.a"; sleep 1; snap "$WORK/bg.b"
-    busy_pct "$WORK/bg.a" "$WORK/bg.b" > "$RAW/$name-background.pct"
-    if ! reason=$(smoke "$url"); then
-        log "[$name] smoke check failed: $reason"
-        echo "status=smoke check failed: ${reason//$'\n'/ }" >> "$meta"
-    else
-        measure_path "$name" "$url"
-        echo "status=ok" >> "$meta"
-    fi
-    if [[ -n $PROXY_PID ]]; then stop_pid "$PROXY_PID"; PROXY_PID=""; fi
+    busy_pct "$WORK/bg.a" "$WORK/bg.b" > "$RAW/background-$run.pct"
+    for name in "${ACTIVE[@]}"; do
+        if [[ $kind == rate ]]; then
+            log "[$name] $mode: fixed ${RATE} req/s, ${RATE_CONNS} connections, ${DURATION}s (latency-corrected)"
+            oha_run "$RAW/$name-$run.json" "${URL_OF[$name]}" "$body" "$DURATION" \
+                -c "$RATE_CONNS" -q "$RATE" --latency-correction || true
+        else
+            log "[$name] $mode: max throughput, ${CONNS} connections, ${DURATION}s"
+            mapfile -t pids < <(proxy_pids "$name")
+            t0=$(cpu_ticks "${pids[@]}")
+            snap "$RAW/$name-$run.stat0"
+            oha_run "$RAW/$name-$run.json" "${URL_OF[$name]}" "$body" "$DURATION" -c "$CONNS" || true
+            snap "$RAW/$name-$run.stat1"
+            t1=$(cpu_ticks "${pids[@]}")
+            echo "cpu_ticks_${mode}=$((t1 - t0))" >> "$RAW/$name.env"
+        fi
+    done
+done
+
+# 4. Peak memory, then stop the proxies.
+for name in "${ACTIVE[@]}"; do
+    mapfile -t pids < <(proxy_pids "$name")
+    {
+        echo "hwm_kb=$(hwm_kb "${pids[@]}")"
+        echo "nprocs=${#pids[@]}"
+        echo "status=ok"
+    } >> "$RAW/$name.env"
+    if [[ -n ${PID_OF[$name]:-} ]]; then stop_pid "${PID_OF[$name]}"; fi
 done
 ELAPSED=$(( $(date +%s) - START_TS ))
 
@@ -394,8 +443,9 @@ SY_VERSION=$([[ -x $SY_BIN ]] && "$SY_BIN" --version 2>/dev/null | head -1 || tr
     echo "rate=$RATE"
     echo "rate_conns=$RATE_CONNS"
     echo "conns=$CONNS"
-    echo "proxy_cpus=$( (( ${#pin_proxy[@]} )) && echo "$PROXY_CPUS" || echo all)"
-    echo "client_cpus=$( (( ${#pin_client[@]} )) && echo "$CLIENT_CPUS" || echo all)"
+    echo "proxy_cpus=$( [[ $PIN_DESC != "no CPU pinning" ]] && echo "$PROXY_CPUS" || echo all)"
+    echo "client_cpus=$( [[ $PIN_DESC != "no CPU pinning" ]] && echo "$CLIENT_CPUS" || echo all)"
+    echo "nice=$NICE"
     echo "clk_tck=$CLK_TCK"
     echo "elapsed=$ELAPSED"
     echo "paths=$(IFS=,; echo "${PATH_LIST[*]}")"
