@@ -413,6 +413,13 @@ impl Probe<'_> {
         headers::to_upstream(&client_headers(sdk), params, &dialect_headers, false)
     }
 
+    /// The same for a `GET`, which has no body to type.
+    fn get_headers(&self, params: &UpstreamParams, sdk: bool) -> HeaderMap {
+        let mut headers = self.upstream_headers(params, sdk);
+        headers.remove(header::CONTENT_TYPE);
+        headers
+    }
+
     async fn get(
         &self,
         client: &HttpClient,
@@ -426,7 +433,6 @@ impl Probe<'_> {
             .body(Full::new(Bytes::new()))
             .map_err(|e| RelayError::new(ErrorCode::Internal, e.to_string()))?;
         *request.headers_mut() = headers;
-        request.headers_mut().remove(header::CONTENT_TYPE);
         let limit = self.params.timeouts.first_byte.min(FIRST_BYTE_CAP);
         let timed_out = || {
             RelayError::new(
@@ -464,7 +470,7 @@ impl Probe<'_> {
         };
         let base = self.base.trim_end_matches('/').to_owned();
         let url = format!("{base}{path}");
-        let sent = self.upstream_headers(params, true);
+        let sent = self.get_headers(params, true);
         let started = Instant::now();
         let answer = self.get(client, &url, sent.clone()).await;
         let elapsed = started.elapsed();
@@ -558,7 +564,7 @@ impl Probe<'_> {
     /// The WAF check for the listing: the same GET with a neutral User-Agent and no SDK headers.
     async fn neutral_models(&mut self, client: &HttpClient, url: &str) {
         let neutral = neutral_params(self.params);
-        let sent = self.upstream_headers(&neutral, false);
+        let sent = self.get_headers(&neutral, false);
         let started = Instant::now();
         let outcome = match self.get(client, url, sent.clone()).await {
             Ok((status, _, _)) if status.is_success() => Ok(status),
