@@ -62,6 +62,7 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
                 id,
                 name,
                 arguments: arguments_string(&input),
+                extra_content: None,
             }),
             WireBlock::Other => {}
         }

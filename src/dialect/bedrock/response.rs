@@ -97,6 +97,7 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
                 id: tool.tool_use_id,
                 name: tool.name,
                 arguments,
+                extra_content: None,
             });
         }
     }

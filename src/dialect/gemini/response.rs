@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::dialect::completion::{generated_tool_call_id, Completion, ToolCallOut};
 use crate::dialect::openai::excerpt;
-use crate::dialect::openai_io::{completion_body, generated_tool_call_id, Answer, OutToolCall};
 use crate::dialect::{ResponseContext, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
 
@@ -142,7 +142,7 @@ impl GenerateResponse {
 pub(super) enum Piece {
     Text(String),
     Thought(String),
-    Call(OutToolCall),
+    Call(ToolCallOut),
 }
 
 /// Reads one part. Function calls get the upstream's id when it has one, else one generated
@@ -163,7 +163,7 @@ pub(super) fn piece(part: Part, id_seed: &str, call_index: usize) -> Option<Piec
         let extra_content = part
             .thought_signature
             .map(|signature| json!({ "google": { "thought_signature": signature } }));
-        return Some(Piece::Call(OutToolCall {
+        return Some(Piece::Call(ToolCallOut {
             id,
             name: call.name,
             arguments,
@@ -222,34 +222,39 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         .unwrap_or_else(|| ctx.id.clone());
     let block_reason = response.block_reason().map(str::to_owned);
 
-    let mut answer = Answer::default();
+    let mut completion = Completion {
+        id,
+        model,
+        created: ctx.created,
+        usage,
+        ..Completion::default()
+    };
     let mut finish = None;
     if let Some(candidate) = response.take_candidate() {
         finish = candidate.finish_reason;
         for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
-            match piece(part, &id_seed, answer.tool_calls.len()) {
-                Some(Piece::Text(text)) => answer.content.push_str(&text),
-                Some(Piece::Thought(text)) => answer.reasoning.push_str(&text),
-                Some(Piece::Call(call)) => answer.tool_calls.push(call),
+            match piece(part, &id_seed, completion.tool_calls.len()) {
+                Some(Piece::Text(text)) => completion.content.push_str(&text),
+                Some(Piece::Thought(text)) => completion
+                    .reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(&text),
+                Some(Piece::Call(call)) => completion.tool_calls.push(call),
                 None => {}
             }
         }
     }
-    let finish_reason = match (finish.as_deref(), block_reason) {
-        (Some(reason), _) => finish_reason(reason, !answer.tool_calls.is_empty()),
+    let saw_tool_calls = !completion.tool_calls.is_empty();
+    completion.finish_reason = Some(match (finish.as_deref(), block_reason) {
+        (Some(reason), _) => finish_reason(reason, saw_tool_calls),
         // A prompt blocked before generation: no candidate, only `promptFeedback`.
         (None, Some(_)) => "content_filter",
-        (None, None) => finish_reason("STOP", !answer.tool_calls.is_empty()),
-    };
-    let body = completion_body(
-        &id,
-        &model,
-        ctx.created,
-        &answer,
-        finish_reason,
-        usage.as_ref(),
-    );
-    Ok(Translated { body, usage })
+        (None, None) => finish_reason("STOP", saw_tool_calls),
+    });
+    Ok(Translated {
+        body: completion.to_bytes(),
+        usage,
+    })
 }
 
 /// Maps a Gemini error body (`{"error":{"code","message","status","details"}}`, sometimes

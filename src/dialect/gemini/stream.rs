@@ -8,8 +8,8 @@
 use bytes::Bytes;
 
 use super::response::{finish_reason, in_band_error, piece, GenerateResponse, Piece};
+use crate::dialect::completion::ChunkWriter;
 use crate::dialect::openai::excerpt;
-use crate::dialect::openai_io::ChunkWriter;
 use crate::dialect::{ResponseContext, StreamTranslator, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse::{self, SseDecoder};
@@ -22,7 +22,6 @@ pub(super) struct GeminiStream {
     /// Seed for tool call ids when Gemini gives none: its response id, else the relay's id.
     id_seed: Option<String>,
     fallback_seed: String,
-    tool_calls: usize,
     /// Set once the finish chunk is out.
     finished: bool,
     usage: Option<Usage>,
@@ -33,11 +32,10 @@ impl GeminiStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
         GeminiStream {
             decoder: SseDecoder::default(),
-            writer: ChunkWriter::new(ctx),
+            writer: ChunkWriter::for_context(ctx),
             wants_usage: ctx.client_wants_usage,
             id_seed: None,
             fallback_seed: ctx.id.clone(),
-            tool_calls: 0,
             finished: false,
             usage: None,
             events: Vec::new(),
@@ -79,12 +77,11 @@ impl GeminiStream {
                 .unwrap_or(&self.fallback_seed)
                 .to_owned();
             for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
-                match piece(part, &seed, self.tool_calls) {
-                    Some(Piece::Text(text)) => out.push(self.writer.content(&text)),
-                    Some(Piece::Thought(text)) => out.push(self.writer.reasoning(&text)),
+                match piece(part, &seed, self.writer.tool_calls()) {
+                    Some(Piece::Text(text)) => self.writer.content(&text, out),
+                    Some(Piece::Thought(text)) => self.writer.reasoning(&text, out),
                     Some(Piece::Call(call)) => {
-                        out.extend(self.writer.tool_call(self.tool_calls, &call));
-                        self.tool_calls += 1;
+                        self.writer.tool_call(&call, out);
                     }
                     None => {}
                 }
@@ -94,11 +91,11 @@ impl GeminiStream {
             return Ok(());
         }
         let reason = match (finish.as_deref(), block_reason) {
-            (Some(reason), _) => finish_reason(reason, self.tool_calls > 0),
+            (Some(reason), _) => finish_reason(reason, self.writer.tool_calls() > 0),
             (None, true) => "content_filter",
             (None, false) => return Ok(()),
         };
-        out.push(self.writer.finish(reason));
+        self.writer.finish_reason(reason, out);
         self.finished = true;
         Ok(())
     }
@@ -133,7 +130,7 @@ impl StreamTranslator for GeminiStream {
         }
         if self.wants_usage {
             if let Some(usage) = &self.usage {
-                out.push(self.writer.usage(usage));
+                self.writer.usage(usage, out);
             }
         }
         out.push(sse::done_event());

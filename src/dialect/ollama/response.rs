@@ -9,10 +9,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::dialect::completion::{generated_tool_call_id, ChunkWriter, Completion, ToolCallOut};
 use crate::dialect::openai::excerpt;
-use crate::dialect::openai_io::{
-    completion_body, generated_tool_call_id, Answer, ChunkWriter, OutToolCall,
-};
 use crate::dialect::{ResponseContext, StreamTranslator, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse::{self, LineDecoder};
@@ -98,13 +96,13 @@ impl ChatLine {
 
 /// Converts one tool call: arguments (an object) re-encoded as a JSON string, the upstream's id
 /// when it sent one (recent Ollama does), else one unique to this response.
-fn tool_call(call: LineToolCall, id_seed: &str, index: usize) -> OutToolCall {
+fn tool_call(call: LineToolCall, id_seed: &str, index: usize) -> ToolCallOut {
     let arguments = match call.function.arguments {
         None | Some(Value::Null) => "{}".to_owned(),
         Some(Value::String(encoded)) => encoded,
         Some(arguments) => arguments.to_string(),
     };
-    OutToolCall {
+    ToolCallOut {
         id: call
             .id
             .filter(|id| !id.is_empty())
@@ -135,22 +133,25 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))?;
     lines.extend(decoder.finish());
 
-    let mut answer = Answer::default();
+    let mut completion = Completion::default();
     let mut model = None;
     let mut last = None;
     for line in &lines {
         let mut line = ChatLine::parse(line)?;
         model = model.or(line.model.take());
         if let Some(message) = line.message.take() {
-            answer
+            completion
                 .content
                 .push_str(message.content.as_deref().unwrap_or_default());
-            answer
-                .reasoning
-                .push_str(message.thinking.as_deref().unwrap_or_default());
+            if let Some(thinking) = message.thinking.filter(|t| !t.is_empty()) {
+                completion
+                    .reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(&thinking);
+            }
             for call in message.tool_calls.unwrap_or_default() {
-                let index = answer.tool_calls.len();
-                answer.tool_calls.push(tool_call(call, &ctx.id, index));
+                let index = completion.tool_calls.len();
+                completion.tool_calls.push(tool_call(call, &ctx.id, index));
             }
         }
         if line.done {
@@ -166,11 +167,16 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
             ),
         ));
     };
-    let model = model.unwrap_or_else(|| ctx.upstream_model.clone());
-    let finish = finish_reason(done_reason.as_deref(), !answer.tool_calls.is_empty());
-    let body = completion_body(&ctx.id, &model, ctx.created, &answer, finish, Some(&usage));
+    completion.id = ctx.id.clone();
+    completion.model = model.unwrap_or_else(|| ctx.upstream_model.clone());
+    completion.created = ctx.created;
+    completion.finish_reason = Some(finish_reason(
+        done_reason.as_deref(),
+        !completion.tool_calls.is_empty(),
+    ));
+    completion.usage = Some(usage);
     Ok(Translated {
-        body,
+        body: completion.to_bytes(),
         usage: Some(usage),
     })
 }
@@ -204,7 +210,6 @@ pub(super) struct OllamaStream {
     writer: ChunkWriter,
     wants_usage: bool,
     id_seed: String,
-    tool_calls: usize,
     done: bool,
     usage: Option<Usage>,
     lines: Vec<Bytes>,
@@ -214,10 +219,9 @@ impl OllamaStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
         OllamaStream {
             decoder: LineDecoder::default(),
-            writer: ChunkWriter::new(ctx),
+            writer: ChunkWriter::for_context(ctx),
             wants_usage: ctx.client_wants_usage,
             id_seed: ctx.id.clone(),
-            tool_calls: 0,
             done: false,
             usage: None,
             lines: Vec::new(),
@@ -228,25 +232,20 @@ impl OllamaStream {
         let mut line = ChatLine::parse(line)?;
         self.writer.identify(None, line.model.take());
         if let Some(message) = line.message.take() {
-            if let Some(thinking) = message.thinking.as_deref().filter(|t| !t.is_empty()) {
-                out.push(self.writer.reasoning(thinking));
-            }
-            if let Some(content) = message.content.as_deref().filter(|c| !c.is_empty()) {
-                out.push(self.writer.content(content));
-            }
+            self.writer
+                .reasoning(message.thinking.as_deref().unwrap_or_default(), out);
+            self.writer
+                .content(message.content.as_deref().unwrap_or_default(), out);
             for call in message.tool_calls.unwrap_or_default() {
-                let call = tool_call(call, &self.id_seed, self.tool_calls);
-                out.extend(self.writer.tool_call(self.tool_calls, &call));
-                self.tool_calls += 1;
+                let call = tool_call(call, &self.id_seed, self.writer.tool_calls());
+                self.writer.tool_call(&call, out);
             }
         }
         if line.done && !self.done {
             self.done = true;
             self.usage = Some(line.usage());
-            out.push(self.writer.finish(finish_reason(
-                line.done_reason.as_deref(),
-                self.tool_calls > 0,
-            )));
+            let reason = finish_reason(line.done_reason.as_deref(), self.writer.tool_calls() > 0);
+            self.writer.finish_reason(reason, out);
         }
         Ok(())
     }
@@ -277,7 +276,7 @@ impl StreamTranslator for OllamaStream {
         }
         if self.wants_usage {
             if let Some(usage) = &self.usage {
-                out.push(self.writer.usage(usage));
+                self.writer.usage(usage, out);
             }
         }
         out.push(sse::done_event());
