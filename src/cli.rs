@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `health`.
+//! The command line: `serve`, `check`, `doctor`, `probe`, `health`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
