@@ -1,17 +1,27 @@
-//! The client's OpenAI chat-completions request as typed values, for dialects that rebuild the
-//! body in another API's shape (Anthropic Messages, Bedrock Converse).
+//! The client's OpenAI chat-completions request as typed values, for the dialects that rebuild
+//! the body in another API's shape (Anthropic Messages, Bedrock Converse, Gemini, Ollama).
 //!
 //! Parsing is strict about what changes the answer and lenient about what does not:
-//! - Features no rebuilt dialect can express (`n` > 1, `logprobs`, non-zero penalties,
-//!   `logit_bias`, audio output, `prediction`, `web_search_options`) are a 400
+//! - Features no rebuilt dialect can express (`n` > 1, `logprobs`, `logit_bias`, the legacy
+//!   `functions` API, audio output, `prediction`, `web_search_options`, tools other than
+//!   functions, uploaded `file_id`s, content part types this relay does not know) are a 400
 //!   `unsupported_parameter` naming the parameter, or silently dropped when the upstream is
-//!   configured with `drop_unsupported`.
-//! - Parameters that only matter to OpenAI's own bookkeeping (`store`, `metadata`, `seed`,
-//!   `service_tier`, `stream_options`, `n` = 1, `user` where the dialect has no slot) are ignored.
+//!   configured with `drop_unsupported`. So are the features a dialect declares it cannot
+//!   express in its [`Expressible`]: non-zero penalties, `input_audio` parts, results of the
+//!   legacy `function` role.
+//! - Parameters that only matter to OpenAI's own bookkeeping (`store`, `metadata`,
+//!   `service_tier`, `stream_options`, `n` = 1, and `user` or `seed` where the dialect has no
+//!   slot) are ignored.
+//! - Malformed values (an unknown role, `reasoning_effort` or `tool_choice`, a `tool` message
+//!   without `tool_call_id`, an image that is neither a data URL nor a link) are a 400
+//!   `invalid_request` naming where they are.
 //! - `developer` messages are system messages (OpenAI's own definition for reasoning models).
-//! - Content parts: `text`, `image_url` (data URL or http(s) URL), `file` with inline
-//!   `file_data`, `refusal` (treated as text in assistant history). `input_audio` and uploaded
-//!   `file_id`s are unsupported.
+//! - Content parts: `text`, `image_url` (data URL, or an `http(s)://` or `gs://` link, as a string
+//!   or `{url}`), `input_audio`, `file` with inline `file_data`, `refusal` (treated as text in
+//!   assistant history).
+//! - Tool-call `arguments` may be the JSON string the API specifies or, as some clients send
+//!   them, the object itself; a call's `extra_content` (Gemini's thought signature, as this
+//!   relay returns it) and an assistant turn's `reasoning_content` are kept.
 //! - A non-standard `cache_control` on a text part (as accepted by OpenRouter and LiteLLM) is kept
 //!   so dialects with prompt caching can place a cache breakpoint there.
 
@@ -29,12 +39,29 @@ pub struct ClientRequest {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    /// For dialects that can express it ([`Expressible::penalties`]); the others refuse it.
+    pub presence_penalty: Option<f64>,
+    /// For dialects that can express it ([`Expressible::penalties`]); the others refuse it.
+    pub frequency_penalty: Option<f64>,
     pub tools: Vec<FunctionTool>,
     pub tool_choice: Option<ToolChoice>,
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
     pub reasoning_effort: Option<ReasoningEffort>,
     pub user: Option<String>,
+}
+
+/// What a dialect can express beyond what every rebuilt dialect shares; a request using
+/// anything else is refused (or stripped, with `drop_unsupported`) while it is parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expressible {
+    /// Non-zero `presence_penalty` and `frequency_penalty`.
+    pub penalties: bool,
+    /// `input_audio` content parts.
+    pub audio_input: bool,
+    /// Messages of the legacy `function` role: a result named by `name`, without a call id.
+    pub function_results: bool,
 }
 
 /// One conversation message.
@@ -46,9 +73,14 @@ pub enum Message {
     Assistant {
         content: Vec<Part>,
         tool_calls: Vec<ToolCall>,
+        /// `reasoning_content` of an earlier turn, as this relay returned it.
+        reasoning: Option<String>,
     },
+    /// A `tool` result, or a legacy `function` result (empty `tool_call_id`).
     Tool {
         tool_call_id: String,
+        /// The function's name, which only the legacy `function` role gives.
+        name: Option<String>,
         content: Vec<Part>,
     },
 }
@@ -61,6 +93,11 @@ pub enum Part {
         cache_control: Option<Value>,
     },
     Image(ImageSource),
+    /// `input_audio`: base64 audio and its format (`wav`, `mp3`).
+    Audio {
+        data: String,
+        format: String,
+    },
     /// An inline file (`file.file_data` data URL).
     File {
         media_type: String,
@@ -74,35 +111,39 @@ pub enum Part {
 pub enum ImageSource {
     /// A `data:<media type>;base64,<data>` URL, split.
     Base64 { media_type: String, data: String },
-    /// An `http(s)://` URL.
+    /// An `http(s)://` or `gs://` link.
     Url(String),
 }
 
 /// A tool call in assistant history.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
+    /// Empty when the client sent none.
     pub id: String,
     pub name: String,
-    /// The JSON-encoded arguments, as the client sent them.
+    /// The JSON-encoded arguments (an object the client sent is encoded here).
     pub arguments: String,
+    /// Provider data returned with the call, which the client sends back (`extra_content`).
+    pub extra_content: Option<Value>,
 }
 
 impl ToolCall {
-    /// The arguments as a JSON object; an empty string is `{}`.
-    pub fn arguments_object(&self) -> Result<Map<String, Value>, RelayError> {
+    /// The arguments as a JSON object; an empty string is `{}`. `param` names the call in the
+    /// error.
+    pub fn arguments_object(&self, param: &str) -> Result<Map<String, Value>, RelayError> {
         if self.arguments.trim().is_empty() {
             return Ok(Map::new());
         }
         match serde_json::from_str::<Value>(&self.arguments) {
             Ok(Value::Object(object)) => Ok(object),
-            _ => Err(RelayError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the arguments of tool call {:?} are not a JSON object",
-                    self.id
-                ),
-            )
-            .with_param("messages")),
+            Ok(other) => Err(invalid(
+                param,
+                format!("tool call arguments must be a JSON object, got {other}"),
+            )),
+            Err(e) => Err(invalid(
+                param,
+                format!("tool call arguments are not valid JSON: {e}"),
+            )),
         }
     }
 }
@@ -131,7 +172,14 @@ pub enum ToolChoice {
     None,
     Auto,
     Required,
+    /// Call exactly this function.
     Function(String),
+    /// `{"type":"allowed_tools"}`: restrict the model to these functions, optionally forcing a
+    /// call.
+    Allowed {
+        required: bool,
+        names: Vec<String>,
+    },
 }
 
 /// `response_format`.
@@ -142,7 +190,8 @@ pub enum ResponseFormat {
     JsonSchema {
         name: Option<String>,
         description: Option<String>,
-        schema: Value,
+        /// `None` when the client gave no schema.
+        schema: Option<Value>,
     },
 }
 
@@ -231,19 +280,21 @@ pub fn unsupported(drop_unsupported: bool, param: &str, what: &str) -> Result<()
     .with_param(param))
 }
 
-fn invalid(param: &str, message: impl Into<String>) -> RelayError {
+/// A malformed request value: 400 `invalid_request` naming where it is.
+pub fn invalid(param: &str, message: impl Into<String>) -> RelayError {
     RelayError::new(ErrorCode::InvalidRequest, message).with_param(param)
 }
 
 #[derive(Deserialize)]
 struct RawRequest {
     #[serde(default)]
-    messages: Vec<RawMessage>,
+    messages: Option<Vec<RawMessage>>,
     max_completion_tokens: Option<u64>,
     max_tokens: Option<u64>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     stop: Option<Value>,
+    seed: Option<i64>,
     tools: Option<Vec<RawTool>>,
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
@@ -256,6 +307,8 @@ struct RawRequest {
     presence_penalty: Option<f64>,
     frequency_penalty: Option<f64>,
     logit_bias: Option<Map<String, Value>>,
+    functions: Option<Value>,
+    function_call: Option<Value>,
     modalities: Option<Vec<String>>,
     audio: Option<Value>,
     prediction: Option<Value>,
@@ -268,28 +321,35 @@ struct RawMessage {
     #[serde(default)]
     content: Value,
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
     tool_calls: Option<Vec<RawToolCall>>,
     #[serde(default)]
     tool_call_id: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct RawToolCall {
+    #[serde(default)]
     id: String,
     function: RawFunctionCall,
+    #[serde(default)]
+    extra_content: Option<Value>,
 }
 
 #[derive(Deserialize)]
 struct RawFunctionCall {
     name: String,
     #[serde(default)]
-    arguments: Option<String>,
+    arguments: Value,
 }
 
 #[derive(Deserialize)]
 struct RawTool {
-    #[serde(rename = "type")]
-    kind: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
     function: Option<RawFunction>,
 }
 
@@ -303,7 +363,7 @@ struct RawFunction {
 #[derive(Deserialize)]
 struct RawResponseFormat {
     #[serde(rename = "type")]
-    kind: String,
+    kind: Option<String>,
     json_schema: Option<RawJsonSchema>,
 }
 
@@ -315,31 +375,42 @@ struct RawJsonSchema {
 }
 
 impl ClientRequest {
-    /// Parses a chat-completions body; features the caller's dialect cannot express are an
-    /// error unless `drop_unsupported`.
-    pub fn parse(body: &[u8], drop_unsupported: bool) -> Result<Self, RelayError> {
+    /// Parses a chat-completions body for a dialect that can express `expressible`; features
+    /// it cannot express are an error unless `drop_unsupported` (then they are left out).
+    /// Malformed JSON is `invalid_json`, a well-formed body of the wrong shape
+    /// `invalid_request`.
+    pub fn parse(
+        body: &[u8],
+        drop_unsupported: bool,
+        expressible: Expressible,
+    ) -> Result<Self, RelayError> {
         let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
-            RelayError::new(
-                ErrorCode::InvalidRequest,
-                format!("invalid chat completions request: {e}"),
-            )
+            let code = if e.is_syntax() || e.is_eof() {
+                ErrorCode::InvalidJson
+            } else {
+                ErrorCode::InvalidRequest
+            };
+            RelayError::new(code, format!("invalid chat completions request: {e}"))
         })?;
-        check_unsupported(&raw, drop_unsupported)?;
+        let parser = Parser {
+            drop: drop_unsupported,
+            expressible,
+        };
+        parser.check_unsupported(&raw)?;
 
-        let messages = raw
-            .messages
-            .into_iter()
-            .enumerate()
-            .map(|(index, message)| parse_message(index, message, drop_unsupported))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut messages = Vec::new();
+        for (index, message) in raw.messages.into_iter().flatten().enumerate() {
+            messages.extend(parser.message(index, message)?);
+        }
         let tools = match raw.tools {
             None => Vec::new(),
-            Some(tools) => parse_tools(tools, drop_unsupported)?,
+            Some(tools) => parser.tools(tools)?,
         };
-        let tool_choice = raw.tool_choice.map(parse_tool_choice).transpose()?;
+        let tool_choice = raw
+            .tool_choice
+            .as_ref()
+            .map(parse_tool_choice)
+            .transpose()?;
         let response_format = raw.response_format.map(parse_response_format).transpose()?;
         let reasoning_effort = raw
             .reasoning_effort
@@ -352,6 +423,9 @@ impl ClientRequest {
             temperature: raw.temperature,
             top_p: raw.top_p,
             stop: parse_stop(raw.stop)?,
+            seed: raw.seed,
+            presence_penalty: raw.presence_penalty,
+            frequency_penalty: raw.frequency_penalty,
             tools,
             tool_choice,
             parallel_tool_calls: raw.parallel_tool_calls,
@@ -362,175 +436,227 @@ impl ClientRequest {
     }
 }
 
-fn check_unsupported(raw: &RawRequest, drop: bool) -> Result<(), RelayError> {
-    if raw.n.is_some_and(|n| n > 1) {
-        unsupported(drop, "n", "more than one choice (`n` > 1)")?;
-    }
-    if raw.logprobs == Some(true) || raw.top_logprobs.is_some_and(|n| n > 0) {
-        unsupported(drop, "logprobs", "`logprobs`")?;
-    }
-    if raw.presence_penalty.is_some_and(|p| p != 0.0) {
-        unsupported(drop, "presence_penalty", "`presence_penalty`")?;
-    }
-    if raw.frequency_penalty.is_some_and(|p| p != 0.0) {
-        unsupported(drop, "frequency_penalty", "`frequency_penalty`")?;
-    }
-    if raw.logit_bias.as_ref().is_some_and(|bias| !bias.is_empty()) {
-        unsupported(drop, "logit_bias", "`logit_bias`")?;
-    }
-    if raw.audio.as_ref().is_some_and(|a| !a.is_null())
-        || raw
-            .modalities
-            .as_ref()
-            .is_some_and(|m| m.iter().any(|m| m == "audio"))
-    {
-        unsupported(drop, "modalities", "audio output")?;
-    }
-    if raw.prediction.as_ref().is_some_and(|p| !p.is_null()) {
-        unsupported(drop, "prediction", "predicted outputs (`prediction`)")?;
-    }
-    if raw
-        .web_search_options
-        .as_ref()
-        .is_some_and(|w| !w.is_null())
-    {
-        unsupported(drop, "web_search_options", "`web_search_options`")?;
-    }
-    Ok(())
+/// The dialect's terms for one parse.
+struct Parser {
+    drop: bool,
+    expressible: Expressible,
 }
 
-fn parse_message(index: usize, raw: RawMessage, drop: bool) -> Result<Option<Message>, RelayError> {
-    let content = parse_content(index, &raw.content, drop)?;
-    let message = match raw.role.as_str() {
-        "system" | "developer" => Message::System(content),
-        "user" => Message::User(content),
-        "assistant" => Message::Assistant {
-            content,
-            tool_calls: raw
-                .tool_calls
-                .unwrap_or_default()
-                .into_iter()
-                .map(|call| ToolCall {
-                    id: call.id,
-                    name: call.function.name,
-                    arguments: call.function.arguments.unwrap_or_default(),
-                })
-                .collect(),
-        },
-        "tool" => Message::Tool {
-            tool_call_id: raw.tool_call_id.ok_or_else(|| {
-                invalid(
-                    "messages",
-                    format!("messages[{index}]: a tool message needs `tool_call_id`"),
-                )
-            })?,
-            content,
-        },
-        "function" => {
-            unsupported(drop, "messages", "the legacy `function` role")?;
-            return Ok(None);
-        }
-        other => {
-            return Err(invalid(
-                "messages",
-                format!("messages[{index}]: unknown role {other:?}"),
-            ))
-        }
-    };
-    Ok(Some(message))
-}
+impl Parser {
+    fn unsupported(&self, param: &str, what: &str) -> Result<(), RelayError> {
+        unsupported(self.drop, param, what)
+    }
 
-fn parse_content(index: usize, content: &Value, drop: bool) -> Result<Vec<Part>, RelayError> {
-    match content {
-        Value::Null => Ok(Vec::new()),
-        Value::String(text) => Ok(vec![Part::Text {
-            text: text.clone(),
-            cache_control: None,
-        }]),
-        Value::Array(parts) => {
-            let mut out = Vec::with_capacity(parts.len());
-            for part in parts {
-                if let Some(part) = parse_part(index, part, drop)? {
-                    out.push(part);
-                }
+    fn check_unsupported(&self, raw: &RawRequest) -> Result<(), RelayError> {
+        if raw.n.is_some_and(|n| n > 1) {
+            self.unsupported("n", "more than one choice (`n` > 1)")?;
+        }
+        if raw.logprobs == Some(true) || raw.top_logprobs.is_some_and(|n| n > 0) {
+            self.unsupported("logprobs", "`logprobs`")?;
+        }
+        if !self.expressible.penalties {
+            if raw.presence_penalty.is_some_and(|p| p != 0.0) {
+                self.unsupported("presence_penalty", "`presence_penalty`")?;
             }
-            Ok(out)
+            if raw.frequency_penalty.is_some_and(|p| p != 0.0) {
+                self.unsupported("frequency_penalty", "`frequency_penalty`")?;
+            }
         }
-        _ => Err(invalid(
-            "messages",
-            format!("messages[{index}].content must be a string or an array of parts"),
-        )),
+        if raw.logit_bias.as_ref().is_some_and(|bias| !bias.is_empty()) {
+            self.unsupported("logit_bias", "`logit_bias`")?;
+        }
+        if raw.functions.is_some() || raw.function_call.is_some() {
+            self.unsupported("functions", "the legacy functions API (use `tools`)")?;
+        }
+        if raw.audio.is_some()
+            || raw
+                .modalities
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m != "text"))
+        {
+            self.unsupported("modalities", "output other than text")?;
+        }
+        if raw.prediction.is_some() {
+            self.unsupported("prediction", "predicted outputs (`prediction`)")?;
+        }
+        if raw.web_search_options.is_some() {
+            self.unsupported("web_search_options", "`web_search_options`")?;
+        }
+        Ok(())
     }
-}
 
-fn parse_part(index: usize, part: &Value, drop: bool) -> Result<Option<Part>, RelayError> {
-    let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-    let text_field = |field: &str| {
-        part.get(field)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                invalid(
-                    "messages",
-                    format!("messages[{index}]: a {kind:?} part needs a string `{field}`"),
-                )
-            })
-    };
-    match kind {
-        "text" => Ok(Some(Part::Text {
-            text: text_field("text")?,
-            cache_control: part.get("cache_control").filter(|c| !c.is_null()).cloned(),
-        })),
-        "refusal" => Ok(Some(Part::Text {
-            text: text_field("refusal")?,
-            cache_control: None,
-        })),
-        "image_url" => {
-            let url = match part.get("image_url") {
-                Some(Value::String(url)) => url.as_str(),
-                Some(object) => object.get("url").and_then(Value::as_str).unwrap_or(""),
-                None => "",
-            };
-            parse_image_url(url)
-                .map(|source| Some(Part::Image(source)))
+    /// One message; `None` when it is dropped.
+    fn message(&self, index: usize, raw: RawMessage) -> Result<Option<Message>, RelayError> {
+        let param = format!("messages[{index}]");
+        let content = self.content(&param, &raw.content)?;
+        let message = match raw.role.as_str() {
+            "system" | "developer" => Message::System(content),
+            "user" => Message::User(content),
+            "assistant" => Message::Assistant {
+                content,
+                tool_calls: raw
+                    .tool_calls
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|call| ToolCall {
+                        id: call.id,
+                        name: call.function.name,
+                        arguments: match call.function.arguments {
+                            Value::Null => String::new(),
+                            Value::String(encoded) => encoded,
+                            object => object.to_string(),
+                        },
+                        extra_content: call.extra_content,
+                    })
+                    .collect(),
+                reasoning: raw.reasoning_content,
+            },
+            "tool" => Message::Tool {
+                tool_call_id: raw.tool_call_id.ok_or_else(|| {
+                    invalid(
+                        &format!("{param}.tool_call_id"),
+                        format!("{param}: a tool message needs `tool_call_id`"),
+                    )
+                })?,
+                name: raw.name,
+                content,
+            },
+            "function" if self.expressible.function_results => Message::Tool {
+                tool_call_id: String::new(),
+                name: raw.name,
+                content,
+            },
+            "function" => {
+                self.unsupported(&param, "the legacy `function` role")?;
+                return Ok(None);
+            }
+            other => {
+                return Err(invalid(
+                    &format!("{param}.role"),
+                    format!("{param}: unknown role {other:?}"),
+                ))
+            }
+        };
+        Ok(Some(message))
+    }
+
+    fn content(&self, param: &str, content: &Value) -> Result<Vec<Part>, RelayError> {
+        match content {
+            Value::Null => Ok(Vec::new()),
+            Value::String(text) => Ok(vec![Part::Text {
+                text: text.clone(),
+                cache_control: None,
+            }]),
+            Value::Array(parts) => {
+                let mut out = Vec::with_capacity(parts.len());
+                for part in parts {
+                    out.extend(self.part(param, part)?);
+                }
+                Ok(out)
+            }
+            _ => Err(invalid(
+                param,
+                format!("{param}.content must be a string or an array of parts"),
+            )),
+        }
+    }
+
+    /// One content part; `None` when it is dropped.
+    fn part(&self, param: &str, part: &Value) -> Result<Option<Part>, RelayError> {
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        let string = |value: Option<&Value>, field: &str| {
+            value
+                .and_then(Value::as_str)
+                .map(str::to_owned)
                 .ok_or_else(|| {
                     invalid(
-                        "messages",
-                        format!("messages[{index}]: image_url must be a data: or http(s) URL"),
+                        param,
+                        format!("{param}: a {kind:?} part needs a string `{field}`"),
                     )
                 })
-        }
-        "file" => {
-            let file = part.get("file");
-            let data = file
-                .and_then(|f| f.get("file_data"))
-                .and_then(Value::as_str);
-            match data.and_then(parse_data_url) {
-                Some((media_type, base64)) => Ok(Some(Part::File {
-                    media_type,
-                    base64,
-                    filename: file
-                        .and_then(|f| f.get("filename"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                })),
-                None => unsupported(
-                    drop,
-                    "messages",
-                    "a file part without inline base64 `file_data`",
-                )
+        };
+        match kind {
+            "text" => Ok(Some(Part::Text {
+                text: string(part.get("text"), "text")?,
+                cache_control: part.get("cache_control").filter(|c| !c.is_null()).cloned(),
+            })),
+            "refusal" => Ok(Some(Part::Text {
+                text: string(part.get("refusal"), "refusal")?,
+                cache_control: None,
+            })),
+            "image_url" => {
+                let url = match part.get("image_url") {
+                    Some(Value::String(url)) => url.as_str(),
+                    Some(object) => object.get("url").and_then(Value::as_str).unwrap_or(""),
+                    None => "",
+                };
+                let source = parse_image_url(url).ok_or_else(|| {
+                    invalid(
+                        param,
+                        format!("{param}: image_url must be a data: URL or an http(s) link"),
+                    )
+                })?;
+                Ok(Some(Part::Image(source)))
+            }
+            "input_audio" if self.expressible.audio_input => {
+                let audio = part.get("input_audio");
+                Ok(Some(Part::Audio {
+                    data: string(audio.and_then(|a| a.get("data")), "input_audio.data")?,
+                    format: string(audio.and_then(|a| a.get("format")), "input_audio.format")?,
+                }))
+            }
+            "input_audio" => self.unsupported(param, "audio input").map(|()| None),
+            "file" => {
+                let file = part.get("file");
+                let data = file
+                    .and_then(|f| f.get("file_data"))
+                    .and_then(Value::as_str);
+                match data.and_then(parse_data_url) {
+                    Some((media_type, base64)) => Ok(Some(Part::File {
+                        media_type,
+                        base64,
+                        filename: file
+                            .and_then(|f| f.get("filename"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                    })),
+                    None => self
+                        .unsupported(param, "a file part without inline base64 `file_data`")
+                        .map(|()| None),
+                }
+            }
+            "" => Err(invalid(
+                param,
+                format!("{param}: a content part needs a `type`"),
+            )),
+            other => self
+                .unsupported(param, &format!("content parts of type {other:?}"))
                 .map(|()| None),
+        }
+    }
+
+    fn tools(&self, tools: Vec<RawTool>) -> Result<Vec<FunctionTool>, RelayError> {
+        let mut out = Vec::with_capacity(tools.len());
+        for (index, tool) in tools.into_iter().enumerate() {
+            let param = format!("tools[{index}]");
+            match (tool.kind.as_deref().unwrap_or("function"), tool.function) {
+                ("function", Some(function)) => out.push(FunctionTool {
+                    name: function.name,
+                    description: function.description,
+                    parameters: function.parameters,
+                }),
+                ("function", None) => {
+                    return Err(invalid(&param, "a function tool needs `function`"))
+                }
+                (other, _) => self.unsupported(&param, &format!("tools of type {other:?}"))?,
             }
         }
-        "input_audio" => unsupported(drop, "messages", "audio input").map(|()| None),
-        other => Err(invalid(
-            "messages",
-            format!("messages[{index}]: unknown content part type {other:?}"),
-        )),
+        Ok(out)
     }
 }
 
-/// Splits `data:<media type>;base64,<data>`.
+/// Splits `data:<media type>;base64,<data>` into the media type (lower case;
+/// `application/octet-stream` when the URL names none) and the base64 data.
 pub fn parse_data_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
@@ -542,75 +668,74 @@ pub fn parse_data_url(url: &str) -> Option<(String, String)> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    (!media_type.is_empty()).then(|| (media_type, data.to_owned()))
+    let media_type = if media_type.is_empty() {
+        "application/octet-stream".to_owned()
+    } else {
+        media_type
+    };
+    Some((media_type, data.to_owned()))
 }
 
 fn parse_image_url(url: &str) -> Option<ImageSource> {
     if let Some((media_type, data)) = parse_data_url(url) {
         return Some(ImageSource::Base64 { media_type, data });
     }
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    (lower.starts_with("https://") || lower.starts_with("http://"))
-        .then(|| ImageSource::Url(url.to_owned()))
+    let scheme = url.split_once("://")?.0.to_ascii_lowercase();
+    matches!(scheme.as_str(), "https" | "http" | "gs").then(|| ImageSource::Url(url.to_owned()))
 }
 
-fn parse_tools(tools: Vec<RawTool>, drop: bool) -> Result<Vec<FunctionTool>, RelayError> {
-    let mut out = Vec::with_capacity(tools.len());
-    for tool in tools {
-        match (tool.kind.as_str(), tool.function) {
-            ("function", Some(function)) => out.push(FunctionTool {
-                name: function.name,
-                description: function.description,
-                parameters: function.parameters.filter(|p| !p.is_null()),
-            }),
-            ("function", None) => return Err(invalid("tools", "a function tool needs `function`")),
-            (other, _) => unsupported(drop, "tools", &format!("tools of type {other:?}"))?,
-        }
-    }
-    Ok(out)
-}
-
-fn parse_tool_choice(choice: Value) -> Result<ToolChoice, RelayError> {
-    match &choice {
+fn parse_tool_choice(choice: &Value) -> Result<ToolChoice, RelayError> {
+    let invalid_choice = || invalid("tool_choice", format!("unrecognised tool_choice {choice}"));
+    match choice {
         Value::String(mode) => match mode.as_str() {
             "none" => Ok(ToolChoice::None),
             "auto" => Ok(ToolChoice::Auto),
             "required" => Ok(ToolChoice::Required),
-            other => Err(invalid(
-                "tool_choice",
-                format!("unknown tool_choice {other:?}"),
-            )),
+            _ => Err(invalid_choice()),
         },
-        Value::Object(object) => object
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .map(|name| ToolChoice::Function(name.to_owned()))
-            .ok_or_else(|| invalid("tool_choice", "tool_choice must name a function")),
-        _ => Err(invalid(
-            "tool_choice",
-            "tool_choice must be a string or an object",
-        )),
+        Value::Object(object) => match object.get("type").and_then(Value::as_str) {
+            Some("allowed_tools") => {
+                let allowed = object.get("allowed_tools").ok_or_else(invalid_choice)?;
+                let required = match allowed.get("mode").and_then(Value::as_str) {
+                    Some("required") => true,
+                    Some("auto") | None => false,
+                    Some(_) => return Err(invalid_choice()),
+                };
+                let names = allowed
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .ok_or_else(invalid_choice)?
+                    .iter()
+                    .filter_map(|tool| tool.pointer("/function/name").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect();
+                Ok(ToolChoice::Allowed { required, names })
+            }
+            Some("function") | None => choice
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .map(|name| ToolChoice::Function(name.to_owned()))
+                .ok_or_else(invalid_choice),
+            Some(_) => Err(invalid_choice()),
+        },
+        _ => Err(invalid_choice()),
     }
 }
 
 fn parse_response_format(format: RawResponseFormat) -> Result<ResponseFormat, RelayError> {
-    match format.kind.as_str() {
-        "text" => Ok(ResponseFormat::Text),
-        "json_object" => Ok(ResponseFormat::JsonObject),
-        "json_schema" => {
-            let spec = format.json_schema.ok_or_else(|| {
-                invalid(
-                    "response_format",
-                    "response_format json_schema needs `json_schema`",
-                )
-            })?;
+    match format.kind.as_deref() {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let spec = format.json_schema;
+            let (name, description, schema) = match spec {
+                Some(spec) => (spec.name, spec.description, spec.schema),
+                None => (None, None, None),
+            };
             Ok(ResponseFormat::JsonSchema {
-                name: spec.name,
-                description: spec.description,
-                schema: spec
-                    .schema
-                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                name,
+                description,
+                schema,
             })
         }
         other => Err(invalid(
@@ -653,6 +778,14 @@ fn parse_stop(stop: Option<Value>) -> Result<Vec<String>, RelayError> {
     }
 }
 
+/// The schema of a `json_schema` response format, or that of any object when the client gave
+/// none.
+pub fn schema_or_any_object(schema: Option<&Value>) -> Value {
+    schema
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"type": "object"}))
+}
+
 /// The text of parts that are all text, joined without separator; `None` if any part is not text.
 pub fn plain_text(parts: &[Part]) -> Option<String> {
     parts
@@ -665,13 +798,38 @@ pub fn plain_text(parts: &[Part]) -> Option<String> {
         .map(|texts| texts.concat())
 }
 
+/// The name of the function an earlier assistant message called with this id (searching
+/// backwards from `before`, so a reused id resolves to its latest call).
+pub fn tool_name_for<'a>(
+    messages: &'a [Message],
+    before: usize,
+    tool_call_id: &str,
+) -> Option<&'a str> {
+    messages[..before.min(messages.len())]
+        .iter()
+        .rev()
+        .filter_map(|message| match message {
+            Message::Assistant { tool_calls, .. } => Some(tool_calls),
+            _ => None,
+        })
+        .flatten()
+        .find(|call| call.id == tool_call_id)
+        .map(|call| call.name.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<ClientRequest, RelayError> {
-        ClientRequest::parse(body.as_bytes(), false)
+        ClientRequest::parse(body.as_bytes(), false, Expressible::default())
     }
+
+    const EVERYTHING: Expressible = Expressible {
+        penalties: true,
+        audio_input: true,
+        function_results: true,
+    };
 
     #[test]
     fn parses_roles_parts_tools_and_options() {
@@ -681,7 +839,7 @@ mod tests {
                 {"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}},
                     {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}},
                     {"type":"image_url","image_url":"https://x.test/a.jpg"}]},
-                {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},
+                {"role":"assistant","content":null,"reasoning_content":"r","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"},"extra_content":{"k":1}}]},
                 {"role":"tool","tool_call_id":"c1","content":"ok"}],
               "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
               "tool_choice":{"type":"function","function":{"name":"f"}},"parallel_tool_calls":false,
@@ -690,6 +848,7 @@ mod tests {
         .unwrap();
         assert_eq!(request.max_tokens, Some(7));
         assert_eq!(request.stop, vec!["END"]);
+        assert_eq!(request.seed, Some(3));
         assert!(
             matches!(&request.messages[0], Message::System(parts) if plain_text(parts).as_deref() == Some("be brief"))
         );
@@ -715,12 +874,80 @@ mod tests {
             parts[2],
             Part::Image(ImageSource::Url("https://x.test/a.jpg".into()))
         );
-        let Message::Assistant { tool_calls, .. } = &request.messages[2] else {
+        let Message::Assistant {
+            tool_calls,
+            reasoning,
+            ..
+        } = &request.messages[2]
+        else {
             panic!()
         };
-        assert_eq!(tool_calls[0].arguments_object().unwrap()["a"], 1);
+        assert_eq!(tool_calls[0].arguments_object("p").unwrap()["a"], 1);
+        assert_eq!(
+            tool_calls[0].extra_content,
+            Some(serde_json::json!({"k": 1}))
+        );
+        assert_eq!(reasoning.as_deref(), Some("r"));
+        assert!(
+            matches!(&request.messages[3], Message::Tool { tool_call_id, .. } if tool_call_id == "c1")
+        );
         assert_eq!(request.tool_choice, Some(ToolChoice::Function("f".into())));
         assert_eq!(request.reasoning_effort, Some(ReasoningEffort::Low));
+    }
+
+    #[test]
+    fn content_is_a_string_or_parts_and_stop_a_string_or_a_list() {
+        let body = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAA"}},{"type":"video"}]},{"role":"assistant","content":null}],"stop":"x"}"#;
+        let error = parse(body).unwrap_err();
+        assert_eq!(
+            (error.code, error.param.as_deref()),
+            (ErrorCode::UnsupportedParameter, Some("messages[0]"))
+        );
+        let request = ClientRequest::parse(body.as_bytes(), true, Expressible::default()).unwrap();
+        let Message::User(parts) = &request.messages[0] else {
+            panic!()
+        };
+        assert!(
+            matches!(&parts[..], [Part::Text { text, .. }, Part::Image(ImageSource::Base64 { .. })] if text == "a")
+        );
+        assert!(
+            matches!(&request.messages[1], Message::Assistant { content, .. } if content.is_empty())
+        );
+        assert_eq!(request.stop, vec!["x".to_owned()]);
+    }
+
+    #[test]
+    fn what_a_dialect_can_express_is_kept() {
+        let body = r#"{"messages":[
+            {"role":"user","content":[{"type":"input_audio","input_audio":{"data":"UklG","format":"wav"}}]},
+            {"role":"function","name":"f","content":"42"}],
+            "presence_penalty":0.5,"frequency_penalty":0.1}"#;
+        let request = ClientRequest::parse(body.as_bytes(), false, EVERYTHING).unwrap();
+        assert_eq!(
+            request.messages,
+            vec![
+                Message::User(vec![Part::Audio {
+                    data: "UklG".into(),
+                    format: "wav".into()
+                }]),
+                Message::Tool {
+                    tool_call_id: String::new(),
+                    name: Some("f".into()),
+                    content: vec![Part::Text {
+                        text: "42".into(),
+                        cache_control: None
+                    }],
+                },
+            ]
+        );
+        assert_eq!(
+            (request.presence_penalty, request.frequency_penalty),
+            (Some(0.5), Some(0.1))
+        );
+        let error = parse(body).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("presence_penalty"));
+        let dropped = ClientRequest::parse(body.as_bytes(), true, Expressible::default()).unwrap();
+        assert_eq!(dropped.messages, vec![Message::User(Vec::new())]);
     }
 
     #[test]
@@ -734,36 +961,86 @@ mod tests {
             ),
             (
                 r#"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#,
-                "messages",
+                "messages[0]",
+            ),
+            (
+                r#"{"messages":[{"role":"function","name":"f","content":"x"}]}"#,
+                "messages[0]",
             ),
             (
                 r#"{"messages":[],"tools":[{"type":"custom","custom":{"name":"x"}}]}"#,
-                "tools",
+                "tools[0]",
+            ),
+            (r#"{"messages":[],"functions":[]}"#, "functions"),
+            (
+                r#"{"messages":[],"modalities":["text","audio"]}"#,
+                "modalities",
             ),
         ] {
             let error = parse(body).unwrap_err();
             assert_eq!(error.code, ErrorCode::UnsupportedParameter, "{body}");
             assert_eq!(error.param.as_deref(), Some(param));
-            assert!(ClientRequest::parse(body.as_bytes(), true).is_ok());
+            assert!(ClientRequest::parse(body.as_bytes(), true, Expressible::default()).is_ok());
         }
         assert!(parse(r#"{"messages":[],"presence_penalty":0,"n":1}"#).is_ok());
+        assert!(parse(r#"{"n":1,"logprobs":false,"modalities":["text"]}"#).is_ok());
     }
 
     #[test]
     fn malformed_requests_are_invalid_requests() {
-        for body in [
-            r#"{"messages":[{"role":"robot","content":"x"}]}"#,
-            r#"{"messages":[{"role":"tool","content":"x"}]}"#,
-            r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"ftp://x"}}]}]}"#,
-            r#"{"messages":[],"reasoning_effort":"extreme"}"#,
-            r#"{"messages":"nope"}"#,
+        for (body, param) in [
+            (
+                r#"{"messages":[{"role":"robot","content":"x"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"messages":[{"role":"tool","content":"x"}]}"#,
+                Some("messages[0].tool_call_id"),
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"ftp://x"}}]}]}"#,
+                Some("messages[0]"),
+            ),
+            (
+                r#"{"messages":[],"reasoning_effort":"extreme"}"#,
+                Some("reasoning_effort"),
+            ),
+            (
+                r#"{"messages":[],"tool_choice":"sometimes"}"#,
+                Some("tool_choice"),
+            ),
+            (r#"{"messages":"nope"}"#, None),
         ] {
-            assert_eq!(
-                parse(body).unwrap_err().code,
-                ErrorCode::InvalidRequest,
-                "{body}"
-            );
+            let error = parse(body).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidRequest, "{body}");
+            assert_eq!(error.param.as_deref(), param, "{body}");
         }
+        assert_eq!(parse("{").unwrap_err().code, ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn tool_choice_forms_are_normalised() {
+        let choice = |raw: &str| {
+            parse(&format!(r#"{{"tool_choice":{raw}}}"#)).map(|request| request.tool_choice)
+        };
+        assert_eq!(choice(r#""required""#).unwrap(), Some(ToolChoice::Required));
+        assert_eq!(choice("null").unwrap(), None);
+        assert_eq!(
+            choice(r#"{"type":"function","function":{"name":"f"}}"#).unwrap(),
+            Some(ToolChoice::Function("f".into()))
+        );
+        assert_eq!(
+            choice(r#"{"type":"allowed_tools","allowed_tools":{"mode":"required","tools":[{"type":"function","function":{"name":"g"}}]}}"#)
+                .unwrap(),
+            Some(ToolChoice::Allowed { required: true, names: vec!["g".into()] })
+        );
+        assert_eq!(
+            choice(r#"{"type":"custom","custom":{"name":"c"}}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("tool_choice")
+        );
     }
 
     #[test]
@@ -776,8 +1053,17 @@ mod tests {
             parse_data_url("data:text/plain;charset=utf-8;base64,aGk="),
             Some(("text/plain".into(), "aGk=".into()))
         );
+        assert_eq!(
+            parse_data_url("data:;base64,AA"),
+            Some(("application/octet-stream".into(), "AA".into()))
+        );
         assert_eq!(parse_data_url("data:image/png,raw"), None);
         assert_eq!(parse_data_url("https://x"), None);
+        assert_eq!(
+            parse_image_url("gs://bucket/a.png"),
+            Some(ImageSource::Url("gs://bucket/a.png".into()))
+        );
+        assert_eq!(parse_image_url("file:///etc/passwd"), None);
     }
 
     #[test]
@@ -807,16 +1093,44 @@ mod tests {
     }
 
     #[test]
-    fn empty_tool_arguments_are_an_empty_object_and_garbage_is_rejected() {
+    fn tool_arguments_must_be_a_json_object() {
         let call = |arguments: &str| ToolCall {
             id: "c".into(),
             name: "f".into(),
             arguments: arguments.into(),
+            extra_content: None,
         };
-        assert!(call("").arguments_object().unwrap().is_empty());
+        assert!(call("").arguments_object("p").unwrap().is_empty());
+        assert_eq!(call(r#"{"a":1}"#).arguments_object("p").unwrap()["a"], 1);
+        let error = call("[1]").arguments_object("p").unwrap_err();
         assert_eq!(
-            call("[1]").arguments_object().unwrap_err().code,
-            ErrorCode::InvalidRequest
+            (error.code, error.param.as_deref()),
+            (ErrorCode::InvalidRequest, Some("p"))
         );
+        assert!(call("{").arguments_object("p").is_err());
+        let object = parse(
+            r#"{"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":{"a":2}}}]}]}"#,
+        )
+        .unwrap();
+        let Message::Assistant { tool_calls, .. } = &object.messages[0] else {
+            panic!()
+        };
+        assert_eq!(tool_calls[0].id, "");
+        assert_eq!(tool_calls[0].arguments_object("p").unwrap()["a"], 2);
+    }
+
+    #[test]
+    fn tool_names_are_found_in_the_latest_calling_message() {
+        let request = parse(
+            r#"{"messages":[
+                {"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"old","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"x"},
+                {"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"new","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"y"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(tool_name_for(&request.messages, 1, "c1"), Some("old"));
+        assert_eq!(tool_name_for(&request.messages, 3, "c1"), Some("new"));
+        assert_eq!(tool_name_for(&request.messages, 3, "zz"), None);
     }
 }

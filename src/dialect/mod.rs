@@ -12,7 +12,6 @@ pub mod openai;
 pub mod simulate;
 pub mod gemini;
 pub mod ollama;
-pub mod openai_io;
 pub mod anthropic;
 pub mod bedrock;
 pub mod client_request;

@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use super::AnthropicMessages;
 use crate::dialect::client_request::{
-    plan_thinking, unsupported, ClientRequest, FunctionTool, ImageSource, Message, Part,
-    ResponseFormat, ToolChoice,
+    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool,
+    ImageSource, Message, Part, ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
 use crate::error::RelayError;
@@ -16,7 +16,8 @@ pub(super) fn build_body(
     request: &ChatRequest,
 ) -> Result<Value, RelayError> {
     let drop = dialect.drop_unsupported;
-    let client = ClientRequest::parse(&request.body, drop)?;
+    // Messages takes no penalties, no audio and no results without a tool call id.
+    let client = ClientRequest::parse(&request.body, drop, Expressible::default())?;
     let mut body = Map::new();
     body.insert("model".into(), request.upstream_model.clone().into());
 
@@ -46,6 +47,9 @@ pub(super) fn build_body(
     let tool_loop = in_tool_loop(&messages);
     body.insert("messages".into(), messages.into());
 
+    if let Some(ToolChoice::Allowed { .. }) = client.tool_choice {
+        unsupported(drop, "tool_choice", "an `allowed_tools` tool_choice")?;
+    }
     if !client.tools.is_empty() {
         body.insert(
             "tools".into(),
@@ -81,7 +85,7 @@ pub(super) fn build_body(
         Some(ResponseFormat::JsonSchema { schema, .. }) => {
             body.insert(
                 "output_config".into(),
-                json!({"format": {"type": "json_schema", "schema": schema}}),
+                json!({"format": {"type": "json_schema", "schema": schema_or_any_object(schema.as_ref())}}),
             );
         }
         Some(ResponseFormat::JsonObject) => unsupported(
@@ -120,6 +124,7 @@ fn convert_messages(
             Message::Assistant {
                 content,
                 tool_calls,
+                ..
             } => {
                 let mut blocks: Vec<Value> = content.iter().filter_map(convert_part).collect();
                 for call in tool_calls {
@@ -127,7 +132,7 @@ fn convert_messages(
                         "type": "tool_use",
                         "id": call.id,
                         "name": call.name,
-                        "input": call.arguments_object()?,
+                        "input": call.arguments_object("messages")?,
                     }));
                 }
                 ("assistant", blocks)
@@ -135,6 +140,7 @@ fn convert_messages(
             Message::Tool {
                 tool_call_id,
                 content,
+                ..
             } => {
                 let mut block = Map::new();
                 block.insert("type".into(), "tool_result".into());
@@ -232,6 +238,8 @@ fn convert_part(part: &Part) -> Option<Value> {
             }
             Some(block)
         }
+        // Refused while parsing: audio input is not expressible here.
+        Part::Audio { .. } => None,
     }
 }
 
@@ -253,8 +261,9 @@ fn convert_tool_choice(
 ) -> Option<Value> {
     let sequential = parallel_tool_calls == Some(false);
     let mut out = match choice {
-        None if sequential => json!({"type": "auto"}),
-        None => return None,
+        // An `allowed_tools` choice was refused, or is dropped.
+        None | Some(ToolChoice::Allowed { .. }) if sequential => json!({"type": "auto"}),
+        None | Some(ToolChoice::Allowed { .. }) => return None,
         Some(ToolChoice::Auto) => json!({"type": "auto"}),
         Some(ToolChoice::Required) => json!({"type": "any"}),
         Some(ToolChoice::Function(name)) => json!({"type": "tool", "name": name}),

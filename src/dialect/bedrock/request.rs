@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use super::BedrockConverse;
 use crate::dialect::client_request::{
-    plan_thinking, unsupported, ClientRequest, FunctionTool, ImageSource, Message, Part,
-    ReasoningEffort, ResponseFormat, ToolChoice,
+    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool,
+    ImageSource, Message, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
 use crate::error::{ErrorCode, RelayError};
@@ -36,7 +36,8 @@ pub(super) fn build_body(
     request: &ChatRequest,
 ) -> Result<Value, RelayError> {
     let drop = dialect.drop_unsupported;
-    let client = ClientRequest::parse(&request.body, drop)?;
+    // Converse takes no penalties, no audio and no results without a tool call id.
+    let client = ClientRequest::parse(&request.body, drop, Expressible::default())?;
     let mut body = Map::new();
 
     let (system, messages) = convert_messages(&client.messages, drop)?;
@@ -130,7 +131,10 @@ pub(super) fn build_body(
         }) => {
             let mut json_schema = Map::new();
             // Converse takes the schema as a JSON string.
-            json_schema.insert("schema".into(), schema.to_string().into());
+            json_schema.insert(
+                "schema".into(),
+                schema_or_any_object(schema.as_ref()).to_string().into(),
+            );
             if let Some(name) = name {
                 json_schema.insert("name".into(), name.clone().into());
             }
@@ -164,6 +168,10 @@ fn tool_config(
         None | Some(ToolChoice::Auto) => None,
         Some(ToolChoice::Required) => Some(json!({"any": {}})),
         Some(ToolChoice::Function(name)) => Some(json!({"tool": {"name": name}})),
+        Some(ToolChoice::Allowed { .. }) => {
+            unsupported(drop, "tool_choice", "an `allowed_tools` tool_choice")?;
+            None
+        }
         // Converse has no "none": leaving the tools out says the same, unless the history
         // holds tool blocks, which Bedrock only accepts next to a tool configuration.
         Some(ToolChoice::None) if !has_tool_blocks => return Ok(None),
@@ -244,13 +252,14 @@ fn convert_messages(
             Message::Assistant {
                 content,
                 tool_calls,
+                ..
             } => {
                 let mut blocks = convert_parts(content, &mut documents, drop)?;
                 for call in tool_calls {
                     blocks.push(json!({"toolUse": {
                         "toolUseId": call.id,
                         "name": call.name,
-                        "input": call.arguments_object()?,
+                        "input": call.arguments_object("messages")?,
                     }}));
                 }
                 ("assistant", blocks)
@@ -258,12 +267,13 @@ fn convert_messages(
             Message::Tool {
                 tool_call_id,
                 content,
+                ..
             } => {
                 let mut result = Vec::new();
                 for part in content {
                     match part {
                         Part::Text { text, .. } => result.push(json!({"text": text})),
-                        Part::Image(_) | Part::File { .. } => {
+                        Part::Image(_) | Part::File { .. } | Part::Audio { .. } => {
                             result.extend(convert_part(part, &mut documents, drop)?)
                         }
                     }
@@ -359,6 +369,8 @@ fn convert_part(part: &Part, documents: &mut usize, drop: bool) -> Result<Vec<Va
                 Ok(Vec::new())
             }
         },
+        // Refused while parsing: audio input is not expressible here.
+        Part::Audio { .. } => Ok(Vec::new()),
     }
 }
 

@@ -42,10 +42,13 @@
 //!   Google's OpenAI endpoint (none 0, minimal/low 1024, medium 8192, high/xhigh 24576). Without
 //!   `reasoning_effort` nothing is sent and models think by their defaults without returning
 //!   thoughts (usage still counts them).
-//! * Refused with 400 `unsupported_parameter` unless `drop_unsupported`: `n` > 1, `logprobs`,
+//! * Refused with 400 `unsupported_parameter` unless `drop_unsupported`: what no rebuilt
+//!   dialect can express (listed in [`crate::dialect::client_request`]: `n` > 1, `logprobs`,
 //!   `logit_bias`, legacy `functions`, audio output, `prediction`, `web_search_options`,
-//!   non-function tools, non-text system messages or tool results, unknown content parts.
-//!   Ignored: `user`, `store`, `metadata`, `service_tier`, `stream_options` (the relay reads it).
+//!   non-function tools, uploaded `file_id`s, unknown content parts), and non-text system
+//!   messages or tool results. Results of the legacy `function` role are function responses
+//!   named by their `name`. Ignored: `user`, `store`, `metadata`, `service_tier`,
+//!   `stream_options` (the relay reads it).
 //!
 //! # Response
 //! `candidates[0].content.parts`: text -> `content`, parts with `thought: true` ->
@@ -70,12 +73,19 @@ mod stream;
 
 use bytes::Bytes;
 
-use super::openai_io::ChatBody;
+use super::client_request::{ClientRequest, Expressible};
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
     UpstreamCall,
 };
 use crate::error::RelayError;
+
+/// Gemini takes sampling penalties, audio input and named function results.
+const EXPRESSIBLE: Expressible = Expressible {
+    penalties: true,
+    audio_input: true,
+    function_results: true,
+};
 
 /// Google's documented placeholder for a function call whose thought signature was lost.
 const THOUGHT_SIGNATURE_SENTINEL: &str = "skip_thought_signature_validator";
@@ -112,7 +122,7 @@ fn model_path_segment(model: &str) -> String {
 
 impl Dialect for Gemini {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
-        let body = ChatBody::parse(&request.body)?;
+        let body = ClientRequest::parse(&request.body, self.drop_unsupported, EXPRESSIBLE)?;
         let model = model_path_segment(&request.upstream_model);
         let translated = request::translate(&body, &model, self.drop_unsupported)?;
         let path = if request.stream {

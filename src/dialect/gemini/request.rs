@@ -3,37 +3,35 @@
 use serde_json::{json, Map, Value};
 
 use super::THOUGHT_SIGNATURE_SENTINEL;
-use crate::dialect::openai_io::{
-    parse_data_url, tool_name_for, unsupported, ChatBody, Message, PartRef, ResponseFormat,
-    ToolCall, ToolChoice,
+use crate::dialect::client_request::{
+    invalid, tool_name_for, unsupported, ClientRequest, ImageSource, Message, Part,
+    ReasoningEffort, ResponseFormat, ToolCall, ToolChoice,
 };
-use crate::error::{ErrorCode, RelayError};
+use crate::error::RelayError;
 
 /// Builds the `generateContent` body for `model` (the model id without `models/`).
 pub(super) fn translate(
-    body: &ChatBody,
+    body: &ClientRequest,
     model: &str,
     drop_unsupported: bool,
 ) -> Result<Value, RelayError> {
-    body.check_untranslatable(drop_unsupported)?;
     let generation = GenerationFamily::of(model);
     let mut request = Map::new();
 
-    let (system, contents) = conversation(body.messages(), generation, drop_unsupported)?;
+    let (system, contents) = conversation(&body.messages, generation, drop_unsupported)?;
     request.insert("contents".into(), Value::Array(contents));
     if !system.is_empty() {
         request.insert("systemInstruction".into(), json!({ "parts": system }));
     }
 
-    let tool_choice = body.tool_choice()?;
-    if let Some((tools, tool_config)) = tools(body, tool_choice.as_ref(), drop_unsupported)? {
+    if let Some((tools, tool_config)) = tools(body) {
         request.insert("tools".into(), tools);
         if let Some(config) = tool_config {
             request.insert("toolConfig".into(), config);
         }
     }
 
-    let config = generation_config(body, generation, drop_unsupported)?;
+    let config = generation_config(body, generation);
     if !config.is_empty() {
         request.insert("generationConfig".into(), Value::Object(config));
     }
@@ -79,38 +77,53 @@ fn conversation(
 
     for (index, message) in messages.iter().enumerate() {
         let param = format!("messages[{index}]");
-        match message.role.as_str() {
-            "system" | "developer" => {
-                for part in message.parts() {
+        match message {
+            Message::System(parts) => {
+                for part in parts {
                     match part {
-                        PartRef::Text(text) if !text.is_empty() => {
+                        Part::Text { text, .. } if !text.is_empty() => {
                             system.push(json!({ "text": text }))
                         }
-                        PartRef::Text(_) => {}
+                        Part::Text { .. } => {}
                         _ => unsupported(
                             drop_unsupported,
                             &param,
-                            "system messages can only hold text",
+                            "anything but text in system messages",
                         )?,
                     }
                 }
             }
-            "user" => {
-                let parts = user_parts(message, &param, drop_unsupported)?;
+            Message::User(parts) => {
+                let parts = user_parts(parts);
                 if !parts.is_empty() {
                     contents.push(json!({ "role": "user", "parts": parts }));
                     last_is_responses = false;
                 }
             }
-            "assistant" => {
-                let parts = model_parts(message, &param, generation)?;
+            Message::Assistant {
+                content,
+                tool_calls,
+                ..
+            } => {
+                let parts = model_parts(content, tool_calls, &param, generation)?;
                 if !parts.is_empty() {
                     contents.push(json!({ "role": "model", "parts": parts }));
                     last_is_responses = false;
                 }
             }
-            "tool" | "function" => {
-                let part = function_response(messages, index, &param, drop_unsupported)?;
+            Message::Tool {
+                tool_call_id,
+                name,
+                content,
+            } => {
+                let part = function_response(
+                    tool_call_id,
+                    name.as_deref(),
+                    content,
+                    &messages[..index],
+                    &param,
+                    drop_unsupported,
+                )?;
                 match contents
                     .last_mut()
                     .and_then(|turn| turn["parts"].as_array_mut())
@@ -120,72 +133,45 @@ fn conversation(
                 }
                 last_is_responses = true;
             }
-            other => {
-                return Err(RelayError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("unknown message role {other:?}"),
-                )
-                .with_param(format!("{param}.role")))
-            }
         }
     }
     Ok((system, contents))
 }
 
-fn user_parts(
-    message: &Message,
-    param: &str,
-    drop_unsupported: bool,
-) -> Result<Vec<Value>, RelayError> {
-    let mut parts = Vec::new();
-    for part in message.parts() {
-        match part {
+fn user_parts(parts: &[Part]) -> Vec<Value> {
+    parts
+        .iter()
+        .filter_map(|part| match part {
             // Gemini rejects empty text parts.
-            PartRef::Text("") => {}
-            PartRef::Text(text) => parts.push(json!({ "text": text })),
-            PartRef::Image(url) => parts.push(media_part(url, param)?),
-            PartRef::Audio(audio) => parts.push(json!({
-                "inlineData": { "mimeType": format!("audio/{}", audio.format), "data": audio.data }
+            Part::Text { text, .. } if text.is_empty() => None,
+            Part::Text { text, .. } => Some(json!({ "text": text })),
+            Part::Image(source) => Some(media_part(source)),
+            Part::Audio { data, format } => Some(json!({
+                "inlineData": { "mimeType": format!("audio/{format}"), "data": data }
             })),
-            PartRef::File(file) => match file.file_data.as_deref().and_then(parse_data_url) {
-                Some((mime, data)) => {
-                    parts.push(json!({ "inlineData": { "mimeType": mime, "data": data } }))
-                }
-                None => unsupported(
-                    drop_unsupported,
-                    param,
-                    "files must be sent inline as data URLs (file_data)",
-                )?,
-            },
-            PartRef::Other => {
-                unsupported(drop_unsupported, param, "unsupported content part type")?
-            }
-        }
-    }
-    Ok(parts)
+            Part::File {
+                media_type, base64, ..
+            } => Some(json!({ "inlineData": { "mimeType": media_type, "data": base64 } })),
+        })
+        .collect()
 }
 
-/// An image: inline bytes for a data URL; a link becomes `fileData`, which Gemini fetches itself
-/// (Files API URIs, YouTube and public HTTP(S) or `gs://` URLs, depending on the model).
-fn media_part(url: &str, param: &str) -> Result<Value, RelayError> {
-    if let Some((mime, data)) = parse_data_url(url) {
-        return Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }));
+/// An image: inline bytes for a data URL; a link (`http(s)://` or `gs://`) becomes `fileData`,
+/// which Gemini fetches itself (Files API URIs, YouTube and public URLs, depending on the
+/// model).
+fn media_part(source: &ImageSource) -> Value {
+    match source {
+        ImageSource::Base64 { media_type, data } => {
+            json!({ "inlineData": { "mimeType": media_type, "data": data } })
+        }
+        ImageSource::Url(url) => {
+            let mut file = json!({ "fileUri": url });
+            if let Some(mime) = mime_from_extension(url) {
+                file["mimeType"] = Value::String(mime.into());
+            }
+            json!({ "fileData": file })
+        }
     }
-    let scheme_ok = ["https://", "http://", "gs://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme));
-    if !scheme_ok {
-        return Err(RelayError::new(
-            ErrorCode::InvalidRequest,
-            "image_url must be a base64 data URL or an http(s) URL",
-        )
-        .with_param(param));
-    }
-    let mut file = json!({ "fileUri": url });
-    if let Some(mime) = mime_from_extension(url) {
-        file["mimeType"] = Value::String(mime.into());
-    }
-    Ok(json!({ "fileData": file }))
 }
 
 fn mime_from_extension(url: &str) -> Option<&'static str> {
@@ -206,19 +192,19 @@ fn mime_from_extension(url: &str) -> Option<&'static str> {
 /// An assistant turn: its text, then one `functionCall` part per tool call. Earlier reasoning
 /// is not replayed: Gemini reads thoughts only through signatures.
 fn model_parts(
-    message: &Message,
+    content: &[Part],
+    calls: &[ToolCall],
     param: &str,
     generation: GenerationFamily,
 ) -> Result<Vec<Value>, RelayError> {
     let mut parts = Vec::new();
-    for part in message.parts() {
-        if let PartRef::Text(text) = part {
+    for part in content {
+        if let Part::Text { text, .. } = part {
             if !text.is_empty() {
                 parts.push(json!({ "text": text }));
             }
         }
     }
-    let calls = message.tool_calls();
     let any_signed = calls.iter().any(|call| thought_signature(call).is_some());
     for (index, call) in calls.iter().enumerate() {
         let args =
@@ -227,7 +213,7 @@ fn model_parts(
         if !call.id.is_empty() {
             function_call.insert("id".into(), Value::String(call.id.clone()));
         }
-        function_call.insert("name".into(), Value::String(call.function.name.clone()));
+        function_call.insert("name".into(), Value::String(call.name.clone()));
         function_call.insert("args".into(), Value::Object(args));
         let mut part = json!({ "functionCall": function_call });
         if let Some(signature) = thought_signature(call) {
@@ -253,31 +239,31 @@ fn thought_signature(call: &ToolCall) -> Option<&str> {
 /// messages carry only the call id). A JSON object result is passed as the response itself;
 /// anything else is wrapped as `{"output": ...}`, the key Gemini documents for function output.
 fn function_response(
-    messages: &[Message],
-    index: usize,
+    tool_call_id: &str,
+    name: Option<&str>,
+    content: &[Part],
+    earlier: &[Message],
     param: &str,
     drop_unsupported: bool,
 ) -> Result<Value, RelayError> {
-    let message = &messages[index];
-    let call_id = message.tool_call_id.as_deref().filter(|id| !id.is_empty());
+    let call_id = Some(tool_call_id).filter(|id| !id.is_empty());
     let name = call_id
-        .and_then(|id| tool_name_for(messages, index, id))
-        .or(message.name.as_deref())
+        .and_then(|id| tool_name_for(earlier, earlier.len(), id))
+        .or(name)
         .ok_or_else(|| {
-            RelayError::new(
-                ErrorCode::InvalidRequest,
+            invalid(
+                &format!("{param}.tool_call_id"),
                 format!(
                     "tool message answers tool_call_id {:?}, which no earlier assistant message called",
                     call_id.unwrap_or_default()
                 ),
             )
-            .with_param(format!("{param}.tool_call_id"))
         })?;
     let mut text = String::new();
-    for part in message.parts() {
+    for part in content {
         match part {
-            PartRef::Text(fragment) => text.push_str(fragment),
-            _ => unsupported(drop_unsupported, param, "tool results can only hold text")?,
+            Part::Text { text: fragment, .. } => text.push_str(fragment),
+            _ => unsupported(drop_unsupported, param, "anything but text in tool results")?,
         }
     }
     let response = match serde_json::from_str::<Value>(&text) {
@@ -297,11 +283,8 @@ fn function_response(
 /// Parameters go as `parametersJsonSchema`, which takes the client's JSON Schema as written
 /// (the older `parameters` field takes only an OpenAPI subset). `strict` has no equivalent and
 /// is dropped.
-fn tools(
-    body: &ChatBody,
-    choice: Option<&ToolChoice>,
-    drop_unsupported: bool,
-) -> Result<Option<(Value, Option<Value>)>, RelayError> {
+fn tools(body: &ClientRequest) -> Option<(Value, Option<Value>)> {
+    let choice = body.tool_choice.as_ref();
     let allowed_auto = match choice {
         Some(ToolChoice::Allowed {
             required: false,
@@ -310,15 +293,7 @@ fn tools(
         _ => None,
     };
     let mut declarations = Vec::new();
-    for (index, tool) in body.tools().iter().enumerate() {
-        let Some(function) = tool.function() else {
-            unsupported(
-                drop_unsupported,
-                &format!("tools[{index}]"),
-                "only function tools are supported",
-            )?;
-            continue;
-        };
+    for function in &body.tools {
         // `allowed_tools` in auto mode: Gemini restricts names only when forcing a call, so the
         // other functions are simply not declared.
         if allowed_auto.is_some_and(|names| !names.contains(&function.name)) {
@@ -335,7 +310,7 @@ fn tools(
         declarations.push(Value::Object(declaration));
     }
     if declarations.is_empty() {
-        return Ok(None);
+        return None;
     }
     let calling = match choice {
         None => None,
@@ -345,7 +320,7 @@ fn tools(
         }) => Some(json!({ "mode": "AUTO" })),
         Some(ToolChoice::None) => Some(json!({ "mode": "NONE" })),
         Some(ToolChoice::Required) => Some(json!({ "mode": "ANY" })),
-        Some(ToolChoice::Named(name)) => {
+        Some(ToolChoice::Function(name)) => {
             Some(json!({ "mode": "ANY", "allowedFunctionNames": [name] }))
         }
         Some(ToolChoice::Allowed {
@@ -354,94 +329,75 @@ fn tools(
         }) => Some(json!({ "mode": "ANY", "allowedFunctionNames": names })),
     };
     let config = calling.map(|calling| json!({ "functionCallingConfig": calling }));
-    Ok(Some((
-        json!([{ "functionDeclarations": declarations }]),
-        config,
-    )))
+    Some((json!([{ "functionDeclarations": declarations }]), config))
 }
 
-fn generation_config(
-    body: &ChatBody,
-    generation: GenerationFamily,
-    drop_unsupported: bool,
-) -> Result<Map<String, Value>, RelayError> {
+fn generation_config(body: &ClientRequest, generation: GenerationFamily) -> Map<String, Value> {
     let mut config = Map::new();
     let mut set = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
             config.insert(key.into(), value);
         }
     };
-    set("maxOutputTokens", body.max_output_tokens().map(Value::from));
+    set("maxOutputTokens", body.max_tokens.map(Value::from));
     set("temperature", body.temperature.map(Value::from));
     set("topP", body.top_p.map(Value::from));
-    let stops = body.stop_sequences();
     set(
         "stopSequences",
-        (!stops.is_empty()).then(|| Value::from(stops)),
+        (!body.stop.is_empty()).then(|| Value::from(body.stop.clone())),
     );
     set("seed", body.seed.map(Value::from));
     set("presencePenalty", body.presence_penalty.map(Value::from));
     set("frequencyPenalty", body.frequency_penalty.map(Value::from));
-    match body.response_format()? {
-        None => {}
+    match &body.response_format {
+        None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) => {
             set("responseMimeType", Some("application/json".into()))
         }
-        Some(ResponseFormat::JsonSchema { schema }) => {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => {
             set("responseMimeType", Some("application/json".into()));
-            set("responseJsonSchema", schema);
+            set("responseJsonSchema", schema.clone());
         }
     }
-    if let Some(effort) = &body.reasoning_effort {
-        set(
-            "thinkingConfig",
-            thinking_config(effort, generation, drop_unsupported)?,
-        );
-    }
-    Ok(config)
+    set(
+        "thinkingConfig",
+        body.reasoning_effort
+            .map(|effort| thinking_config(effort, generation)),
+    );
+    config
 }
 
 /// `reasoning_effort` -> `thinkingConfig`, on the scale Google's own OpenAI-compatible endpoint
 /// uses: budgets of 1,024 / 8,192 / 24,576 tokens for low / medium / high on Gemini 2.5, levels
 /// on Gemini 3. `includeThoughts` is set so the thinking comes back as `reasoning_content`;
 /// `none` turns thinking off where the model allows it (Gemini 3 only goes down to `minimal`).
-fn thinking_config(
-    effort: &str,
-    generation: GenerationFamily,
-    drop_unsupported: bool,
-) -> Result<Option<Value>, RelayError> {
+fn thinking_config(effort: ReasoningEffort, generation: GenerationFamily) -> Value {
     let (budget, level) = match effort {
-        "none" => (0, "minimal"),
-        "minimal" => (1024, "minimal"),
-        "low" => (1024, "low"),
-        "medium" => (8192, "medium"),
-        "high" | "xhigh" => (24576, "high"),
-        other => {
-            unsupported(
-                drop_unsupported,
-                "reasoning_effort",
-                &format!("unknown reasoning effort {other:?}"),
-            )?;
-            return Ok(None);
-        }
+        ReasoningEffort::None => (0, "minimal"),
+        ReasoningEffort::Minimal => (1024, "minimal"),
+        ReasoningEffort::Low => (1024, "low"),
+        ReasoningEffort::Medium => (8192, "medium"),
+        ReasoningEffort::High | ReasoningEffort::XHigh => (24576, "high"),
     };
-    let include_thoughts = effort != "none";
-    Ok(Some(match generation {
+    let include_thoughts = effort != ReasoningEffort::None;
+    match generation {
         GenerationFamily::Budget => {
             json!({ "includeThoughts": include_thoughts, "thinkingBudget": budget })
         }
         GenerationFamily::Levels => {
             json!({ "includeThoughts": include_thoughts, "thinkingLevel": level })
         }
-    }))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::EXPRESSIBLE;
     use super::*;
+    use crate::error::ErrorCode;
 
     fn translate_json(body: Value, model: &str) -> Result<Value, RelayError> {
-        let parsed = ChatBody::parse(body.to_string().as_bytes())?;
+        let parsed = ClientRequest::parse(body.to_string().as_bytes(), false, EXPRESSIBLE)?;
         translate(&parsed, model, false)
     }
 
@@ -640,16 +596,14 @@ mod tests {
 
     #[test]
     fn non_function_tools_are_refused_unless_dropped() {
-        let body = ChatBody::parse(
-            br#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom","custom":{"name":"c"}}]}"#,
-        )
-        .unwrap();
-        let err = translate(&body, "gemini-2.5-flash", false).unwrap_err();
+        let body: &[u8] = br#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom","custom":{"name":"c"}}]}"#;
+        let err = ClientRequest::parse(body, false, EXPRESSIBLE).unwrap_err();
         assert_eq!(
             (err.code, err.param.as_deref()),
             (ErrorCode::UnsupportedParameter, Some("tools[0]"))
         );
-        let dropped = translate(&body, "gemini-2.5-flash", true).unwrap();
+        let lenient = ClientRequest::parse(body, true, EXPRESSIBLE).unwrap();
+        let dropped = translate(&lenient, "gemini-2.5-flash", true).unwrap();
         assert!(dropped.get("tools").is_none());
     }
 

@@ -25,8 +25,10 @@
 //! * `response_format` json_object -> `format: "json"`, json_schema -> `format: <schema>`.
 //! * `reasoning_effort` -> `think`: none -> `false`, minimal/low -> "low", medium, high,
 //!   xhigh -> "max" (models without levels treat a level as `true`).
-//! * Refused with 400 unless `drop_unsupported`: `n` > 1, `logprobs`, `logit_bias`, legacy
-//!   `functions`, audio output, `prediction`, `web_search_options`, non-function tools.
+//! * Refused with 400 unless `drop_unsupported`: what no rebuilt dialect can express (listed in
+//!   [`crate::dialect::client_request`]: `n` > 1, `logprobs`, `logit_bias`, legacy `functions`,
+//!   audio output, `prediction`, `web_search_options`, non-function tools, ...), audio input.
+//!   Results of the legacy `function` role are `tool` messages named by their `name`.
 //!
 //! # Response
 //! NDJSON (one object a line; also accepted when a proxy buffers a stream into one body).
@@ -46,12 +48,19 @@ mod response;
 
 use bytes::Bytes;
 
-use super::openai_io::ChatBody;
+use super::client_request::{ClientRequest, Expressible};
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
     UpstreamCall,
 };
 use crate::error::RelayError;
+
+/// Ollama takes sampling penalties and named function results, but no audio.
+const EXPRESSIBLE: Expressible = Expressible {
+    penalties: true,
+    audio_input: false,
+    function_results: true,
+};
 
 /// The Ollama dialect.
 #[derive(Debug, Clone)]
@@ -70,7 +79,7 @@ impl Ollama {
 
 impl Dialect for Ollama {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
-        let body = ChatBody::parse(&request.body)?;
+        let body = ClientRequest::parse(&request.body, self.drop_unsupported, EXPRESSIBLE)?;
         let translated = request::translate(
             &body,
             &request.upstream_model,

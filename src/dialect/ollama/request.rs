@@ -2,25 +2,24 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::dialect::openai_io::{
-    parse_data_url, tool_name_for, unsupported, ChatBody, Message, PartRef, ResponseFormat,
-    ToolChoice,
+use crate::dialect::client_request::{
+    invalid, tool_name_for, unsupported, ClientRequest, ImageSource, Message, Part,
+    ReasoningEffort, ResponseFormat, ToolChoice,
 };
-use crate::error::{ErrorCode, RelayError};
+use crate::error::RelayError;
 
 /// Builds the `/api/chat` body.
 pub(super) fn translate(
-    body: &ChatBody,
+    body: &ClientRequest,
     model: &str,
     stream: bool,
     drop_unsupported: bool,
 ) -> Result<Value, RelayError> {
-    body.check_untranslatable(drop_unsupported)?;
     let mut request = Map::new();
     request.insert("model".into(), Value::String(model.to_owned()));
     request.insert(
         "messages".into(),
-        Value::Array(messages(body.messages(), drop_unsupported)?),
+        Value::Array(messages(&body.messages, drop_unsupported)?),
     );
     // Ollama streams unless told otherwise.
     request.insert("stream".into(), Value::Bool(stream));
@@ -28,21 +27,21 @@ pub(super) fn translate(
     if let Some(tools) = tools(body, drop_unsupported)? {
         request.insert("tools".into(), tools);
     }
-    match body.response_format()? {
-        None => {}
-        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { schema: None }) => {
+    match &body.response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject)
+        | Some(ResponseFormat::JsonSchema { schema: None, .. }) => {
             request.insert("format".into(), Value::String("json".into()));
         }
         Some(ResponseFormat::JsonSchema {
             schema: Some(schema),
+            ..
         }) => {
-            request.insert("format".into(), schema);
+            request.insert("format".into(), schema.clone());
         }
     }
-    if let Some(effort) = &body.reasoning_effort {
-        if let Some(think) = think(effort, drop_unsupported)? {
-            request.insert("think".into(), think);
-        }
+    if let Some(effort) = body.reasoning_effort {
+        request.insert("think".into(), think(effort));
     }
     let options = options(body);
     if !options.is_empty() {
@@ -55,63 +54,60 @@ fn messages(messages: &[Message], drop_unsupported: bool) -> Result<Vec<Value>, 
     let mut out = Vec::with_capacity(messages.len());
     for (index, message) in messages.iter().enumerate() {
         let param = format!("messages[{index}]");
-        let role = match message.role.as_str() {
-            "developer" => "system",
-            role @ ("system" | "user" | "assistant" | "tool") => role,
-            // The legacy function-result role is a tool result named by `name`.
-            "function" => "tool",
-            other => {
-                return Err(RelayError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("unknown message role {other:?}"),
-                )
-                .with_param(format!("{param}.role")))
-            }
+        let (role, parts) = match message {
+            Message::System(parts) => ("system", parts),
+            Message::User(parts) => ("user", parts),
+            Message::Assistant { content, .. } => ("assistant", content),
+            Message::Tool { content, .. } => ("tool", content),
         };
-        let (content, images) = content(message, role, &param, drop_unsupported)?;
+        let (content, images) = content(parts, role, &param, drop_unsupported)?;
         let mut converted = Map::new();
         converted.insert("role".into(), Value::String(role.into()));
         converted.insert("content".into(), Value::String(content));
         if !images.is_empty() {
             converted.insert("images".into(), Value::from(images));
         }
-        if role == "assistant" {
-            if let Some(thinking) = message
-                .reasoning_content
-                .as_deref()
-                .filter(|t| !t.is_empty())
-            {
-                converted.insert("thinking".into(), Value::String(thinking.into()));
-            }
-            let calls = message.tool_calls();
-            if !calls.is_empty() {
-                let mut converted_calls = Vec::with_capacity(calls.len());
-                for (call_index, call) in calls.iter().enumerate() {
-                    let arguments = call.arguments_object(&format!(
-                        "{param}.tool_calls[{call_index}].function.arguments"
-                    ))?;
-                    let mut function_call = json!({
-                        "function": { "name": call.function.name, "arguments": arguments }
-                    });
-                    if !call.id.is_empty() {
-                        function_call["id"] = Value::String(call.id.clone());
-                    }
-                    converted_calls.push(function_call);
+        match message {
+            Message::Assistant {
+                tool_calls,
+                reasoning,
+                ..
+            } => {
+                if let Some(thinking) = reasoning.as_deref().filter(|t| !t.is_empty()) {
+                    converted.insert("thinking".into(), Value::String(thinking.into()));
                 }
-                converted.insert("tool_calls".into(), Value::Array(converted_calls));
+                if !tool_calls.is_empty() {
+                    let mut converted_calls = Vec::with_capacity(tool_calls.len());
+                    for (call_index, call) in tool_calls.iter().enumerate() {
+                        let arguments = call.arguments_object(&format!(
+                            "{param}.tool_calls[{call_index}].function.arguments"
+                        ))?;
+                        let mut function_call = json!({
+                            "function": { "name": call.name, "arguments": arguments }
+                        });
+                        if !call.id.is_empty() {
+                            function_call["id"] = Value::String(call.id.clone());
+                        }
+                        converted_calls.push(function_call);
+                    }
+                    converted.insert("tool_calls".into(), Value::Array(converted_calls));
+                }
             }
-        }
-        if role == "tool" {
-            // Ollama pairs a result with its call by the tool's name; the OpenAI message only
-            // has the call id, so the name comes from the assistant message that made the call.
-            let call_id = message.tool_call_id.as_deref().unwrap_or_default();
-            let name = tool_name_for(messages, index, call_id).or(message.name.as_deref());
-            if let Some(name) = name {
-                converted.insert("tool_name".into(), Value::String(name.into()));
+            Message::Tool {
+                tool_call_id, name, ..
+            } => {
+                // Ollama pairs a result with its call by the tool's name; the OpenAI message only
+                // has the call id, so the name comes from the assistant message that made the
+                // call (a legacy `function` result names itself).
+                let name = tool_name_for(messages, index, tool_call_id).or(name.as_deref());
+                if let Some(name) = name {
+                    converted.insert("tool_name".into(), Value::String(name.into()));
+                }
+                if !tool_call_id.is_empty() {
+                    converted.insert("tool_call_id".into(), Value::String(tool_call_id.clone()));
+                }
             }
-            if !call_id.is_empty() {
-                converted.insert("tool_call_id".into(), Value::String(call_id.into()));
-            }
+            Message::System(_) | Message::User(_) => {}
         }
         out.push(Value::Object(converted));
     }
@@ -119,51 +115,41 @@ fn messages(messages: &[Message], drop_unsupported: bool) -> Result<Vec<Value>, 
 }
 
 /// The message text (text parts joined by newlines) and its images as base64 strings. Ollama
-/// takes only inline images: links are refused unless dropped, as are audio and files.
+/// takes only inline images: links are refused unless dropped, as are files.
 fn content(
-    message: &Message,
+    parts: &[Part],
     role: &str,
     param: &str,
     drop_unsupported: bool,
 ) -> Result<(String, Vec<String>), RelayError> {
     let mut texts: Vec<&str> = Vec::new();
     let mut images = Vec::new();
-    for part in message.parts() {
+    for part in parts {
         match part {
-            PartRef::Text(text) => texts.push(text),
-            PartRef::Image(url) if role == "user" || role == "system" => {
-                match parse_data_url(url) {
-                    Some((_, data)) => images.push(data.to_owned()),
-                    None if url.starts_with("http://") || url.starts_with("https://") => {
-                        unsupported(
-                            drop_unsupported,
-                            param,
-                            "Ollama takes only inline images; send the image as a base64 data URL",
-                        )?
-                    }
-                    None => {
-                        return Err(RelayError::new(
-                            ErrorCode::InvalidRequest,
-                            "image_url must be a base64 data URL",
-                        )
-                        .with_param(param))
-                    }
+            Part::Text { text, .. } => texts.push(text),
+            Part::Image(source) if role == "user" || role == "system" => match source {
+                ImageSource::Base64 { data, .. } => images.push(data.clone()),
+                ImageSource::Url(url)
+                    if url.starts_with("http://") || url.starts_with("https://") =>
+                {
+                    unsupported(
+                        drop_unsupported,
+                        param,
+                        "image links (Ollama takes only inline images: send a base64 data URL)",
+                    )?
                 }
-            }
-            PartRef::Image(_) => unsupported(
+                ImageSource::Url(_) => {
+                    return Err(invalid(param, "image_url must be a base64 data URL"))
+                }
+            },
+            Part::Image(_) => unsupported(
                 drop_unsupported,
                 param,
-                "only user messages can hold images",
+                "images outside user and system messages",
             )?,
-            PartRef::Audio(_) => {
-                unsupported(drop_unsupported, param, "Ollama does not take audio input")?
-            }
-            PartRef::File(_) => {
-                unsupported(drop_unsupported, param, "Ollama does not take file input")?
-            }
-            PartRef::Other => {
-                unsupported(drop_unsupported, param, "unsupported content part type")?
-            }
+            // Refused while parsing: `EXPRESSIBLE.audio_input` is false.
+            Part::Audio { .. } => {}
+            Part::File { .. } => unsupported(drop_unsupported, param, "file input")?,
         }
     }
     Ok((texts.join("\n"), images))
@@ -172,17 +158,16 @@ fn content(
 /// `tools` pass through in OpenAI's shape (minus `strict`). Ollama has no `tool_choice`:
 /// `none` is honoured by not offering the tools and `auto` is its behaviour; forcing a call
 /// (`required`, a named function, `allowed_tools` in required mode) cannot be expressed.
-fn tools(body: &ChatBody, drop_unsupported: bool) -> Result<Option<Value>, RelayError> {
-    let choice = body.tool_choice()?;
-    let allowed = match &choice {
+fn tools(body: &ClientRequest, drop_unsupported: bool) -> Result<Option<Value>, RelayError> {
+    let allowed = match &body.tool_choice {
         Some(ToolChoice::None) => return Ok(None),
         Some(ToolChoice::Required)
-        | Some(ToolChoice::Named(_))
+        | Some(ToolChoice::Function(_))
         | Some(ToolChoice::Allowed { required: true, .. }) => {
             unsupported(
                 drop_unsupported,
                 "tool_choice",
-                "Ollama cannot be made to call a tool",
+                "forcing a tool call (Ollama has no `tool_choice`)",
             )?;
             None
         }
@@ -192,69 +177,51 @@ fn tools(body: &ChatBody, drop_unsupported: bool) -> Result<Option<Value>, Relay
         }) => Some(names),
         Some(ToolChoice::Auto) | None => None,
     };
-    let mut tools = Vec::new();
-    for (index, tool) in body.tools().iter().enumerate() {
-        let Some(function) = tool.function() else {
-            unsupported(
-                drop_unsupported,
-                &format!("tools[{index}]"),
-                "only function tools are supported",
-            )?;
-            continue;
-        };
-        if allowed.is_some_and(|names| !names.contains(&function.name)) {
-            continue;
-        }
-        let mut definition = Map::new();
-        definition.insert("name".into(), Value::String(function.name.clone()));
-        if let Some(description) = &function.description {
-            definition.insert("description".into(), Value::String(description.clone()));
-        }
-        let parameters = function
-            .parameters
-            .clone()
-            .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
-        definition.insert("parameters".into(), parameters);
-        tools.push(json!({ "type": "function", "function": definition }));
-    }
+    let tools: Vec<Value> = body
+        .tools
+        .iter()
+        .filter(|function| allowed.is_none_or(|names| names.contains(&function.name)))
+        .map(|function| {
+            let mut definition = Map::new();
+            definition.insert("name".into(), Value::String(function.name.clone()));
+            if let Some(description) = &function.description {
+                definition.insert("description".into(), Value::String(description.clone()));
+            }
+            definition.insert("parameters".into(), function.parameters_or_empty());
+            json!({ "type": "function", "function": definition })
+        })
+        .collect();
     Ok((!tools.is_empty()).then(|| Value::Array(tools)))
 }
 
 /// `reasoning_effort` -> `think`: `none` turns thinking off; the levels pass as Ollama's level
 /// strings (models without levels treat any level as "think"), `minimal` as `low`, `xhigh` as
 /// `max`.
-fn think(effort: &str, drop_unsupported: bool) -> Result<Option<Value>, RelayError> {
-    let think = match effort {
-        "none" => Value::Bool(false),
-        "minimal" | "low" => "low".into(),
-        "medium" => "medium".into(),
-        "high" => "high".into(),
-        "xhigh" => "max".into(),
-        other => {
-            unsupported(
-                drop_unsupported,
-                "reasoning_effort",
-                &format!("unknown reasoning effort {other:?}"),
-            )?;
-            return Ok(None);
-        }
-    };
-    Ok(Some(think))
+fn think(effort: ReasoningEffort) -> Value {
+    match effort {
+        ReasoningEffort::None => Value::Bool(false),
+        ReasoningEffort::Minimal | ReasoningEffort::Low => "low".into(),
+        ReasoningEffort::Medium => "medium".into(),
+        ReasoningEffort::High => "high".into(),
+        ReasoningEffort::XHigh => "max".into(),
+    }
 }
 
 /// Sampling and length options (Modelfile parameter names).
-fn options(body: &ChatBody) -> Map<String, Value> {
+fn options(body: &ClientRequest) -> Map<String, Value> {
     let mut options = Map::new();
     let mut set = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
             options.insert(key.into(), value);
         }
     };
-    set("num_predict", body.max_output_tokens().map(Value::from));
+    set("num_predict", body.max_tokens.map(Value::from));
     set("temperature", body.temperature.map(Value::from));
     set("top_p", body.top_p.map(Value::from));
-    let stops = body.stop_sequences();
-    set("stop", (!stops.is_empty()).then(|| Value::from(stops)));
+    set(
+        "stop",
+        (!body.stop.is_empty()).then(|| Value::from(body.stop.clone())),
+    );
     set("seed", body.seed.map(Value::from));
     set("presence_penalty", body.presence_penalty.map(Value::from));
     set("frequency_penalty", body.frequency_penalty.map(Value::from));
@@ -263,11 +230,16 @@ fn options(body: &ChatBody) -> Map<String, Value> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::EXPRESSIBLE;
     use super::*;
+    use crate::error::ErrorCode;
+
+    fn parse(body: &Value, drop_unsupported: bool) -> Result<ClientRequest, RelayError> {
+        ClientRequest::parse(body.to_string().as_bytes(), drop_unsupported, EXPRESSIBLE)
+    }
 
     fn translate_json(body: Value, stream: bool) -> Result<Value, RelayError> {
-        let parsed = ChatBody::parse(body.to_string().as_bytes())?;
-        translate(&parsed, "llama3.2", stream, false)
+        translate(&parse(&body, false)?, "llama3.2", stream, false)
     }
 
     #[test]
@@ -303,7 +275,7 @@ mod tests {
             (err.code, err.param.as_deref()),
             (ErrorCode::UnsupportedParameter, Some("messages[0]"))
         );
-        let parsed = ChatBody::parse(body.to_string().as_bytes()).unwrap();
+        let parsed = parse(&body, true).unwrap();
         let dropped = translate(&parsed, "m", false, true).unwrap();
         assert_eq!(
             dropped["messages"][0],
