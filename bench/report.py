@@ -4,21 +4,29 @@
 usage: report.py RAW_DIR
 
 RAW_DIR holds run.env (key=value facts about the run), <path>.env per path
-(status, proxy CPU ticks, peak RSS) and oha's JSON output
-<path>-<mode>-<kind>.json with mode nonstream|stream and kind rate|max.
-Standard library only.
+(status, proxy CPU ticks per round, peak RSS), oha's JSON output
+<path>-<mode>-<kind>-r<round>.json (mode nonstream|stream, kind rate|max),
+/proc/stat extracts around each max run (.stat0/.stat1) and background-load
+samples (background-*.pct). Standard library only.
+
+Each measurement is run in several rounds; a figure in the summary is the best
+round for that figure (lowest latency, highest throughput, lowest CPU per
+request), since disturbance from other work only ever makes a figure worse.
+The details list every round.
 """
 import json
 import os
 import sys
 
 MODES = ("nonstream", "stream")
+KINDS = ("rate", "max")
 MODE_LABEL = {"nonstream": "non-stream", "stream": "stream (20 SSE chunks)"}
 # Targets for every switchyard* path, relative to nginx.
 P50_FACTOR = 1.25
 P99_FACTOR = 1.25
 RPS_FACTOR = 0.8
 RSS_LIMIT_MB = 30.0  # MB = 10^6 bytes
+NOISY_PCT = 10
 
 
 def read_env(path):
@@ -43,6 +51,14 @@ def read_json(path):
         return None
 
 
+def read_pct(path):
+    try:
+        with open(path) as f:
+            return float(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def read_stat(path):
     """{cpu_index: (busy, idle)} jiffies from a saved /proc/stat extract, or None."""
     try:
@@ -61,7 +77,7 @@ def read_stat(path):
 
 
 def parse_cpus(spec):
-    """'0', '0-1', '0,2' -> set of ints; 'all' or '' -> None."""
+    """'0', '0-1', '0,2' -> set of ints; 'all' or '' -> None (all)."""
     if not spec or spec == "all":
         return None
     cpus = set()
@@ -84,14 +100,6 @@ def cores_busy(a, b, cpus):
     return 100.0 * busy / (busy + idle) if busy + idle > 0 else None
 
 
-def read_pct(path):
-    try:
-        with open(path) as f:
-            return float(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def oha_stats(doc):
     """Figures from one oha JSON document, or None."""
     if not doc:
@@ -106,7 +114,6 @@ def oha_stats(doc):
     return {
         "ok": ok,
         "total": total,
-        "ok_ratio": (ok / total) if total else 0.0,
         "rps": ok / wall,
         "wall": wall,
         "p50": lat.get("p50"),
@@ -117,6 +124,11 @@ def oha_stats(doc):
         "errors": errors,
         "codes": codes,
     }
+
+
+def best(values, pick):
+    values = [v for v in values if v is not None]
+    return pick(values) if values else None
 
 
 def us(seconds):
@@ -139,38 +151,62 @@ def main():
     raw = sys.argv[1]
     run = read_env(os.path.join(raw, "run.env"))
     paths = [p for p in run.get("paths", "direct").split(",") if p]
+    rounds = int(run.get("rounds", "1"))
     clk = float(run.get("clk_tck", "100"))
     dur = run.get("duration", "?")
     rate = run.get("rate", "?")
     conns = run.get("conns", "?")
     rate_conns = run.get("rate_conns", "?")
+    proxy_cpus = parse_cpus(run.get("proxy_cpus"))
+    client_cpus = parse_cpus(run.get("client_cpus"))
 
-    res = {}  # (path, mode) -> dict
-    meta = {}
-    for p in paths:
-        meta[p] = read_env(os.path.join(raw, f"{p}.env"))
+    meta = {p: read_env(os.path.join(raw, f"{p}.env")) for p in paths}
+    ok_paths = [p for p in paths if meta[p].get("status") == "ok"]
+
+    # rounds_of[(path, mode, kind)] = [per-round dict or None]
+    rounds_of = {}
+    for p in ok_paths:
         for m in MODES:
-            r = oha_stats(read_json(os.path.join(raw, f"{p}-{m}-rate.json")))
-            x = oha_stats(read_json(os.path.join(raw, f"{p}-{m}-max.json")))
-            cpu = None
-            ticks = meta[p].get(f"cpu_ticks_{m}")
-            if p != "direct" and ticks is not None and x and x["ok"]:
-                cpu_s = int(ticks) / clk
-                cpu = {"us_per_req": cpu_s / x["ok"] * 1e6, "busy": cpu_s / x["wall"] * 100}
-            s0 = read_stat(os.path.join(raw, f"{p}-{m}-max.stat0"))
-            s1 = read_stat(os.path.join(raw, f"{p}-{m}-max.stat1"))
-            cores = {
-                "proxy": cores_busy(s0, s1, parse_cpus(run.get("proxy_cpus"))),
-                "client": cores_busy(s0, s1, parse_cpus(run.get("client_cpus"))),
+            for k in KINDS:
+                per = []
+                for r in range(1, rounds + 1):
+                    tag = f"{p}-{m}-{k}-r{r}"
+                    s = oha_stats(read_json(os.path.join(raw, f"{tag}.json")))
+                    if s is not None and k == "max":
+                        ticks = meta[p].get(f"cpu_ticks_{m}_r{r}")
+                        s["cpu"] = None
+                        if p != "direct" and ticks is not None and s["ok"]:
+                            cpu_s = int(ticks) / clk
+                            s["cpu"] = {"us_per_req": cpu_s / s["ok"] * 1e6, "busy": cpu_s / s["wall"] * 100}
+                        s0 = read_stat(os.path.join(raw, f"{tag}.stat0"))
+                        s1 = read_stat(os.path.join(raw, f"{tag}.stat1"))
+                        s["proxy_core"] = cores_busy(s0, s1, proxy_cpus)
+                        s["client_core"] = cores_busy(s0, s1, client_cpus)
+                    per.append(s)
+                rounds_of[(p, m, k)] = per
+
+    # Best-of-rounds summary per (path, mode).
+    summary = {}
+    for p in ok_paths:
+        for m in MODES:
+            rr = [s for s in rounds_of[(p, m, "rate")] if s]
+            mx = [s for s in rounds_of[(p, m, "max")] if s]
+            top = max(mx, key=lambda s: s["rps"]) if mx else None
+            cpus = [s["cpu"] for s in mx if s.get("cpu")]
+            summary[(p, m)] = {
+                "p50": best([s["p50"] for s in rr], min),
+                "p99": best([s["p99"] for s in rr], min),
+                "rps": top["rps"] if top else None,
+                "cpu": min(cpus, key=lambda c: c["us_per_req"]) if cpus else None,
+                "top": top,
             }
-            res[(p, m)] = {"rate": r, "max": x, "cpu": cpu, "cores": cores}
 
     def added(p, m, key):
-        a = res.get((p, m), {}).get("rate")
-        d = res.get(("direct", m), {}).get("rate")
-        if not a or not d or a.get(key) is None or d.get(key) is None:
+        a = summary.get((p, m), {}).get(key)
+        d = summary.get(("direct", m), {}).get(key)
+        if a is None or d is None:
             return None
-        return us(a[key] - d[key])
+        return us(a - d)
 
     def rss_mb(p):
         kb = meta.get(p, {}).get("hwm_kb")
@@ -187,9 +223,12 @@ def main():
     w("")
     w(f"- Pinning: {run.get('pinning', '?')}; measured processes at nice {run.get('nice', '0')}.")
     w(f"- Load generator: {run.get('oha', 'oha')}. Fixed rate: {rate} req/s on {rate_conns} "
-      f"keep-alive connections for {dur} s, latency-corrected (coordinated omission: latency is "
-      f"counted from each request's scheduled send time). Max throughput: {conns} connections "
-      f"for {dur} s, as fast as possible.")
+      f"keep-alive connections, latency-corrected (coordinated omission: latency is counted from "
+      f"each request's scheduled send time). Max throughput: {conns} connections, as fast as possible.")
+    w(f"- Each measurement: {rounds} round(s) of {dur} s; the paths take turns within each round, "
+      f"in an order that rotates from round to round. "
+      f"The tables give the best round per figure (lowest latency, highest req/s, lowest CPU per "
+      f"request); the details list every round.")
     w(f"- Proxies: nginx {run.get('nginx', 'n/a')} ({run.get('nginx_workers', '?')} worker), "
       f"switchyard {run.get('switchyard', 'n/a')} (SWITCHYARD_LOG={run.get('switchyard_log', '?')}).")
     w("- Upstream: `examples/bench_upstream.rs` (fixed answers, no delay; streams are 20 content "
@@ -197,78 +236,78 @@ def main():
     w("- *added* = the path's latency percentile minus the direct path's; stream latency is the "
       "time to the complete stream.")
     bg_start = read_pct(os.path.join(raw, "background-start.pct"))
-    runs = ("nonstream-rate", "stream-rate", "nonstream-max", "stream-max")
-    bg = {r: read_pct(os.path.join(raw, f"background-{r}.pct")) for r in runs}
-    parts = [f"{r} {fmt(v, 0, ' %')}" for r, v in bg.items() if v is not None]
+    bg = []
+    for r in range(1, rounds + 1):
+        for m in MODES:
+            for k in KINDS:
+                v = read_pct(os.path.join(raw, f"background-{m}-{k}-r{r}.pct"))
+                if v is not None:
+                    bg.append(v)
     w(f"- Background CPU load from other processes (whole machine, 1 s samples with the harness "
-      f"idle): at start {fmt(bg_start, 0, ' %')}" + ("; before " + ", ".join(parts) if parts else "") + ".")
-    w("- The paths take turns within each measurement (all non-stream fixed-rate runs, then all "
-      "stream fixed-rate runs, then the max-throughput runs).")
+      f"idle, before each measurement): at start {fmt(bg_start, 0, ' %')}, then "
+      + (", ".join(f"{v:.0f}" for v in bg) + " %" if bg else "n/a") + ".")
     w("")
-    noisy = [v for v in [bg_start, *bg.values()] if v is not None and v > 10]
+    noisy = [v for v in [bg_start, *bg] if v is not None and v > NOISY_PCT]
     if noisy:
-        w(f"> **Warning**: the machine was up to {max(noisy):.0f} % busy with other work during this "
-          f"run. The figures are not reliable; rerun on an idle machine.")
+        w(f"> **Warning**: other work kept the machine up to {max(noisy):.0f} % busy during this run "
+          f"({len(noisy)} of {len(bg) + 1} samples above {NOISY_PCT} %). Best-of-rounds filters some "
+          f"of it, but treat the figures with care and rerun on an idle machine before quoting them.")
         w("")
 
-    problems = [(p, meta[p].get("status", "not run")) for p in paths
-                if meta[p].get("status", "not run") != "ok"]
-    if problems:
-        for p, st in problems:
+    for p in paths:
+        st = meta[p].get("status", "not run")
+        if st != "ok":
             w(f"> **{p}**: {st}")
-        w("")
+            w("")
 
     w("## Results")
     w("")
     w(f"| Path | Mode | p50 @{rate}/s | p99 @{rate}/s | added p50 | added p99 | max req/s @{conns} conns "
       f"| proxy CPU per req | proxy CPU use | peak RSS |")
     w("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
-    for p in paths:
-        if meta[p].get("status") != "ok":
-            continue
+    for p in ok_paths:
         for m in MODES:
-            e = res[(p, m)]
-            r, x, cpu = e["rate"], e["max"], e["cpu"]
-            p50 = us(r["p50"]) if r else None
-            p99 = us(r["p99"]) if r else None
-            a50 = added(p, m, "p50") if p != "direct" else None
-            a99 = added(p, m, "p99") if p != "direct" else None
+            s = summary[(p, m)]
+            cpu = s["cpu"]
+            dash = p == "direct"
             w("| {} | {} | {} µs | {} µs | {} | {} | {} | {} | {} | {} |".format(
-                p, MODE_LABEL[m], fmt(p50), fmt(p99),
-                "—" if p == "direct" else fmt_signed(a50) + " µs",
-                "—" if p == "direct" else fmt_signed(a99) + " µs",
-                fmt(x["rps"] if x else None),
-                "—" if p == "direct" else (fmt(cpu["us_per_req"], 1, " µs") if cpu else "n/a"),
-                "—" if p == "direct" else (fmt(cpu["busy"], 0, " %") if cpu else "n/a"),
-                "—" if p == "direct" else fmt(rss_mb(p), 1, " MB"),
+                p, MODE_LABEL[m], fmt(us(s["p50"])), fmt(us(s["p99"])),
+                "—" if dash else fmt_signed(added(p, m, "p50")) + " µs",
+                "—" if dash else fmt_signed(added(p, m, "p99")) + " µs",
+                fmt(s["rps"]),
+                "—" if dash else (fmt(cpu["us_per_req"], 1, " µs") if cpu else "n/a"),
+                "—" if dash else (fmt(cpu["busy"], 0, " %") if cpu else "n/a"),
+                "—" if dash else fmt(rss_mb(p), 1, " MB"),
             ))
     w("")
-
-    # Details: success ratios, achieved rate, tail and time to first byte.
-    w("<details><summary>Details (success, achieved rate, p99.9, time to first byte)</summary>")
+    w("*proxy CPU per req / use*: the proxy process's user+system CPU time during the max-throughput "
+      "run, per successful request / as a share of one core (softirq work on loopback is not "
+      "included).")
     w("")
-    w("| Path | Mode | run | ok / total | achieved req/s | p50 | p99 | p99.9 | TTFB p50 | TTFB p99 "
+
+    # Details: every round.
+    w("<details><summary>Details: every round (success, achieved rate, p99.9, time to first byte, "
+      "core load)</summary>")
+    w("")
+    w("| Path | Mode | run | round | ok / total | req/s | p50 | p99 | p99.9 | TTFB p50 | TTFB p99 "
       "| proxy core busy | oha core busy | errors |")
-    w("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
-    for p in paths:
-        if meta[p].get("status") != "ok":
-            continue
+    w("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+    for p in ok_paths:
         for m in MODES:
-            for kind in ("rate", "max"):
-                s = res[(p, m)][kind]
-                if not s:
-                    w(f"| {p} | {m} | {kind} | n/a | | | | | | | | | oha produced no result |")
-                    continue
-                errs = ", ".join(f"{k}: {v}" for k, v in s["errors"].items()) or "none"
-                non200 = {k: v for k, v in s["codes"].items() if k != "200"}
-                if non200:
-                    errs += "; HTTP " + ", ".join(f"{k}: {v}" for k, v in non200.items())
-                cores = res[(p, m)]["cores"] if kind == "max" else {}
-                pc = fmt(cores.get("proxy"), 0, " %") if kind == "max" else ""
-                cc = fmt(cores.get("client"), 0, " %") if kind == "max" else ""
-                w(f"| {p} | {m} | {kind} | {s['ok']:,} / {s['total']:,} | {fmt(s['rps'])} | "
-                  f"{fmt(us(s['p50']))} µs | {fmt(us(s['p99']))} µs | {fmt(us(s['p999']))} µs | "
-                  f"{fmt(us(s['fb50']))} µs | {fmt(us(s['fb99']))} µs | {pc} | {cc} | {errs} |")
+            for k in KINDS:
+                for i, s in enumerate(rounds_of[(p, m, k)], start=1):
+                    if not s:
+                        w(f"| {p} | {m} | {k} | {i} | n/a | | | | | | | | | oha produced no result |")
+                        continue
+                    errs = ", ".join(f"{e}: {n}" for e, n in s["errors"].items()) or "none"
+                    non200 = {c: n for c, n in s["codes"].items() if c != "200"}
+                    if non200:
+                        errs += "; HTTP " + ", ".join(f"{c}: {n}" for c, n in non200.items())
+                    pc = fmt(s.get("proxy_core"), 0, " %") if k == "max" else ""
+                    cc = fmt(s.get("client_core"), 0, " %") if k == "max" else ""
+                    w(f"| {p} | {m} | {k} | {i} | {s['ok']:,} / {s['total']:,} | {fmt(s['rps'])} | "
+                      f"{fmt(us(s['p50']))} µs | {fmt(us(s['p99']))} µs | {fmt(us(s['p999']))} µs | "
+                      f"{fmt(us(s['fb50']))} µs | {fmt(us(s['fb99']))} µs | {pc} | {cc} | {errs} |")
     w("")
     w("</details>")
     w("")
@@ -281,17 +320,16 @@ def main():
       f"under {RSS_LIMIT_MB:g} MB.")
     w("")
     sy_paths = [p for p in paths if p.startswith("switchyard")]
-    nginx_ok = meta.get("nginx", {}).get("status") == "ok"
+    nginx_ok = "nginx" in ok_paths
     if not sy_paths:
         w("No Switchyard path was requested.")
-    for p in sy_paths:
-        if meta[p].get("status") != "ok":
-            w(f"- **{p}**: not measured ({meta[p].get('status', 'not run')}).")
-            continue
-        if not nginx_ok:
-            w(f"- **{p}**: nginx was not measured, so only the RSS target can be judged.")
         w("")
-        w(f"**{p}**")
+    for p in sy_paths:
+        if p not in ok_paths:
+            w(f"- **{p}**: not measured ({meta[p].get('status', 'not run')}).")
+            w("")
+            continue
+        w(f"**{p}**" + ("" if nginx_ok else " (nginx was not measured: only the RSS target can be judged)"))
         w("")
         w("| Target | " + " | ".join(MODE_LABEL[m] for m in MODES) + " |")
         w("|---|" + "---|" * len(MODES))
@@ -300,38 +338,32 @@ def main():
             if mine is None or ref is None:
                 return "n/a"
             if ref <= 0:
-                return f"{fmt(mine, digits)}{unit} vs nginx {fmt(ref, digits)}{unit}: n/a (nginx ≤ 0, noise)"
+                return f"{fmt(mine, digits)}{unit} vs nginx {fmt(ref, digits)}{unit}: n/a (nginx ≤ 0: noise)"
             ratio = mine / ref
             ok = mine >= factor * ref if higher_is_better else mine <= factor * ref
             return (f"{fmt(mine, digits)}{unit} vs nginx {fmt(ref, digits)}{unit} "
                     f"({ratio:.2f}×) **{'PASS' if ok else 'FAIL'}**")
 
-        row50, row99, rowrps = [], [], []
+        rows = {"p50": [], "p99": [], "rps": [], "cpu": []}
         for m in MODES:
-            if nginx_ok:
-                row50.append(ratio_cell(added(p, m, "p50"), added("nginx", m, "p50"), P50_FACTOR, False, " µs"))
-                row99.append(ratio_cell(added(p, m, "p99"), added("nginx", m, "p99"), P99_FACTOR, False, " µs"))
-                mx = res[(p, m)]["max"]
-                nx = res[("nginx", m)]["max"]
-                rowrps.append(ratio_cell(mx["rps"] if mx else None, nx["rps"] if nx else None,
-                                         RPS_FACTOR, True, " req/s"))
-            else:
-                row50.append("n/a")
-                row99.append("n/a")
-                rowrps.append("n/a")
-        w(f"| added p50 ≤ {P50_FACTOR}× nginx | " + " | ".join(row50) + " |")
-        w(f"| added p99 ≤ {P99_FACTOR}× nginx | " + " | ".join(row99) + " |")
-        w(f"| max req/s ≥ {RPS_FACTOR}× nginx | " + " | ".join(rowrps) + " |")
-        cpu_cells = []
-        for m in MODES:
-            mine = res[(p, m)]["cpu"]
-            ref = res.get(("nginx", m), {}).get("cpu") if nginx_ok else None
+            if not nginx_ok:
+                for v in rows.values():
+                    v.append("n/a")
+                continue
+            rows["p50"].append(ratio_cell(added(p, m, "p50"), added("nginx", m, "p50"), P50_FACTOR, False, " µs"))
+            rows["p99"].append(ratio_cell(added(p, m, "p99"), added("nginx", m, "p99"), P99_FACTOR, False, " µs"))
+            rows["rps"].append(ratio_cell(summary[(p, m)]["rps"], summary[("nginx", m)]["rps"],
+                                          RPS_FACTOR, True, " req/s"))
+            mine, ref = summary[(p, m)]["cpu"], summary[("nginx", m)]["cpu"]
             if mine and ref and ref["us_per_req"] > 0:
-                cpu_cells.append(f"{mine['us_per_req']:.1f} µs vs nginx {ref['us_per_req']:.1f} µs "
-                                 f"({mine['us_per_req'] / ref['us_per_req']:.2f}×)")
+                rows["cpu"].append(f"{mine['us_per_req']:.1f} µs vs nginx {ref['us_per_req']:.1f} µs "
+                                   f"({mine['us_per_req'] / ref['us_per_req']:.2f}×)")
             else:
-                cpu_cells.append("n/a")
-        w("| *(info)* proxy CPU per request at max throughput | " + " | ".join(cpu_cells) + " |")
+                rows["cpu"].append("n/a")
+        w(f"| added p50 ≤ {P50_FACTOR}× nginx | " + " | ".join(rows["p50"]) + " |")
+        w(f"| added p99 ≤ {P99_FACTOR}× nginx | " + " | ".join(rows["p99"]) + " |")
+        w(f"| max req/s ≥ {RPS_FACTOR}× nginx | " + " | ".join(rows["rps"]) + " |")
+        w("| *(info)* proxy CPU per request | " + " | ".join(rows["cpu"]) + " |")
         mb = rss_mb(p)
         rss = "n/a" if mb is None else f"{mb:.1f} MB **{'PASS' if mb < RSS_LIMIT_MB else 'FAIL'}**"
         w(f"| peak RSS < {RSS_LIMIT_MB:g} MB (whole run) | " + " | ".join([rss] * len(MODES)) + " |")
@@ -339,26 +371,26 @@ def main():
 
     # Reading notes generated from the data.
     notes = []
-    for p in paths:
-        if p == "direct" or meta[p].get("status") != "ok":
+    for p in ok_paths:
+        if p == "direct":
             continue
         for m in MODES:
-            cores = res[(p, m)]["cores"]
-            proxy, client = cores.get("proxy"), cores.get("client")
-            if proxy is not None and client is not None and client >= 90 and proxy < 85:
-                notes.append(
-                    f"{p} {m}: at max throughput the load generator's core was {client:.0f} % busy "
-                    f"and the proxy core only {proxy:.0f} %, so the client was the limit; compare "
-                    f"*proxy CPU per req* rather than max req/s for this row.")
+            top = summary[(p, m)]["top"]
+            if top and top.get("proxy_core") is not None and top.get("client_core") is not None:
+                if top["client_core"] >= 90 and top["proxy_core"] < 85:
+                    notes.append(
+                        f"{p} {m}: at max throughput the load generator's core was "
+                        f"{top['client_core']:.0f} % busy and the proxy's only {top['proxy_core']:.0f} %, "
+                        f"so the client was the limit; compare *proxy CPU per req* for this row.")
+    for p in ok_paths:
         for m in MODES:
-            for kind in ("rate", "max"):
-                s = res[(p, m)][kind]
-                if s and s["total"] and s["ok_ratio"] < 0.999:
-                    notes.append(f"{p} {m} {kind}: only {s['ok_ratio'] * 100:.2f} % of requests succeeded.")
-    for m in MODES:
-        d = res.get(("direct", m), {}).get("rate")
-        if d and d["total"] and d["rps"] < 0.95 * float(rate):
-            notes.append(f"direct {m}: achieved only {d['rps']:.0f} req/s of the {rate} requested.")
+            for k in KINDS:
+                for i, s in enumerate(rounds_of[(p, m, k)], start=1):
+                    if s and s["total"] and s["ok"] < 0.999 * s["total"]:
+                        notes.append(f"{p} {m} {k} round {i}: only {s['ok'] / s['total'] * 100:.2f} % "
+                                     f"of requests succeeded.")
+                    if s and k == "rate" and rate.isdigit() and s["rps"] < 0.95 * int(rate):
+                        notes.append(f"{p} {m} round {i}: achieved only {s['rps']:.0f} of {rate} req/s.")
     if notes:
         w("## Notes")
         w("")
