@@ -174,6 +174,9 @@ impl Drop for RequestRecord {
         if disconnected {
             metrics.client_disconnects.with_label_values(&[model]).inc();
         }
+        if !tracing::enabled!(target: "switchyard::access", tracing::Level::INFO) {
+            return;
+        }
         let attempts = fields
             .attempts
             .iter()
