@@ -630,7 +630,7 @@ impl Parser {
                 format!("{param}: a content part needs a `type`"),
             )),
             other => self
-                .unsupported(param, &format!("content parts of type {other:?}"))
+                .unsupported(param, &format!("a content part of type {other:?}"))
                 .map(|()| None),
         }
     }

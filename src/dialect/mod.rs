@@ -16,6 +16,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod client_request;
 pub mod completion;
+pub mod errors;
 pub mod responses;
 pub mod azure;
 

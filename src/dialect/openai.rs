@@ -155,16 +155,9 @@ impl Dialect for OpenAiChat {
 
 /// An upstream's JSON error, passed through with its own status and body.
 pub fn passthrough_error(status: u16, body: &Bytes) -> RelayError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .or_else(|| v.get("message"))
-                .or_else(|| v.get("error"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| excerpt(body));
+    let message = super::errors::upstream_message(body);
+    // The status stays the upstream's (its body goes to the client as it is), unlike the
+    // translated dialects' `errors::status_error`.
     let code = match status {
         429 => ErrorCode::UpstreamRateLimited,
         529 => ErrorCode::UpstreamOverloaded,

@@ -59,9 +59,10 @@
 //! `upstream_rate_limited`, others `upstream_stream_error`. No `message_stop` -> truncated.
 //!
 //! # Errors
-//! `{"type":"error","error":{"type":..., "message":...}}`: 529 / `overloaded_error` -> 503
+//! `{"type":"error","error":{"type":..., "message":...}}`: 529 / 503 / `overloaded_error` -> 503
 //! `upstream_overloaded`; 429 / `rate_limit_error` -> 429 `upstream_rate_limited`; everything else
-//! keeps its status as `upstream_http_error`, with Anthropic's message.
+//! keeps its status as `upstream_http_error`, with Anthropic's message (see
+//! [`crate::dialect::errors`]).
 
 mod request;
 mod response;
@@ -72,6 +73,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::errors::{status_error, upstream_message};
 use super::openai::excerpt;
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
@@ -142,20 +144,16 @@ impl Dialect for AnthropicMessages {
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
-        let error = serde_json::from_slice::<ErrorEnvelope>(body)
+        let error_type = serde_json::from_slice::<ErrorEnvelope>(body)
             .ok()
-            .map(|envelope| envelope.error);
-        let error_type = error.as_ref().and_then(|e| e.kind.as_deref());
-        let message = error
-            .as_ref()
-            .and_then(|e| e.message.clone())
-            .unwrap_or_else(|| excerpt(body));
-        let (code, status) = match (error_type, status) {
-            (Some("overloaded_error"), _) | (_, 529) => (ErrorCode::UpstreamOverloaded, 503),
-            (Some("rate_limit_error"), _) | (_, 429) => (ErrorCode::UpstreamRateLimited, 429),
-            _ => (ErrorCode::UpstreamHttpError, status),
-        };
-        RelayError::new(code, message).with_status(status)
+            .and_then(|envelope| envelope.error.kind);
+        let message = upstream_message(body);
+        // The error type classifies even when the status does not say it.
+        match error_type.as_deref() {
+            Some("overloaded_error") => status_error(503, message),
+            Some("rate_limit_error") => status_error(429, message),
+            _ => status_error(status, message),
+        }
     }
 
     fn default_auth(&self) -> AuthStyle {

@@ -75,6 +75,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde::Deserialize;
 
+use super::errors::{status_error, upstream_message};
 use super::openai::excerpt;
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
@@ -151,16 +152,7 @@ impl Dialect for BedrockConverse {
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
-        let message = serde_json::from_slice::<ErrorBody>(body)
-            .ok()
-            .and_then(ErrorBody::into_message)
-            .unwrap_or_else(|| excerpt(body));
-        let code = match status {
-            429 => ErrorCode::UpstreamRateLimited,
-            503 => ErrorCode::UpstreamOverloaded,
-            _ => ErrorCode::UpstreamHttpError,
-        };
-        RelayError::new(code, message).with_status(status)
+        status_error(status, upstream_message(body))
     }
 
     fn default_auth(&self) -> AuthStyle {
@@ -170,20 +162,6 @@ impl Dialect for BedrockConverse {
     /// Models are listed by the `bedrock` control-plane endpoint, not `bedrock-runtime`.
     fn models_path(&self) -> Option<&'static str> {
         None
-    }
-}
-
-/// An AWS JSON error body (`message`, sometimes `Message`).
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    message: Option<String>,
-    #[serde(rename = "Message")]
-    message_capitalised: Option<String>,
-}
-
-impl ErrorBody {
-    fn into_message(self) -> Option<String> {
-        self.message.or(self.message_capitalised)
     }
 }
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::dialect::completion::{generated_tool_call_id, Completion, ToolCallOut};
+use crate::dialect::errors::{status_error, upstream_message};
 use crate::dialect::openai::excerpt;
 use crate::dialect::{ResponseContext, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
@@ -273,11 +274,7 @@ pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
         .as_ref()
         .map(|v| v.get(0).unwrap_or(v))
         .and_then(|v| v.get("error"));
-    let message = error
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| excerpt(body));
+    let message = upstream_message(body);
     let grpc_status = error
         .and_then(|e| e.get("status"))
         .and_then(Value::as_str)
@@ -288,17 +285,17 @@ pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
         .and_then(Value::as_str);
 
     if status == 429 || grpc_status == "RESOURCE_EXHAUSTED" {
-        let mut relay = RelayError::new(ErrorCode::UpstreamRateLimited, message).with_status(429);
+        let mut relay = status_error(429, message);
         relay.retry_after = error.and_then(retry_delay);
         return relay;
     }
     if status == 503 || grpc_status == "UNAVAILABLE" {
-        return RelayError::new(ErrorCode::UpstreamOverloaded, message).with_status(503);
+        return status_error(503, message);
     }
     if reason == Some("API_KEY_INVALID") {
         return RelayError::new(ErrorCode::UpstreamHttpError, message).with_status(401);
     }
-    RelayError::new(ErrorCode::UpstreamHttpError, message).with_status(status)
+    status_error(status, message)
 }
 
 /// An error object sent with status 200 (in a stream, or in place of a response).

@@ -135,7 +135,7 @@ fn content(
                     unsupported(
                         drop_unsupported,
                         param,
-                        "image links (Ollama takes only inline images: send a base64 data URL)",
+                        "an image link (Ollama takes only inline images: send a base64 data URL)",
                     )?
                 }
                 ImageSource::Url(_) => {
@@ -145,7 +145,7 @@ fn content(
             Part::Image(_) => unsupported(
                 drop_unsupported,
                 param,
-                "images outside user and system messages",
+                "an image outside user and system messages",
             )?,
             // Refused while parsing: `EXPRESSIBLE.audio_input` is false.
             Part::Audio { .. } => {}

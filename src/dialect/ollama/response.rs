@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::dialect::completion::{generated_tool_call_id, ChunkWriter, Completion, ToolCallOut};
+use crate::dialect::errors::{status_error, upstream_message};
 use crate::dialect::openai::excerpt;
 use crate::dialect::{ResponseContext, StreamTranslator, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
@@ -186,22 +187,7 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
 /// (404 unknown model, 400 "does not support tools", ...) keep their status as
 /// `upstream_http_error` with Ollama's message.
 pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|value| match value.get("error") {
-            Some(Value::String(message)) => Some(message.clone()),
-            Some(Value::Object(error)) => error
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            _ => None,
-        })
-        .unwrap_or_else(|| excerpt(body));
-    match status {
-        429 => RelayError::new(ErrorCode::UpstreamRateLimited, message).with_status(429),
-        503 => RelayError::new(ErrorCode::UpstreamOverloaded, message).with_status(503),
-        _ => RelayError::new(ErrorCode::UpstreamHttpError, message).with_status(status),
-    }
+    status_error(status, upstream_message(body))
 }
 
 /// The state of one Ollama stream.

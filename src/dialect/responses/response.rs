@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use super::super::errors::{status_error, upstream_message};
 use super::super::openai::excerpt;
 use super::super::{ResponseContext, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
@@ -319,39 +320,12 @@ pub(super) fn failure(error: Option<&Value>, default: ErrorCode) -> RelayError {
 /// `{"detail": ...}`. The client gets an OpenAI-shaped relay error with the upstream's status
 /// and message.
 pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
-    let value = serde_json::from_slice::<Value>(body).ok();
-    let error = value.as_ref().and_then(|v| v.get("error"));
-    let message = error
-        .and_then(|e| e.get("message").or(Some(e)))
-        .and_then(Value::as_str)
-        .or_else(|| {
-            value
-                .as_ref()
-                .and_then(|v| v.get("detail"))
-                .and_then(Value::as_str)
-        })
-        .or_else(|| {
-            value
-                .as_ref()
-                .and_then(|v| v.get("message"))
-                .and_then(Value::as_str)
-        })
-        .map(str::to_owned)
-        .or_else(|| {
-            value
-                .as_ref()
-                .and_then(|v| v.get("detail"))
-                .map(Value::to_string)
-        })
-        .unwrap_or_else(|| excerpt(body));
-    let (code, status) = match status {
-        429 => (ErrorCode::UpstreamRateLimited, 429),
-        503 | 529 => (ErrorCode::UpstreamOverloaded, 503),
-        _ => (ErrorCode::UpstreamHttpError, status),
-    };
-    let mut relay_error = RelayError::new(code, message).with_status(status);
-    if let Some(param) = error.and_then(|e| e.get("param")).and_then(Value::as_str) {
-        relay_error = relay_error.with_param(param);
+    let relay_error = status_error(status, upstream_message(body));
+    let param = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.pointer("/error/param")?.as_str().map(str::to_owned));
+    match param {
+        Some(param) => relay_error.with_param(param),
+        None => relay_error,
     }
-    relay_error
 }
