@@ -148,10 +148,11 @@ impl Dialect for AnthropicMessages {
             .ok()
             .and_then(|envelope| envelope.error.kind);
         let message = upstream_message(body);
-        // The error type classifies even when the status does not say it.
+        // The error type classifies even when the status does not say it; a 529 is overloaded
+        // whatever its type.
         match error_type.as_deref() {
             Some("overloaded_error") => status_error(503, message),
-            Some("rate_limit_error") => status_error(429, message),
+            Some("rate_limit_error") if status != 529 => status_error(429, message),
             _ => status_error(status, message),
         }
     }
