@@ -1,68 +1,34 @@
-//! `ollama` against the recorded Ollama traffic: every fixture in
-//! `shared/fixtures/upstream/ollama` has a case in `tests/dialects/cases/ollama`.
+//! `ollama` against the recorded Ollama traffic (`shared/fixtures/upstream/ollama/`, cases in
+//! `tests/dialects/cases/ollama/`).
 
-#[path = "dialects/gemini_ollama_support.rs"]
-mod support;
-
-use std::sync::LazyLock;
+#[path = "dialects/harness.rs"]
+mod harness;
 
 use bytes::Bytes;
-use proptest::prelude::*;
-use support::{load_cases, read_stream, run_case, split_at, translate_stream, Case};
 
-static CASES: LazyLock<Vec<Case>> = LazyLock::new(|| load_cases("ollama"));
-
-#[test]
-fn every_recorded_exchange_translates_as_its_case_says() {
-    assert_eq!(CASES.len(), 8);
-    for case in CASES.iter() {
-        assert_eq!(case.case["dialect"], "ollama");
-        run_case(case);
-    }
+harness::fixture_tests! {
+    dirs: ["ollama"],
+    dialects: ["ollama"],
+    cases: 8,
+    split_iterations: 64,
 }
 
 #[test]
 fn crlf_line_endings_translate_like_lf() {
-    for case in CASES.iter().filter(|c| c.stream()) {
+    for case in harness::streams(cases()) {
         let body = case.response_body();
         let crlf = Bytes::from(
             String::from_utf8(body.to_vec())
                 .unwrap()
                 .replace('\n', "\r\n"),
         );
-        assert_eq!(
-            translate_stream(case, &[crlf], true),
-            translate_stream(case, &[body], true),
-            "{}",
-            case.name
-        );
-    }
-}
-
-#[test]
-fn byte_by_byte_reads_give_the_same_output() {
-    for case in CASES.iter().filter(|c| c.stream()) {
-        let body = case.response_body();
-        let whole = translate_stream(case, std::slice::from_ref(&body), true);
-        let bytes: Vec<_> = (0..body.len()).map(|i| body.slice(i..i + 1)).collect();
-        assert_eq!(translate_stream(case, &bytes, true), whole, "{}", case.name);
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn any_split_of_a_recorded_stream_gives_the_same_client_output(
-        cuts in proptest::collection::vec(any::<usize>(), 0..24),
-        wants_usage in any::<bool>(),
-    ) {
-        for case in CASES.iter().filter(|c| c.stream()) {
-            let body = case.response_body();
-            let whole = translate_stream(case, std::slice::from_ref(&body), wants_usage);
-            let split = translate_stream(case, &split_at(&body, &cuts), wants_usage);
-            prop_assert_eq!(&split, &whole, "{}", case.name);
-            prop_assert_eq!(read_stream(&split.0, wants_usage), read_stream(&whole.0, wants_usage));
+        for wants_usage in [true, false] {
+            assert_eq!(
+                harness::translate_stream(case, &[crlf.clone()], wants_usage),
+                harness::translate_stream(case, &[body.clone()], wants_usage),
+                "{}",
+                case.name
+            );
         }
     }
 }
