@@ -17,6 +17,7 @@ pub mod bedrock;
 pub mod client_request;
 pub mod completion;
 pub mod errors;
+pub mod framed;
 pub mod responses;
 pub mod azure;
 

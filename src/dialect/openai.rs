@@ -10,10 +10,11 @@ use memchr::memmem;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::framed::{FrameTranslator, SseStream};
 use super::json::RawObject;
 use super::{ChatRequest, Dialect, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage};
 use crate::error::{ErrorCode, RelayError};
-use crate::sse::{self, SseDecoder};
+use crate::sse;
 
 /// Which name an upstream wants for the completion-length limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,14 +139,12 @@ impl Dialect for OpenAiChat {
     }
 
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
-        Box::new(PassthroughStream {
-            decoder: SseDecoder::default(),
+        Box::new(SseStream::new(PassthroughStream {
             strip_usage: !ctx.client_wants_usage,
             done: false,
             finished: false,
             usage: None,
-            events: Vec::new(),
-        })
+        }))
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
@@ -233,12 +232,10 @@ struct UsageChunk {
 
 /// Forwards OpenAI stream events as sliced from the upstream's reads.
 struct PassthroughStream {
-    decoder: SseDecoder,
     strip_usage: bool,
     done: bool,
     finished: bool,
     usage: Option<Usage>,
-    events: Vec<sse::Event>,
 }
 
 impl PassthroughStream {
@@ -294,23 +291,12 @@ fn in_band_error(data: &[u8]) -> Option<RelayError> {
     Some(RelayError::new(ErrorCode::UpstreamStreamError, format!("upstream stream error: {message}")))
 }
 
-impl StreamTranslator for PassthroughStream {
-    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        let mut events = std::mem::take(&mut self.events);
-        let result = self
-            .decoder
-            .push(chunk, &mut events)
-            .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
-            .and_then(|()| events.drain(..).try_for_each(|event| self.on_event(event, out)));
-        events.clear();
-        self.events = events;
-        result
+impl FrameTranslator<sse::Event> for PassthroughStream {
+    fn frame(&mut self, event: sse::Event, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        self.on_event(event, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        if let Some(event) = self.decoder.finish() {
-            self.on_event(event, out)?;
-        }
+    fn end(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
         if self.done {
             return Ok(());
         }

@@ -74,6 +74,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::errors::{status_error, upstream_message};
+use super::framed::SseStream;
 use super::openai::excerpt;
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
@@ -140,7 +141,7 @@ impl Dialect for AnthropicMessages {
     }
 
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
-        Box::new(stream::AnthropicStream::new(ctx))
+        Box::new(SseStream::new(stream::AnthropicStream::new(ctx)))
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {

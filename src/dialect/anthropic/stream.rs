@@ -8,9 +8,10 @@ use serde_json::Value;
 
 use super::{arguments_string, finish_reason, invalid_response, ErrorBody, WireUsage};
 use crate::dialect::completion::ChunkWriter;
-use crate::dialect::{ResponseContext, StreamTranslator, Usage};
+use crate::dialect::framed::FrameTranslator;
+use crate::dialect::{ResponseContext, Usage};
 use crate::error::{ErrorCode, RelayError};
-use crate::sse::{self, SseDecoder};
+use crate::sse;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -107,8 +108,6 @@ enum Block {
 
 /// The stream state machine.
 pub(super) struct AnthropicStream {
-    decoder: SseDecoder,
-    events: Vec<sse::Event>,
     ctx: ResponseContext,
     writer: Option<ChunkWriter>,
     blocks: HashMap<u64, Block>,
@@ -121,8 +120,6 @@ pub(super) struct AnthropicStream {
 impl AnthropicStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
         AnthropicStream {
-            decoder: SseDecoder::default(),
-            events: Vec::new(),
             ctx: ctx.clone(),
             writer: None,
             blocks: HashMap::new(),
@@ -254,27 +251,12 @@ impl AnthropicStream {
     }
 }
 
-impl StreamTranslator for AnthropicStream {
-    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        let mut events = std::mem::take(&mut self.events);
-        let result = self
-            .decoder
-            .push(chunk, &mut events)
-            .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
-            .and_then(|()| {
-                events
-                    .iter()
-                    .try_for_each(|event| self.on_event(event, out))
-            });
-        events.clear();
-        self.events = events;
-        result
+impl FrameTranslator<sse::Event> for AnthropicStream {
+    fn frame(&mut self, event: sse::Event, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        self.on_event(&event, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        if let Some(event) = self.decoder.finish() {
-            self.on_event(&event, out)?;
-        }
+    fn end(&mut self, _out: &mut Vec<Bytes>) -> Result<(), RelayError> {
         if self.done {
             return Ok(());
         }

@@ -74,6 +74,7 @@ mod stream;
 use bytes::Bytes;
 
 use super::client_request::{ClientRequest, Expressible};
+use super::framed::SseStream;
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
     UpstreamCall,
@@ -146,7 +147,7 @@ impl Dialect for Gemini {
     }
 
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
-        Box::new(stream::GeminiStream::new(ctx))
+        Box::new(SseStream::new(stream::GeminiStream::new(ctx)))
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {

@@ -9,14 +9,14 @@ use bytes::Bytes;
 
 use super::response::{finish_reason, in_band_error, piece, GenerateResponse, Piece};
 use crate::dialect::completion::ChunkWriter;
+use crate::dialect::framed::FrameTranslator;
 use crate::dialect::openai::excerpt;
-use crate::dialect::{ResponseContext, StreamTranslator, Usage};
+use crate::dialect::{ResponseContext, Usage};
 use crate::error::{ErrorCode, RelayError};
-use crate::sse::{self, SseDecoder};
+use crate::sse;
 
 /// The state of one Gemini stream.
 pub(super) struct GeminiStream {
-    decoder: SseDecoder,
     writer: ChunkWriter,
     wants_usage: bool,
     /// Seed for tool call ids when Gemini gives none: its response id, else the relay's id.
@@ -25,20 +25,17 @@ pub(super) struct GeminiStream {
     /// Set once the finish chunk is out.
     finished: bool,
     usage: Option<Usage>,
-    events: Vec<sse::Event>,
 }
 
 impl GeminiStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
         GeminiStream {
-            decoder: SseDecoder::default(),
             writer: ChunkWriter::for_context(ctx),
             wants_usage: ctx.client_wants_usage,
             id_seed: None,
             fallback_seed: ctx.id.clone(),
             finished: false,
             usage: None,
-            events: Vec::new(),
         }
     }
 
@@ -101,27 +98,12 @@ impl GeminiStream {
     }
 }
 
-impl StreamTranslator for GeminiStream {
-    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        let mut events = std::mem::take(&mut self.events);
-        let result = self
-            .decoder
-            .push(chunk, &mut events)
-            .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
-            .and_then(|()| {
-                events
-                    .iter()
-                    .try_for_each(|event| self.on_event(event, out))
-            });
-        events.clear();
-        self.events = events;
-        result
+impl FrameTranslator<sse::Event> for GeminiStream {
+    fn frame(&mut self, event: sse::Event, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        self.on_event(&event, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        if let Some(event) = self.decoder.finish() {
-            self.on_event(&event, out)?;
-        }
+    fn end(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
         if !self.finished {
             return Err(RelayError::new(
                 ErrorCode::UpstreamStreamTruncated,
@@ -145,6 +127,8 @@ impl StreamTranslator for GeminiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialect::framed::SseStream;
+    use crate::dialect::StreamTranslator;
     use serde_json::{json, Value};
 
     fn ctx(wants_usage: bool) -> ResponseContext {
@@ -161,7 +145,7 @@ mod tests {
     }
 
     fn run(input: &str, wants_usage: bool) -> (Result<(), RelayError>, Vec<Value>, Option<Usage>) {
-        let mut stream = GeminiStream::new(&ctx(wants_usage));
+        let mut stream = SseStream::new(GeminiStream::new(&ctx(wants_usage)));
         let mut out = Vec::new();
         let result = stream
             .feed(Bytes::from(input.to_owned()), &mut out)

@@ -49,6 +49,7 @@ mod response;
 use bytes::Bytes;
 
 use super::client_request::{ClientRequest, Expressible};
+use super::framed::LineStream;
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
     UpstreamCall,
@@ -102,7 +103,7 @@ impl Dialect for Ollama {
     }
 
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
-        Box::new(response::OllamaStream::new(ctx))
+        Box::new(LineStream::new(response::OllamaStream::new(ctx)))
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {

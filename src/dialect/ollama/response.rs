@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use crate::dialect::completion::{generated_tool_call_id, ChunkWriter, Completion, ToolCallOut};
 use crate::dialect::errors::{status_error, upstream_message};
+use crate::dialect::framed::FrameTranslator;
 use crate::dialect::openai::excerpt;
-use crate::dialect::{ResponseContext, StreamTranslator, Translated, Usage};
+use crate::dialect::{ResponseContext, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse::{self, LineDecoder};
 
@@ -192,25 +193,21 @@ pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
 
 /// The state of one Ollama stream.
 pub(super) struct OllamaStream {
-    decoder: LineDecoder,
     writer: ChunkWriter,
     wants_usage: bool,
     id_seed: String,
     done: bool,
     usage: Option<Usage>,
-    lines: Vec<Bytes>,
 }
 
 impl OllamaStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
         OllamaStream {
-            decoder: LineDecoder::default(),
             writer: ChunkWriter::for_context(ctx),
             wants_usage: ctx.client_wants_usage,
             id_seed: ctx.id.clone(),
             done: false,
             usage: None,
-            lines: Vec::new(),
         }
     }
 
@@ -237,23 +234,12 @@ impl OllamaStream {
     }
 }
 
-impl StreamTranslator for OllamaStream {
-    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        let mut lines = std::mem::take(&mut self.lines);
-        let result = self
-            .decoder
-            .push(chunk, &mut lines)
-            .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
-            .and_then(|()| lines.iter().try_for_each(|line| self.on_line(line, out)));
-        lines.clear();
-        self.lines = lines;
-        result
+impl FrameTranslator<Bytes> for OllamaStream {
+    fn frame(&mut self, line: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        self.on_line(&line, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        if let Some(line) = self.decoder.finish() {
-            self.on_line(&line, out)?;
-        }
+    fn end(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
         if !self.done {
             return Err(RelayError::new(
                 ErrorCode::UpstreamStreamTruncated,
@@ -277,6 +263,8 @@ impl StreamTranslator for OllamaStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialect::framed::LineStream;
+    use crate::dialect::StreamTranslator;
     use serde_json::json;
 
     fn ctx(wants_usage: bool) -> ResponseContext {
@@ -368,7 +356,7 @@ mod tests {
         let input = "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"hm\"},\"done\":false}\r\n\
                      {\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n\
                      {\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":3,\"eval_count\":2}\n";
-        let mut stream = OllamaStream::new(&ctx(true));
+        let mut stream = LineStream::new(OllamaStream::new(&ctx(true)));
         let mut out = Vec::new();
         stream.feed(Bytes::from(input), &mut out).unwrap();
         stream.finish(&mut out).unwrap();
@@ -386,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_stream_without_its_done_line_is_truncated_and_an_error_line_fails_it() {
-        let mut stream = OllamaStream::new(&ctx(false));
+        let mut stream = LineStream::new(OllamaStream::new(&ctx(false)));
         let mut out = Vec::new();
         stream
             .feed(
@@ -399,7 +387,7 @@ mod tests {
             ErrorCode::UpstreamStreamTruncated
         );
 
-        let mut stream = OllamaStream::new(&ctx(false));
+        let mut stream = LineStream::new(OllamaStream::new(&ctx(false)));
         let err = stream
             .feed(
                 Bytes::from_static(

@@ -80,6 +80,7 @@ mod tests;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
+use super::framed::SseStream;
 use super::{
     AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
     UpstreamCall,
@@ -177,7 +178,7 @@ impl Dialect for Responses {
     }
 
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
-        Box::new(stream::ResponsesStream::new(ctx))
+        Box::new(SseStream::new(stream::ResponsesStream::new(ctx)))
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {

@@ -8,10 +8,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::super::{ResponseContext, StreamTranslator, Usage};
+use super::super::framed::FrameTranslator;
+use super::super::{ResponseContext, Usage};
 use super::response::{chat_id, failure, finish_reason, OutputItem, ResponseObject};
 use crate::error::{ErrorCode, RelayError};
-use crate::sse::{self, SseDecoder};
+use crate::sse;
 
 /// The fields of any stream event the translation reads.
 #[derive(Debug, Deserialize)]
@@ -57,8 +58,6 @@ struct ToolCall {
 
 /// Translates one Responses stream.
 pub(super) struct ResponsesStream {
-    decoder: SseDecoder,
-    events: Vec<sse::Event>,
     ctx: ResponseContext,
     /// Chunk id and model, fixed by the first chunk sent so every chunk carries the same.
     id: String,
@@ -75,8 +74,6 @@ pub(super) struct ResponsesStream {
 impl ResponsesStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
         ResponsesStream {
-            decoder: SseDecoder::default(),
-            events: Vec::new(),
             ctx: ctx.clone(),
             id: ctx.id.clone(),
             model: ctx.upstream_model.clone(),
@@ -335,27 +332,12 @@ impl ResponsesStream {
     }
 }
 
-impl StreamTranslator for ResponsesStream {
-    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        let mut events = std::mem::take(&mut self.events);
-        let result = self
-            .decoder
-            .push(chunk, &mut events)
-            .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
-            .and_then(|()| {
-                events
-                    .drain(..)
-                    .try_for_each(|event| self.on_event(event, out))
-            });
-        events.clear();
-        self.events = events;
-        result
+impl FrameTranslator<sse::Event> for ResponsesStream {
+    fn frame(&mut self, event: sse::Event, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        self.on_event(event, out)
     }
 
-    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        if let Some(event) = self.decoder.finish() {
-            self.on_event(event, out)?;
-        }
+    fn end(&mut self, _out: &mut Vec<Bytes>) -> Result<(), RelayError> {
         if self.done {
             return Ok(());
         }
