@@ -267,6 +267,15 @@ impl ChunkWriter {
         out.push(sse::data_event(chunk.to_string().as_bytes()));
     }
 
+    /// Closes the stream after its finish chunk: the usage chunk when the client asked for it
+    /// and there are counts, then `data: [DONE]`.
+    pub fn close(&self, usage: Option<&Usage>, include_usage: bool, out: &mut Vec<Bytes>) {
+        if let Some(usage) = usage.filter(|_| include_usage) {
+            self.usage(usage, out);
+        }
+        out.push(sse::done_event());
+    }
+
     /// Ends the stream: the `finish_reason` chunk, the usage chunk when the client asked for it
     /// (zero counts when the upstream reported none), and `data: [DONE]`.
     pub fn finish(
@@ -277,10 +286,7 @@ impl ChunkWriter {
         out: &mut Vec<Bytes>,
     ) {
         self.finish_reason(finish_reason, out);
-        if include_usage {
-            self.usage(&usage.unwrap_or_default(), out);
-        }
-        out.push(sse::done_event());
+        self.close(Some(&usage.unwrap_or_default()), include_usage, out);
     }
 }
 
@@ -419,6 +425,9 @@ mod tests {
         assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 5);
+        let mut closing = Vec::new();
+        writer.close(None, true, &mut closing);
+        assert_eq!(closing, vec![sse::done_event()]);
     }
 
     #[test]

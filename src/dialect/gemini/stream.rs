@@ -110,12 +110,8 @@ impl FrameTranslator<sse::Event> for GeminiStream {
                 "upstream stream ended before a candidate carried a finishReason",
             ));
         }
-        if self.wants_usage {
-            if let Some(usage) = &self.usage {
-                self.writer.usage(usage, out);
-            }
-        }
-        out.push(sse::done_event());
+        self.writer
+            .close(self.usage.as_ref(), self.wants_usage, out);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use crate::dialect::framed::FrameTranslator;
 use crate::dialect::openai::excerpt;
 use crate::dialect::{ResponseContext, Translated, Usage};
 use crate::error::{ErrorCode, RelayError};
-use crate::sse::{self, LineDecoder};
+use crate::sse::LineDecoder;
 
 /// One NDJSON object of a chat response.
 #[derive(Debug, Default, Deserialize)]
@@ -246,12 +246,8 @@ impl FrameTranslator<Bytes> for OllamaStream {
                 "upstream stream ended before its final (done) line",
             ));
         }
-        if self.wants_usage {
-            if let Some(usage) = &self.usage {
-                self.writer.usage(usage, out);
-            }
-        }
-        out.push(sse::done_event());
+        self.writer
+            .close(self.usage.as_ref(), self.wants_usage, out);
         Ok(())
     }
 
