@@ -24,8 +24,8 @@ fn crlf_line_endings_translate_like_lf() {
         );
         for wants_usage in [true, false] {
             assert_eq!(
-                harness::translate_stream(case, &[crlf.clone()], wants_usage),
-                harness::translate_stream(case, &[body.clone()], wants_usage),
+                harness::translate_stream(case, std::slice::from_ref(&crlf), wants_usage),
+                harness::translate_stream(case, std::slice::from_ref(&body), wants_usage),
                 "{}",
                 case.name
             );
