@@ -44,8 +44,12 @@ pub struct RelayStream {
     queue: VecDeque<Bytes>,
     scratch: Vec<Bytes>,
     timing: StreamTiming,
+    /// Armed lazily: chunks only record `last_data`; the timer is moved when it fires early.
     idle_timer: Pin<Box<Sleep>>,
+    last_data: Instant,
+    /// Likewise lazy, against `last_sent`.
     keepalive_timer: Pin<Box<Sleep>>,
+    last_sent: Instant,
     deadline: Pin<Box<Sleep>>,
     upstream_done: bool,
     finished: bool,
@@ -73,6 +77,8 @@ impl RelayStream {
             scratch: Vec::new(),
             idle_timer: Box::pin(tokio::time::sleep_until(timing.first_event_deadline.min(timing.deadline))),
             keepalive_timer: Box::pin(tokio::time::sleep_until(now + timing.keepalive)),
+            last_data: now,
+            last_sent: now,
             deadline: Box::pin(tokio::time::sleep_until(timing.deadline)),
             timing,
             upstream_done: false,
@@ -118,10 +124,7 @@ impl RelayStream {
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    if self.flowing {
-                        let next = Instant::now() + self.timing.idle;
-                        self.idle_timer.as_mut().reset(next);
-                    }
+                    self.last_data = Instant::now();
                     if let Err(error) = self.translator.feed(data, &mut self.scratch) {
                         return Poll::Ready(Some(Err(error)));
                     }
@@ -146,14 +149,16 @@ impl RelayStream {
                     }
                 }
                 Poll::Pending => {
-                    if self.idle_timer.as_mut().poll(cx).is_ready() {
-                        let error = if self.flowing {
-                            self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle)
-                        } else {
+                    while self.idle_timer.as_mut().poll(cx).is_ready() {
+                        if !self.flowing {
                             let waited = self.timing.first_event_deadline.duration_since(self.record_started());
-                            self.timeout(ErrorCode::UpstreamTimeoutFirstByte, waited)
-                        };
-                        return Poll::Ready(Some(Err(error)));
+                            return Poll::Ready(Some(Err(self.timeout(ErrorCode::UpstreamTimeoutFirstByte, waited))));
+                        }
+                        let due = self.last_data + self.timing.idle;
+                        if Instant::now() >= due {
+                            return Poll::Ready(Some(Err(self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle))));
+                        }
+                        self.idle_timer.as_mut().reset(due);
                     }
                     return Poll::Pending;
                 }
@@ -176,6 +181,19 @@ impl RelayStream {
             self.idle_timer.as_mut().reset(next);
         }
         self.queue.extend(self.scratch.drain(..));
+    }
+
+    /// Everything ready to send, as one frame: events that arrived in one read leave in one
+    /// write instead of one write (and one chunk header) each.
+    fn take_queued(&mut self) -> Option<Bytes> {
+        if self.queue.len() <= 1 {
+            return self.queue.pop_front();
+        }
+        let mut joined = bytes::BytesMut::with_capacity(self.queue.iter().map(Bytes::len).sum());
+        for event in self.queue.drain(..) {
+            joined.extend_from_slice(&event);
+        }
+        Some(joined.freeze())
     }
 
     fn fail(&mut self, error: RelayError) -> Bytes {
@@ -275,9 +293,8 @@ impl HttpBody for RelayStream {
         }
         match this.poll_fill(cx) {
             Poll::Ready(Some(Ok(()))) => {
-                let next = Instant::now() + this.timing.keepalive;
-                this.keepalive_timer.as_mut().reset(next);
-                Poll::Ready(this.queue.pop_front().map(|event| Ok(Frame::data(event))))
+                this.last_sent = Instant::now();
+                Poll::Ready(this.take_queued().map(|events| Ok(Frame::data(events))))
             }
             Poll::Ready(None) => {
                 this.finished = true;
@@ -288,10 +305,15 @@ impl HttpBody for RelayStream {
                 Poll::Ready(Some(Ok(Frame::data(this.fail(error)))))
             }
             Poll::Pending => {
-                if this.keepalive_timer.as_mut().poll(cx).is_ready() {
-                    let next = Instant::now() + this.timing.keepalive;
-                    this.keepalive_timer.as_mut().reset(next);
-                    return Poll::Ready(Some(Ok(Frame::data(sse::comment("keep-alive")))));
+                while this.keepalive_timer.as_mut().poll(cx).is_ready() {
+                    let now = Instant::now();
+                    let due = this.last_sent + this.timing.keepalive;
+                    if now >= due {
+                        this.last_sent = now;
+                        this.keepalive_timer.as_mut().reset(now + this.timing.keepalive);
+                        return Poll::Ready(Some(Ok(Frame::data(sse::comment("keep-alive")))));
+                    }
+                    this.keepalive_timer.as_mut().reset(due);
                 }
                 Poll::Pending
             }
