@@ -85,11 +85,7 @@ fn canned() -> &'static Canned {
             } else {
                 serde_json::json!({"content": token(i)})
             };
-            let finish = if i + 1 == CHUNKS {
-                serde_json::json!("stop")
-            } else {
-                serde_json::Value::Null
-            };
+            let finish = if i + 1 == CHUNKS { serde_json::json!("stop") } else { serde_json::Value::Null };
             let chunk = serde_json::json!({
                 "id": "chatcmpl-bench",
                 "object": "chat.completion.chunk",
@@ -194,11 +190,7 @@ fn sse(event: Option<&str>, data: &str) -> Bytes {
 /// `Pending` between frames so each one is flushed on its own.
 enum MockBody {
     Full(Option<Bytes>),
-    Events {
-        frames: &'static [Bytes],
-        next: usize,
-        yield_before_next: bool,
-    },
+    Events { frames: &'static [Bytes], next: usize, yield_before_next: bool },
 }
 
 impl MockBody {
@@ -206,11 +198,7 @@ impl MockBody {
         MockBody::Full(Some(b.clone()))
     }
     fn events(frames: &'static [Bytes]) -> Self {
-        MockBody::Events {
-            frames,
-            next: 0,
-            yield_before_next: false,
-        }
+        MockBody::Events { frames, next: 0, yield_before_next: false }
     }
 }
 
@@ -218,17 +206,10 @@ impl Body for MockBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             MockBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            MockBody::Events {
-                frames,
-                next,
-                yield_before_next,
-            } => {
+            MockBody::Events { frames, next, yield_before_next } => {
                 if *next >= frames.len() {
                     return Poll::Ready(None);
                 }
@@ -313,11 +294,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<MockBody>, Infallible
         return Ok(respond(StatusCode::OK, "application/json", MockBody::full(&c.health)));
     }
     if req.method() != Method::POST || !(is_openai || is_anthropic) {
-        return Ok(respond(
-            StatusCode::NOT_FOUND,
-            "application/json",
-            MockBody::full(&c.not_found),
-        ));
+        return Ok(respond(StatusCode::NOT_FOUND, "application/json", MockBody::full(&c.not_found)));
     }
 
     // Read the whole request body (small), then sniff it.
@@ -330,16 +307,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<MockBody>, Infallible
     let resp = match (is_openai, stream) {
         (true, false) => respond(StatusCode::OK, "application/json", MockBody::full(&c.openai_json)),
         (true, true) => respond(StatusCode::OK, "text/event-stream", MockBody::events(&c.openai_sse)),
-        (false, false) => respond(
-            StatusCode::OK,
-            "application/json",
-            MockBody::full(&c.anthropic_json),
-        ),
-        (false, true) => respond(
-            StatusCode::OK,
-            "text/event-stream; charset=utf-8",
-            MockBody::events(&c.anthropic_sse),
-        ),
+        (false, false) => respond(StatusCode::OK, "application/json", MockBody::full(&c.anthropic_json)),
+        (false, true) => {
+            respond(StatusCode::OK, "text/event-stream; charset=utf-8", MockBody::events(&c.anthropic_sse))
+        }
     };
     Ok(resp)
 }

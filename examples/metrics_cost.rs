@@ -14,12 +14,18 @@ use switchyard::metrics::Metrics;
 use switchyard::record::RequestRecord;
 
 fn one_request(metrics: &Arc<Metrics>) {
-    let record = RequestRecord::start(metrics.clone(), "req_0123456789abcdef01234567".into(), "POST", "/v1/chat/completions");
+    let record =
+        RequestRecord::start(metrics.clone(), "req_0123456789abcdef01234567".into(), "POST", "/v1/chat/completions");
     record.set_key(Some("team-a"));
     record.set_model("gpt");
     record.set_stream(true);
     metrics.upstream_attempts.with_label_values(&["primary", "success"]).inc();
-    record.add_attempt(Attempt { upstream: "primary".into(), code: "success".into(), status: Some(200), duration_ms: 12 });
+    record.add_attempt(Attempt {
+        upstream: "primary".into(),
+        code: "success".into(),
+        status: Some(200),
+        duration_ms: 12,
+    });
     record.set_upstream("primary");
     record.mark_first_token();
     record.set_usage(Usage { prompt_tokens: 120, completion_tokens: 40, cached_tokens: 0, reasoning_tokens: 0 });
@@ -39,5 +45,7 @@ fn main() {
     }
     let per_request = started.elapsed() / iterations;
     let rendered = metrics.render().len();
-    println!("metrics recording per request: {per_request:?} over {iterations} requests (exposition now {rendered} bytes)");
+    println!(
+        "metrics recording per request: {per_request:?} over {iterations} requests (exposition now {rendered} bytes)"
+    );
 }

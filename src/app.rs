@@ -100,7 +100,14 @@ pub async fn start(
         let admin_listener = TcpListener::bind(admin).await.map_err(|e| StartError::Bind(admin, e))?;
         let mut stop = stop_tx.subscribe();
         let service = stack(runtime.clone(), metrics.clone());
-        tokio::spawn(crate::server::serve(admin_listener, service, async move { let _ = stop.recv().await; }, grace));
+        tokio::spawn(crate::server::serve(
+            admin_listener,
+            service,
+            async move {
+                let _ = stop.recv().await;
+            },
+            grace,
+        ));
         tracing::info!(%admin, "admin listener (/metrics, /healthz, /readyz)");
     }
     let service = stack(runtime.clone(), metrics.clone());
@@ -119,7 +126,8 @@ pub fn log_config(config: &Config) {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let upstreams: Vec<String> = config.upstreams.values().map(|u| format!("{} ({})", u.name, u.dialect.as_str())).collect();
+    let upstreams: Vec<String> =
+        config.upstreams.values().map(|u| format!("{} ({})", u.name, u.dialect.as_str())).collect();
     let models: Vec<String> = config.models.iter().map(|m| m.pattern.as_written()).collect();
     tracing::info!(
         config = %config.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into()),
@@ -168,7 +176,8 @@ pub fn describe_change(old: &Config, new: &Config) -> String {
     if !changed.is_empty() {
         parts.push(format!("upstreams changed: {}", changed.join(", ")));
     }
-    let models = |c: &Config| c.models.iter().map(|m| m.pattern.as_written()).collect::<std::collections::BTreeSet<_>>();
+    let models =
+        |c: &Config| c.models.iter().map(|m| m.pattern.as_written()).collect::<std::collections::BTreeSet<_>>();
     let (old_models, new_models) = (models(old), models(new));
     let added: Vec<_> = new_models.difference(&old_models).cloned().collect();
     let removed: Vec<_> = old_models.difference(&new_models).cloned().collect();
@@ -198,7 +207,11 @@ pub fn describe_change(old: &Config, new: &Config) -> String {
 /// Applies reloads from `updates` to the live runtime: a valid config is swapped in atomically
 /// (in-flight requests finish on the one they started with; unchanged upstreams keep their
 /// pools), an invalid one is rejected with its diagnostics and the last good config serves on.
-pub async fn apply_reloads(runtime: SharedRuntime, metrics: Arc<Metrics>, mut updates: tokio::sync::mpsc::Receiver<crate::config::reload::Reloaded>) {
+pub async fn apply_reloads(
+    runtime: SharedRuntime,
+    metrics: Arc<Metrics>,
+    mut updates: tokio::sync::mpsc::Receiver<crate::config::reload::Reloaded>,
+) {
     while let Some((trigger, loaded)) = updates.recv().await {
         match loaded {
             Err(error) => {

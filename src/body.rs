@@ -66,10 +66,8 @@ mod tests {
     use http_body_util::StreamBody;
 
     fn chunked(parts: &[&'static str]) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
-        let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = parts
-            .iter()
-            .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p.as_bytes()))))
-            .collect();
+        let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> =
+            parts.iter().map(|p| Ok(http_body::Frame::data(Bytes::from_static(p.as_bytes())))).collect();
         StreamBody::new(futures_util::stream::iter(frames))
     }
 

@@ -115,7 +115,14 @@ pub fn check(path: &std::path::Path) -> ExitCode {
             }
             if config.auth_required {
                 let names: Vec<&str> = config.keys.iter().map(|k| k.name.as_str()).collect();
-                println!("keys: {}", if names.is_empty() { "(none usable: every request is refused)".to_owned() } else { names.join(", ") });
+                println!(
+                    "keys: {}",
+                    if names.is_empty() {
+                        "(none usable: every request is refused)".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                );
             } else {
                 println!("keys: none (auth off)");
             }
@@ -171,7 +178,9 @@ pub fn doctor(path: &std::path::Path, fix: bool) -> ExitCode {
     } else {
         if report.changes_anything() {
             match migrate::write_in_place(path, &source, &report.migrated) {
-                Ok(backup) => println!("\nrewrote {} ({applied} change(s)); backup: {}", path.display(), backup.display()),
+                Ok(backup) => {
+                    println!("\nrewrote {} ({applied} change(s)); backup: {}", path.display(), backup.display())
+                }
                 Err(error) => {
                     eprintln!("\n{error}");
                     return ExitCode::FAILURE;

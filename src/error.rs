@@ -246,10 +246,8 @@ mod tests {
 
     #[test]
     fn error_body_is_openai_shaped_and_names_upstream_and_request() {
-        let error = RelayError::new(ErrorCode::UpstreamConnectRefused, "connection refused")
-            .with_upstream("primary");
-        let body: serde_json::Value =
-            serde_json::from_slice(&error.to_response_body("req-1")).unwrap();
+        let error = RelayError::new(ErrorCode::UpstreamConnectRefused, "connection refused").with_upstream("primary");
+        let body: serde_json::Value = serde_json::from_slice(&error.to_response_body("req-1")).unwrap();
         assert_eq!(body["error"]["code"], "upstream_connect_refused");
         assert_eq!(body["error"]["upstream"], "primary");
         assert_eq!(body["error"]["request_id"], "req-1");

@@ -16,10 +16,6 @@ fn recorded_streams_use_crlf_framing() {
     let streams: Vec<&harness::Case> = harness::streams(cases()).collect();
     assert_eq!(streams.len(), 5);
     for case in streams {
-        assert!(
-            case.response_body().windows(4).any(|w| w == b"\r\n\r\n"),
-            "{}",
-            case.name
-        );
+        assert!(case.response_body().windows(4).any(|w| w == b"\r\n\r\n"), "{}", case.name);
     }
 }

@@ -17,11 +17,7 @@ harness::fixture_tests! {
 fn crlf_line_endings_translate_like_lf() {
     for case in harness::streams(cases()) {
         let body = case.response_body();
-        let crlf = Bytes::from(
-            String::from_utf8(body.to_vec())
-                .unwrap()
-                .replace('\n', "\r\n"),
-        );
+        let crlf = Bytes::from(String::from_utf8(body.to_vec()).unwrap().replace('\n', "\r\n"));
         for wants_usage in [true, false] {
             assert_eq!(
                 harness::translate_stream(case, std::slice::from_ref(&crlf), wants_usage),

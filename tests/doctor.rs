@@ -36,8 +36,7 @@ targets = [{ upstream = "legacy" }]
 
 /// A fresh directory under Cargo's scratch space for integration tests.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("doctor-{name}-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("doctor-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -52,11 +51,7 @@ fn switchyard(args: &[&str]) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 #[test]
@@ -68,79 +63,43 @@ fn doctor_finds_and_fixes_a_renamed_dialect_keeping_every_comment() {
 
     let check = switchyard(&["check", "--config", path]);
     assert_eq!(check.status.code(), Some(1), "{}", text(&check));
-    assert!(
-        text(&check).contains(&format!("switchyard doctor --fix --config {path}")),
-        "{}",
-        text(&check)
-    );
+    assert!(text(&check).contains(&format!("switchyard doctor --fix --config {path}")), "{}", text(&check));
 
     let doctor = switchyard(&["doctor", "--config", path]);
     let out = text(&doctor);
     assert_eq!(doctor.status.code(), Some(1), "{out}");
     assert!(
-        out.contains(&format!(
-            "{path}:11:1: upstreams.legacy.dialect: \"openai\" -> \"openai-completions\""
-        )),
+        out.contains(&format!("{path}:11:1: upstreams.legacy.dialect: \"openai\" -> \"openai-completions\"")),
         "{out}"
     );
     assert!(out.contains("--fix applies this"), "{out}");
-    assert!(
-        out.contains("might have meant \"openai-responses\""),
-        "{out}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&config).unwrap(),
-        STALE,
-        "doctor without --fix changed the file"
-    );
+    assert!(out.contains("might have meant \"openai-responses\""), "{out}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), STALE, "doctor without --fix changed the file");
     assert!(!dir.join("switchyard.toml.bak").exists());
 
     let fix = switchyard(&["doctor", "--fix", "--config", path]);
     let out = text(&fix);
     assert_eq!(fix.status.code(), Some(0), "{out}");
-    assert!(
-        out.contains("fixed; could not decide: \"openai\" might have meant \"openai-responses\""),
-        "{out}"
-    );
+    assert!(out.contains("fixed; could not decide: \"openai\" might have meant \"openai-responses\""), "{out}");
     assert!(out.contains("validation: ok"), "{out}");
     let fixed = std::fs::read_to_string(&config).unwrap();
-    assert_eq!(
-        fixed,
-        STALE.replace("dialect = \"openai\" ", "dialect = \"openai-completions\" ")
-    );
-    for comment in STALE
-        .lines()
-        .filter_map(|line| line.find('#').map(|at| &line[at..]))
-    {
+    assert_eq!(fixed, STALE.replace("dialect = \"openai\" ", "dialect = \"openai-completions\" "));
+    for comment in STALE.lines().filter_map(|line| line.find('#').map(|at| &line[at..])) {
         assert!(fixed.contains(comment), "lost {comment:?}:\n{fixed}");
     }
-    assert_eq!(
-        std::fs::read_to_string(dir.join("switchyard.toml.bak")).unwrap(),
-        STALE
-    );
+    assert_eq!(std::fs::read_to_string(dir.join("switchyard.toml.bak")).unwrap(), STALE);
 
     let again = switchyard(&["doctor", "--config", path]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-    assert!(
-        text(&again).contains("no legacy or stale values found"),
-        "{}",
-        text(&again)
-    );
+    assert!(text(&again).contains("no legacy or stale values found"), "{}", text(&again));
     let fix_again = switchyard(&["doctor", "--fix", "--config", path]);
     assert_eq!(fix_again.status.code(), Some(0), "{}", text(&fix_again));
-    assert!(
-        !dir.join("switchyard.toml.bak.1").exists(),
-        "a second --fix wrote another backup"
-    );
+    assert!(!dir.join("switchyard.toml.bak.1").exists(), "a second --fix wrote another backup");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), fixed);
 
     let check = switchyard(&["check", "--config", path]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
-    assert!(
-        text(&check).contains("openai-completions"),
-        "{}",
-        text(&check)
-    );
+    assert!(text(&check).contains("openai-completions"), "{}", text(&check));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -153,10 +112,7 @@ fn doctor_fix_leaves_a_guess_for_the_user_and_exits_1() {
     let fix = switchyard(&["doctor", "--fix", "--config", config.to_str().unwrap()]);
     let out = text(&fix);
     assert_eq!(fix.status.code(), Some(1), "{out}");
-    assert!(
-        out.contains(":3:1: upstreams.demo.base_ulr: rename key `base_ulr` to `base_url`"),
-        "{out}"
-    );
+    assert!(out.contains(":3:1: upstreams.demo.base_ulr: rename key `base_ulr` to `base_url`"), "{out}");
     assert!(out.contains("not changed; could not decide"), "{out}");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), source);
     assert!(!dir.join("switchyard.toml.bak").exists());
@@ -174,16 +130,9 @@ impl Drop for Relay {
 }
 
 /// One HTTP/1.1 exchange on a fresh connection: status and JSON body.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or("");
     write!(
         stream,
@@ -193,35 +142,24 @@ fn http(
     .unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete head");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head");
     let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
     let mut payload = response[split + 4..].to_vec();
     if head.contains("transfer-encoding: chunked") {
         payload = dechunk(&payload);
     }
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let json = serde_json::from_slice(&payload)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&payload)));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let json =
+        serde_json::from_slice(&payload).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&payload)));
     (status, json)
 }
 
 fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("a chunk size line");
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("a chunk size line");
         let size_text = String::from_utf8_lossy(&rest[..line_end]);
-        let size =
-            usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap();
         if size == 0 {
             return body;
         }
@@ -238,15 +176,7 @@ fn a_relay_with_a_stale_upstream_serves_the_rest_and_names_the_fix() {
     std::fs::write(&config, STALE).unwrap();
     let path = config.to_str().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "serve",
-            "--config",
-            path,
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+        .args(["serve", "--config", path, "--listen", "127.0.0.1:0", "--log-format", "json"])
         .env("SWITCHYARD_LOG", "info")
         .env_remove("SWITCHYARD_CONFIG")
         .env_remove("SWITCHYARD_LISTEN")
@@ -276,49 +206,30 @@ fn a_relay_with_a_stale_upstream_serves_the_rest_and_names_the_fix() {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if event["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("switchyard listening"))
-        {
-            break event["addr"]
-                .as_str()
-                .expect("an addr field")
-                .parse()
-                .unwrap();
+        if event["message"].as_str().is_some_and(|m| m.starts_with("switchyard listening")) {
+            break event["addr"].as_str().expect("an addr field").parse().unwrap();
         }
     };
 
-    let warned = log
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .any(|event| {
-            let message = event["message"].as_str().unwrap_or("");
-            event["level"] == "WARN"
-                && message.contains("upstreams.legacy.dialect")
-                && message.contains(&format!("switchyard doctor --fix --config {path}"))
-        });
-    assert!(
-        warned,
-        "no warning naming the legacy upstream and doctor:\n{}",
-        log.join("\n")
-    );
+    let warned = log.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|event| {
+        let message = event["message"].as_str().unwrap_or("");
+        event["level"] == "WARN"
+            && message.contains("upstreams.legacy.dialect")
+            && message.contains(&format!("switchyard doctor --fix --config {path}"))
+    });
+    assert!(warned, "no warning naming the legacy upstream and doctor:\n{}", log.join("\n"));
 
     let chat = |model: &str| {
         http(
             addr,
             "POST",
             "/v1/chat/completions",
-            Some(&format!(
-                r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#
-            )),
+            Some(&format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#)),
         )
     };
     let (status, body) = chat("mock");
     assert_eq!(status, 200, "{body}");
-    assert!(
-        body["choices"][0]["message"]["content"].is_string(),
-        "{body}"
-    );
+    assert!(body["choices"][0]["message"]["content"].is_string(), "{body}");
 
     let (status, body) = chat("legacy");
     assert_eq!(status, 503, "{body}");
@@ -326,10 +237,7 @@ fn a_relay_with_a_stale_upstream_serves_the_rest_and_names_the_fix() {
     assert_eq!(error["code"], "upstream_disabled", "{body}");
     assert_eq!(error["upstream"], "legacy", "{body}");
     let message = error["message"].as_str().unwrap_or("");
-    assert!(
-        message.contains(&format!("switchyard doctor --fix --config {path}")),
-        "{body}"
-    );
+    assert!(message.contains(&format!("switchyard doctor --fix --config {path}")), "{body}");
 
     let (status, body) = http(addr, "GET", "/readyz", None);
     assert_eq!(status, 200, "{body}");

@@ -20,7 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"real-model","choices":[{"index":0,"message":{"role":"assistant","content":"OK"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
-const MODELS: &str = r#"{"object":"list","data":[{"id":"real-model","object":"model"},{"id":"other-model","object":"model"}]}"#;
+const MODELS: &str =
+    r#"{"object":"list","data":[{"id":"real-model","object":"model"},{"id":"other-model","object":"model"}]}"#;
 const API_KEY: &str = "sk-probe-test-key-0123456789";
 
 /// A well-behaved OpenAI-compatible upstream under `/v1`.
@@ -28,9 +29,7 @@ fn healthy(received: &Received) -> Reply {
     if received.path.ends_with("/models") {
         return Reply::json(200, MODELS);
     }
-    let streamed = serde_json::from_slice::<Value>(&received.body)
-        .map(|b| b["stream"] == json!(true))
-        .unwrap_or(false);
+    let streamed = serde_json::from_slice::<Value>(&received.body).map(|b| b["stream"] == json!(true)).unwrap_or(false);
     if streamed {
         Reply::sse(&[
             "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"OK\"},\"finish_reason\":null}]}\n\n",
@@ -60,16 +59,8 @@ targets = [{{ upstream = "primary", model = "real-model" }}]
     )
 }
 
-const PROXY_VARS: &[&str] = &[
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
+const PROXY_VARS: &[&str] =
+    &["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"];
 
 /// Runs `switchyard probe --json` on a config; returns whether it exited 0, and its report.
 async fn probe_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, Value, String) {
@@ -80,10 +71,7 @@ async fn probe_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, Value, Strin
         SERIAL.fetch_add(1, Ordering::SeqCst)
     ));
     std::fs::write(&path, toml).unwrap();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let run_path = path.clone();
     let output = tokio::task::spawn_blocking(move || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
@@ -99,10 +87,7 @@ async fn probe_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, Value, Strin
     let _ = std::fs::remove_file(&path);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "probe --json printed JSON ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
+        panic!("probe --json printed JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr))
     });
     (output.status.success(), report, stdout)
 }
@@ -125,20 +110,14 @@ fn assert_failed(report: &Value, name: &str, class: &str, fix_contains: &str) {
     let found = step(report, name);
     assert_eq!(found["status"], "failed", "{found:#}");
     assert_eq!(found["class"], class, "{found:#}");
-    let fix = found["fix"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no fix in {found:#}"));
-    assert!(
-        fix.contains(fix_contains),
-        "fix {fix:?} lacks {fix_contains:?}"
-    );
+    let fix = found["fix"].as_str().unwrap_or_else(|| panic!("no fix in {found:#}"));
+    assert!(fix.contains(fix_contains), "fix {fix:?} lacks {fix_contains:?}");
 }
 
 /// The relay's error for one chat request.
 async fn relay_error(toml: &str, stream: bool) -> (u16, Value) {
     let relay = Relay::start(toml).await;
-    let request =
-        json!({"model": "gpt", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+    let request = json!({"model": "gpt", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
     let (status, _, body) = relay.chat(&[], &request).await;
     (status.as_u16(), error_of(&body))
 }
@@ -155,34 +134,17 @@ async fn a_healthy_upstream_passes_every_step_and_no_secret_is_printed() {
     assert_eq!(step(&report, "stream")["data"]["done"], true);
     assert!(!text.contains(API_KEY), "the key leaked:\n{text}");
     // The probe's requests went through the relay's header policy: no SDK fingerprint upstream.
-    let chat = upstream
-        .received()
-        .into_iter()
-        .find(|r| r.path == "/v1/chat/completions")
-        .unwrap();
-    assert!(chat
-        .headers
-        .keys()
-        .all(|h| !h.as_str().starts_with("x-stainless-")));
-    assert_eq!(
-        chat.headers["authorization"],
-        format!("Bearer {API_KEY}").as_str()
-    );
+    let chat = upstream.received().into_iter().find(|r| r.path == "/v1/chat/completions").unwrap();
+    assert!(chat.headers.keys().all(|h| !h.as_str().starts_with("x-stainless-")));
+    assert_eq!(chat.headers["authorization"], format!("Bearer {API_KEY}").as_str());
 }
 
 #[tokio::test]
 async fn refused_port() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let toml = config(&format!("http://{closed}/v1"), "");
     let (status, error) = relay_error(&toml, false).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (502, "upstream_connect_refused"),
-        "{error}"
-    );
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_connect_refused"), "{error}");
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "tcp", "connect_refused", "check the port");
@@ -193,11 +155,7 @@ async fn refused_port() {
 async fn unresolvable_host() {
     let toml = config("http://switchyard-probe-test.invalid/v1", "");
     let (status, error) = relay_error(&toml, false).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (502, "upstream_dns"),
-        "{error}"
-    );
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_dns"), "{error}");
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "dns", "dns", "host name");
@@ -215,21 +173,13 @@ fn test_pki() -> TestPki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "Switchyard Probe Test CA");
+    ca.distinguished_name.push(DnType::CommonName, "Switchyard Probe Test CA");
     let ca = ca.self_signed(&ca_key).unwrap();
     let server_key = KeyPair::generate().unwrap();
-    let mut server =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "probe-test-upstream");
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    server.distinguished_name.push(DnType::CommonName, "probe-test-upstream");
     let server = server.signed_by(&server_key, &ca, &ca_key).unwrap();
-    TestPki {
-        ca_pem: ca.pem(),
-        server_der: server.der().to_vec(),
-        server_key_der: server_key.serialize_der(),
-    }
+    TestPki { ca_pem: ca.pem(), server_der: server.der().to_vec(), server_key_der: server_key.serialize_der() }
 }
 
 /// An HTTPS upstream on 127.0.0.1 presenting `pki`'s server certificate.
@@ -258,44 +208,24 @@ async fn tls_upstream(pki: &TestPki) -> SocketAddr {
                 let Ok(tls) = acceptor.accept(socket).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(
-                    |request: http::Request<hyper::body::Incoming>| async move {
-                        let path = request.uri().path().to_owned();
-                        let body = http_body_util::BodyExt::collect(request.into_body())
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let received = Received {
-                            method: String::new(),
-                            path,
-                            headers: http::HeaderMap::new(),
-                            body,
-                        };
-                        let (content_type, body) = match healthy(&received) {
-                            Reply::Full {
-                                content_type, body, ..
-                            } => (content_type, body),
-                            Reply::Chunks {
-                                content_type,
-                                parts,
-                                ..
-                            } => (
-                                content_type,
-                                parts
-                                    .into_iter()
-                                    .flat_map(|(_, b)| b.to_vec())
-                                    .collect::<Vec<u8>>()
-                                    .into(),
-                            ),
-                            _ => unreachable!("healthy() answers fully"),
-                        };
-                        let mut response = http::Response::new(http_body_util::Full::new(body));
-                        response
-                            .headers_mut()
-                            .insert("content-type", content_type.parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(response)
-                    },
-                );
+                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                    let path = request.uri().path().to_owned();
+                    let body = http_body_util::BodyExt::collect(request.into_body())
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let received = Received { method: String::new(), path, headers: http::HeaderMap::new(), body };
+                    let (content_type, body) = match healthy(&received) {
+                        Reply::Full { content_type, body, .. } => (content_type, body),
+                        Reply::Chunks { content_type, parts, .. } => {
+                            (content_type, parts.into_iter().flat_map(|(_, b)| b.to_vec()).collect::<Vec<u8>>().into())
+                        }
+                        _ => unreachable!("healthy() answers fully"),
+                    };
+                    let mut response = http::Response::new(http_body_util::Full::new(body));
+                    response.headers_mut().insert("content-type", content_type.parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
@@ -313,59 +243,33 @@ async fn self_signed_tls_is_untrusted_until_its_ca_is_configured() {
 
     let toml = config(&base, "");
     let (status, error) = relay_error(&toml, false).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (502, "upstream_tls"),
-        "{error}"
-    );
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_tls"), "{error}");
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "tls", "tls_untrusted_certificate", "tls.ca_file");
     let detail = step(&report, "tls")["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("CN=probe-test-upstream") && detail.contains("CN=Switchyard Probe Test CA"),
-        "{detail}"
-    );
+    assert!(detail.contains("CN=probe-test-upstream") && detail.contains("CN=Switchyard Probe Test CA"), "{detail}");
 
-    let ca_file = std::env::temp_dir().join(format!(
-        "switchyard-probe-ca-{}-{}.pem",
-        std::process::id(),
-        addr.port()
-    ));
+    let ca_file = std::env::temp_dir().join(format!("switchyard-probe-ca-{}-{}.pem", std::process::id(), addr.port()));
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
-    let trusted = config(
-        &base,
-        &format!("tls = {{ ca_file = {:?} }}", ca_file.display().to_string()),
-    );
+    let trusted = config(&base, &format!("tls = {{ ca_file = {:?} }}", ca_file.display().to_string()));
     let (ok, report, _) = probe(&trusted).await;
     assert!(ok, "{report:#}");
     let tls = step(&report, "tls");
-    assert!(
-        tls["detail"].as_str().unwrap().starts_with("TLSv1.3"),
-        "{tls:#}"
-    );
+    assert!(tls["detail"].as_str().unwrap().starts_with("TLSv1.3"), "{tls:#}");
     assert_eq!(tls["data"]["subject"], "CN=probe-test-upstream");
     assert!(tls["data"]["days_left"].as_i64().unwrap() > 300);
     let relay = Relay::start(&trusted).await;
-    let (status, _, body) = relay
-        .chat(&[], &json!({"model": "gpt", "messages": []}))
-        .await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let _ = std::fs::remove_file(ca_file);
 }
 
 /// 403 with an HTML challenge page to anything that looks like an OpenAI SDK.
 fn waf(received: &Received) -> Reply {
-    let agent = received
-        .headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let fingerprinted = agent.starts_with("OpenAI/")
-        || received
-            .headers
-            .keys()
-            .any(|h| h.as_str().starts_with("x-stainless-"));
+    let agent = received.headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let fingerprinted =
+        agent.starts_with("OpenAI/") || received.headers.keys().any(|h| h.as_str().starts_with("x-stainless-"));
     if fingerprinted {
         Reply::Full {
             status: 403,
@@ -381,11 +285,7 @@ fn waf(received: &Received) -> Reply {
 async fn a_waf_blocking_sdk_fingerprints() {
     let upstream = MockUpstream::start(|r, _| waf(r)).await;
     let base = format!("{}/v1", upstream.url());
-    let sdk = [
-        ("user-agent", "OpenAI/JS 4.77.0"),
-        ("x-stainless-lang", "js"),
-        ("x-stainless-os", "Linux"),
-    ];
+    let sdk = [("user-agent", "OpenAI/JS 4.77.0"), ("x-stainless-lang", "js"), ("x-stainless-os", "Linux")];
     let request = json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]});
 
     // The default header policy already strips the fingerprint.
@@ -396,32 +296,17 @@ async fn a_waf_blocking_sdk_fingerprints() {
     assert!(ok, "{report:#}");
 
     // Forwarding the SDK's headers and agent gets the relay blocked.
-    let leaky = config(
-        &base,
-        "keep_sdk_headers = true\nuser_agent = \"OpenAI/JS 4.0\"",
-    );
+    let leaky = config(&base, "keep_sdk_headers = true\nuser_agent = \"OpenAI/JS 4.0\"");
     let relay = Relay::start(&leaky).await;
     let (status, _, body) = relay.chat(&sdk, &request).await;
     let error = error_of(&body);
-    assert_eq!(
-        (status.as_u16(), error["code"].as_str().unwrap()),
-        (403, "upstream_blocked_403_html"),
-        "{error}"
-    );
+    assert_eq!((status.as_u16(), error["code"].as_str().unwrap()), (403, "upstream_blocked_403_html"), "{error}");
     assert!(error["message"].as_str().unwrap().contains("WAF"));
 
     let (ok, report, _) = probe(&leaky).await;
     assert!(!ok);
-    assert_failed(
-        &report,
-        "models",
-        "waf_block",
-        "user_agent = \"curl/8.5.0\"",
-    );
-    assert!(step(&report, "models")["fix"]
-        .as_str()
-        .unwrap()
-        .contains("keep_sdk_headers = false"));
+    assert_failed(&report, "models", "waf_block", "user_agent = \"curl/8.5.0\"");
+    assert!(step(&report, "models")["fix"].as_str().unwrap().contains("keep_sdk_headers = false"));
     let sent = &step(&report, "models")["data"]["sent_headers"];
     assert_eq!(sent["authorization"], "[redacted]");
     assert_eq!(sent["user-agent"], "OpenAI/JS 4.0");
@@ -436,37 +321,22 @@ async fn a_base_url_without_v1() {
         if r.path.starts_with("/v1/") {
             healthy(r)
         } else {
-            Reply::Full {
-                status: 404,
-                content_type: "text/plain",
-                body: Bytes::from_static(b"404 page not found"),
-            }
+            Reply::Full { status: 404, content_type: "text/plain", body: Bytes::from_static(b"404 page not found") }
         }
     })
     .await;
     let toml = config(&upstream.url(), "");
     let (status, error) = relay_error(&toml, false).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (404, "upstream_non_json_error"),
-        "{error}"
-    );
+    assert_eq!((status, error["code"].as_str().unwrap()), (404, "upstream_non_json_error"), "{error}");
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
-    assert_failed(
-        &report,
-        "models",
-        "base_url_missing_v1",
-        &format!("base_url = \"{}/v1\"", upstream.url()),
-    );
+    assert_failed(&report, "models", "base_url_missing_v1", &format!("base_url = \"{}/v1\"", upstream.url()));
 }
 
 #[tokio::test]
 async fn a_stream_that_never_sends_an_event() {
     let upstream = MockUpstream::start(|r, _| {
-        let streamed = serde_json::from_slice::<Value>(&r.body)
-            .map(|b| b["stream"] == json!(true))
-            .unwrap_or(false);
+        let streamed = serde_json::from_slice::<Value>(&r.body).map(|b| b["stream"] == json!(true)).unwrap_or(false);
         if streamed {
             // Headers, then silence.
             Reply::Chunks {
@@ -482,30 +352,16 @@ async fn a_stream_that_never_sends_an_event() {
     let base = format!("{}/v1", upstream.url());
     let toml = config(&base, "");
     let (status, error) = relay_error(&toml, true).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (504, "upstream_timeout_first_byte"),
-        "{error}"
-    );
+    assert_eq!((status, error["code"].as_str().unwrap()), (504, "upstream_timeout_first_byte"), "{error}");
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_eq!(step(&report, "chat")["status"], "ok");
-    assert_failed(
-        &report,
-        "stream",
-        "stream_no_first_event",
-        "stream = \"simulate\"",
-    );
+    assert_failed(&report, "stream", "stream_no_first_event", "stream = \"simulate\"");
 
     // The suggested fix works.
     let simulated = config(&base, "stream = \"simulate\"");
     let relay = Relay::start(&simulated).await;
-    let (status, _, body) = relay
-        .chat(
-            &[],
-            &json!({"model": "gpt", "stream": true, "messages": []}),
-        )
-        .await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "stream": true, "messages": []})).await;
     assert_eq!(status, 200);
     assert_eq!(sse_data(&body).last().unwrap(), "[DONE]");
     let (ok, report, _) = probe(&simulated).await;
@@ -535,11 +391,7 @@ async fn a_wrong_key_a_missing_model_and_a_rejected_parameter() {
 
     let wrong_key = config(&base, "").replace(API_KEY, "sk-wrong-key-000000");
     let (status, error) = relay_error(&wrong_key, false).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (401, "invalid_api_key"),
-        "{error}"
-    );
+    assert_eq!((status, error["code"].as_str().unwrap()), (401, "invalid_api_key"), "{error}");
     let (ok, report, text) = probe(&wrong_key).await;
     assert!(!ok);
     assert_failed(&report, "chat", "auth", "api_key");
@@ -547,35 +399,18 @@ async fn a_wrong_key_a_missing_model_and_a_rejected_parameter() {
 
     let missing_model = config(&base, "").replace("model = \"real-model\"", "model = \"nope\"");
     let (status, error) = relay_error(&missing_model, false).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (404, "model_not_found"),
-        "{error}"
-    );
+    assert_eq!((status, error["code"].as_str().unwrap()), (404, "model_not_found"), "{error}");
     let (_, report, _) = probe(&missing_model).await;
-    assert_failed(
-        &report,
-        "chat",
-        "model_not_found",
-        "real-model, other-model",
-    );
+    assert_failed(&report, "chat", "model_not_found", "real-model, other-model");
 
     let toml = config(&base, "");
     let relay = Relay::start(&toml).await;
     let request = json!({"model": "gpt", "max_completion_tokens": 5, "messages": []});
     let (status, _, body) = relay.chat(&[], &request).await;
     assert_eq!(status, 400);
-    assert!(error_of(&body)["message"]
-        .as_str()
-        .unwrap()
-        .contains("max_completion_tokens"));
+    assert!(error_of(&body)["message"].as_str().unwrap().contains("max_completion_tokens"));
     let (_, report, _) = probe(&toml).await;
-    assert_failed(
-        &report,
-        "chat",
-        "rejected_parameter",
-        "compat.max_tokens_field = \"max_tokens\"",
-    );
+    assert_failed(&report, "chat", "rejected_parameter", "compat.max_tokens_field = \"max_tokens\"");
     let fixed = config(&base, "compat = { max_tokens_field = \"max_tokens\" }");
     let (ok, report, _) = probe(&fixed).await;
     assert!(ok, "{report:#}");
@@ -609,18 +444,11 @@ impl TestProxy {
                     log.lock().push(head.clone());
                     if let Some(status) = refuse {
                         let _ = client
-                            .write_all(
-                                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n")
-                                    .as_bytes(),
-                            )
+                            .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
                             .await;
                         return;
                     }
-                    let target = head
-                        .split_whitespace()
-                        .nth(1)
-                        .unwrap_or_default()
-                        .to_owned();
+                    let target = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
                     // Only local destinations: every test server is on 127.0.0.1.
                     if !target.starts_with("127.0.0.1:") {
                         let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
@@ -630,9 +458,7 @@ impl TestProxy {
                         let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
                         return;
                     };
-                    let _ = client
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .await;
+                    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 });
             }
@@ -650,44 +476,24 @@ async fn traffic_flows_through_a_tunnelling_proxy_with_credentials() {
     let upstream = MockUpstream::start(|r, _| healthy(r)).await;
     let proxy = TestProxy::start(None).await;
     let base = format!("{}/v1", upstream.url());
-    let toml = config(
-        &base,
-        &format!("proxy = \"http://probe:proxy-secret-pw@{}\"", proxy.addr),
-    );
+    let toml = config(&base, &format!("proxy = \"http://probe:proxy-secret-pw@{}\"", proxy.addr));
 
     let relay = Relay::start(&toml).await;
-    let (status, headers, _) = relay
-        .chat(&[], &json!({"model": "gpt", "messages": []}))
-        .await;
+    let (status, headers, _) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-switchyard-upstream"], "primary");
     let seen = proxy.connects();
-    assert!(
-        seen[0].starts_with(&format!("CONNECT {} HTTP/1.1\r\n", upstream.addr)),
-        "{seen:?}"
-    );
+    assert!(seen[0].starts_with(&format!("CONNECT {} HTTP/1.1\r\n", upstream.addr)), "{seen:?}");
     // probe:proxy-secret-pw
-    assert!(
-        seen[0].contains("Proxy-Authorization: Basic cHJvYmU6cHJveHktc2VjcmV0LXB3\r\n"),
-        "{seen:?}"
-    );
+    assert!(seen[0].contains("Proxy-Authorization: Basic cHJvYmU6cHJveHktc2VjcmV0LXB3\r\n"), "{seen:?}");
 
     let before = proxy.connects().len();
     let (ok, report, text) = probe(&toml).await;
     assert!(ok, "{report:#}");
-    assert_eq!(
-        report["upstreams"][0]["proxy"],
-        format!("http://{}", proxy.addr)
-    );
+    assert_eq!(report["upstreams"][0]["proxy"], format!("http://{}", proxy.addr));
     assert_eq!(step(&report, "proxy")["status"], "ok");
-    assert!(
-        proxy.connects().len() > before,
-        "the probe went through the proxy"
-    );
-    assert!(
-        !text.contains("proxy-secret-pw"),
-        "proxy credentials leaked:\n{text}"
-    );
+    assert!(proxy.connects().len() > before, "the probe went through the proxy");
+    assert!(!text.contains("proxy-secret-pw"), "proxy credentials leaked:\n{text}");
 }
 
 #[tokio::test]
@@ -701,24 +507,12 @@ async fn the_proxy_environment_is_honoured_and_no_proxy_bypasses_it() {
     assert!(ok, "{report:#}");
     assert_eq!(report["upstreams"][0]["proxy"], proxy_url);
     let through = proxy.connects().len();
-    assert!(
-        through >= 3,
-        "models, chat and stream went through the proxy: {:?}",
-        proxy.connects()
-    );
+    assert!(through >= 3, "models, chat and stream went through the proxy: {:?}", proxy.connects());
 
-    let (ok, report, _) = probe_with_env(
-        &toml,
-        &[("http_proxy", &proxy_url), ("NO_PROXY", "127.0.0.1")],
-    )
-    .await;
+    let (ok, report, _) = probe_with_env(&toml, &[("http_proxy", &proxy_url), ("NO_PROXY", "127.0.0.1")]).await;
     assert!(ok, "{report:#}");
     assert!(report["upstreams"][0].get("proxy").is_none(), "{report:#}");
-    assert_eq!(
-        proxy.connects().len(),
-        through,
-        "NO_PROXY bypasses the proxy"
-    );
+    assert_eq!(proxy.connects().len(), through, "NO_PROXY bypasses the proxy");
 }
 
 #[tokio::test]
@@ -730,46 +524,22 @@ async fn a_refusing_or_absent_proxy_is_a_proxy_error() {
         let proxy = TestProxy::start(Some(refusal)).await;
         let toml = config(&base, &format!("proxy = \"http://{}\"", proxy.addr));
         let (status, error) = relay_error(&toml, false).await;
-        assert_eq!(
-            (status, error["code"].as_str().unwrap()),
-            (502, "upstream_proxy"),
-            "{error}"
-        );
+        assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_proxy"), "{error}");
         let message = error["message"].as_str().unwrap();
-        assert!(
-            message.contains(&proxy.addr.to_string()) && message.contains(refusal),
-            "{message}"
-        );
+        assert!(message.contains(&proxy.addr.to_string()) && message.contains(refusal), "{message}");
         let (ok, report, _) = probe(&toml).await;
         assert!(!ok);
-        let fix = if refusal.starts_with("407") {
-            "user:password@"
-        } else {
-            "NO_PROXY"
-        };
+        let fix = if refusal.starts_with("407") { "user:password@" } else { "NO_PROXY" };
         assert_failed(&report, "proxy", "proxy", fix);
-        assert_eq!(
-            step(&report, "proxy")["http_status"],
-            refusal[..3].parse::<u16>().unwrap()
-        );
+        assert_eq!(step(&report, "proxy")["http_status"], refusal[..3].parse::<u16>().unwrap());
         assert_eq!(step(&report, "proxy")["code"], "upstream_proxy");
     }
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let toml = config(&base, &format!("proxy = \"http://{closed}\""));
     let (status, error) = relay_error(&toml, false).await;
-    assert_eq!(
-        (status, error["code"].as_str().unwrap()),
-        (502, "upstream_proxy"),
-        "{error}"
-    );
-    assert!(error["message"]
-        .as_str()
-        .unwrap()
-        .contains(&closed.to_string()));
+    assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_proxy"), "{error}");
+    assert!(error["message"].as_str().unwrap().contains(&closed.to_string()));
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "tcp", "proxy", "proxy address");
@@ -791,29 +561,12 @@ name = "mock"
 targets = [{ upstream = "demo", model = "mock-1" }]
 "#;
     let (ok, report, _) = probe(toml).await;
-    assert!(
-        ok,
-        "a disabled upstream is reported, not failed, when listing all: {report:#}"
-    );
-    let broken = report["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "broken")
-        .unwrap();
+    assert!(ok, "a disabled upstream is reported, not failed, when listing all: {report:#}");
+    let broken = report["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "broken").unwrap();
     assert_eq!(broken["state"], "disabled");
-    assert!(
-        broken["reason"]
-            .as_str()
-            .unwrap()
-            .contains("SWITCHYARD_PROBE_TEST_UNSET_VAR"),
-        "{broken:#}"
-    );
+    assert!(broken["reason"].as_str().unwrap().contains("SWITCHYARD_PROBE_TEST_UNSET_VAR"), "{broken:#}");
 
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "switchyard-probe-named-{}.toml",
-        std::process::id()
-    ));
+    let path: PathBuf = std::env::temp_dir().join(format!("switchyard-probe-named-{}.toml", std::process::id()));
     std::fs::write(&path, toml).unwrap();
     let output = tokio::task::spawn_blocking({
         let path = path.clone();
@@ -831,9 +584,6 @@ targets = [{ upstream = "demo", model = "mock-1" }]
     let _ = std::fs::remove_file(&path);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
-    assert!(
-        text.contains("no upstream named \"demp\"") && text.contains("did you mean \"demo\"?"),
-        "{text}"
-    );
+    assert!(text.contains("no upstream named \"demp\"") && text.contains("did you mean \"demo\"?"), "{text}");
     assert!(text.contains("ok       chat"), "{text}");
 }

@@ -35,7 +35,8 @@ const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","creat
 async fn only_the_model_changes_and_client_credentials_never_leave() {
     let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
     let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
-    let body = r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"x_vendor":{"b":2,"a":1},"temperature":0.50}"#;
+    let body =
+        r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"x_vendor":{"b":2,"a":1},"temperature":0.50}"#;
     let (status, headers, answer) = relay
         .send(
             "POST",
@@ -59,7 +60,9 @@ async fn only_the_model_changes_and_client_credentials_never_leave() {
     assert_eq!(received.path, "/v1/chat/completions");
     assert_eq!(
         received.body,
-        Bytes::from(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"x_vendor":{"b":2,"a":1},"temperature":0.50}"#)
+        Bytes::from(
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"x_vendor":{"b":2,"a":1},"temperature":0.50}"#
+        )
     );
     assert_eq!(received.headers["authorization"], "Bearer upstream-secret");
     assert_eq!(received.headers["user-agent"], "curl/8.5.0");
@@ -114,7 +117,9 @@ async fn streams_are_forwarded_event_by_event_as_they_arrive() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<Bytes>>();
     let request = http::Request::post(relay.url("/v1/chat/completions"))
-        .body(http_body_util::Full::new(Bytes::from(json!({"model": "gpt", "stream": true, "messages": []}).to_string())))
+        .body(http_body_util::Full::new(Bytes::from(
+            json!({"model": "gpt", "stream": true, "messages": []}).to_string(),
+        )))
         .unwrap();
     let started = std::time::Instant::now();
     let response = client.request(request).await.unwrap();
@@ -132,7 +137,10 @@ async fn streams_are_forwarded_event_by_event_as_they_arrive() {
     let expected: String = events.concat();
     assert_eq!(String::from_utf8(received).unwrap(), expected, "pass-through events arrive unchanged");
     assert!(arrivals.len() >= 5, "events arrived in several frames: {arrivals:?}");
-    assert!(arrivals[arrivals.len() - 1] - arrivals[1] >= Duration::from_millis(500), "frames were spread over time: {arrivals:?}");
+    assert!(
+        arrivals[arrivals.len() - 1] - arrivals[1] >= Duration::from_millis(500),
+        "frames were spread over time: {arrivals:?}"
+    );
 
     let sent = upstream.received()[0].json();
     assert_eq!(sent["stream_options"]["include_usage"], true, "usage is requested for token accounting");
@@ -167,10 +175,20 @@ async fn client_errors_are_openai_shaped() {
     let auth = [("authorization", "Bearer team-secret")];
     let cases: Vec<(Vec<(&str, &str)>, Bytes, u16, &str)> = vec![
         (vec![], Bytes::from(json!({"model": "gpt", "messages": []}).to_string()), 401, "invalid_api_key"),
-        (vec![("authorization", "Bearer wrong")], Bytes::from(json!({"model": "gpt"}).to_string()), 401, "invalid_api_key"),
+        (
+            vec![("authorization", "Bearer wrong")],
+            Bytes::from(json!({"model": "gpt"}).to_string()),
+            401,
+            "invalid_api_key",
+        ),
         (auth.to_vec(), Bytes::from_static(b"{not json"), 400, "invalid_json"),
         (auth.to_vec(), Bytes::from(json!({"model": "gtp", "messages": []}).to_string()), 404, "model_not_found"),
-        (auth.to_vec(), Bytes::from(json!({"model": "openai/gpt-4o", "messages": []}).to_string()), 403, "model_not_allowed"),
+        (
+            auth.to_vec(),
+            Bytes::from(json!({"model": "openai/gpt-4o", "messages": []}).to_string()),
+            403,
+            "model_not_allowed",
+        ),
         (auth.to_vec(), Bytes::from(vec![b' '; 4096]), 413, "body_too_large"),
     ];
     for (headers, body, status, code) in cases {
@@ -180,7 +198,8 @@ async fn client_errors_are_openai_shaped() {
         assert_eq!(error["request_id"], response_headers["x-request-id"].to_str().unwrap());
         assert!(!answer.windows(11).any(|w| w == b"team-secret"));
     }
-    let (_, _, body) = relay.chat(&[("authorization", "Bearer team-secret")], &json!({"model": "gtp", "messages": []})).await;
+    let (_, _, body) =
+        relay.chat(&[("authorization", "Bearer team-secret")], &json!({"model": "gtp", "messages": []})).await;
     assert!(error_of(&body)["message"].as_str().unwrap().contains("gpt"), "404 suggests close names");
     assert!(upstream.received().is_empty(), "nothing reached the upstream");
 }
@@ -235,12 +254,17 @@ async fn upstream_failures_name_their_class() {
     let (status, error) = error_through(Some(Reply::Hang), None).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (504, "upstream_timeout_first_byte"), "{error}");
 
-    let waf = Reply::Full { status: 403, content_type: "text/html", body: Bytes::from_static(b"<html><body>Sorry, you have been blocked</body></html>") };
+    let waf = Reply::Full {
+        status: 403,
+        content_type: "text/html",
+        body: Bytes::from_static(b"<html><body>Sorry, you have been blocked</body></html>"),
+    };
     let (status, error) = error_through(Some(waf), None).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (403, "upstream_blocked_403_html"), "{error}");
     assert!(error["message"].as_str().unwrap().contains("you have been blocked"));
 
-    let cloudflare = Reply::Full { status: 524, content_type: "text/plain", body: Bytes::from_static(b"error code: 524") };
+    let cloudflare =
+        Reply::Full { status: 524, content_type: "text/plain", body: Bytes::from_static(b"error code: 524") };
     let (status, error) = error_through(Some(cloudflare), None).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (524, "upstream_non_json_error"), "{error}");
 }
@@ -278,7 +302,10 @@ async fn the_embedded_mock_answers_streamed_and_not() {
     let (status, _, body) = relay.chat(&[], &request).await;
     assert_eq!(status, 200);
     let completion: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(completion["choices"][0]["message"]["content"], "Hello from the Switchyard mock upstream. You said: ping pong");
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        "Hello from the Switchyard mock upstream. You said: ping pong"
+    );
     assert_eq!(completion["usage"]["prompt_tokens"], 2);
 
     let mut stream_request = request.clone();
@@ -312,7 +339,9 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
         hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut buf = vec![0u8; 65536];
         let _ = socket.read(&mut buf).await;
-        let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n").await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
         let event = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}\n\n";
         loop {
             let chunk = format!("{:x}\r\n", event.len());
@@ -332,14 +361,19 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<Bytes>>();
     let request = http::Request::post(relay.url("/v1/chat/completions"))
-        .body(http_body_util::Full::new(Bytes::from(json!({"model": "gpt", "stream": true, "messages": []}).to_string())))
+        .body(http_body_util::Full::new(Bytes::from(
+            json!({"model": "gpt", "stream": true, "messages": []}).to_string(),
+        )))
         .unwrap();
     let response = client.request(request).await.unwrap();
     let mut body = response.into_body();
     let _ = http_body_util::BodyExt::frame(&mut body).await;
     drop(body);
     drop(client);
-    tokio::time::timeout(Duration::from_secs(5), rx).await.expect("the relay closed the upstream stream after the client left").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the relay closed the upstream stream after the client left")
+        .unwrap();
     assert_eq!(upstream_hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
@@ -354,8 +388,13 @@ async fn bedrock_requests_are_sigv4_signed_with_configured_credentials() {
         "[upstreams.bedrock]\ndialect = \"bedrock-converse-stream\"\nbase_url = \"{}\"\nregion = \"eu-west-1\"\naws_access_key_id = \"${{AKID}}\"\naws_secret_access_key = \"${{SECRET}}\"\n[[models]]\nname = \"claude\"\ntargets = [{{ upstream = \"bedrock\", model = \"anthropic.claude-3-haiku\" }}]\n",
         upstream.url()
     );
-    let relay = Relay::start_with_env(&config, &[("AKID", "AKIDEXAMPLE"), ("SECRET", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")]).await;
-    let (status, _, body) = relay.chat(&[], &json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let relay = Relay::start_with_env(
+        &config,
+        &[("AKID", "AKIDEXAMPLE"), ("SECRET", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")],
+    )
+    .await;
+    let (status, _, body) =
+        relay.chat(&[], &json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let received = &upstream.received()[0];
     assert_eq!(received.path, "/model/anthropic.claude-3-haiku/converse");

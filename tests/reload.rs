@@ -27,7 +27,8 @@ fn save(path: &Path, text: &str) {
 }
 
 async fn serves(relay: &Relay, model: &str) -> bool {
-    let (status, _, _) = relay.chat(&[], &json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})).await;
+    let (status, _, _) =
+        relay.chat(&[], &json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})).await;
     status == 200
 }
 
@@ -61,7 +62,8 @@ async fn reloads_under_load_lose_no_request() {
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let stream = sent.load(Ordering::Relaxed) % 2 == 0;
-                let body = json!({"model": "steady", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+                let body =
+                    json!({"model": "steady", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
                 let (status, _, answer) = relay.chat(&[], &body).await;
                 sent.fetch_add(1, Ordering::Relaxed);
                 let complete = !stream || answer.ends_with(b"data: [DONE]\n\n");
@@ -76,7 +78,10 @@ async fn reloads_under_load_lose_no_request() {
     wait_until(&relay, "second", true).await;
     assert_eq!(reloads(&relay, "success"), 1);
 
-    save(&path, "[upstreams.mock]\ndialect = \"mock\"\n[[models]]\nname = \"steady\"\ntargets = [{ upstream = \"nope\" }]\n");
+    save(
+        &path,
+        "[upstreams.mock]\ndialect = \"mock\"\n[[models]]\nname = \"steady\"\ntargets = [{ upstream = \"nope\" }]\n",
+    );
     for _ in 0..200 {
         if reloads(&relay, "failure") == 1 {
             break;

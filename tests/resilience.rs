@@ -45,9 +45,19 @@ fn closed_port_url() -> String {
 
 #[tokio::test]
 async fn retryable_statuses_are_retried_until_success() {
-    let upstream = MockUpstream::start(|_, i| if i < 2 { Reply::json(503, r#"{"error":{"message":"busy"}}"#) } else { Reply::json(200, OK) }).await;
-    let config = upstream_toml("a", &upstream.url(), "retry = { attempts = 3, backoff_base = \"10ms\", backoff_max = \"50ms\" }")
-        + &model_toml("m", &["a"], "");
+    let upstream = MockUpstream::start(|_, i| {
+        if i < 2 {
+            Reply::json(503, r#"{"error":{"message":"busy"}}"#)
+        } else {
+            Reply::json(200, OK)
+        }
+    })
+    .await;
+    let config = upstream_toml(
+        "a",
+        &upstream.url(),
+        "retry = { attempts = 3, backoff_base = \"10ms\", backoff_max = \"50ms\" }",
+    ) + &model_toml("m", &["a"], "");
     let relay = Relay::start(&config).await;
     let (status, headers, _) = relay.chat(&[], &request(false)).await;
     assert_eq!(status, 200);
@@ -60,7 +70,8 @@ async fn retryable_statuses_are_retried_until_success() {
 async fn client_errors_are_never_retried() {
     for status in [400u16, 401, 403, 404, 422] {
         let upstream = MockUpstream::always(Reply::json(status, r#"{"error":{"message":"no"}}"#)).await;
-        let config = upstream_toml("a", &upstream.url(), "retry = { attempts = 4, backoff_base = \"1ms\" }") + &model_toml("m", &["a"], "");
+        let config = upstream_toml("a", &upstream.url(), "retry = { attempts = 4, backoff_base = \"1ms\" }")
+            + &model_toml("m", &["a"], "");
         let relay = Relay::start(&config).await;
         let (got, _, _) = relay.chat(&[], &request(false)).await;
         assert_eq!(got.as_u16(), status);
@@ -72,7 +83,11 @@ async fn client_errors_are_never_retried() {
 async fn retry_after_is_honoured() {
     let upstream = MockUpstream::start(|_, i| {
         if i == 0 {
-            Reply::Full { status: 429, content_type: "application/json", body: Bytes::from_static(br#"{"error":{"message":"slow down"}}"#) }
+            Reply::Full {
+                status: 429,
+                content_type: "application/json",
+                body: Bytes::from_static(br#"{"error":{"message":"slow down"}}"#),
+            }
         } else {
             Reply::json(200, OK)
         }
@@ -80,7 +95,8 @@ async fn retry_after_is_honoured() {
     .await;
     // The mock cannot set headers per reply, so the wait comes from retry-after-ms on a proxy below.
     let proxy = RetryAfterProxy::start(upstream.url(), "700").await;
-    let config = upstream_toml("a", &proxy, "retry = { attempts = 2, backoff_base = \"1ms\", backoff_max = \"2ms\" }") + &model_toml("m", &["a"], "");
+    let config = upstream_toml("a", &proxy, "retry = { attempts = 2, backoff_base = \"1ms\", backoff_max = \"2ms\" }")
+        + &model_toml("m", &["a"], "");
     let relay = Relay::start(&config).await;
     let started = Instant::now();
     let (status, _, _) = relay.chat(&[], &request(false)).await;
@@ -105,22 +121,31 @@ impl RetryAfterProxy {
                     let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                         let target = target.clone();
                         async move {
-                            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                                .build_http::<http_body_util::Full<Bytes>>();
+                            let client =
+                                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                                    .build_http::<http_body_util::Full<Bytes>>();
                             let (parts, body) = request.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
                             let uri = format!("{target}{}", parts.uri.path());
-                            let forwarded = http::Request::post(uri).header("content-type", "application/json").body(http_body_util::Full::new(body)).unwrap();
+                            let forwarded = http::Request::post(uri)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(body))
+                                .unwrap();
                             let response = client.request(forwarded).await.unwrap();
                             let (mut parts, body) = response.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
                             if parts.status == 429 {
                                 parts.headers.insert("retry-after-ms", retry_after_ms.parse().unwrap());
                             }
-                            Ok::<_, std::convert::Infallible>(http::Response::from_parts(parts, http_body_util::Full::new(body)))
+                            Ok::<_, std::convert::Infallible>(http::Response::from_parts(
+                                parts,
+                                http_body_util::Full::new(body),
+                            ))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -174,7 +199,8 @@ async fn failover_on_is_configurable() {
     let upstreams = upstream_toml("dead-key", &unauthorized.url(), "") + &upstream_toml("good", &good.url(), "");
     let default = Relay::start(&(upstreams.clone() + &model_toml("m", &["dead-key", "good"], ""))).await;
     assert_eq!(default.chat(&[], &request(false)).await.0, 401, "401 does not fail over by default");
-    let opted = Relay::start(&(upstreams + &model_toml("m", &["dead-key", "good"], "failover_on = [\"401\", \"5xx\"]"))).await;
+    let opted =
+        Relay::start(&(upstreams + &model_toml("m", &["dead-key", "good"], "failover_on = [\"401\", \"5xx\"]"))).await;
     assert_eq!(opted.chat(&[], &request(false)).await.0, 200);
 }
 
@@ -250,7 +276,8 @@ async fn a_slow_drip_within_the_idle_limit_completes_with_keepalives_in_long_gap
 async fn a_stream_past_its_total_limit_ends_with_a_total_timeout_event() {
     let parts = (0..50).map(|i| (Duration::from_millis(100), Bytes::from(chunk(&format!("t{i}"))))).collect();
     let upstream = MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;
-    let config = upstream_toml("a", &upstream.url(), "timeouts = { total = \"1s\", idle = \"5s\" }") + &model_toml("m", &["a"], "");
+    let config = upstream_toml("a", &upstream.url(), "timeouts = { total = \"1s\", idle = \"5s\" }")
+        + &model_toml("m", &["a"], "");
     let relay = Relay::start(&config).await;
     let (_, _, body) = relay.chat(&[], &request(true)).await;
     let data = sse_data(&body);
@@ -325,8 +352,11 @@ async fn the_retry_budget_caps_extra_load_during_an_outage() {
         Reply::json(503, r#"{"error":{"message":"down"}}"#)
     })
     .await;
-    let config = upstream_toml("a", &down.url(), "retry = { attempts = 3, backoff_base = \"1ms\", backoff_max = \"2ms\", budget_ratio = 0.1 }")
-        + &model_toml("m", &["a"], "");
+    let config = upstream_toml(
+        "a",
+        &down.url(),
+        "retry = { attempts = 3, backoff_base = \"1ms\", backoff_max = \"2ms\", budget_ratio = 0.1 }",
+    ) + &model_toml("m", &["a"], "");
     let relay = Relay::start(&config).await;
     for _ in 0..100 {
         relay.chat(&[], &request(false)).await;
@@ -353,7 +383,8 @@ async fn stream_simulate_sends_one_request_and_streams_the_answer() {
 
 #[tokio::test]
 async fn weighted_targets_share_traffic_by_weight() {
-    let (heavy, light) = (MockUpstream::always(Reply::json(200, OK)).await, MockUpstream::always(Reply::json(200, OK)).await);
+    let (heavy, light) =
+        (MockUpstream::always(Reply::json(200, OK)).await, MockUpstream::always(Reply::json(200, OK)).await);
     let config = upstream_toml("heavy", &heavy.url(), "")
         + &upstream_toml("light", &light.url(), "")
         + "[[models]]\nname = \"m\"\nstrategy = \"weighted\"\ntargets = [{ upstream = \"heavy\", weight = 3 }, { upstream = \"light\", weight = 1 }]\n";
@@ -390,7 +421,9 @@ async fn least_latency_prefers_the_faster_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_streams_survive_a_half_broken_target() {
     const STREAMS: usize = 300;
-    let flaky = MockUpstream::start(|_, i| if i % 2 == 0 { Reply::ChunksThenReset { parts: vec![] } } else { good_stream() }).await;
+    let flaky =
+        MockUpstream::start(|_, i| if i % 2 == 0 { Reply::ChunksThenReset { parts: vec![] } } else { good_stream() })
+            .await;
     let good = MockUpstream::always(good_stream()).await;
     let config = upstream_toml("flaky", &flaky.url(), "retry = { attempts = 1 }")
         + &upstream_toml("good", &good.url(), "")
@@ -402,7 +435,9 @@ async fn hundreds_of_streams_survive_a_half_broken_target() {
         tasks.push(tokio::spawn(async move {
             let (status, _, body) = relay.chat(&[], &request(true)).await;
             let data = sse_data(&body);
-            status == 200 && data.last().map(String::as_str) == Some("[DONE]") && !data.iter().any(|d| d.contains("\"error\""))
+            status == 200
+                && data.last().map(String::as_str) == Some("[DONE]")
+                && !data.iter().any(|d| d.contains("\"error\""))
         }));
     }
     let mut completed = 0;
@@ -412,7 +447,10 @@ async fn hundreds_of_streams_survive_a_half_broken_target() {
         }
     }
     let lost = STREAMS - completed;
-    println!("streams: {STREAMS}, completed: {completed}, lost: {lost}, failovers: {}", relay.running.metrics.failovers.with_label_values(&["m", "flaky"]).get());
+    println!(
+        "streams: {STREAMS}, completed: {completed}, lost: {lost}, failovers: {}",
+        relay.running.metrics.failovers.with_label_values(&["m", "flaky"]).get()
+    );
     assert_eq!(lost, 0, "requests lost");
     assert!(relay.running.metrics.failovers.with_label_values(&["m", "flaky"]).get() > 0);
 }

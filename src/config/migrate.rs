@@ -37,8 +37,8 @@ use toml_edit::{DocumentMut, InlineTable, Item, Key, Table, TableLike, Value};
 
 use super::diagnostic::{did_you_mean, Locator};
 use super::schema::{
-    RawCompat, RawConfig, RawHeaders, RawHealthCheck, RawKey, RawModel, RawRetry, RawServer,
-    RawTarget, RawTimeouts, RawTls, RawUpstream,
+    RawCompat, RawConfig, RawHeaders, RawHealthCheck, RawKey, RawModel, RawRetry, RawServer, RawTarget, RawTimeouts,
+    RawTls, RawUpstream,
 };
 use super::validate::LEGACY_DIALECTS;
 use crate::dialect::DialectKind;
@@ -127,10 +127,7 @@ impl Finding {
             }
             (Decision::Propose(reason), true) => format!("not changed; could not decide: {reason}"),
         };
-        format!(
-            "{place}: {}: {change} ({})\n  {outcome}",
-            self.path, self.why
-        )
+        format!("{place}: {}: {change} ({})\n  {outcome}", self.path, self.why)
     }
 }
 
@@ -161,10 +158,7 @@ pub fn check(source: &str) -> Result<Report, toml_edit::TomlError> {
     findings.sort_by_key(|f| f.location);
     if !findings.iter().any(Finding::applies) {
         // Nothing to change: the file is returned exactly as read.
-        return Ok(Report {
-            findings,
-            migrated: source.to_owned(),
-        });
+        return Ok(Report { findings, migrated: source.to_owned() });
     }
     let migrated = keep_line_endings(source, document.to_string());
     // No rewrite adds or removes a line; if rendering did, toml_edit reformatted something, and
@@ -172,31 +166,20 @@ pub fn check(source: &str) -> Result<Report, toml_edit::TomlError> {
     if migrated.split('\n').count() != source.split('\n').count() {
         for finding in findings.iter_mut().filter(|f| f.applies()) {
             finding.decision = Decision::Propose(
-                "this file cannot be rewritten without reformatting other lines; change it by hand"
-                    .into(),
+                "this file cannot be rewritten without reformatting other lines; change it by hand".into(),
             );
         }
-        return Ok(Report {
-            findings,
-            migrated: source.to_owned(),
-        });
+        return Ok(Report { findings, migrated: source.to_owned() });
     }
     Ok(Report { findings, migrated })
 }
 
 /// toml_edit writes `\n` line ends and a final newline; gives the text back the source's.
 fn keep_line_endings(source: &str, rendered: String) -> String {
-    let crlf =
-        source.contains("\r\n") && source.matches('\n').count() == source.matches("\r\n").count();
-    let mut text = if crlf {
-        rendered.replace("\r\n", "\n").replace('\n', "\r\n")
-    } else {
-        rendered
-    };
+    let crlf = source.contains("\r\n") && source.matches('\n').count() == source.matches("\r\n").count();
+    let mut text = if crlf { rendered.replace("\r\n", "\n").replace('\n', "\r\n") } else { rendered };
     if !source.ends_with('\n') {
-        let trimmed = text
-            .trim_end_matches(if crlf { "\r\n" } else { "\n" })
-            .len();
+        let trimmed = text.trim_end_matches(if crlf { "\r\n" } else { "\n" }).len();
         text.truncate(trimmed);
     }
     text
@@ -223,12 +206,7 @@ pub fn migrate(document: &mut DocumentMut) -> Vec<Finding> {
         for (index, mut model) in tables_mut(models) {
             if let Some(targets) = model.get_mut("targets") {
                 for (t, target) in tables_mut(targets) {
-                    migrate_target(
-                        target,
-                        &format!("models.{index}.targets.{t}"),
-                        &upstream_names,
-                        &mut findings,
-                    );
+                    migrate_target(target, &format!("models.{index}.targets.{t}"), &upstream_names, &mut findings);
                 }
             }
         }
@@ -242,15 +220,15 @@ fn rename_providers(root: &mut Table, findings: &mut Vec<Finding>) -> &'static s
     let Some(providers) = root.get("providers") else {
         return "upstreams";
     };
-    let of_tables = providers
-        .as_table_like()
-        .is_some_and(|t| t.iter().all(|(_, item)| item.is_table_like()));
+    let of_tables = providers.as_table_like().is_some_and(|t| t.iter().all(|(_, item)| item.is_table_like()));
     if !of_tables {
         // Not the shape of named upstreams: validation reports it as an unknown key.
         return "upstreams";
     }
     let decision = if root.contains_key("upstreams") {
-        Decision::Propose("the file has both [providers] and [upstreams]; move each provider into [upstreams] by hand".into())
+        Decision::Propose(
+            "the file has both [providers] and [upstreams]; move each provider into [upstreams] by hand".into(),
+        )
     } else {
         Decision::Apply
     };
@@ -281,16 +259,11 @@ fn migrate_upstream(mut table: TableMut<'_>, written: &str, findings: &mut Vec<F
         };
         let path = format!("{written}.{alias}");
         let blocker = if table.get(target).is_some() {
-            Some(format!(
-                "`{target}` is also set; keep one of them and delete the other"
-            ))
+            Some(format!("`{target}` is also set; keep one of them and delete the other"))
         } else if *target == "dialect" {
             // Only a value that names a protocol makes this key a dialect.
             match item.as_str() {
-                Some(value)
-                    if DialectKind::ALL.iter().any(|k| k.as_str() == value)
-                        || dialect_fix(value).is_some() =>
-                {
+                Some(value) if DialectKind::ALL.iter().any(|k| k.as_str() == value) || dialect_fix(value).is_some() => {
                     None
                 }
                 _ => Some(format!(
@@ -338,24 +311,14 @@ fn migrate_upstream(mut table: TableMut<'_>, written: &str, findings: &mut Vec<F
                 } else {
                     "if that is what you meant"
                 };
-                let note = format!(
-                    "{value:?} might have meant {alternative:?}; kept {new:?}, change it by hand {usage}"
-                );
-                (
-                    format!("dialect {value:?} was renamed"),
-                    Decision::ApplyUnsure(note),
-                )
+                let note =
+                    format!("{value:?} might have meant {alternative:?}; kept {new:?}, change it by hand {usage}");
+                (format!("dialect {value:?} was renamed"), Decision::ApplyUnsure(note))
             }
-            None if LEGACY_DIALECTS
-                .iter()
-                .any(|(old, _, _)| old.eq_ignore_ascii_case(value.trim())) =>
-            {
+            None if LEGACY_DIALECTS.iter().any(|(old, _, _)| old.eq_ignore_ascii_case(value.trim())) => {
                 (format!("dialect {value:?} was renamed"), Decision::Apply)
             }
-            None => (
-                "dialect names are lower case, without spaces".to_owned(),
-                Decision::Apply,
-            ),
+            None => ("dialect names are lower case, without spaces".to_owned(), Decision::Apply),
         };
         findings.push(Finding {
             location: None,
@@ -374,32 +337,21 @@ fn migrate_upstream(mut table: TableMut<'_>, written: &str, findings: &mut Vec<F
             old: format!("{value:?}"),
             new: format!("{close:?}"),
             why: "not a dialect, but close to one".into(),
-            decision: Decision::Propose(
-                "it looks like a typo; check which dialect the upstream speaks".into(),
-            ),
+            decision: Decision::Propose("it looks like a typo; check which dialect the upstream speaks".into()),
         });
     }
 }
 
 /// `provider` -> `upstream` in one model target, when the value names a configured upstream.
-fn migrate_target(
-    mut target: TableMut<'_>,
-    written: &str,
-    upstreams: &[String],
-    findings: &mut Vec<Finding>,
-) {
+fn migrate_target(mut target: TableMut<'_>, written: &str, upstreams: &[String], findings: &mut Vec<Finding>) {
     let Some(provider) = target.get("provider") else {
         return;
     };
-    let names_upstream = provider
-        .as_str()
-        .is_some_and(|name| upstreams.iter().any(|u| u == name));
+    let names_upstream = provider.as_str().is_some_and(|name| upstreams.iter().any(|u| u == name));
     let blocker = if target.get("upstream").is_some() {
         Some("`upstream` is also set; keep one of them and delete the other".to_owned())
     } else if !names_upstream {
-        Some(
-            "its value is not the name of a configured upstream; set `upstream` by hand".to_owned(),
-        )
+        Some("its value is not the name of a configured upstream; set `upstream` by hand".to_owned())
     } else {
         None
     };
@@ -424,11 +376,7 @@ fn dialect_fix(value: &str) -> Option<(&'static str, Option<&'static str>)> {
     if let Some((_, new, alternative)) = LEGACY_DIALECTS.iter().find(|(old, _, _)| *old == folded) {
         return Some((new, *alternative));
     }
-    DialectKind::ALL
-        .iter()
-        .map(|k| k.as_str())
-        .find(|name| *name == folded && *name != value)
-        .map(|name| (name, None))
+    DialectKind::ALL.iter().map(|k| k.as_str()).find(|name| *name == folded && *name != value).map(|name| (name, None))
 }
 
 fn known_dialects() -> Vec<&'static str> {
@@ -477,9 +425,7 @@ impl<'a> TableMut<'a> {
     fn rename(&mut self, old: &str, new: &str) {
         let renamed = |key: Key| {
             if key.get() == old {
-                Key::new(new)
-                    .with_leaf_decor(key.leaf_decor().clone())
-                    .with_dotted_decor(key.dotted_decor().clone())
+                Key::new(new).with_leaf_decor(key.leaf_decor().clone()).with_dotted_decor(key.dotted_decor().clone())
             } else {
                 key
             }
@@ -526,11 +472,7 @@ fn tables_mut(item: &mut Item) -> Vec<(usize, TableMut<'_>)> {
 /// Read-only counterpart of [`tables_mut`].
 fn tables(item: &Item) -> Vec<(usize, &dyn TableLike)> {
     match item {
-        Item::ArrayOfTables(array) => array
-            .iter()
-            .map(|t| t as &dyn TableLike)
-            .enumerate()
-            .collect(),
+        Item::ArrayOfTables(array) => array.iter().map(|t| t as &dyn TableLike).enumerate().collect(),
         Item::Value(Value::Array(array)) => array
             .iter()
             .enumerate()
@@ -543,16 +485,8 @@ fn tables(item: &Item) -> Vec<(usize, &dyn TableLike)> {
 /// Unknown keys that are close to a known key: proposed, never applied, since a typo's intent
 /// is a guess.
 fn propose_for_unknown_keys(root: &Table, upstreams_written: &str, findings: &mut Vec<Finding>) {
-    let mut scan = UnknownKeys {
-        reported: findings.iter().map(|f| f.path.clone()).collect(),
-        found: Vec::new(),
-    };
-    scan.table(
-        root,
-        "",
-        fields_of::<RawConfig>(),
-        &["server", "keys", "upstreams", "models"],
-    );
+    let mut scan = UnknownKeys { reported: findings.iter().map(|f| f.path.clone()).collect(), found: Vec::new() };
+    scan.table(root, "", fields_of::<RawConfig>(), &["server", "keys", "upstreams", "models"]);
     if let Some(server) = root.get("server").and_then(Item::as_table_like) {
         scan.table(server, "server", fields_of::<RawServer>(), &[]);
     }
@@ -593,19 +527,9 @@ fn propose_for_unknown_keys(root: &Table, upstreams_written: &str, findings: &mu
             };
             for (t, target) in tables(targets) {
                 let target_written = format!("{written}.targets.{t}");
-                scan.table(
-                    target,
-                    &target_written,
-                    fields_of::<RawTarget>(),
-                    &["timeouts"],
-                );
+                scan.table(target, &target_written, fields_of::<RawTarget>(), &["timeouts"]);
                 if let Some(timeouts) = target.get("timeouts").and_then(Item::as_table_like) {
-                    scan.table(
-                        timeouts,
-                        &format!("{target_written}.timeouts"),
-                        fields_of::<RawTimeouts>(),
-                        &[],
-                    );
+                    scan.table(timeouts, &format!("{target_written}.timeouts"), fields_of::<RawTimeouts>(), &[]);
                 }
             }
         }
@@ -626,11 +550,7 @@ impl UnknownKeys {
             if known.contains(&key) {
                 continue;
             }
-            let path = if written.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{written}.{key}")
-            };
+            let path = if written.is_empty() { key.to_owned() } else { format!("{written}.{key}") };
             if self.reported.contains(&path) {
                 continue;
             }
@@ -639,9 +559,7 @@ impl UnknownKeys {
             };
             let scalar = matches!(item, Item::Value(v) if !v.is_inline_table() && !v.is_array());
             let reason = if subtables.contains(&close) && scalar {
-                format!(
-                    "`{close}` is a table here, so the value cannot just move; rewrite it by hand"
-                )
+                format!("`{close}` is a table here, so the value cannot just move; rewrite it by hand")
             } else {
                 format!("if `{close}` is what you meant, rename it by hand")
             };
@@ -735,14 +653,11 @@ pub fn write_in_place(path: &Path, original: &str, text: &str) -> io::Result<Pat
     };
     unchanged(&target)?;
 
-    let backup = create_backup(&target, original, &metadata)
-        .map_err(|e| context("cannot write a backup of", &target, e))?;
+    let backup =
+        create_backup(&target, original, &metadata).map_err(|e| context("cannot write a backup of", &target, e))?;
 
     let dir = target.parent().unwrap_or(Path::new("."));
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temporary = dir.join(format!(".{name}.doctor-{}.tmp", std::process::id()));
     let written = write_new(&temporary, text.as_bytes(), &metadata)
         .and_then(|()| keep_owner(&temporary, &metadata))
@@ -765,11 +680,7 @@ fn create_backup(target: &Path, original: &str, metadata: &fs::Metadata) -> io::
     let base = target.as_os_str().to_owned();
     for n in 0u32.. {
         let mut name = base.clone();
-        name.push(if n == 0 {
-            ".bak".to_owned()
-        } else {
-            format!(".bak.{n}")
-        });
+        name.push(if n == 0 { ".bak".to_owned() } else { format!(".bak.{n}") });
         let backup = PathBuf::from(name);
         match write_new(&backup, original.as_bytes(), metadata) {
             Ok(()) => return Ok(backup),
@@ -826,16 +737,8 @@ mod tests {
     /// The lines that differ between two texts, which must have the same lines otherwise, byte
     /// for byte, line ends included.
     fn changed_lines<'a>(before: &'a str, after: &'a str) -> Vec<(&'a str, &'a str)> {
-        assert_eq!(
-            before.split('\n').count(),
-            after.split('\n').count(),
-            "{after}"
-        );
-        before
-            .split('\n')
-            .zip(after.split('\n'))
-            .filter(|(a, b)| a != b)
-            .collect()
+        assert_eq!(before.split('\n').count(), after.split('\n').count(), "{after}");
+        before.split('\n').zip(after.split('\n')).filter(|(a, b)| a != b).collect()
     }
 
     #[test]
@@ -843,27 +746,15 @@ mod tests {
         for (old, new, alternative) in LEGACY_DIALECTS {
             let source = format!("[upstreams.u]\ndialect = \"{old}\"\n");
             let report = run(&source);
-            assert_eq!(
-                report.migrated,
-                format!("[upstreams.u]\ndialect = \"{new}\"\n")
-            );
+            assert_eq!(report.migrated, format!("[upstreams.u]\ndialect = \"{new}\"\n"));
             assert_eq!(report.findings.len(), 1, "{old}: {:?}", report.findings);
             let finding = &report.findings[0];
-            assert_eq!(
-                (finding.path.as_str(), finding.location),
-                ("upstreams.u.dialect", Some((2, 1)))
-            );
-            assert_eq!(
-                (finding.old.as_str(), finding.new.as_str()),
-                (&*format!("{old:?}"), &*format!("{new:?}"))
-            );
+            assert_eq!((finding.path.as_str(), finding.location), ("upstreams.u.dialect", Some((2, 1))));
+            assert_eq!((finding.old.as_str(), finding.new.as_str()), (&*format!("{old:?}"), &*format!("{new:?}")));
             match (alternative, &finding.decision) {
                 (None, Decision::Apply) => {}
                 (Some(alternative), Decision::ApplyUnsure(note)) => {
-                    assert!(
-                        note.contains(alternative) && note.contains("by hand"),
-                        "{note}"
-                    )
+                    assert!(note.contains(alternative) && note.contains("by hand"), "{note}")
                 }
                 other => panic!("{old}: {other:?}"),
             }
@@ -874,12 +765,7 @@ mod tests {
     fn the_openai_ambiguity_is_reported() {
         let report = run("[upstreams.u]\ndialect = \"openai\"\n");
         let text = report.findings[0].render(Path::new("f.toml"), true);
-        assert!(
-            text.starts_with(
-                "f.toml:2:1: upstreams.u.dialect: \"openai\" -> \"openai-completions\""
-            ),
-            "{text}"
-        );
+        assert!(text.starts_with("f.toml:2:1: upstreams.u.dialect: \"openai\" -> \"openai-completions\""), "{text}");
         assert!(
             text.contains(
                 "\"openai\" might have meant \"openai-responses\"; kept \"openai-completions\", \
@@ -923,81 +809,41 @@ user_agent = \"ua\"
         assert_eq!(
             changed_lines(source, &report.migrated),
             [
-                (
-                    "api_base   =  'http://x/v1'  # trailing",
-                    "base_url   =  'http://x/v1'  # trailing"
-                ),
+                ("api_base   =  'http://x/v1'  # trailing", "base_url   =  'http://x/v1'  # trailing"),
                 ("apiKey = \"${K}\"", "api_key = \"${K}\"")
             ]
         );
-        let found: Vec<_> = report
-            .findings
-            .iter()
-            .map(|f| (f.path.as_str(), f.location, f.applies()))
-            .collect();
-        assert_eq!(
-            found,
-            [
-                ("upstreams.u.api_base", Some((5, 1)), true),
-                ("upstreams.u.apiKey", Some((6, 1)), true)
-            ]
-        );
+        let found: Vec<_> = report.findings.iter().map(|f| (f.path.as_str(), f.location, f.applies())).collect();
+        assert_eq!(found, [("upstreams.u.api_base", Some((5, 1)), true), ("upstreams.u.apiKey", Some((6, 1)), true)]);
     }
 
     #[test]
     fn every_key_rename_applies_alone() {
         for (alias, target, _) in UPSTREAM_KEY_RENAMES {
-            let value = if *target == "dialect" {
-                "openai-completions"
-            } else {
-                "v"
-            };
-            let dialect = if *target == "dialect" {
-                ""
-            } else {
-                "dialect = \"mock\"\n"
-            };
+            let value = if *target == "dialect" { "openai-completions" } else { "v" };
+            let dialect = if *target == "dialect" { "" } else { "dialect = \"mock\"\n" };
             let report = run(&format!("[upstreams.u]\n{dialect}{alias} = \"{value}\"\n"));
-            assert_eq!(
-                report.migrated,
-                format!("[upstreams.u]\n{dialect}{target} = \"{value}\"\n"),
-                "{alias}"
-            );
+            assert_eq!(report.migrated, format!("[upstreams.u]\n{dialect}{target} = \"{value}\"\n"), "{alias}");
         }
     }
 
     #[test]
     fn a_provider_key_becomes_the_dialect_and_its_value_is_migrated_too() {
         let report = run("[upstreams.u]\nprovider = \"anthropic\"\n");
-        assert_eq!(
-            report.migrated,
-            "[upstreams.u]\ndialect = \"anthropic-messages\"\n"
-        );
-        let paths: Vec<_> = report
-            .findings
-            .iter()
-            .map(|f| (f.path.as_str(), f.change))
-            .collect();
-        assert_eq!(
-            paths,
-            [
-                ("upstreams.u.provider", Change::Key),
-                ("upstreams.u.provider", Change::Value)
-            ]
-        );
+        assert_eq!(report.migrated, "[upstreams.u]\ndialect = \"anthropic-messages\"\n");
+        let paths: Vec<_> = report.findings.iter().map(|f| (f.path.as_str(), f.change)).collect();
+        assert_eq!(paths, [("upstreams.u.provider", Change::Key), ("upstreams.u.provider", Change::Value)]);
     }
 
     #[test]
     fn renames_that_would_collide_or_guess_are_only_proposed() {
-        let source = "[upstreams.u]\ndialect = \"mock\"\nkey = \"a\"\napi_key = \"b\"\n[upstreams.v]\ntype = \"chat\"\n";
+        let source =
+            "[upstreams.u]\ndialect = \"mock\"\nkey = \"a\"\napi_key = \"b\"\n[upstreams.v]\ntype = \"chat\"\n";
         let report = run(source);
         assert_eq!(report.migrated, source);
         assert!(!report.changes_anything());
         assert_eq!(report.findings.len(), 2, "{:?}", report.findings);
-        assert!(report
-            .findings
-            .iter()
-            .all(|f| matches!(f.decision, Decision::Propose(_))));
+        assert!(report.findings.iter().all(|f| matches!(f.decision, Decision::Propose(_))));
     }
 
     #[test]
@@ -1027,11 +873,7 @@ targets = [ { provider = \"main\", model = \"x\" }, { provider = \"elsewhere\" }
                 ),
             ]
         );
-        let found: Vec<_> = report
-            .findings
-            .iter()
-            .map(|f| (f.path.as_str(), f.location, f.applies()))
-            .collect();
+        let found: Vec<_> = report.findings.iter().map(|f| (f.path.as_str(), f.location, f.applies())).collect();
         assert_eq!(
             found,
             [
@@ -1056,11 +898,7 @@ targets = [ { provider = \"main\", model = \"x\" }, { provider = \"elsewhere\" }
         let source = "[server]\nlistn = \"x\"\n[upstreams.u]\ndialect = \"mock\"\nbase_ulr = \"x\"\ntimeout = 600\nretry.attemps = 2\nunrelated = 1\n";
         let report = run(source);
         assert_eq!(report.migrated, source);
-        let found: Vec<_> = report
-            .findings
-            .iter()
-            .map(|f| (f.path.as_str(), f.new.as_str(), f.location))
-            .collect();
+        let found: Vec<_> = report.findings.iter().map(|f| (f.path.as_str(), f.new.as_str(), f.location)).collect();
         assert_eq!(
             found,
             [
@@ -1070,9 +908,7 @@ targets = [ { provider = \"main\", model = \"x\" }, { provider = \"elsewhere\" }
                 ("upstreams.u.retry.attemps", "attempts", Some((7, 7))),
             ]
         );
-        let Decision::Propose(reason) = &report.findings[2].decision else {
-            panic!()
-        };
+        let Decision::Propose(reason) = &report.findings[2].decision else { panic!() };
         assert!(reason.contains("is a table here"), "{reason}");
     }
 
@@ -1084,11 +920,7 @@ targets = [ { provider = \"main\", model = \"x\" }, { provider = \"elsewhere\" }
             report.migrated,
             "[upstreams]\r\na = { dialect = \"anthropic-messages\", api_key = \"${A}\" , user_agent = \"x\" }\r\n\r\nb.dialect = \"bedrock-converse-stream\"  # dotted\r\nb.region = \"us-east-1\""
         );
-        let paths: Vec<_> = report
-            .findings
-            .iter()
-            .map(|f| (f.path.as_str(), f.location))
-            .collect();
+        let paths: Vec<_> = report.findings.iter().map(|f| (f.path.as_str(), f.location)).collect();
         assert_eq!(
             paths,
             [
@@ -1145,16 +977,12 @@ targets = [{ upstream = \"legacy\" }]
             assert!(fields_of::<RawUpstream>().contains(target), "{target}");
         }
         for (alias, _, _) in UPSTREAM_KEY_RENAMES {
-            assert!(
-                !fields_of::<RawUpstream>().contains(alias),
-                "{alias} is one of ours"
-            );
+            assert!(!fields_of::<RawUpstream>().contains(alias), "{alias} is one of ours");
         }
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-migrate-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("switchyard-migrate-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -1175,21 +1003,12 @@ targets = [{ upstream = \"legacy\" }]
         assert_eq!(backup, dir.join("switchyard.toml.bak.1"));
         assert_eq!(fs::read_to_string(&file).unwrap(), "new");
         assert_eq!(fs::read_to_string(&backup).unwrap(), "old");
-        assert_eq!(
-            fs::read_to_string(dir.join("switchyard.toml.bak")).unwrap(),
-            "earlier backup"
-        );
+        assert_eq!(fs::read_to_string(dir.join("switchyard.toml.bak")).unwrap(), "earlier backup");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-                0o640
-            );
-            assert_eq!(
-                fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
-                0o640
-            );
+            assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+            assert_eq!(fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o640);
         }
         let leftovers: Vec<_> = fs::read_dir(&dir)
             .unwrap()
@@ -1206,10 +1025,7 @@ targets = [{ upstream = \"legacy\" }]
         let file = dir.join("c.toml");
         fs::write(&file, "edited meanwhile").unwrap();
         let error = write_in_place(&file, "as read", "new").unwrap_err();
-        assert!(
-            error.to_string().contains("changed while doctor ran"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("changed while doctor ran"), "{error}");
         assert_eq!(fs::read_to_string(&file).unwrap(), "edited meanwhile");
         assert!(!dir.join("c.toml.bak").exists());
         fs::remove_dir_all(&dir).unwrap();
@@ -1224,15 +1040,9 @@ targets = [{ upstream = \"legacy\" }]
         fs::write(&real, "old").unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let backup = write_in_place(&link, "old", "new").unwrap();
-        assert!(fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert_eq!(fs::read_to_string(&real).unwrap(), "new");
-        assert_eq!(
-            backup,
-            fs::canonicalize(&dir).unwrap().join("real.toml.bak")
-        );
+        assert_eq!(backup, fs::canonicalize(&dir).unwrap().join("real.toml.bak"));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

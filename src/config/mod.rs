@@ -8,9 +8,9 @@
 mod diagnostic;
 mod glob;
 pub mod migrate;
+pub mod reload;
 pub mod schema;
 mod secret;
-pub mod reload;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -212,9 +212,7 @@ impl ModelPattern {
     pub fn matches<'a>(&self, requested: &'a str) -> Option<&'a str> {
         match self {
             ModelPattern::Exact(name) => (name == requested).then_some(requested),
-            ModelPattern::Prefix(prefix) => {
-                requested.strip_prefix(prefix.as_str()).filter(|rest| !rest.is_empty())
-            }
+            ModelPattern::Prefix(prefix) => requested.strip_prefix(prefix.as_str()).filter(|rest| !rest.is_empty()),
         }
     }
 

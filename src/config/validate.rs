@@ -13,8 +13,8 @@ use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
 use super::schema::{RawConfig, RawTimeouts, RawUpstream};
 use super::secret::{expand, MissingVar};
 use super::{
-    AwsParams, Config, ConfigError, Glob, HealthCheckParams, KeyParams, ModelParams, ModelPattern, RetryParams,
-    Secret, ServerParams, Strategy, StreamMode, TargetParams, Timeouts, TlsParams, UpstreamParams,
+    AwsParams, Config, ConfigError, Glob, HealthCheckParams, KeyParams, ModelParams, ModelPattern, RetryParams, Secret,
+    ServerParams, Strategy, StreamMode, TargetParams, Timeouts, TlsParams, UpstreamParams,
 };
 use crate::dialect::openai::{Compat, MaxTokensField};
 use crate::dialect::{AuthStyle, DialectKind, DialectOptions};
@@ -37,11 +37,25 @@ pub const LEGACY_DIALECTS: &[(&str, &str, Option<&str>)] = &[
 ];
 
 /// Error classes that move a request on to the next target unless `failover_on` says otherwise.
-pub const RETRYABLE_BY_DEFAULT: &[&str] = &["connect", "timeout", "reset", "429", "5xx", "disabled", "invalid_response"];
+pub const RETRYABLE_BY_DEFAULT: &[&str] =
+    &["connect", "timeout", "reset", "429", "5xx", "disabled", "invalid_response"];
 
 /// Every class name `failover_on` accepts.
-const FAILOVER_CLASSES: &[&str] =
-    &["connect", "timeout", "reset", "429", "5xx", "disabled", "invalid_response", "400", "401", "403", "404", "422", "stream"];
+const FAILOVER_CLASSES: &[&str] = &[
+    "connect",
+    "timeout",
+    "reset",
+    "429",
+    "5xx",
+    "disabled",
+    "invalid_response",
+    "400",
+    "401",
+    "403",
+    "404",
+    "422",
+    "stream",
+];
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
@@ -218,13 +232,20 @@ fn check_server(checker: &mut Checker<'_>, raw: &RawConfig) -> ServerParams {
     let admin_listen = server.admin_listen.as_deref().and_then(|text| address("server.admin_listen", text));
     let max_body = server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
     if max_body < 1024 {
-        checker.fatal(Diagnostic::error("server.max_body_bytes", "must be at least 1024").suggest("the default is 33554432 (32 MiB)"));
+        checker.fatal(
+            Diagnostic::error("server.max_body_bytes", "must be at least 1024")
+                .suggest("the default is 33554432 (32 MiB)"),
+        );
     }
     ServerParams {
         listen,
         admin_listen,
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
-        shutdown_grace: checker.duration("server.shutdown_grace", server.shutdown_grace.as_ref(), Duration::from_secs(30)),
+        shutdown_grace: checker.duration(
+            "server.shutdown_grace",
+            server.shutdown_grace.as_ref(),
+            Duration::from_secs(30),
+        ),
         allow_unauthenticated: server.allow_unauthenticated.unwrap_or(false),
         keepalive_interval: checker.duration(
             "server.keepalive_interval",
@@ -247,8 +268,11 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, bo
                 Ok(value) => Sha256::digest(value.as_bytes()).into(),
                 Err(MissingVar(var)) => {
                     checker.contained(
-                        Diagnostic::warning(format!("{path}.key"), format!("key {:?} is disabled: ${{{var}}} is not set", key.name))
-                            .suggest(format!("export {var}=... before starting, or use `sha256 = \"...\"`")),
+                        Diagnostic::warning(
+                            format!("{path}.key"),
+                            format!("key {:?} is disabled: ${{{var}}} is not set", key.name),
+                        )
+                        .suggest(format!("export {var}=... before starting, or use `sha256 = \"...\"`")),
                     );
                     continue;
                 }
@@ -265,8 +289,11 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, bo
             },
             _ => {
                 checker.fatal(
-                    Diagnostic::error(path.clone(), format!("key {:?} needs exactly one of `key` or `sha256`", key.name))
-                        .suggest("key = \"${MY_KEY_VAR}\""),
+                    Diagnostic::error(
+                        path.clone(),
+                        format!("key {:?} needs exactly one of `key` or `sha256`", key.name),
+                    )
+                    .suggest("key = \"${MY_KEY_VAR}\""),
                 );
                 continue;
             }
@@ -318,7 +345,8 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
             let config = checker.file.map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
             let suggestion = match LEGACY_DIALECTS.iter().find(|(old, _, _)| *old == raw.dialect) {
                 Some((old, new, alternative)) => {
-                    let also = alternative.map(|a| format!(" (or {a:?} if that is what you meant)")).unwrap_or_default();
+                    let also =
+                        alternative.map(|a| format!(" (or {a:?} if that is what you meant)")).unwrap_or_default();
                     format!("{old:?} was renamed to {new:?}{also}; run `switchyard doctor --fix --config {config}`")
                 }
                 None => match did_you_mean(&raw.dialect, DialectKind::ALL.iter().map(|k| k.as_str())) {
@@ -347,10 +375,8 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         (None, DialectKind::Mock) => None,
         (None, _) => return Err(disabled("base_url", "`base_url` is required for this dialect".into())),
         (Some(url), _) => {
-            let uri: Uri = url
-                .trim_end_matches('/')
-                .parse()
-                .map_err(|_| disabled("base_url", format!("{url:?} is not a URL")))?;
+            let uri: Uri =
+                url.trim_end_matches('/').parse().map_err(|_| disabled("base_url", format!("{url:?} is not a URL")))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(disabled("base_url", format!("{url:?} must be an http:// or https:// URL")));
             }
@@ -413,8 +439,16 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
     let defaults = RetryParams::default();
     let retry = RetryParams {
         attempts: raw.retry.attempts.unwrap_or(defaults.attempts).max(1),
-        backoff_base: checker.duration(&format!("{path}.retry.backoff_base"), raw.retry.backoff_base.as_ref(), defaults.backoff_base),
-        backoff_max: checker.duration(&format!("{path}.retry.backoff_max"), raw.retry.backoff_max.as_ref(), defaults.backoff_max),
+        backoff_base: checker.duration(
+            &format!("{path}.retry.backoff_base"),
+            raw.retry.backoff_base.as_ref(),
+            defaults.backoff_base,
+        ),
+        backoff_max: checker.duration(
+            &format!("{path}.retry.backoff_max"),
+            raw.retry.backoff_max.as_ref(),
+            defaults.backoff_max,
+        ),
         retry_after_max: checker.duration(
             &format!("{path}.retry.retry_after_max"),
             raw.retry.retry_after_max.as_ref(),
@@ -426,11 +460,17 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         None | Some("native") => StreamMode::Native,
         Some("simulate") => StreamMode::Simulate,
         Some(other) => {
-            return Err(disabled("stream", format!("unknown stream mode {other:?}")).suggest("\"native\" or \"simulate\""))
+            return Err(
+                disabled("stream", format!("unknown stream mode {other:?}")).suggest("\"native\" or \"simulate\"")
+            )
         }
     };
     let health_check = raw.health.as_ref().map(|health| HealthCheckParams {
-        interval: checker.duration(&format!("{path}.health.interval"), health.interval.as_ref(), Duration::from_secs(10)),
+        interval: checker.duration(
+            &format!("{path}.health.interval"),
+            health.interval.as_ref(),
+            Duration::from_secs(10),
+        ),
         path: health.path.clone().unwrap_or_else(|| "/models".into()),
         expect_status: health.expect_status.unwrap_or(200),
     });
@@ -446,17 +486,19 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         let secret_access_key = from("aws_secret_access_key", &raw.aws_secret_access_key, "AWS_SECRET_ACCESS_KEY")?;
         let session_token = from("aws_session_token", &raw.aws_session_token, "AWS_SESSION_TOKEN")?;
         match (access_key_id, secret_access_key) {
-            (Some(access_key_id), Some(secret_access_key)) => Some(AwsParams { access_key_id, secret_access_key, session_token }),
-            _ => {
-                return Err(disabled("", "no AWS credentials".into())
-                    .suggest("set aws_access_key_id/aws_secret_access_key, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"))
+            (Some(access_key_id), Some(secret_access_key)) => {
+                Some(AwsParams { access_key_id, secret_access_key, session_token })
             }
+            _ => return Err(disabled("", "no AWS credentials".into()).suggest(
+                "set aws_access_key_id/aws_secret_access_key, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            )),
         }
     } else {
         None
     };
     if dialect == DialectKind::BedrockConverseStream && raw.region.is_none() {
-        return Err(disabled("region", "`region` is required for bedrock-converse-stream".into()).suggest("region = \"us-east-1\""));
+        return Err(disabled("region", "`region` is required for bedrock-converse-stream".into())
+            .suggest("region = \"us-east-1\""));
     }
 
     Ok(UpstreamParams {
@@ -465,7 +507,10 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         base_url,
         api_key,
         auth,
-        user_agent: raw.user_agent.clone().unwrap_or_else(|| concat!("switchyard/", env!("CARGO_PKG_VERSION")).to_owned()),
+        user_agent: raw
+            .user_agent
+            .clone()
+            .unwrap_or_else(|| concat!("switchyard/", env!("CARGO_PKG_VERSION")).to_owned()),
         headers_set,
         headers_remove: raw.headers.remove.iter().map(|p| Glob::case_insensitive(p)).collect(),
         keep_sdk_headers: raw.keep_sdk_headers.unwrap_or(false),
@@ -518,15 +563,19 @@ fn check_models(
             }
             _ if model.name.contains('*') || model.name.is_empty() => {
                 checker.fatal(
-                    Diagnostic::error(format!("{path}.name"), format!("{:?} is not a model name or pattern", model.name))
-                        .suggest("use an exact name, or `prefix/*` to route prefix/x to an upstream as model x"),
+                    Diagnostic::error(
+                        format!("{path}.name"),
+                        format!("{:?} is not a model name or pattern", model.name),
+                    )
+                    .suggest("use an exact name, or `prefix/*` to route prefix/x to an upstream as model x"),
                 );
                 continue;
             }
             _ => ModelPattern::Exact(model.name.clone()),
         };
         if models.iter().any(|m| m.pattern == pattern) {
-            checker.fatal(Diagnostic::error(format!("{path}.name"), format!("model {:?} is defined twice", model.name)));
+            checker
+                .fatal(Diagnostic::error(format!("{path}.name"), format!("model {:?} is defined twice", model.name)));
             continue;
         }
         let strategy = match model.strategy.as_deref() {
@@ -541,13 +590,12 @@ fn check_models(
                 continue;
             }
         };
-        let failover_on = model
-            .failover_on
-            .clone()
-            .unwrap_or_else(|| RETRYABLE_BY_DEFAULT.iter().map(|s| (*s).to_owned()).collect());
+        let failover_on =
+            model.failover_on.clone().unwrap_or_else(|| RETRYABLE_BY_DEFAULT.iter().map(|s| (*s).to_owned()).collect());
         for class in &failover_on {
             if !FAILOVER_CLASSES.contains(&class.as_str()) {
-                let mut diagnostic = Diagnostic::error(format!("{path}.failover_on"), format!("unknown error class {class:?}"));
+                let mut diagnostic =
+                    Diagnostic::error(format!("{path}.failover_on"), format!("unknown error class {class:?}"));
                 diagnostic.suggestion = Some(match did_you_mean(class, FAILOVER_CLASSES.iter().copied()) {
                     Some(close) => format!("did you mean {close:?}?"),
                     None => format!("one of: {}", FAILOVER_CLASSES.join(", ")),
@@ -568,19 +616,22 @@ fn check_models(
                     format!("{target_path}.upstream"),
                     format!("model {:?} targets an upstream {:?} that is not configured", model.name, target.upstream),
                 );
-                diagnostic.suggestion = did_you_mean(&target.upstream, known).map(|close| format!("did you mean {close:?}?"));
+                diagnostic.suggestion =
+                    did_you_mean(&target.upstream, known).map(|close| format!("did you mean {close:?}?"));
                 checker.fatal(diagnostic);
                 continue;
             }
             let base = upstreams.get(&target.upstream).map(|u| u.timeouts).unwrap_or_default();
-            let overridden = [&target.timeouts.connect, &target.timeouts.first_byte, &target.timeouts.idle, &target.timeouts.total]
-                .iter()
-                .any(|t| t.is_some());
+            let overridden =
+                [&target.timeouts.connect, &target.timeouts.first_byte, &target.timeouts.idle, &target.timeouts.total]
+                    .iter()
+                    .any(|t| t.is_some());
             targets.push(TargetParams {
                 upstream: target.upstream.clone(),
                 model: target.model.clone(),
                 weight: target.weight.unwrap_or(1),
-                timeouts: overridden.then(|| timeouts(checker, &format!("{target_path}.timeouts"), &target.timeouts, base)),
+                timeouts: overridden
+                    .then(|| timeouts(checker, &format!("{target_path}.timeouts"), &target.timeouts, base)),
             });
         }
         models.push(ModelParams { pattern, targets, strategy, failover_on });

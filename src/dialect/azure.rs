@@ -24,8 +24,7 @@ use serde::Deserialize;
 use super::openai::{passthrough_error, OpenAiChat};
 use super::responses::Responses;
 use super::{
-    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
-    UpstreamCall, Usage,
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage,
 };
 use crate::error::RelayError;
 
@@ -57,14 +56,8 @@ impl AzureChat {
 
 impl Dialect for AzureChat {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
-        let deployment = self
-            .deployment
-            .as_deref()
-            .unwrap_or(&request.upstream_model);
-        let routed = ChatRequest {
-            upstream_model: deployment.to_owned(),
-            ..request.clone()
-        };
+        let deployment = self.deployment.as_deref().unwrap_or(&request.upstream_model);
+        let routed = ChatRequest { upstream_model: deployment.to_owned(), ..request.clone() };
         let body = self.passthrough.rewrite_body(&routed)?;
         let path = match &self.api_version {
             Some(version) => format!(
@@ -77,18 +70,12 @@ impl Dialect for AzureChat {
         Ok(UpstreamCall::post(path, body, request.stream))
     }
 
-    fn translate_response(
-        &self,
-        body: Bytes,
-        ctx: &ResponseContext,
-    ) -> Result<Translated, RelayError> {
+    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
         self.passthrough.translate_response(body, ctx)
     }
 
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
-        Box::new(AzureChatStream {
-            passthrough: self.passthrough.stream_translator(ctx),
-        })
+        Box::new(AzureChatStream { passthrough: self.passthrough.stream_translator(ctx) })
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
@@ -100,30 +87,17 @@ impl Dialect for AzureChat {
     }
 
     fn models_path(&self) -> Option<&'static str> {
-        Some(if self.api_version.is_some() {
-            MODELS_PATH_VERSIONED
-        } else {
-            MODELS_PATH_V1
-        })
+        Some(if self.api_version.is_some() { MODELS_PATH_VERSIONED } else { MODELS_PATH_V1 })
     }
 }
 
 /// `azure-openai-responses`: the Responses dialect at Azure's path.
 pub fn responses(options: &DialectOptions) -> Responses {
     let (path, models_path) = match &options.api_version {
-        Some(version) => (
-            format!("/responses?api-version={}", percent_encode(version)),
-            MODELS_PATH_VERSIONED,
-        ),
+        Some(version) => (format!("/responses?api-version={}", percent_encode(version)), MODELS_PATH_VERSIONED),
         None => ("/v1/responses".to_owned(), MODELS_PATH_V1),
     };
-    Responses::at(
-        path,
-        options.deployment.clone(),
-        API_KEY_HEADER,
-        Some(models_path),
-        options,
-    )
+    Responses::at(path, options.deployment.clone(), API_KEY_HEADER, Some(models_path), options)
 }
 
 /// The pass-through stream minus Azure's content-filter-only chunks.
@@ -135,11 +109,7 @@ impl AzureChatStream {
     fn drop_filter_only_chunks(out: &mut Vec<Bytes>, from: usize) {
         if out[from..].iter().any(|event| is_filter_only(event)) {
             let translated = out.split_off(from);
-            out.extend(
-                translated
-                    .into_iter()
-                    .filter(|event| !is_filter_only(event)),
-            );
+            out.extend(translated.into_iter().filter(|event| !is_filter_only(event)));
         }
     }
 }
@@ -177,8 +147,7 @@ fn is_filter_only(event: &[u8]) -> bool {
     if memmem::find(event, b"\"prompt_filter_results\"").is_none() {
         return false;
     }
-    let (Some(start), Some(end)) = (memchr::memchr(b'{', event), memchr::memrchr(b'}', event))
-    else {
+    let (Some(start), Some(end)) = (memchr::memchr(b'{', event), memchr::memrchr(b'}', event)) else {
         return false;
     };
     serde_json::from_slice::<FilterProbe>(&event[start..=end])
@@ -233,17 +202,9 @@ mod tests {
     #[test]
     fn versioned_chat_routes_by_deployment_and_keeps_the_body() {
         let dialect = AzureChat::new(&options(Some("2024-12-01-preview"), None));
-        let call = dialect
-            .translate_request(&request(r#"{"model":"pub","messages":[],"n":1}"#, false))
-            .unwrap();
-        assert_eq!(
-            call.path_and_query,
-            "/deployments/gpt-4o/chat/completions?api-version=2024-12-01-preview"
-        );
-        assert_eq!(
-            call.body,
-            Bytes::from_static(br#"{"model":"gpt-4o","messages":[],"n":1}"#)
-        );
+        let call = dialect.translate_request(&request(r#"{"model":"pub","messages":[],"n":1}"#, false)).unwrap();
+        assert_eq!(call.path_and_query, "/deployments/gpt-4o/chat/completions?api-version=2024-12-01-preview");
+        assert_eq!(call.body, Bytes::from_static(br#"{"model":"gpt-4o","messages":[],"n":1}"#));
         assert_eq!(dialect.default_auth(), AuthStyle::Header("api-key"));
         assert_eq!(dialect.models_path(), Some(MODELS_PATH_VERSIONED));
     }
@@ -251,44 +212,26 @@ mod tests {
     #[test]
     fn v1_chat_names_the_configured_deployment_in_the_body() {
         let dialect = AzureChat::new(&options(None, Some("my deploy")));
-        let call = dialect
-            .translate_request(&request(r#"{"model":"pub","messages":[]}"#, true))
-            .unwrap();
+        let call = dialect.translate_request(&request(r#"{"model":"pub","messages":[]}"#, true)).unwrap();
         assert_eq!(call.path_and_query, "/v1/chat/completions");
         assert!(call.stream);
         let sent: Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(sent["model"], "my deploy");
         let versioned = AzureChat::new(&options(Some("2025-01-01"), Some("my deploy")));
-        let call = versioned
-            .translate_request(&request(r#"{"model":"pub","messages":[]}"#, false))
-            .unwrap();
-        assert_eq!(
-            call.path_and_query,
-            "/deployments/my%20deploy/chat/completions?api-version=2025-01-01"
-        );
+        let call = versioned.translate_request(&request(r#"{"model":"pub","messages":[]}"#, false)).unwrap();
+        assert_eq!(call.path_and_query, "/deployments/my%20deploy/chat/completions?api-version=2025-01-01");
     }
 
     #[test]
     fn responses_paths_follow_the_api_version() {
         let call = responses(&options(Some("2025-04-01-preview"), Some("dep")))
-            .translate_request(&request(
-                r#"{"messages":[{"role":"user","content":"hi"}]}"#,
-                false,
-            ))
+            .translate_request(&request(r#"{"messages":[{"role":"user","content":"hi"}]}"#, false))
             .unwrap();
-        assert_eq!(
-            call.path_and_query,
-            "/responses?api-version=2025-04-01-preview"
-        );
+        assert_eq!(call.path_and_query, "/responses?api-version=2025-04-01-preview");
         let sent: Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(sent["model"], "dep");
         let v1 = responses(&options(None, None));
-        let call = v1
-            .translate_request(&request(
-                r#"{"messages":[{"role":"user","content":"hi"}]}"#,
-                true,
-            ))
-            .unwrap();
+        let call = v1.translate_request(&request(r#"{"messages":[{"role":"user","content":"hi"}]}"#, true)).unwrap();
         assert_eq!(call.path_and_query, "/v1/responses");
         assert_eq!(v1.default_auth(), AuthStyle::Header("api-key"));
         assert_eq!(v1.models_path(), Some(MODELS_PATH_V1));
@@ -312,13 +255,11 @@ mod tests {
 
     #[test]
     fn a_filter_chunk_with_usage_or_choices_is_kept() {
+        assert!(!is_filter_only(b"data: {\"choices\":[{\"index\":0}],\"prompt_filter_results\":[]}\n\n"));
         assert!(!is_filter_only(
-            b"data: {\"choices\":[{\"index\":0}],\"prompt_filter_results\":[]}\n\n"
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1},\"prompt_filter_results\":[]}\n\n"
         ));
-        assert!(!is_filter_only(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1},\"prompt_filter_results\":[]}\n\n"));
-        assert!(is_filter_only(
-            b"data: {\"choices\":[],\"usage\":null,\"prompt_filter_results\":[]}\n\n"
-        ));
+        assert!(is_filter_only(b"data: {\"choices\":[],\"usage\":null,\"prompt_filter_results\":[]}\n\n"));
     }
 
     #[test]

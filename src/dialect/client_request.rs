@@ -136,14 +136,8 @@ impl ToolCall {
         }
         match serde_json::from_str::<Value>(&self.arguments) {
             Ok(Value::Object(object)) => Ok(object),
-            Ok(other) => Err(invalid(
-                param,
-                format!("tool call arguments must be a JSON object, got {other}"),
-            )),
-            Err(e) => Err(invalid(
-                param,
-                format!("tool call arguments are not valid JSON: {e}"),
-            )),
+            Ok(other) => Err(invalid(param, format!("tool call arguments must be a JSON object, got {other}"))),
+            Err(e) => Err(invalid(param, format!("tool call arguments are not valid JSON: {e}"))),
         }
     }
 }
@@ -160,9 +154,7 @@ pub struct FunctionTool {
 impl FunctionTool {
     /// The parameters schema, or the schema of an object without properties.
     pub fn parameters_or_empty(&self) -> Value {
-        self.parameters
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
+        self.parameters.clone().unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
     }
 }
 
@@ -248,23 +240,13 @@ pub struct ThinkingPlan {
 /// reasoning and answer together, as Anthropic's `max_tokens` does, so a client limit is kept
 /// and the budget shrunk to fit under it; without one the budget is added on top of the default
 /// answer allowance. `None` when the client's limit leaves no room for the minimum budget.
-pub fn plan_thinking(
-    budget: u64,
-    client_max_tokens: Option<u64>,
-    default_max_tokens: u64,
-) -> Option<ThinkingPlan> {
+pub fn plan_thinking(budget: u64, client_max_tokens: Option<u64>, default_max_tokens: u64) -> Option<ThinkingPlan> {
     match client_max_tokens {
         Some(max_tokens) => {
             let budget_tokens = budget.min(max_tokens.saturating_sub(1));
-            (budget_tokens >= MIN_THINKING_BUDGET).then_some(ThinkingPlan {
-                budget_tokens,
-                max_tokens,
-            })
+            (budget_tokens >= MIN_THINKING_BUDGET).then_some(ThinkingPlan { budget_tokens, max_tokens })
         }
-        None => Some(ThinkingPlan {
-            budget_tokens: budget,
-            max_tokens: default_max_tokens + budget,
-        }),
+        None => Some(ThinkingPlan { budget_tokens: budget, max_tokens: default_max_tokens + budget }),
     }
 }
 
@@ -273,11 +255,8 @@ pub fn unsupported(drop_unsupported: bool, param: &str, what: &str) -> Result<()
     if drop_unsupported {
         return Ok(());
     }
-    Err(RelayError::new(
-        ErrorCode::UnsupportedParameter,
-        format!("{what} is not supported by this upstream"),
-    )
-    .with_param(param))
+    Err(RelayError::new(ErrorCode::UnsupportedParameter, format!("{what} is not supported by this upstream"))
+        .with_param(param))
 }
 
 /// A malformed request value: 400 `invalid_request` naming where it is.
@@ -379,23 +358,12 @@ impl ClientRequest {
     /// it cannot express are an error unless `drop_unsupported` (then they are left out).
     /// Malformed JSON is `invalid_json`, a well-formed body of the wrong shape
     /// `invalid_request`.
-    pub fn parse(
-        body: &[u8],
-        drop_unsupported: bool,
-        expressible: Expressible,
-    ) -> Result<Self, RelayError> {
+    pub fn parse(body: &[u8], drop_unsupported: bool, expressible: Expressible) -> Result<Self, RelayError> {
         let raw: RawRequest = serde_json::from_slice(body).map_err(|e| {
-            let code = if e.is_syntax() || e.is_eof() {
-                ErrorCode::InvalidJson
-            } else {
-                ErrorCode::InvalidRequest
-            };
+            let code = if e.is_syntax() || e.is_eof() { ErrorCode::InvalidJson } else { ErrorCode::InvalidRequest };
             RelayError::new(code, format!("invalid chat completions request: {e}"))
         })?;
-        let parser = Parser {
-            drop: drop_unsupported,
-            expressible,
-        };
+        let parser = Parser { drop: drop_unsupported, expressible };
         parser.check_unsupported(&raw)?;
 
         let mut messages = Vec::new();
@@ -406,17 +374,9 @@ impl ClientRequest {
             None => Vec::new(),
             Some(tools) => parser.tools(tools)?,
         };
-        let tool_choice = raw
-            .tool_choice
-            .as_ref()
-            .map(parse_tool_choice)
-            .transpose()?;
+        let tool_choice = raw.tool_choice.as_ref().map(parse_tool_choice).transpose()?;
         let response_format = raw.response_format.map(parse_response_format).transpose()?;
-        let reasoning_effort = raw
-            .reasoning_effort
-            .as_deref()
-            .map(parse_effort)
-            .transpose()?;
+        let reasoning_effort = raw.reasoning_effort.as_deref().map(parse_effort).transpose()?;
         Ok(ClientRequest {
             messages,
             max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
@@ -468,12 +428,7 @@ impl Parser {
         if raw.functions.is_some() || raw.function_call.is_some() {
             self.unsupported("functions", "the legacy functions API (use `tools`)")?;
         }
-        if raw.audio.is_some()
-            || raw
-                .modalities
-                .as_ref()
-                .is_some_and(|m| m.iter().any(|m| m != "text"))
-        {
+        if raw.audio.is_some() || raw.modalities.as_ref().is_some_and(|m| m.iter().any(|m| m != "text")) {
             self.unsupported("modalities", "output other than text")?;
         }
         if raw.prediction.is_some() {
@@ -513,29 +468,19 @@ impl Parser {
             },
             "tool" => Message::Tool {
                 tool_call_id: raw.tool_call_id.ok_or_else(|| {
-                    invalid(
-                        &format!("{param}.tool_call_id"),
-                        format!("{param}: a tool message needs `tool_call_id`"),
-                    )
+                    invalid(&format!("{param}.tool_call_id"), format!("{param}: a tool message needs `tool_call_id`"))
                 })?,
                 name: raw.name,
                 content,
             },
-            "function" if self.expressible.function_results => Message::Tool {
-                tool_call_id: String::new(),
-                name: raw.name,
-                content,
-            },
+            "function" if self.expressible.function_results => {
+                Message::Tool { tool_call_id: String::new(), name: raw.name, content }
+            }
             "function" => {
                 self.unsupported(&param, "the legacy `function` role")?;
                 return Ok(None);
             }
-            other => {
-                return Err(invalid(
-                    &format!("{param}.role"),
-                    format!("{param}: unknown role {other:?}"),
-                ))
-            }
+            other => return Err(invalid(&format!("{param}.role"), format!("{param}: unknown role {other:?}"))),
         };
         Ok(Some(message))
     }
@@ -543,10 +488,7 @@ impl Parser {
     fn content(&self, param: &str, content: &Value) -> Result<Vec<Part>, RelayError> {
         match content {
             Value::Null => Ok(Vec::new()),
-            Value::String(text) => Ok(vec![Part::Text {
-                text: text.clone(),
-                cache_control: None,
-            }]),
+            Value::String(text) => Ok(vec![Part::Text { text: text.clone(), cache_control: None }]),
             Value::Array(parts) => {
                 let mut out = Vec::with_capacity(parts.len());
                 for part in parts {
@@ -554,10 +496,7 @@ impl Parser {
                 }
                 Ok(out)
             }
-            _ => Err(invalid(
-                param,
-                format!("{param}.content must be a string or an array of parts"),
-            )),
+            _ => Err(invalid(param, format!("{param}.content must be a string or an array of parts"))),
         }
     }
 
@@ -568,22 +507,14 @@ impl Parser {
             value
                 .and_then(Value::as_str)
                 .map(str::to_owned)
-                .ok_or_else(|| {
-                    invalid(
-                        param,
-                        format!("{param}: a {kind:?} part needs a string `{field}`"),
-                    )
-                })
+                .ok_or_else(|| invalid(param, format!("{param}: a {kind:?} part needs a string `{field}`")))
         };
         match kind {
             "text" => Ok(Some(Part::Text {
                 text: string(part.get("text"), "text")?,
                 cache_control: part.get("cache_control").filter(|c| !c.is_null()).cloned(),
             })),
-            "refusal" => Ok(Some(Part::Text {
-                text: string(part.get("refusal"), "refusal")?,
-                cache_control: None,
-            })),
+            "refusal" => Ok(Some(Part::Text { text: string(part.get("refusal"), "refusal")?, cache_control: None })),
             "image_url" => {
                 let url = match part.get("image_url") {
                     Some(Value::String(url)) => url.as_str(),
@@ -591,10 +522,7 @@ impl Parser {
                     None => "",
                 };
                 let source = parse_image_url(url).ok_or_else(|| {
-                    invalid(
-                        param,
-                        format!("{param}: image_url must be a data: URL or an http(s) link"),
-                    )
+                    invalid(param, format!("{param}: image_url must be a data: URL or an http(s) link"))
                 })?;
                 Ok(Some(Part::Image(source)))
             }
@@ -608,30 +536,18 @@ impl Parser {
             "input_audio" => self.unsupported(param, "audio input").map(|()| None),
             "file" => {
                 let file = part.get("file");
-                let data = file
-                    .and_then(|f| f.get("file_data"))
-                    .and_then(Value::as_str);
+                let data = file.and_then(|f| f.get("file_data")).and_then(Value::as_str);
                 match data.and_then(parse_data_url) {
                     Some((media_type, base64)) => Ok(Some(Part::File {
                         media_type,
                         base64,
-                        filename: file
-                            .and_then(|f| f.get("filename"))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned),
+                        filename: file.and_then(|f| f.get("filename")).and_then(Value::as_str).map(str::to_owned),
                     })),
-                    None => self
-                        .unsupported(param, "a file part without inline base64 `file_data`")
-                        .map(|()| None),
+                    None => self.unsupported(param, "a file part without inline base64 `file_data`").map(|()| None),
                 }
             }
-            "" => Err(invalid(
-                param,
-                format!("{param}: a content part needs a `type`"),
-            )),
-            other => self
-                .unsupported(param, &format!("a content part of type {other:?}"))
-                .map(|()| None),
+            "" => Err(invalid(param, format!("{param}: a content part needs a `type`"))),
+            other => self.unsupported(param, &format!("a content part of type {other:?}")).map(|()| None),
         }
     }
 
@@ -645,9 +561,7 @@ impl Parser {
                     description: function.description,
                     parameters: function.parameters,
                 }),
-                ("function", None) => {
-                    return Err(invalid(&param, "a function tool needs `function`"))
-                }
+                ("function", None) => return Err(invalid(&param, "a function tool needs `function`")),
                 (other, _) => self.unsupported(&param, &format!("tools of type {other:?}"))?,
             }
         }
@@ -662,17 +576,8 @@ pub fn parse_data_url(url: &str) -> Option<(String, String)> {
     let (meta, data) = rest.split_once(',')?;
     let media_type = meta.strip_suffix(";base64")?;
     // Parameters such as `;charset=utf-8` may precede `;base64`; the media type is what is left.
-    let media_type = media_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let media_type = if media_type.is_empty() {
-        "application/octet-stream".to_owned()
-    } else {
-        media_type
-    };
+    let media_type = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media_type = if media_type.is_empty() { "application/octet-stream".to_owned() } else { media_type };
     Some((media_type, data.to_owned()))
 }
 
@@ -732,16 +637,9 @@ fn parse_response_format(format: RawResponseFormat) -> Result<ResponseFormat, Re
                 Some(spec) => (spec.name, spec.description, spec.schema),
                 None => (None, None, None),
             };
-            Ok(ResponseFormat::JsonSchema {
-                name,
-                description,
-                schema,
-            })
+            Ok(ResponseFormat::JsonSchema { name, description, schema })
         }
-        other => Err(invalid(
-            "response_format",
-            format!("unknown response_format type {other:?}"),
-        )),
+        other => Err(invalid("response_format", format!("unknown response_format type {other:?}"))),
     }
 }
 
@@ -753,10 +651,7 @@ fn parse_effort(effort: &str) -> Result<ReasoningEffort, RelayError> {
         "medium" => Ok(ReasoningEffort::Medium),
         "high" => Ok(ReasoningEffort::High),
         "xhigh" => Ok(ReasoningEffort::XHigh),
-        other => Err(invalid(
-            "reasoning_effort",
-            format!("unknown reasoning_effort {other:?}"),
-        )),
+        other => Err(invalid("reasoning_effort", format!("unknown reasoning_effort {other:?}"))),
     }
 }
 
@@ -771,19 +666,14 @@ fn parse_stop(stop: Option<Value>) -> Result<Vec<String>, RelayError> {
                 _ => Err(invalid("stop", "stop sequences must be strings")),
             })
             .collect(),
-        Some(_) => Err(invalid(
-            "stop",
-            "stop must be a string or an array of strings",
-        )),
+        Some(_) => Err(invalid("stop", "stop must be a string or an array of strings")),
     }
 }
 
 /// The schema of a `json_schema` response format, or that of any object when the client gave
 /// none.
 pub fn schema_or_any_object(schema: Option<&Value>) -> Value {
-    schema
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({"type": "object"}))
+    schema.cloned().unwrap_or_else(|| serde_json::json!({"type": "object"}))
 }
 
 /// The text of parts that are all text, joined without separator; `None` if any part is not text.
@@ -800,11 +690,7 @@ pub fn plain_text(parts: &[Part]) -> Option<String> {
 
 /// The name of the function an earlier assistant message called with this id (searching
 /// backwards from `before`, so a reused id resolves to its latest call).
-pub fn tool_name_for<'a>(
-    messages: &'a [Message],
-    before: usize,
-    tool_call_id: &str,
-) -> Option<&'a str> {
+pub fn tool_name_for<'a>(messages: &'a [Message], before: usize, tool_call_id: &str) -> Option<&'a str> {
     messages[..before.min(messages.len())]
         .iter()
         .rev()
@@ -825,11 +711,7 @@ mod tests {
         ClientRequest::parse(body.as_bytes(), false, Expressible::default())
     }
 
-    const EVERYTHING: Expressible = Expressible {
-        penalties: true,
-        audio_input: true,
-        function_results: true,
-    };
+    const EVERYTHING: Expressible = Expressible { penalties: true, audio_input: true, function_results: true };
 
     #[test]
     fn parses_roles_parts_tools_and_options() {
@@ -852,45 +734,16 @@ mod tests {
         assert!(
             matches!(&request.messages[0], Message::System(parts) if plain_text(parts).as_deref() == Some("be brief"))
         );
-        let Message::User(parts) = &request.messages[1] else {
-            panic!()
-        };
+        let Message::User(parts) = &request.messages[1] else { panic!() };
         assert_eq!(parts.len(), 3);
-        assert!(matches!(
-            &parts[0],
-            Part::Text {
-                cache_control: Some(_),
-                ..
-            }
-        ));
-        assert_eq!(
-            parts[1],
-            Part::Image(ImageSource::Base64 {
-                media_type: "image/png".into(),
-                data: "AAAA".into()
-            })
-        );
-        assert_eq!(
-            parts[2],
-            Part::Image(ImageSource::Url("https://x.test/a.jpg".into()))
-        );
-        let Message::Assistant {
-            tool_calls,
-            reasoning,
-            ..
-        } = &request.messages[2]
-        else {
-            panic!()
-        };
+        assert!(matches!(&parts[0], Part::Text { cache_control: Some(_), .. }));
+        assert_eq!(parts[1], Part::Image(ImageSource::Base64 { media_type: "image/png".into(), data: "AAAA".into() }));
+        assert_eq!(parts[2], Part::Image(ImageSource::Url("https://x.test/a.jpg".into())));
+        let Message::Assistant { tool_calls, reasoning, .. } = &request.messages[2] else { panic!() };
         assert_eq!(tool_calls[0].arguments_object("p").unwrap()["a"], 1);
-        assert_eq!(
-            tool_calls[0].extra_content,
-            Some(serde_json::json!({"k": 1}))
-        );
+        assert_eq!(tool_calls[0].extra_content, Some(serde_json::json!({"k": 1})));
         assert_eq!(reasoning.as_deref(), Some("r"));
-        assert!(
-            matches!(&request.messages[3], Message::Tool { tool_call_id, .. } if tool_call_id == "c1")
-        );
+        assert!(matches!(&request.messages[3], Message::Tool { tool_call_id, .. } if tool_call_id == "c1"));
         assert_eq!(request.tool_choice, Some(ToolChoice::Function("f".into())));
         assert_eq!(request.reasoning_effort, Some(ReasoningEffort::Low));
     }
@@ -899,20 +752,13 @@ mod tests {
     fn content_is_a_string_or_parts_and_stop_a_string_or_a_list() {
         let body = r#"{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAA"}},{"type":"video"}]},{"role":"assistant","content":null}],"stop":"x"}"#;
         let error = parse(body).unwrap_err();
-        assert_eq!(
-            (error.code, error.param.as_deref()),
-            (ErrorCode::UnsupportedParameter, Some("messages[0]"))
-        );
+        assert_eq!((error.code, error.param.as_deref()), (ErrorCode::UnsupportedParameter, Some("messages[0]")));
         let request = ClientRequest::parse(body.as_bytes(), true, Expressible::default()).unwrap();
-        let Message::User(parts) = &request.messages[0] else {
-            panic!()
-        };
+        let Message::User(parts) = &request.messages[0] else { panic!() };
         assert!(
             matches!(&parts[..], [Part::Text { text, .. }, Part::Image(ImageSource::Base64 { .. })] if text == "a")
         );
-        assert!(
-            matches!(&request.messages[1], Message::Assistant { content, .. } if content.is_empty())
-        );
+        assert!(matches!(&request.messages[1], Message::Assistant { content, .. } if content.is_empty()));
         assert_eq!(request.stop, vec!["x".to_owned()]);
     }
 
@@ -926,24 +772,15 @@ mod tests {
         assert_eq!(
             request.messages,
             vec![
-                Message::User(vec![Part::Audio {
-                    data: "UklG".into(),
-                    format: "wav".into()
-                }]),
+                Message::User(vec![Part::Audio { data: "UklG".into(), format: "wav".into() }]),
                 Message::Tool {
                     tool_call_id: String::new(),
                     name: Some("f".into()),
-                    content: vec![Part::Text {
-                        text: "42".into(),
-                        cache_control: None
-                    }],
+                    content: vec![Part::Text { text: "42".into(), cache_control: None }],
                 },
             ]
         );
-        assert_eq!(
-            (request.presence_penalty, request.frequency_penalty),
-            (Some(0.5), Some(0.1))
-        );
+        assert_eq!((request.presence_penalty, request.frequency_penalty), (Some(0.5), Some(0.1)));
         let error = parse(body).unwrap_err();
         assert_eq!(error.param.as_deref(), Some("presence_penalty"));
         let dropped = ClientRequest::parse(body.as_bytes(), true, Expressible::default()).unwrap();
@@ -955,27 +792,12 @@ mod tests {
         for (body, param) in [
             (r#"{"messages":[],"n":2}"#, "n"),
             (r#"{"messages":[],"logprobs":true}"#, "logprobs"),
-            (
-                r#"{"messages":[],"presence_penalty":0.5}"#,
-                "presence_penalty",
-            ),
-            (
-                r#"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#,
-                "messages[0]",
-            ),
-            (
-                r#"{"messages":[{"role":"function","name":"f","content":"x"}]}"#,
-                "messages[0]",
-            ),
-            (
-                r#"{"messages":[],"tools":[{"type":"custom","custom":{"name":"x"}}]}"#,
-                "tools[0]",
-            ),
+            (r#"{"messages":[],"presence_penalty":0.5}"#, "presence_penalty"),
+            (r#"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#, "messages[0]"),
+            (r#"{"messages":[{"role":"function","name":"f","content":"x"}]}"#, "messages[0]"),
+            (r#"{"messages":[],"tools":[{"type":"custom","custom":{"name":"x"}}]}"#, "tools[0]"),
             (r#"{"messages":[],"functions":[]}"#, "functions"),
-            (
-                r#"{"messages":[],"modalities":["text","audio"]}"#,
-                "modalities",
-            ),
+            (r#"{"messages":[],"modalities":["text","audio"]}"#, "modalities"),
         ] {
             let error = parse(body).unwrap_err();
             assert_eq!(error.code, ErrorCode::UnsupportedParameter, "{body}");
@@ -989,26 +811,14 @@ mod tests {
     #[test]
     fn malformed_requests_are_invalid_requests() {
         for (body, param) in [
-            (
-                r#"{"messages":[{"role":"robot","content":"x"}]}"#,
-                Some("messages[0].role"),
-            ),
-            (
-                r#"{"messages":[{"role":"tool","content":"x"}]}"#,
-                Some("messages[0].tool_call_id"),
-            ),
+            (r#"{"messages":[{"role":"robot","content":"x"}]}"#, Some("messages[0].role")),
+            (r#"{"messages":[{"role":"tool","content":"x"}]}"#, Some("messages[0].tool_call_id")),
             (
                 r#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"ftp://x"}}]}]}"#,
                 Some("messages[0]"),
             ),
-            (
-                r#"{"messages":[],"reasoning_effort":"extreme"}"#,
-                Some("reasoning_effort"),
-            ),
-            (
-                r#"{"messages":[],"tool_choice":"sometimes"}"#,
-                Some("tool_choice"),
-            ),
+            (r#"{"messages":[],"reasoning_effort":"extreme"}"#, Some("reasoning_effort")),
+            (r#"{"messages":[],"tool_choice":"sometimes"}"#, Some("tool_choice")),
             (r#"{"messages":"nope"}"#, None),
         ] {
             let error = parse(body).unwrap_err();
@@ -1020,9 +830,7 @@ mod tests {
 
     #[test]
     fn tool_choice_forms_are_normalised() {
-        let choice = |raw: &str| {
-            parse(&format!(r#"{{"tool_choice":{raw}}}"#)).map(|request| request.tool_choice)
-        };
+        let choice = |raw: &str| parse(&format!(r#"{{"tool_choice":{raw}}}"#)).map(|request| request.tool_choice);
         assert_eq!(choice(r#""required""#).unwrap(), Some(ToolChoice::Required));
         assert_eq!(choice("null").unwrap(), None);
         assert_eq!(
@@ -1035,59 +843,32 @@ mod tests {
             Some(ToolChoice::Allowed { required: true, names: vec!["g".into()] })
         );
         assert_eq!(
-            choice(r#"{"type":"custom","custom":{"name":"c"}}"#)
-                .unwrap_err()
-                .param
-                .as_deref(),
+            choice(r#"{"type":"custom","custom":{"name":"c"}}"#).unwrap_err().param.as_deref(),
             Some("tool_choice")
         );
     }
 
     #[test]
     fn data_urls_split_into_media_type_and_data() {
-        assert_eq!(
-            parse_data_url("data:image/JPEG;base64,/9j/"),
-            Some(("image/jpeg".into(), "/9j/".into()))
-        );
+        assert_eq!(parse_data_url("data:image/JPEG;base64,/9j/"), Some(("image/jpeg".into(), "/9j/".into())));
         assert_eq!(
             parse_data_url("data:text/plain;charset=utf-8;base64,aGk="),
             Some(("text/plain".into(), "aGk=".into()))
         );
-        assert_eq!(
-            parse_data_url("data:;base64,AA"),
-            Some(("application/octet-stream".into(), "AA".into()))
-        );
+        assert_eq!(parse_data_url("data:;base64,AA"), Some(("application/octet-stream".into(), "AA".into())));
         assert_eq!(parse_data_url("data:image/png,raw"), None);
         assert_eq!(parse_data_url("https://x"), None);
-        assert_eq!(
-            parse_image_url("gs://bucket/a.png"),
-            Some(ImageSource::Url("gs://bucket/a.png".into()))
-        );
+        assert_eq!(parse_image_url("gs://bucket/a.png"), Some(ImageSource::Url("gs://bucket/a.png".into())));
         assert_eq!(parse_image_url("file:///etc/passwd"), None);
     }
 
     #[test]
     fn thinking_budget_fits_the_client_limit_or_extends_the_default() {
-        assert_eq!(
-            plan_thinking(8192, None, 4096),
-            Some(ThinkingPlan {
-                budget_tokens: 8192,
-                max_tokens: 12288
-            })
-        );
-        assert_eq!(
-            plan_thinking(8192, Some(3000), 4096),
-            Some(ThinkingPlan {
-                budget_tokens: 2999,
-                max_tokens: 3000
-            })
-        );
+        assert_eq!(plan_thinking(8192, None, 4096), Some(ThinkingPlan { budget_tokens: 8192, max_tokens: 12288 }));
+        assert_eq!(plan_thinking(8192, Some(3000), 4096), Some(ThinkingPlan { budget_tokens: 2999, max_tokens: 3000 }));
         assert_eq!(
             plan_thinking(2048, Some(20000), 4096),
-            Some(ThinkingPlan {
-                budget_tokens: 2048,
-                max_tokens: 20000
-            })
+            Some(ThinkingPlan { budget_tokens: 2048, max_tokens: 20000 })
         );
         assert_eq!(plan_thinking(2048, Some(1024), 4096), None);
     }
@@ -1103,18 +884,13 @@ mod tests {
         assert!(call("").arguments_object("p").unwrap().is_empty());
         assert_eq!(call(r#"{"a":1}"#).arguments_object("p").unwrap()["a"], 1);
         let error = call("[1]").arguments_object("p").unwrap_err();
-        assert_eq!(
-            (error.code, error.param.as_deref()),
-            (ErrorCode::InvalidRequest, Some("p"))
-        );
+        assert_eq!((error.code, error.param.as_deref()), (ErrorCode::InvalidRequest, Some("p")));
         assert!(call("{").arguments_object("p").is_err());
         let object = parse(
             r#"{"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":{"a":2}}}]}]}"#,
         )
         .unwrap();
-        let Message::Assistant { tool_calls, .. } = &object.messages[0] else {
-            panic!()
-        };
+        let Message::Assistant { tool_calls, .. } = &object.messages[0] else { panic!() };
         assert_eq!(tool_calls[0].id, "");
         assert_eq!(tool_calls[0].arguments_object("p").unwrap()["a"], 2);
     }

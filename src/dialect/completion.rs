@@ -119,13 +119,7 @@ pub struct ChunkWriter {
 impl ChunkWriter {
     /// A writer whose chunks carry this id, model and creation time.
     pub fn new(id: impl Into<String>, model: impl Into<String>, created: u64) -> Self {
-        ChunkWriter {
-            id: id.into(),
-            model: model.into(),
-            created,
-            role_sent: false,
-            tool_calls: 0,
-        }
+        ChunkWriter { id: id.into(), model: model.into(), created, role_sent: false, tool_calls: 0 }
     }
 
     /// A writer using the context's id and model until [`ChunkWriter::identify`] says otherwise.
@@ -162,12 +156,7 @@ impl ChunkWriter {
         })
     }
 
-    fn push_delta(
-        &mut self,
-        mut delta: Map<String, Value>,
-        finish_reason: Option<&str>,
-        out: &mut Vec<Bytes>,
-    ) {
+    fn push_delta(&mut self, mut delta: Map<String, Value>, finish_reason: Option<&str>, out: &mut Vec<Bytes>) {
         if !self.role_sent {
             self.role_sent = true;
             let mut with_role = Map::with_capacity(delta.len() + 1);
@@ -225,13 +214,7 @@ impl ChunkWriter {
         index
     }
 
-    fn open_tool_call(
-        &mut self,
-        id: &str,
-        name: &str,
-        extra_content: Option<&Value>,
-        out: &mut Vec<Bytes>,
-    ) -> usize {
+    fn open_tool_call(&mut self, id: &str, name: &str, extra_content: Option<&Value>, out: &mut Vec<Bytes>) -> usize {
         let index = self.tool_calls;
         self.tool_calls += 1;
         let mut opening = json!({
@@ -278,13 +261,7 @@ impl ChunkWriter {
 
     /// Ends the stream: the `finish_reason` chunk, the usage chunk when the client asked for it
     /// (zero counts when the upstream reported none), and `data: [DONE]`.
-    pub fn finish(
-        &mut self,
-        finish_reason: &str,
-        usage: Option<Usage>,
-        include_usage: bool,
-        out: &mut Vec<Bytes>,
-    ) {
+    pub fn finish(&mut self, finish_reason: &str, usage: Option<Usage>, include_usage: bool, out: &mut Vec<Bytes>) {
         self.finish_reason(finish_reason, out);
         self.close(Some(&usage.unwrap_or_default()), include_usage, out);
     }
@@ -309,12 +286,7 @@ mod tests {
     }
 
     fn ctx() -> ResponseContext {
-        ResponseContext {
-            id: "chatcmpl-ctx".into(),
-            created: 7,
-            upstream_model: "m".into(),
-            client_wants_usage: true,
-        }
+        ResponseContext { id: "chatcmpl-ctx".into(), created: 7, upstream_model: "m".into(), client_wants_usage: true }
     }
 
     #[test]
@@ -328,11 +300,7 @@ mod tests {
         let second = writer.tool_start("t2", "g", &mut out);
         writer.finish(
             "tool_calls",
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 2,
-                ..Usage::default()
-            }),
+            Some(Usage { prompt_tokens: 3, completion_tokens: 2, ..Usage::default() }),
             true,
             &mut out,
         );
@@ -340,15 +308,9 @@ mod tests {
         assert_eq!((first, second), (0, 1));
         assert_eq!(writer.tool_calls(), 2);
         assert_eq!(events.len(), 7);
-        assert_eq!(
-            events[0]["choices"][0]["delta"],
-            json!({"role": "assistant", "content": "hi"})
-        );
+        assert_eq!(events[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "hi"}));
         assert!(events[1]["choices"][0]["delta"].get("role").is_none());
-        assert_eq!(
-            events[3]["choices"][0]["delta"]["tool_calls"][0]["index"],
-            1
-        );
+        assert_eq!(events[3]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
         assert_eq!(events[4]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(
             events[5],
@@ -357,17 +319,11 @@ mod tests {
                     "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}})
         );
         assert_eq!(out.last().unwrap(), &sse::done_event());
-        assert!(events
-            .iter()
-            .take(6)
-            .all(|e| e["id"] == "id-1" && e["model"] == "m" && e["created"] == 7));
+        assert!(events.iter().take(6).all(|e| e["id"] == "id-1" && e["model"] == "m" && e["created"] == 7));
         let mut empty = ChunkWriter::new("id-2", "m", 7);
         let mut out = Vec::new();
         empty.finish("stop", None, false, &mut out);
-        assert_eq!(
-            events_of(&out)[0]["choices"][0]["delta"],
-            json!({"role": "assistant"})
-        );
+        assert_eq!(events_of(&out)[0]["choices"][0]["delta"], json!({"role": "assistant"}));
     }
 
     #[test]
@@ -387,30 +343,14 @@ mod tests {
             &mut out,
         );
         writer.finish_reason("tool_calls", &mut out);
-        writer.usage(
-            &Usage {
-                prompt_tokens: 2,
-                completion_tokens: 3,
-                ..Usage::default()
-            },
-            &mut out,
-        );
+        writer.usage(&Usage { prompt_tokens: 2, completion_tokens: 3, ..Usage::default() }, &mut out);
         let events = events_of(&out);
-        let [first, open, args, last, usage] = &events[..] else {
-            panic!("{events:?}")
-        };
+        let [first, open, args, last, usage] = &events[..] else { panic!("{events:?}") };
         assert_eq!(index, 0);
-        assert_eq!(
-            first["choices"][0]["delta"],
-            json!({"role": "assistant", "reasoning_content": "hm"})
-        );
+        assert_eq!(first["choices"][0]["delta"], json!({"role": "assistant", "reasoning_content": "hm"}));
         for chunk in [first, open, args, last] {
             assert_eq!(
-                (
-                    chunk["id"].as_str(),
-                    chunk["model"].as_str(),
-                    chunk["created"].as_u64()
-                ),
+                (chunk["id"].as_str(), chunk["model"].as_str(), chunk["created"].as_u64()),
                 (Some("chatcmpl-up"), Some("up-model"), Some(7))
             );
             assert!(chunk["choices"][0]["logprobs"].is_null());
@@ -418,10 +358,7 @@ mod tests {
         let opening = &open["choices"][0]["delta"]["tool_calls"][0];
         assert_eq!(opening["function"]["arguments"], "");
         assert_eq!(opening["extra_content"], json!({"k": 1}));
-        assert_eq!(
-            args["choices"][0]["delta"]["tool_calls"][0],
-            json!({"index": 0, "function": {"arguments": "{}"}})
-        );
+        assert_eq!(args["choices"][0]["delta"]["tool_calls"][0], json!({"index": 0, "function": {"arguments": "{}"}}));
         assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 5);

@@ -21,24 +21,12 @@ pub fn upstream_message(body: &[u8]) -> String {
         return excerpt(body);
     };
     let text = |pointer: &str| value.pointer(pointer).and_then(Value::as_str);
-    [
-        "/error/message",
-        "/0/error/message",
-        "/error",
-        "/message",
-        "/Message",
-        "/detail",
-    ]
-    .into_iter()
-    .find_map(text)
-    .map(str::to_owned)
-    .or_else(|| {
-        value
-            .get("detail")
-            .filter(|detail| !detail.is_null())
-            .map(Value::to_string)
-    })
-    .unwrap_or_else(|| excerpt(body))
+    ["/error/message", "/0/error/message", "/error", "/message", "/Message", "/detail"]
+        .into_iter()
+        .find_map(text)
+        .map(str::to_owned)
+        .or_else(|| value.get("detail").filter(|detail| !detail.is_null()).map(Value::to_string))
+        .unwrap_or_else(|| excerpt(body))
 }
 
 /// The client's error for an upstream error answer classified by its status alone.
@@ -58,10 +46,7 @@ mod tests {
     #[test]
     fn messages_are_found_where_each_upstream_puts_them() {
         for (body, message) in [
-            (
-                r#"{"type":"error","error":{"type":"x","message":"anthropic"}}"#,
-                "anthropic",
-            ),
+            (r#"{"type":"error","error":{"type":"x","message":"anthropic"}}"#, "anthropic"),
             (r#"[{"error":{"code":400,"message":"gemini"}}]"#, "gemini"),
             (r#"{"error":"ollama"}"#, "ollama"),
             (r#"{"message":"bedrock"}"#, "bedrock"),

@@ -78,29 +78,17 @@ pub type LineStream<T> = Framed<LineDecoder, T>;
 impl<D: Decoder, T: FrameTranslator<D::Frame>> Framed<D, T> {
     /// A fresh stream for `translator`.
     pub fn new(translator: T) -> Self {
-        Framed {
-            decoder: D::default(),
-            frames: Vec::new(),
-            translator,
-        }
+        Framed { decoder: D::default(), frames: Vec::new(), translator }
     }
 }
 
 impl<D: Decoder, T: FrameTranslator<D::Frame>> StreamTranslator for Framed<D, T> {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
-        let Framed {
-            decoder,
-            frames,
-            translator,
-        } = self;
+        let Framed { decoder, frames, translator } = self;
         let result = decoder
             .push(chunk, frames)
             .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))
-            .and_then(|()| {
-                frames
-                    .drain(..)
-                    .try_for_each(|frame| translator.frame(frame, out))
-            });
+            .and_then(|()| frames.drain(..).try_for_each(|frame| translator.frame(frame, out)));
         frames.clear();
         result
     }

@@ -35,11 +35,9 @@ fn words(text: &str) -> u64 {
 fn content_text(content: &Value) -> String {
     match content {
         Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(" "),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+        }
         _ => String::new(),
     }
 }
@@ -191,8 +189,12 @@ mod tests {
 
     #[test]
     fn echoes_the_last_user_message_with_word_usage() {
-        let reply = reply(&json!({"messages":[{"role":"system","content":"be nice"},{"role":"user","content":"hi there"}]}));
-        assert_eq!(reply.answer, MockAnswer::Text("Hello from the Switchyard mock upstream. You said: hi there".into()));
+        let reply =
+            reply(&json!({"messages":[{"role":"system","content":"be nice"},{"role":"user","content":"hi there"}]}));
+        assert_eq!(
+            reply.answer,
+            MockAnswer::Text("Hello from the Switchyard mock upstream. You said: hi there".into())
+        );
         assert_eq!(reply.usage.prompt_tokens, 4);
         assert_eq!(reply.usage.completion_tokens, 10);
     }
@@ -201,14 +203,20 @@ mod tests {
     fn calls_the_first_tool_with_required_params_then_reads_the_result() {
         let tools = json!([{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","required":["city"],"properties":{"city":{"type":"string"}}}}}]);
         let first = reply(&json!({"messages":[{"role":"user","content":"weather?"}],"tools":tools}));
-        assert_eq!(first.answer, MockAnswer::ToolCall { name: "get_weather".into(), arguments: r#"{"city":"mock"}"#.into() });
-        let second = reply(&json!({"messages":[{"role":"user","content":"weather?"},{"role":"tool","tool_call_id":"call_mock_0","content":"sunny"}],"tools":tools}));
+        assert_eq!(
+            first.answer,
+            MockAnswer::ToolCall { name: "get_weather".into(), arguments: r#"{"city":"mock"}"#.into() }
+        );
+        let second = reply(
+            &json!({"messages":[{"role":"user","content":"weather?"},{"role":"tool","tool_call_id":"call_mock_0","content":"sunny"}],"tools":tools}),
+        );
         assert_eq!(second.answer, MockAnswer::Text("Tool result received: sunny".into()));
     }
 
     #[test]
     fn streams_several_chunks_and_ends_with_done() {
-        let reply = reply(&json!({"messages":[{"role":"user","content":"a b c"}],"stream_options":{"include_usage":true}}));
+        let reply =
+            reply(&json!({"messages":[{"role":"user","content":"a b c"}],"stream_options":{"include_usage":true}}));
         let events = reply.chunks("id", 1, "mock-1");
         assert!(events.len() > 5);
         assert_eq!(events.last().unwrap(), &sse::done_event());

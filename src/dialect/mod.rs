@@ -6,20 +6,20 @@
 //! benchmarked alone. Stream translation is a [`StreamTranslator`] state machine fed with reads
 //! as they arrive; it must produce the same output however the upstream's bytes are split.
 
-pub mod json;
-pub mod mock;
-pub mod openai;
-pub mod simulate;
-pub mod gemini;
-pub mod ollama;
 pub mod anthropic;
+pub mod azure;
 pub mod bedrock;
 pub mod client_request;
 pub mod completion;
 pub mod errors;
 pub mod framed;
+pub mod gemini;
+pub mod json;
+pub mod mock;
+pub mod ollama;
+pub mod openai;
 pub mod responses;
-pub mod azure;
+pub mod simulate;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -88,10 +88,7 @@ impl FromStr for DialectKind {
     type Err = UnknownDialect;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        DialectKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == name)
-            .ok_or_else(|| UnknownDialect(name.to_owned()))
+        DialectKind::ALL.into_iter().find(|kind| kind.as_str() == name).ok_or_else(|| UnknownDialect(name.to_owned()))
     }
 }
 
@@ -156,13 +153,7 @@ pub struct UpstreamCall {
 impl UpstreamCall {
     /// A JSON `POST`.
     pub fn post(path_and_query: impl Into<String>, body: Bytes, stream: bool) -> Self {
-        UpstreamCall {
-            method: Method::POST,
-            path_and_query: path_and_query.into(),
-            headers: Vec::new(),
-            body,
-            stream,
-        }
+        UpstreamCall { method: Method::POST, path_and_query: path_and_query.into(), headers: Vec::new(), body, stream }
     }
 }
 

@@ -283,11 +283,7 @@ fn in_band_error(data: &[u8]) -> Option<RelayError> {
     if value.get("choices").is_some() {
         return None;
     }
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| error.to_string());
+    let message = error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
     Some(RelayError::new(ErrorCode::UpstreamStreamError, format!("upstream stream error: {message}")))
 }
 
@@ -306,10 +302,7 @@ impl FrameTranslator<sse::Event> for PassthroughStream {
             self.done = true;
             return Ok(());
         }
-        Err(RelayError::new(
-            ErrorCode::UpstreamStreamTruncated,
-            "upstream stream ended before its final event",
-        ))
+        Err(RelayError::new(ErrorCode::UpstreamStreamTruncated, "upstream stream ended before its final event"))
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -331,13 +324,19 @@ mod tests {
     }
 
     fn ctx(wants_usage: bool) -> ResponseContext {
-        ResponseContext { id: "chatcmpl-x".into(), created: 1, upstream_model: "m".into(), client_wants_usage: wants_usage }
+        ResponseContext {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            upstream_model: "m".into(),
+            client_wants_usage: wants_usage,
+        }
     }
 
     #[test]
     fn only_the_model_changes_by_default() {
         let dialect = OpenAiChat::new(Compat::default());
-        let body = r#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"store":true,"x_custom":{"a":[1, 2]}}"#;
+        let body =
+            r#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"store":true,"x_custom":{"a":[1, 2]}}"#;
         let call = dialect.translate_request(&request(body, false, false)).unwrap();
         assert_eq!(
             call.body,
@@ -394,7 +393,12 @@ mod tests {
         let mut translator = dialect.stream_translator(&ctx(false));
         let mut out = Vec::new();
         translator
-            .feed(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}\n\n"), &mut out)
+            .feed(
+                Bytes::from_static(
+                    b"data: {\"choices\":[{\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}\n\n",
+                ),
+                &mut out,
+            )
             .unwrap();
         let err = translator.finish(&mut out).unwrap_err();
         assert_eq!(err.code, ErrorCode::UpstreamStreamTruncated);

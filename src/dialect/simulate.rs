@@ -36,10 +36,8 @@ pub fn completion_to_chunks(body: &[u8], include_usage: bool) -> Result<Vec<Byte
         let index = writer.tool_start(field("/id"), field("/function/name"), &mut out);
         writer.tool_arguments(index, field("/function/arguments"), &mut out);
     }
-    let usage = completion
-        .get("usage")
-        .and_then(|u| serde_json::from_value::<UsageJson>(u.clone()).ok())
-        .map(Usage::from);
+    let usage =
+        completion.get("usage").and_then(|u| serde_json::from_value::<UsageJson>(u.clone()).ok()).map(Usage::from);
     let finish_reason = choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop");
     writer.finish(finish_reason, usage, include_usage, &mut out);
     Ok(out)

@@ -158,7 +158,11 @@ mod tests {
 
     fn keyring() -> Keyring {
         Keyring::new(
-            vec![KeyParams { name: "team".into(), sha256: Sha256::digest(b"secret").into(), models: vec![Glob::new("mock*")] }],
+            vec![KeyParams {
+                name: "team".into(),
+                sha256: Sha256::digest(b"secret").into(),
+                models: vec![Glob::new("mock*")],
+            }],
             true,
         )
     }

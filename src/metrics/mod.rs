@@ -8,9 +8,8 @@ use prometheus::{
 };
 
 /// Buckets from 1 ms to 10 min: relay overhead sits at the low end, long generations at the top.
-const LLM_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-];
+const LLM_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 
 /// All of the relay's metric families.
 pub struct Metrics {
@@ -55,7 +54,8 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let family = IntGauge::with_opts(Opts::new(name, help).namespace("switchyard")).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let family = IntGauge::with_opts(Opts::new(name, help).namespace("switchyard"))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     registry.register(Box::new(family.clone())).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     family
 }
@@ -80,23 +80,88 @@ impl Metrics {
         r.register(Box::new(build_info.clone())).unwrap_or_else(|e| panic!("metric build_info: {e}"));
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
         Metrics {
-            requests: counter(&r, "requests_total", "Client requests by model, upstream, status and error code.", &["model", "upstream", "status", "error"]),
+            requests: counter(
+                &r,
+                "requests_total",
+                "Client requests by model, upstream, status and error code.",
+                &["model", "upstream", "status", "error"],
+            ),
             in_flight: gauge(&r, "requests_in_flight", "Client requests being served."),
             streams_active: gauge(&r, "streams_active", "Streamed responses being relayed."),
-            client_disconnects: counter(&r, "client_disconnects_total", "Clients that went away before their response ended.", &["model"]),
-            request_duration: histogram(&r, "request_duration_seconds", "Client request duration, to the end of the response body.", &["model", "upstream"]),
-            time_to_first_token: histogram(&r, "time_to_first_token_seconds", "Time to the first data event of a stream (or the full response when not streamed).", &["model", "upstream"]),
-            overhead: histogram(&r, "overhead_seconds", "Time spent in the relay itself: total minus time waiting on upstreams.", &["model", "upstream"]),
-            upstream_attempts: counter(&r, "upstream_attempts_total", "Attempts against upstreams by outcome (success or error code).", &["upstream", "outcome"]),
+            client_disconnects: counter(
+                &r,
+                "client_disconnects_total",
+                "Clients that went away before their response ended.",
+                &["model"],
+            ),
+            request_duration: histogram(
+                &r,
+                "request_duration_seconds",
+                "Client request duration, to the end of the response body.",
+                &["model", "upstream"],
+            ),
+            time_to_first_token: histogram(
+                &r,
+                "time_to_first_token_seconds",
+                "Time to the first data event of a stream (or the full response when not streamed).",
+                &["model", "upstream"],
+            ),
+            overhead: histogram(
+                &r,
+                "overhead_seconds",
+                "Time spent in the relay itself: total minus time waiting on upstreams.",
+                &["model", "upstream"],
+            ),
+            upstream_attempts: counter(
+                &r,
+                "upstream_attempts_total",
+                "Attempts against upstreams by outcome (success or error code).",
+                &["upstream", "outcome"],
+            ),
             upstream_retries: counter(&r, "upstream_retries_total", "Retries against an upstream.", &["upstream"]),
-            failovers: counter(&r, "failovers_total", "Requests moved on from a failing target; upstream is the one failed away from.", &["model", "upstream"]),
-            upstream_timeouts: counter(&r, "upstream_timeouts_total", "Upstream timeouts by kind (connect, first_byte, idle, total).", &["upstream", "kind"]),
-            upstream_ejections: counter(&r, "upstream_ejections_total", "Times an upstream was ejected by outlier detection.", &["upstream"]),
-            upstream_healthy: gauge_vec(&r, "upstream_healthy", "1 when the upstream takes traffic, 0 while ejected.", &["upstream"]),
-            tokens: counter(&r, "tokens_total", "Tokens by direction (input, output, cached, reasoning), model, upstream and key.", &["direction", "model", "upstream", "key"]),
-            config_reloads: counter(&r, "config_reloads_total", "Config reloads by result (success, failure).", &["result"]),
+            failovers: counter(
+                &r,
+                "failovers_total",
+                "Requests moved on from a failing target; upstream is the one failed away from.",
+                &["model", "upstream"],
+            ),
+            upstream_timeouts: counter(
+                &r,
+                "upstream_timeouts_total",
+                "Upstream timeouts by kind (connect, first_byte, idle, total).",
+                &["upstream", "kind"],
+            ),
+            upstream_ejections: counter(
+                &r,
+                "upstream_ejections_total",
+                "Times an upstream was ejected by outlier detection.",
+                &["upstream"],
+            ),
+            upstream_healthy: gauge_vec(
+                &r,
+                "upstream_healthy",
+                "1 when the upstream takes traffic, 0 while ejected.",
+                &["upstream"],
+            ),
+            tokens: counter(
+                &r,
+                "tokens_total",
+                "Tokens by direction (input, output, cached, reasoning), model, upstream and key.",
+                &["direction", "model", "upstream", "key"],
+            ),
+            config_reloads: counter(
+                &r,
+                "config_reloads_total",
+                "Config reloads by result (success, failure).",
+                &["result"],
+            ),
             upstreams_disabled: gauge(&r, "upstreams_disabled", "Configured upstreams disabled by validation."),
-            upstream_disabled: gauge_vec(&r, "upstream_disabled", "1 when this configured upstream is disabled by validation.", &["upstream"]),
+            upstream_disabled: gauge_vec(
+                &r,
+                "upstream_disabled",
+                "1 when this configured upstream is disabled by validation.",
+                &["upstream"],
+            ),
             registry: r,
         }
     }
@@ -127,7 +192,8 @@ mod tests {
         let metrics = Metrics::new();
         metrics.requests.with_label_values(&["mock", "mock", "200", "none"]).inc();
         let text = String::from_utf8(metrics.render()).unwrap();
-        assert!(text.contains("switchyard_requests_total{error=\"none\",model=\"mock\",status=\"200\",upstream=\"mock\"} 1"));
+        assert!(text
+            .contains("switchyard_requests_total{error=\"none\",model=\"mock\",status=\"200\",upstream=\"mock\"} 1"));
         assert!(text.contains("switchyard_build_info{version=\""));
     }
 }

@@ -119,8 +119,7 @@ fn time(tag: u8, text: &[u8]) -> Option<i64> {
         _ => return None,
     };
     let field = |at: usize| -> Option<i64> { rest.get(at..at + 2)?.parse().ok() };
-    let (month, day, hour, minute, second) =
-        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
@@ -156,10 +155,7 @@ mod tests {
         for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (2027, 12, 31), (2049, 3, 1)] {
             assert_eq!(civil_from_days(days_from_civil(y, m, d)), (y, m, d));
         }
-        assert_eq!(
-            time(0x17, b"270102030405Z"),
-            Some(days_from_civil(2027, 1, 2) * 86_400 + 3 * 3600 + 4 * 60 + 5)
-        );
+        assert_eq!(time(0x17, b"270102030405Z"), Some(days_from_civil(2027, 1, 2) * 86_400 + 3 * 3600 + 4 * 60 + 5));
         assert_eq!(time(0x18, b"20270102030405Z"), time(0x17, b"270102030405Z"));
     }
 

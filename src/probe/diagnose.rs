@@ -116,13 +116,7 @@ pub struct Diagnosis {
 impl Diagnosis {
     /// A diagnosis without a relay error behind it.
     pub fn new(class: Class, message: impl Into<String>, fix: Option<String>) -> Self {
-        Diagnosis {
-            class,
-            code: None,
-            http_status: None,
-            message: message.into(),
-            fix,
-        }
+        Diagnosis { class, code: None, http_status: None, message: message.into(), fix }
     }
 }
 
@@ -188,11 +182,8 @@ pub fn transport_fix(class: Class, ctx: &Context<'_>) -> Option<String> {
 
 /// Classifies a relay error from an HTTP step.
 pub fn relay_error(error: &RelayError, ctx: &Context<'_>) -> Diagnosis {
-    let body = error
-        .passthrough_body
-        .as_ref()
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .unwrap_or(Value::Null);
+    let body =
+        error.passthrough_body.as_ref().and_then(|b| serde_json::from_slice::<Value>(b).ok()).unwrap_or(Value::Null);
     let class = match error.code {
         ErrorCode::UpstreamDns => Class::Dns,
         ErrorCode::UpstreamConnectRefused => Class::ConnectRefused,
@@ -201,29 +192,21 @@ pub fn relay_error(error: &RelayError, ctx: &Context<'_>) -> Diagnosis {
         ErrorCode::UpstreamProxy => Class::Proxy,
         ErrorCode::UpstreamReset => Class::Reset,
         ErrorCode::UpstreamBlocked403Html => Class::WafBlock,
-        ErrorCode::UpstreamNonJsonError
-            if error.status == 503 && error.message.contains("HTML") =>
-        {
-            Class::WafBlock
+        ErrorCode::UpstreamNonJsonError if error.status == 503 && error.message.contains("HTML") => Class::WafBlock,
+        ErrorCode::UpstreamTimeoutFirstByte if ctx.stream_after_chat_ok => Class::StreamNoFirstEvent,
+        ErrorCode::UpstreamTimeoutFirstByte | ErrorCode::UpstreamTimeoutIdle | ErrorCode::UpstreamTimeoutTotal => {
+            Class::Timeout
         }
-        ErrorCode::UpstreamTimeoutFirstByte if ctx.stream_after_chat_ok => {
-            Class::StreamNoFirstEvent
-        }
-        ErrorCode::UpstreamTimeoutFirstByte
-        | ErrorCode::UpstreamTimeoutIdle
-        | ErrorCode::UpstreamTimeoutTotal => Class::Timeout,
         ErrorCode::UpstreamRateLimited => Class::RateLimited,
-        ErrorCode::UpstreamInvalidResponse
-        | ErrorCode::UpstreamStreamError
-        | ErrorCode::UpstreamStreamTruncated => Class::InvalidResponse,
+        ErrorCode::UpstreamInvalidResponse | ErrorCode::UpstreamStreamError | ErrorCode::UpstreamStreamTruncated => {
+            Class::InvalidResponse
+        }
         _ => match error.status {
             401 => Class::Auth,
             403 if !body.is_null() => Class::Auth,
             404 if mentions_model(&body, &error.message) => Class::ModelNotFound,
             404 => Class::NotFound,
-            400 | 422 if rejected_param(&body, &error.message).is_some() => {
-                Class::RejectedParameter
-            }
+            400 | 422 if rejected_param(&body, &error.message).is_some() => Class::RejectedParameter,
             500..=599 => Class::UpstreamError,
             _ => Class::HttpError,
         },
@@ -283,20 +266,14 @@ fn auth_fix(ctx: &Context<'_>) -> String {
             ctx.upstream
         )
     } else {
-        format!(
-            "no key is configured: set upstreams.{}.api_key = \"${{YOUR_KEY_VAR}}\"",
-            ctx.upstream
-        )
+        format!("no key is configured: set upstreams.{}.api_key = \"${{YOUR_KEY_VAR}}\"", ctx.upstream)
     }
 }
 
 fn not_found_fix(ctx: &Context<'_>) -> String {
     let base = ctx.base_url.trim_end_matches('/');
     if base.ends_with("/v1") {
-        format!(
-            "the path does not exist on the upstream: check upstreams.{}.base_url ({base})",
-            ctx.upstream
-        )
+        format!("the path does not exist on the upstream: check upstreams.{}.base_url ({base})", ctx.upstream)
     } else {
         format!(
             "the path does not exist on the upstream: OpenAI-compatible APIs usually live under /v1, try \
@@ -330,29 +307,18 @@ fn model_fix(ctx: &Context<'_>) -> String {
 
 /// The first 404 body or message words that point at the model rather than the path.
 fn mentions_model(body: &Value, message: &str) -> bool {
-    let code = body
-        .pointer("/error/code")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let code = body.pointer("/error/code").and_then(Value::as_str).unwrap_or_default();
     code.contains("model") || message.to_ascii_lowercase().contains("model")
 }
 
 /// The request parameter an upstream's 400/422 names, top-level name first as sent.
 pub fn rejected_param(body: &Value, message: &str) -> Option<String> {
-    if let Some(param) = body
-        .pointer("/error/param")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty())
-    {
+    if let Some(param) = body.pointer("/error/param").and_then(Value::as_str).filter(|p| !p.is_empty()) {
         return Some(param.to_owned());
     }
     // FastAPI/pydantic: {"detail": [{"loc": ["body", "store"], "msg": "Extra inputs are not permitted"}]}
     if let Some(loc) = body.pointer("/detail/0/loc").and_then(Value::as_array) {
-        let names: Vec<&str> = loc
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|p| *p != "body")
-            .collect();
+        let names: Vec<&str> = loc.iter().filter_map(Value::as_str).filter(|p| *p != "body").collect();
         if !names.is_empty() {
             return Some(names.join("."));
         }
@@ -368,10 +334,8 @@ pub fn rejected_param(body: &Value, message: &str) -> Option<String> {
     for marker in AFTER {
         if let Some(at) = message.find(marker) {
             let rest = message[at + marker.len()..].trim_start_matches(['\'', '"', '`']);
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
-                .collect();
+            let name: String =
+                rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']')).collect();
             if !name.is_empty() {
                 return Some(name);
             }
@@ -395,14 +359,9 @@ fn param_fix(param: &str, message: &str, ctx: &Context<'_>) -> String {
         match top {
             "max_completion_tokens" => "compat.max_tokens_field = \"max_tokens\"".to_owned(),
             "max_tokens" => "compat.max_tokens_field = \"max_completion_tokens\"".to_owned(),
-            "stream_options" if ctx.injects_stream_usage => {
-                "compat.stream_usage = false".to_owned()
-            }
+            "stream_options" if ctx.injects_stream_usage => "compat.stream_usage = false".to_owned(),
             "messages" | "model" => {
-                return format!(
-                    "the upstream rejects {param}: {}",
-                    message.chars().take(200).collect::<String>()
-                )
+                return format!("the upstream rejects {param}: {}", message.chars().take(200).collect::<String>())
             }
             other => format!("compat.drop_params = [\"{other}\"]"),
         }
@@ -431,11 +390,7 @@ mod tests {
         error.passthrough_body = Some(bytes::Bytes::from(body.to_owned()));
         error.message = serde_json::from_str::<Value>(body)
             .ok()
-            .and_then(|v| {
-                v.pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_default();
         error
     }
@@ -447,10 +402,7 @@ mod tests {
                 r#"{"error":{"message":"Unrecognized request argument supplied: max_completion_tokens","param":null}}"#,
                 "max_tokens_field = \"max_tokens\"",
             ),
-            (
-                r#"{"error":{"message":"Unsupported parameter: 'store'","param":"store"}}"#,
-                "drop_params = [\"store\"]",
-            ),
+            (r#"{"error":{"message":"Unsupported parameter: 'store'","param":"store"}}"#, "drop_params = [\"store\"]"),
             (
                 r#"{"error":{"message":"Invalid value: 'developer'","param":"messages[0].role"}}"#,
                 "developer_role = \"system\"",
@@ -459,10 +411,7 @@ mod tests {
                 r#"{"error":{"message":"unknown field `strict`","param":"tools[0].function.strict"}}"#,
                 "strip_tool_strict = true",
             ),
-            (
-                r#"{"error":{"message":"stream_options not allowed","param":"stream_options"}}"#,
-                "stream_usage = false",
-            ),
+            (r#"{"error":{"message":"stream_options not allowed","param":"stream_options"}}"#, "stream_usage = false"),
             (
                 r#"{"detail":[{"loc":["body","store"],"msg":"Extra inputs are not permitted"}]}"#,
                 "drop_params = [\"store\"]",
@@ -471,40 +420,23 @@ mod tests {
         for (body, setting) in cases {
             let diagnosis = relay_error(&http(400, body), &ctx());
             assert_eq!(diagnosis.class, Class::RejectedParameter, "{body}");
-            assert!(
-                diagnosis.fix.as_deref().unwrap().contains(setting),
-                "{body}: {:?}",
-                diagnosis.fix
-            );
+            assert!(diagnosis.fix.as_deref().unwrap().contains(setting), "{body}: {:?}", diagnosis.fix);
         }
     }
 
     #[test]
     fn auth_model_and_path_404s_are_told_apart() {
-        assert_eq!(
-            relay_error(&http(401, r#"{"error":{"message":"bad key"}}"#), &ctx()).class,
-            Class::Auth
-        );
-        assert_eq!(
-            relay_error(&http(403, r#"{"error":{"message":"no access"}}"#), &ctx()).class,
-            Class::Auth
-        );
+        assert_eq!(relay_error(&http(401, r#"{"error":{"message":"bad key"}}"#), &ctx()).class, Class::Auth);
+        assert_eq!(relay_error(&http(403, r#"{"error":{"message":"no access"}}"#), &ctx()).class, Class::Auth);
         let listed = vec!["real-1".to_owned()];
-        let with_list = Context {
-            listed: Some(&listed),
-            ..ctx()
-        };
+        let with_list = Context { listed: Some(&listed), ..ctx() };
         let model = relay_error(
-            &http(
-                404,
-                r#"{"error":{"message":"The model `m` does not exist","code":"model_not_found"}}"#,
-            ),
+            &http(404, r#"{"error":{"message":"The model `m` does not exist","code":"model_not_found"}}"#),
             &with_list,
         );
         assert_eq!(model.class, Class::ModelNotFound);
         assert!(model.fix.unwrap().contains("real-1"));
-        let path =
-            RelayError::new(ErrorCode::UpstreamNonJsonError, "404 page not found").with_status(404);
+        let path = RelayError::new(ErrorCode::UpstreamNonJsonError, "404 page not found").with_status(404);
         let diagnosis = relay_error(&path, &ctx());
         assert_eq!(diagnosis.class, Class::NotFound);
         assert!(diagnosis.fix.unwrap().contains("http://127.0.0.1:1/v1"));

@@ -60,14 +60,8 @@ const SDK_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// Headers whose values are credentials.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "cookie",
-];
+const SECRET_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"];
 
 /// Probe requests wait at most this long for an answer, whatever the upstream's own timeouts:
 /// a diagnosis that takes five minutes is not one.
@@ -119,12 +113,7 @@ fn millis(elapsed: Duration) -> f64 {
 }
 
 impl Step {
-    fn new(
-        step: &'static str,
-        status: Status,
-        elapsed: Option<Duration>,
-        detail: impl Into<String>,
-    ) -> Self {
+    fn new(step: &'static str, status: Status, elapsed: Option<Duration>, detail: impl Into<String>) -> Self {
         Step {
             step,
             status,
@@ -214,12 +203,7 @@ pub async fn probe(config: &Config, names: &[String]) -> Report {
     let mut pending = Vec::new();
     let mut unusable = Vec::new();
     let wanted: Vec<&str> = if names.is_empty() {
-        config
-            .upstreams
-            .keys()
-            .chain(config.disabled.keys())
-            .map(String::as_str)
-            .collect()
+        config.upstreams.keys().chain(config.disabled.keys()).map(String::as_str).collect()
     } else {
         names.iter().map(String::as_str).collect()
     };
@@ -233,14 +217,9 @@ pub async fn probe(config: &Config, names: &[String]) -> Report {
             }
             unusable.push(UpstreamReport::unusable(name, "disabled", reason));
         } else {
-            let known = config
-                .upstreams
-                .keys()
-                .chain(config.disabled.keys())
-                .map(String::as_str);
-            let hint = crate::config::did_you_mean(name, known)
-                .map(|c| format!("; did you mean {c:?}?"))
-                .unwrap_or_default();
+            let known = config.upstreams.keys().chain(config.disabled.keys()).map(String::as_str);
+            let hint =
+                crate::config::did_you_mean(name, known).map(|c| format!("; did you mean {c:?}?")).unwrap_or_default();
             unusable.push(UpstreamReport::unusable(
                 name,
                 "unknown",
@@ -252,9 +231,7 @@ pub async fn probe(config: &Config, names: &[String]) -> Report {
     upstreams.extend(unusable);
     // Listing everything, a disabled upstream is reported, not failed: `check` is the command
     // that fails on config problems. Asked for by name, it could not be probed, so it fails.
-    let ok = upstreams
-        .iter()
-        .all(|u| u.ok || (u.state == "disabled" && names.is_empty()));
+    let ok = upstreams.iter().all(|u| u.ok || (u.state == "disabled" && names.is_empty()));
     Report { ok, upstreams }
 }
 
@@ -269,9 +246,7 @@ fn configured_model(config: &Config, upstream: &str) -> ModelChoice {
     for model in &config.models {
         if let Some(target) = model.targets.iter().find(|t| t.upstream == upstream) {
             return match (&target.model, &model.pattern) {
-                (Some(name), _) | (None, ModelPattern::Exact(name)) => {
-                    ModelChoice::Named(name.clone())
-                }
+                (Some(name), _) | (None, ModelPattern::Exact(name)) => ModelChoice::Named(name.clone()),
                 (None, ModelPattern::Prefix(_)) => ModelChoice::FirstListed,
             };
         }
@@ -311,16 +286,9 @@ enum Flow {
     Stop,
 }
 
-async fn probe_upstream(
-    config: &Config,
-    params: &UpstreamParams,
-    metrics: &Arc<Metrics>,
-) -> UpstreamReport {
+async fn probe_upstream(config: &Config, params: &UpstreamParams, metrics: &Arc<Metrics>) -> UpstreamReport {
     let rules = ProxyRules::resolve(params.proxy.as_ref(), &process_env);
-    let proxy = params
-        .base_url
-        .as_ref()
-        .and_then(|base| rules.for_destination(base));
+    let proxy = params.base_url.as_ref().and_then(|base| rules.for_destination(base));
     let mut probe = Probe {
         config,
         params,
@@ -380,11 +348,7 @@ impl Probe<'_> {
         let client = match client::build(&params.tls, params.timeouts.connect, rules) {
             Ok(client) => client,
             Err(error) => {
-                let diagnosis = Diagnosis::new(
-                    Class::TlsHandshake,
-                    format!("building the client: {error}"),
-                    None,
-                );
+                let diagnosis = Diagnosis::new(Class::TlsHandshake, format!("building the client: {error}"), None);
                 self.steps.push(Step::failed("models", None, diagnosis));
                 return;
             }
@@ -405,11 +369,7 @@ impl Probe<'_> {
             stream: false,
             client_wants_usage: false,
         };
-        let dialect_headers = self
-            .dialect
-            .translate_request(&sample)
-            .map(|call| call.headers)
-            .unwrap_or_default();
+        let dialect_headers = self.dialect.translate_request(&sample).map(|call| call.headers).unwrap_or_default();
         headers::to_upstream(&client_headers(sdk), params, &dialect_headers, false)
     }
 
@@ -426,20 +386,13 @@ impl Probe<'_> {
         url: &str,
         headers: HeaderMap,
     ) -> Result<(StatusCode, HeaderMap, Bytes), RelayError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| RelayError::new(ErrorCode::Internal, format!("{url:?}: {e}")))?;
+        let uri: Uri = url.parse().map_err(|e| RelayError::new(ErrorCode::Internal, format!("{url:?}: {e}")))?;
         let mut request = Request::get(uri)
             .body(Full::new(Bytes::new()))
             .map_err(|e| RelayError::new(ErrorCode::Internal, e.to_string()))?;
         *request.headers_mut() = headers;
         let limit = self.params.timeouts.first_byte.min(FIRST_BYTE_CAP);
-        let timed_out = || {
-            RelayError::new(
-                ErrorCode::UpstreamTimeoutFirstByte,
-                format!("no answer within {limit:?}"),
-            )
-        };
+        let timed_out = || RelayError::new(ErrorCode::UpstreamTimeoutFirstByte, format!("no answer within {limit:?}"));
         let response = tokio::time::timeout(limit, client.request(request))
             .await
             .map_err(|_| timed_out())?
@@ -448,24 +401,18 @@ impl Probe<'_> {
         let body = tokio::time::timeout(limit, collect_limited(body, LISTING_LIMIT))
             .await
             .map_err(|_| timed_out())?
-            .map_err(|e| {
-                RelayError::new(ErrorCode::UpstreamReset, format!("reading the answer: {e}"))
-            })?;
+            .map_err(|e| RelayError::new(ErrorCode::UpstreamReset, format!("reading the answer: {e}")))?;
         Ok((parts.status, parts.headers, body))
     }
 
     async fn models(&mut self, client: &HttpClient) -> Flow {
         let params = self.params;
         if params.base_url.is_none() {
-            self.steps.push(Step::skipped(
-                "models",
-                "built-in upstream: nothing to list",
-            ));
+            self.steps.push(Step::skipped("models", "built-in upstream: nothing to list"));
             return Flow::Continue;
         }
         let Some(path) = self.dialect.models_path() else {
-            self.steps
-                .push(Step::skipped("models", "this dialect has no model listing"));
+            self.steps.push(Step::skipped("models", "this dialect has no model listing"));
             return Flow::Continue;
         };
         let base = self.base.trim_end_matches('/').to_owned();
@@ -478,13 +425,8 @@ impl Probe<'_> {
             Ok(answer) => answer,
             Err(error) => {
                 let diagnosis = diagnose::relay_error(&error, &self.ctx(false));
-                let flow = if diagnosis.class.stops_later_steps() {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                };
-                self.steps
-                    .push(Step::failed("models", Some(elapsed), diagnosis));
+                let flow = if diagnosis.class.stops_later_steps() { Flow::Stop } else { Flow::Continue };
+                self.steps.push(Step::failed("models", Some(elapsed), diagnosis));
                 return flow;
             }
         };
@@ -493,24 +435,18 @@ impl Probe<'_> {
                 "GET {url}: {status}, but not a JSON model listing: {}; is base_url the API or a web page?",
                 crate::dialect::openai::excerpt(&body)
             );
-            self.steps
-                .push(Step::new("models", Status::Warning, Some(elapsed), detail));
+            self.steps.push(Step::new("models", Status::Warning, Some(elapsed), detail));
             return Flow::Continue;
         }
         if status.is_success() {
             let listed = model_ids(&body);
             let shown: Vec<&str> = listed.iter().take(5).map(String::as_str).collect();
-            let more = if listed.len() > shown.len() {
-                ", ..."
-            } else {
-                ""
-            };
-            let detail = format!(
-                "GET {url}: {status}, {} models ({}{more})",
-                listed.len(),
-                shown.join(", ")
-            );
-            self.steps.push(Step::ok("models", elapsed, detail).with_data(json!({ "models": listed.iter().take(100).collect::<Vec<_>>(), "count": listed.len() })));
+            let more = if listed.len() > shown.len() { ", ..." } else { "" };
+            let detail = format!("GET {url}: {status}, {} models ({}{more})", listed.len(), shown.join(", "));
+            self.steps
+                .push(Step::ok("models", elapsed, detail).with_data(
+                    json!({ "models": listed.iter().take(100).collect::<Vec<_>>(), "count": listed.len() }),
+                ));
             self.listed = Some(listed);
             return Flow::Continue;
         }
@@ -518,38 +454,32 @@ impl Probe<'_> {
         if status == StatusCode::NOT_FOUND {
             if !base.ends_with("/v1") {
                 let with_v1 = format!("{base}/v1{path}");
-                if let Ok((v1_status, _, v1_body)) = self.get(client, &with_v1, sent.clone()).await
-                {
+                if let Ok((v1_status, _, v1_body)) = self.get(client, &with_v1, sent.clone()).await {
                     if v1_status.is_success() {
                         self.listed = Some(model_ids(&v1_body));
                         let diagnosis = Diagnosis {
                             class: Class::BaseUrlMissingV1,
                             code: Some(error.code.as_str()),
                             http_status: Some(404),
-                            message: format!(
-                                "GET {url} answered 404, but GET {with_v1} answered {v1_status}"
-                            ),
+                            message: format!("GET {url} answered 404, but GET {with_v1} answered {v1_status}"),
                             fix: Some(format!(
                                 "base_url lacks its /v1: set upstreams.{}.base_url = \"{base}/v1\"",
                                 params.name
                             )),
                         };
-                        self.steps
-                            .push(Step::failed("models", Some(elapsed), diagnosis));
+                        self.steps.push(Step::failed("models", Some(elapsed), diagnosis));
                         return Flow::Stop;
                     }
                 }
             }
             let detail = format!("GET {url} answered 404: the upstream lists no models there; the chat steps tell whether the path is right");
-            self.steps
-                .push(Step::new("models", Status::Warning, Some(elapsed), detail));
+            self.steps.push(Step::new("models", Status::Warning, Some(elapsed), detail));
             return Flow::Continue;
         }
         let diagnosis = diagnose::relay_error(&error, &self.ctx(false));
         let class = diagnosis.class;
         self.steps.push(
-            Step::failed("models", Some(elapsed), diagnosis)
-                .with_data(json!({ "sent_headers": shown_headers(&sent) })),
+            Step::failed("models", Some(elapsed), diagnosis).with_data(json!({ "sent_headers": shown_headers(&sent) })),
         );
         if class == Class::WafBlock {
             self.neutral_models(client, &url).await;
@@ -568,12 +498,7 @@ impl Probe<'_> {
         let started = Instant::now();
         let outcome = match self.get(client, url, sent.clone()).await {
             Ok((status, _, _)) if status.is_success() => Ok(status),
-            Ok((status, head, body)) => Err(classify::status_error(
-                self.dialect.as_ref(),
-                status,
-                &head,
-                &body,
-            )),
+            Ok((status, head, body)) => Err(classify::status_error(self.dialect.as_ref(), status, &head, &body)),
             Err(error) => Err(error),
         };
         self.neutral_outcome(started.elapsed(), outcome.map(|s| s.to_string()), &sent);
@@ -582,12 +507,7 @@ impl Probe<'_> {
     /// Reports the fingerprint retry. Any answer that is not the WAF's page means the request got
     /// past the WAF, so the fingerprint was the cause, even when the API then refuses it for
     /// another reason (which the next probe, with the fix applied, shows on its own).
-    fn neutral_outcome(
-        &mut self,
-        elapsed: Duration,
-        outcome: Result<String, RelayError>,
-        sent: &HeaderMap,
-    ) {
+    fn neutral_outcome(&mut self, elapsed: Duration, outcome: Result<String, RelayError>, sent: &HeaderMap) {
         let data = json!({ "user_agent": NEUTRAL_AGENT, "sent_headers": shown_headers(sent) });
         let passed = match outcome {
             Ok(status) => status,
@@ -615,8 +535,7 @@ impl Probe<'_> {
                         return self.neutral_passed(elapsed, status, data);
                     }
                 }
-                self.steps
-                    .push(Step::failed("neutral_agent", Some(elapsed), diagnosis).with_data(data));
+                self.steps.push(Step::failed("neutral_agent", Some(elapsed), diagnosis).with_data(data));
                 return;
             }
         };
@@ -625,20 +544,14 @@ impl Probe<'_> {
 
     fn neutral_passed(&mut self, elapsed: Duration, status: String, data: Value) {
         let fix = fingerprint_fix(self.params);
-        if let Some(blocked) = self
-            .steps
-            .iter_mut()
-            .rev()
-            .find(|s| s.class == Some(Class::WafBlock))
-        {
+        if let Some(blocked) = self.steps.iter_mut().rev().find(|s| s.class == Some(Class::WafBlock)) {
             blocked.fix = Some(fix);
         }
         let detail = format!(
             "with User-Agent {NEUTRAL_AGENT} and no x-stainless-* headers the upstream answers {status} instead of the \
              WAF's page: the WAF blocks the request's fingerprint"
         );
-        self.steps
-            .push(Step::ok("neutral_agent", elapsed, detail).with_data(data));
+        self.steps.push(Step::ok("neutral_agent", elapsed, detail).with_data(data));
     }
 
     fn call(&self, model: &str, stream: bool, sdk: bool, serial: usize) -> Call {
@@ -654,12 +567,8 @@ impl Probe<'_> {
             total: params.timeouts.total.min(TOTAL_CAP),
             ..params.timeouts
         };
-        let record = RequestRecord::start(
-            self.metrics.clone(),
-            format!("req_probe{serial}"),
-            "POST",
-            "/v1/chat/completions",
-        );
+        let record =
+            RequestRecord::start(self.metrics.clone(), format!("req_probe{serial}"), "POST", "/v1/chat/completions");
         Call {
             chat: Arc::new(ChatRequest {
                 body: Bytes::from(body.to_string()),
@@ -683,8 +592,7 @@ impl Probe<'_> {
         let Some(model) = model else {
             let why = "no model known: no [[models]] entry names a model for this upstream and it listed none; add \
                        targets = [{ upstream = \"...\", model = \"...\" }]";
-            self.steps
-                .push(Step::new("chat", Status::Warning, None, why));
+            self.steps.push(Step::new("chat", Status::Warning, None, why));
             self.skip(&["stream"], "not run: no model known");
             return;
         };
@@ -692,11 +600,7 @@ impl Probe<'_> {
         let upstream = match Upstream::new(Arc::new(self.params.clone())) {
             Ok(upstream) => upstream,
             Err(error) => {
-                let diagnosis = Diagnosis::new(
-                    Class::TlsHandshake,
-                    format!("building the client: {error}"),
-                    None,
-                );
+                let diagnosis = Diagnosis::new(Class::TlsHandshake, format!("building the client: {error}"), None);
                 self.steps.push(Step::failed("chat", None, diagnosis));
                 return;
             }
@@ -705,20 +609,11 @@ impl Probe<'_> {
         let started = Instant::now();
         let chat_ok = match upstream.attempt(self.call(&model, false, true, 1)).await {
             Ok(response) => {
-                let body = collect_limited(response.into_body(), LISTING_LIMIT)
-                    .await
-                    .unwrap_or_default();
+                let body = collect_limited(response.into_body(), LISTING_LIMIT).await.unwrap_or_default();
                 let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let reply = answer
-                    .pointer("/choices/0/message/content")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let reply = answer.pointer("/choices/0/message/content").and_then(Value::as_str).unwrap_or("");
                 let reply: String = reply.chars().take(80).collect();
-                let answered_by = answer
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&model)
-                    .to_owned();
+                let answered_by = answer.get("model").and_then(Value::as_str).unwrap_or(&model).to_owned();
                 let detail = format!("200 from {answered_by}: {reply:?}");
                 self.steps.push(
                     Step::ok("chat", started.elapsed(), detail)
@@ -730,8 +625,7 @@ impl Probe<'_> {
                 let elapsed = started.elapsed();
                 let diagnosis = diagnose::relay_error(&error, &self.ctx(false));
                 let class = diagnosis.class;
-                self.steps
-                    .push(Step::failed("chat", Some(elapsed), diagnosis));
+                self.steps.push(Step::failed("chat", Some(elapsed), diagnosis));
                 if class == Class::WafBlock {
                     self.neutral_chat(&model).await;
                 }
@@ -751,45 +645,24 @@ impl Probe<'_> {
                 let data = json!({ "first_event_ms": millis(first_event), "events": events, "done": done });
                 match in_band {
                     Some(error) => {
-                        let code = error
-                            .pointer("/error/code")
-                            .and_then(Value::as_str)
-                            .unwrap_or("upstream_stream_error");
-                        let message = error
-                            .pointer("/error/message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        let class = if code.contains("timeout") {
-                            Class::Timeout
-                        } else {
-                            Class::InvalidResponse
-                        };
-                        let diagnosis = Diagnosis::new(
-                            class,
-                            format!("the stream started, then failed: {code}: {message}"),
-                            None,
-                        );
-                        self.steps.push(
-                            Step::failed("stream", Some(started.elapsed()), diagnosis)
-                                .with_data(data),
-                        );
+                        let code =
+                            error.pointer("/error/code").and_then(Value::as_str).unwrap_or("upstream_stream_error");
+                        let message = error.pointer("/error/message").and_then(Value::as_str).unwrap_or("").to_owned();
+                        let class = if code.contains("timeout") { Class::Timeout } else { Class::InvalidResponse };
+                        let diagnosis =
+                            Diagnosis::new(class, format!("the stream started, then failed: {code}: {message}"), None);
+                        self.steps.push(Step::failed("stream", Some(started.elapsed()), diagnosis).with_data(data));
                     }
                     None => {
                         let end = if done { "ended with [DONE]" } else { "ended" };
-                        let detail = format!(
-                            "first event after {:.0} ms; {events} events, {end}",
-                            millis(first_event)
-                        );
-                        self.steps
-                            .push(Step::ok("stream", started.elapsed(), detail).with_data(data));
+                        let detail = format!("first event after {:.0} ms; {events} events, {end}", millis(first_event));
+                        self.steps.push(Step::ok("stream", started.elapsed(), detail).with_data(data));
                     }
                 }
             }
             Err(error) => {
                 let diagnosis = diagnose::relay_error(&error, &self.ctx(chat_ok));
-                self.steps
-                    .push(Step::failed("stream", Some(started.elapsed()), diagnosis));
+                self.steps.push(Step::failed("stream", Some(started.elapsed()), diagnosis));
             }
         }
     }
@@ -801,14 +674,8 @@ impl Probe<'_> {
         let sent = self.upstream_headers(&neutral, false);
         let started = Instant::now();
         let outcome = match Upstream::new(Arc::new(neutral)) {
-            Ok(upstream) => upstream
-                .attempt(self.call(model, false, false, 3))
-                .await
-                .map(|r| r.status().to_string()),
-            Err(error) => Err(RelayError::new(
-                ErrorCode::Internal,
-                format!("building the client: {error}"),
-            )),
+            Ok(upstream) => upstream.attempt(self.call(model, false, false, 3)).await.map(|r| r.status().to_string()),
+            Err(error) => Err(RelayError::new(ErrorCode::Internal, format!("building the client: {error}"))),
         };
         self.neutral_outcome(started.elapsed(), outcome, &sent);
     }
@@ -835,10 +702,7 @@ fn client_headers(sdk: bool) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if sdk {
         for (name, value) in SDK_HEADERS {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
         }
     }
     headers
@@ -849,9 +713,7 @@ fn neutral_params(params: &UpstreamParams) -> UpstreamParams {
     let mut neutral = params.clone();
     neutral.user_agent = NEUTRAL_AGENT.to_owned();
     neutral.keep_sdk_headers = false;
-    neutral.headers_set.retain(|(name, _)| {
-        *name != header::USER_AGENT && !name.as_str().starts_with("x-stainless-")
-    });
+    neutral.headers_set.retain(|(name, _)| *name != header::USER_AGENT && !name.as_str().starts_with("x-stainless-"));
     neutral
 }
 
@@ -867,11 +729,7 @@ fn fingerprint_fix(params: &UpstreamParams) -> String {
     {
         changes.push("no user-agent or x-stainless-* in headers.set".to_owned());
     }
-    format!(
-        "the WAF blocks the SDK fingerprint: set {} in [upstreams.{}]",
-        changes.join(" and "),
-        params.name
-    )
+    format!("the WAF blocks the SDK fingerprint: set {} in [upstreams.{}]", changes.join(" and "), params.name)
 }
 
 /// Headers as shown, credentials redacted.
@@ -898,10 +756,7 @@ fn model_ids(body: &[u8]) -> Vec<String> {
             .map(|items| {
                 items
                     .iter()
-                    .filter_map(|item| {
-                        keys.iter()
-                            .find_map(|k| item.get(*k).and_then(Value::as_str))
-                    })
+                    .filter_map(|item| keys.iter().find_map(|k| item.get(*k).and_then(Value::as_str)))
                     .map(|id| id.trim_start_matches("models/").to_owned())
                     .collect()
             })
@@ -957,34 +812,18 @@ fn secrets(config: &Config) -> Vec<String> {
             found.extend(aws.session_token.iter().map(|t| t.expose().to_owned()));
         }
         for proxy in params.proxy.iter().chain(params.base_url.iter()) {
-            if let Some((userinfo, _)) = proxy.authority().and_then(|a| a.as_str().rsplit_once('@'))
-            {
+            if let Some((userinfo, _)) = proxy.authority().and_then(|a| a.as_str().rsplit_once('@')) {
                 found.push(userinfo.to_owned());
-                found.extend(
-                    userinfo
-                        .split_once(':')
-                        .map(|(_, password)| password.to_owned()),
-                );
+                found.extend(userinfo.split_once(':').map(|(_, password)| password.to_owned()));
             }
         }
     }
-    for name in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
+    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
         if let Some(value) = process_env(name) {
             if let Some((userinfo, _)) = value.rsplit_once('@') {
                 let userinfo = userinfo.rsplit("//").next().unwrap_or(userinfo);
                 found.push(userinfo.to_owned());
-                found.extend(
-                    userinfo
-                        .split_once(':')
-                        .map(|(_, password)| password.to_owned()),
-                );
+                found.extend(userinfo.split_once(':').map(|(_, password)| password.to_owned()));
             }
         }
     }
@@ -995,9 +834,7 @@ fn secrets(config: &Config) -> Vec<String> {
 }
 
 fn scrub(text: String, secrets: &[String]) -> String {
-    secrets.iter().fold(text, |text, secret| {
-        text.replace(secret.as_str(), "[redacted]")
-    })
+    secrets.iter().fold(text, |text, secret| text.replace(secret.as_str(), "[redacted]"))
 }
 
 fn scrub_value(value: &mut Value, secrets: &[String]) {
@@ -1015,15 +852,12 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     for upstream in &report.upstreams {
         let mut head = format!("upstream {}", upstream.name);
-        let about: Vec<String> = [
-            upstream.dialect.map(str::to_owned),
-            upstream.base_url.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .chain(upstream.proxy.as_ref().map(|p| format!("via proxy {p}")))
-        .chain(upstream.model.as_ref().map(|m| format!("model {m}")))
-        .collect();
+        let about: Vec<String> = [upstream.dialect.map(str::to_owned), upstream.base_url.clone()]
+            .into_iter()
+            .flatten()
+            .chain(upstream.proxy.as_ref().map(|p| format!("via proxy {p}")))
+            .chain(upstream.model.as_ref().map(|m| format!("model {m}")))
+            .collect();
         if !about.is_empty() {
             head.push_str(&format!(" ({})", about.join(", ")));
         }
@@ -1039,16 +873,9 @@ pub fn render(report: &Report) -> String {
                 Status::Skipped => "skipped",
             };
             let ms = step.ms.map(|ms| format!("{ms:.0} ms")).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "  {status:<8} {:<14} {ms:>9}  {}",
-                step.step, step.detail
-            );
+            let _ = writeln!(out, "  {status:<8} {:<14} {ms:>9}  {}", step.step, step.detail);
             if let Some(class) = step.class {
-                let code = step
-                    .code
-                    .map(|c| format!(" (relay error code {c})"))
-                    .unwrap_or_default();
+                let code = step.code.map(|c| format!(" (relay error code {c})")).unwrap_or_default();
                 let _ = writeln!(out, "  {:<8} class: {}{code}", "", class.as_str());
             }
             if let Some(fix) = &step.fix {
@@ -1061,11 +888,7 @@ pub fn render(report: &Report) -> String {
     if report.ok {
         let _ = writeln!(out, "all {} upstream(s) ok", report.upstreams.len());
     } else {
-        let _ = writeln!(
-            out,
-            "{failed} of {} upstream(s) failed",
-            report.upstreams.len()
-        );
+        let _ = writeln!(out, "{failed} of {} upstream(s) failed", report.upstreams.len());
     }
     out
 }
@@ -1080,10 +903,7 @@ pub async fn run(config: Option<&Path>, as_json: bool, names: &[String]) -> Exit
         Ok(config) => config,
         Err(error) => {
             if as_json {
-                println!(
-                    "{}",
-                    json!({ "ok": false, "error": error.render(), "upstreams": [] })
-                );
+                println!("{}", json!({ "ok": false, "error": error.render(), "upstreams": [] }));
             } else {
                 eprintln!("{error}");
             }
@@ -1095,10 +915,7 @@ pub async fn run(config: Option<&Path>, as_json: bool, names: &[String]) -> Exit
     if as_json {
         let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
         scrub_value(&mut value, &secrets);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     } else {
         print!("{}", scrub(render(&report), &secrets));
     }
@@ -1115,38 +932,23 @@ mod tests {
 
     #[test]
     fn listings_of_each_shape_give_model_ids() {
-        assert_eq!(
-            model_ids(br#"{"object":"list","data":[{"id":"a"},{"id":"b"}]}"#),
-            ["a", "b"]
-        );
-        assert_eq!(
-            model_ids(br#"{"models":[{"name":"models/gemini-2.0-flash"}]}"#),
-            ["gemini-2.0-flash"]
-        );
-        assert_eq!(
-            model_ids(br#"{"models":[{"name":"llama3:8b","model":"llama3:8b"}]}"#),
-            ["llama3:8b"]
-        );
+        assert_eq!(model_ids(br#"{"object":"list","data":[{"id":"a"},{"id":"b"}]}"#), ["a", "b"]);
+        assert_eq!(model_ids(br#"{"models":[{"name":"models/gemini-2.0-flash"}]}"#), ["gemini-2.0-flash"]);
+        assert_eq!(model_ids(br#"{"models":[{"name":"llama3:8b","model":"llama3:8b"}]}"#), ["llama3:8b"]);
         assert!(model_ids(b"<html>").is_empty());
     }
 
     #[test]
     fn credentials_are_redacted_from_headers_and_text() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "authorization",
-            HeaderValue::from_static("Bearer sk-secret-123"),
-        );
+        headers.insert("authorization", HeaderValue::from_static("Bearer sk-secret-123"));
         headers.insert("user-agent", HeaderValue::from_static("curl/8.5.0"));
         let shown = shown_headers(&headers);
         assert_eq!(shown["authorization"], "[redacted]");
         assert_eq!(shown["user-agent"], "curl/8.5.0");
         let secrets = vec!["sk-secret-123".to_owned()];
         assert_eq!(
-            scrub(
-                "Incorrect API key provided: sk-secret-123.".into(),
-                &secrets
-            ),
+            scrub("Incorrect API key provided: sk-secret-123.".into(), &secrets),
             "Incorrect API key provided: [redacted]."
         );
     }

@@ -34,17 +34,8 @@ pub(super) async fn connection_steps(
     let (host, port) = match proxy {
         Some(proxy) => proxy.host_port(),
         None => (
-            base.host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            base.port_u16()
-                .unwrap_or(if base.scheme_str() == Some("https") {
-                    443
-                } else {
-                    80
-                }),
+            base.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned(),
+            base.port_u16().unwrap_or(if base.scheme_str() == Some("https") { 443 } else { 80 }),
         ),
     };
     let what = match proxy {
@@ -60,11 +51,8 @@ pub(super) async fn connection_steps(
         Ok(Ok(found)) => found.collect(),
         Ok(Err(error)) => {
             let class = class_or_proxy(Class::Dns);
-            let diagnosis = Diagnosis::new(
-                class,
-                format!("could not resolve {what}: {error}"),
-                transport_fix(class, ctx),
-            );
+            let diagnosis =
+                Diagnosis::new(class, format!("could not resolve {what}: {error}"), transport_fix(class, ctx));
             steps.push(Step::failed("dns", Some(started.elapsed()), diagnosis));
             return false;
         }
@@ -81,12 +69,8 @@ pub(super) async fn connection_steps(
     };
     let shown: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
     steps.push(
-        Step::ok(
-            "dns",
-            started.elapsed(),
-            format!("{what} -> {}", shown.join(", ")),
-        )
-        .with_data(json!({ "addresses": shown })),
+        Step::ok("dns", started.elapsed(), format!("{what} -> {}", shown.join(", ")))
+            .with_data(json!({ "addresses": shown })),
     );
 
     let started = Instant::now();
@@ -94,33 +78,22 @@ pub(super) async fn connection_steps(
         Ok(stream) => stream,
         Err((class, detail)) => {
             let class = class_or_proxy(class);
-            let diagnosis = Diagnosis::new(
-                class,
-                format!("connecting to {what} port {port}: {detail}"),
-                transport_fix(class, ctx),
-            );
+            let diagnosis =
+                Diagnosis::new(class, format!("connecting to {what} port {port}: {detail}"), transport_fix(class, ctx));
             steps.push(Step::failed("tcp", Some(started.elapsed()), diagnosis));
             return false;
         }
     };
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    steps.push(
-        Step::ok("tcp", started.elapsed(), format!("connected to {peer}"))
-            .with_data(json!({ "address": peer })),
-    );
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    steps
+        .push(Step::ok("tcp", started.elapsed(), format!("connected to {peer}")).with_data(json!({ "address": peer })));
 
     if let Some(proxy) = proxy {
         let started = Instant::now();
         match timeout(limit, proxy.tunnel(&mut stream, base)).await {
             Ok(Ok(())) => {
-                let target = format!(
-                    "{}:{}",
-                    base.host().unwrap_or_default(),
-                    base.port_u16().unwrap_or(default_port(base))
-                );
+                let target =
+                    format!("{}:{}", base.host().unwrap_or_default(), base.port_u16().unwrap_or(default_port(base)));
                 steps.push(Step::ok(
                     "proxy",
                     started.elapsed(),
@@ -152,10 +125,7 @@ pub(super) async fn connection_steps(
             Err(_) => {
                 let diagnosis = Diagnosis::new(
                     Class::Proxy,
-                    format!(
-                        "{} did not answer CONNECT within {limit:?}",
-                        proxy.display()
-                    ),
+                    format!("{} did not answer CONNECT within {limit:?}", proxy.display()),
                     transport_fix(Class::Proxy, ctx),
                 );
                 steps.push(Step::failed("proxy", Some(started.elapsed()), diagnosis));
@@ -167,12 +137,7 @@ pub(super) async fn connection_steps(
     if base.scheme_str() != Some("https") {
         return true;
     }
-    let base_host = base
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let base_host = base.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
     let started = Instant::now();
     match tls(params, &base_host, stream, limit).await {
         Ok((detail, data)) => {
@@ -183,20 +148,13 @@ pub(super) async fn connection_steps(
             let elapsed = started.elapsed();
             if matches!(
                 diagnosis.class,
-                Class::TlsUntrustedCertificate
-                    | Class::TlsCertificateExpired
-                    | Class::TlsNameMismatch
+                Class::TlsUntrustedCertificate | Class::TlsCertificateExpired | Class::TlsNameMismatch
             ) {
-                if let Some(presented) =
-                    presented_certificate(&addresses, proxy, base, &base_host, limit).await
-                {
-                    diagnosis.message =
-                        format!("{}; the server presents {presented}", diagnosis.message);
+                if let Some(presented) = presented_certificate(&addresses, proxy, base, &base_host, limit).await {
+                    diagnosis.message = format!("{}; the server presents {presented}", diagnosis.message);
                 }
             }
-            diagnosis.fix = diagnosis
-                .fix
-                .or_else(|| transport_fix(diagnosis.class, ctx));
+            diagnosis.fix = diagnosis.fix.or_else(|| transport_fix(diagnosis.class, ctx));
             diagnosis.code = Some("upstream_tls");
             steps.push(Step::failed("tls", Some(elapsed), diagnosis));
             false
@@ -213,31 +171,20 @@ fn default_port(uri: &Uri) -> u16 {
 }
 
 /// Tries each address in order, as the client does, within one time limit.
-async fn connect_any(
-    addresses: &[SocketAddr],
-    limit: Duration,
-) -> Result<TcpStream, (Class, String)> {
+async fn connect_any(addresses: &[SocketAddr], limit: Duration) -> Result<TcpStream, (Class, String)> {
     let deadline = Instant::now() + limit;
     let mut last = (Class::ConnectRefused, "no address".to_owned());
     for address in addresses {
         match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                last = (
-                    Class::ConnectRefused,
-                    format!("{address}: connection refused"),
-                );
+                last = (Class::ConnectRefused, format!("{address}: connection refused"));
             }
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
                 last = (Class::ConnectTimeout, format!("{address}: {error}"));
             }
             Ok(Err(error)) => last = (Class::ConnectRefused, format!("{address}: {error}")),
-            Err(_) => {
-                return Err((
-                    Class::ConnectTimeout,
-                    format!("no connection within {limit:?}"),
-                ))
-            }
+            Err(_) => return Err((Class::ConnectTimeout, format!("no connection within {limit:?}"))),
         }
     }
     Err(last)
@@ -258,13 +205,8 @@ async fn tls(
     limit: Duration,
 ) -> Result<(String, serde_json::Value), Diagnosis> {
     let config = client_tls(params)?;
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
-        Diagnosis::new(
-            Class::TlsHandshake,
-            format!("{host:?} is not a TLS server name: {e}"),
-            None,
-        )
-    })?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| Diagnosis::new(Class::TlsHandshake, format!("{host:?} is not a TLS server name: {e}"), None))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let connected = match timeout(limit, connector.connect(name, stream)).await {
         Ok(Ok(connected)) => connected,
@@ -280,19 +222,10 @@ async fn tls(
         }
     };
     let (_, session) = connected.get_ref();
-    let version = session
-        .protocol_version()
-        .map(|v| format!("{v:?}"))
-        .unwrap_or_default()
-        .replace("TLSv1_", "TLSv1.");
-    let alpn = session
-        .alpn_protocol()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .unwrap_or_else(|| "none".into());
-    let summary = session
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|c| cert::summarize(c));
+    let version = session.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default().replace("TLSv1_", "TLSv1.");
+    let alpn =
+        session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_else(|| "none".into());
+    let summary = session.peer_certificates().and_then(|chain| chain.first()).and_then(|c| cert::summarize(c));
     let mut detail = format!("{version}, ALPN {alpn}");
     let mut data = json!({ "version": version, "alpn": alpn });
     if let Some(summary) = summary {
@@ -313,9 +246,7 @@ async fn tls(
 
 /// Classifies a failed handshake from the typed rustls error, with the fix for each cause.
 fn tls_failure(host: &str, error: &std::io::Error) -> Diagnosis {
-    let rustls_error = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let rustls_error = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let (class, what, fix) = match rustls_error {
         Some(rustls::Error::InvalidCertificate(reason)) => match reason {
             CertificateError::UnknownIssuer | CertificateError::BadSignature => {
@@ -364,7 +295,10 @@ fn tls_failure(host: &str, error: &std::io::Error) -> Diagnosis {
         Some(rustls::Error::PeerIncompatible(_)) => (
             Class::TlsHandshake,
             "no TLS version or cipher in common",
-            Some("the server offers only TLS versions or ciphers this relay refuses (it speaks TLS 1.2 and 1.3)".to_owned()),
+            Some(
+                "the server offers only TLS versions or ciphers this relay refuses (it speaks TLS 1.2 and 1.3)"
+                    .to_owned(),
+            ),
         ),
         _ => (Class::TlsHandshake, "handshake failed", None),
     };
@@ -372,9 +306,7 @@ fn tls_failure(host: &str, error: &std::io::Error) -> Diagnosis {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Connects once more and reads the certificate the server presents, to name it in the error.
@@ -389,10 +321,7 @@ async fn presented_certificate(
 ) -> Option<String> {
     let mut stream = connect_any(addresses, limit).await.ok()?;
     if let Some(proxy) = proxy {
-        timeout(limit, proxy.tunnel(&mut stream, base))
-            .await
-            .ok()?
-            .ok()?;
+        timeout(limit, proxy.tunnel(&mut stream, base)).await.ok()?.ok()?;
     }
     let capture = Arc::new(Capture::default());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -404,23 +333,12 @@ async fn presented_certificate(
         .with_no_client_auth();
     let name = ServerName::try_from(host.to_owned()).ok()?;
     // Fails by design: the capturing verifier refuses every certificate.
-    let _ = timeout(
-        limit,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream),
-    )
-    .await;
+    let _ = timeout(limit, tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream)).await;
     let der = capture.seen.lock().take()?;
     let summary = cert::summarize(&der)?;
-    let signed = if summary.self_signed {
-        " (self-signed)".to_owned()
-    } else {
-        format!(" issued by {}", summary.issuer)
-    };
-    Some(format!(
-        "{}{signed}, expires {}",
-        summary.subject,
-        summary.expiry_date()
-    ))
+    let signed =
+        if summary.self_signed { " (self-signed)".to_owned() } else { format!(" issued by {}", summary.issuer) };
+    Some(format!("{}{signed}, expires {}", summary.subject, summary.expiry_date()))
 }
 
 /// A verifier that only records the end-entity certificate and refuses it.
@@ -439,9 +357,7 @@ impl ServerCertVerifier for Capture {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         *self.seen.lock() = Some(end_entity.as_ref().to_vec());
-        Err(rustls::Error::General(
-            "certificate captured for display; connection refused".into(),
-        ))
+        Err(rustls::Error::General("certificate captured for display; connection refused".into()))
     }
 
     fn verify_tls12_signature(
@@ -463,8 +379,6 @@ impl ServerCertVerifier for Capture {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }

@@ -57,7 +57,11 @@ fn weighted_pick(model: &ModelParams, candidates: &[usize]) -> Option<usize> {
     None
 }
 
-fn two_choices<'r>(model: &ModelParams, candidates: &[usize], entry: &dyn Fn(&str) -> Option<&'r UpstreamEntry>) -> Option<usize> {
+fn two_choices<'r>(
+    model: &ModelParams,
+    candidates: &[usize],
+    entry: &dyn Fn(&str) -> Option<&'r UpstreamEntry>,
+) -> Option<usize> {
     let mut rng = rand::thread_rng();
     let a = candidates[rng.gen_range(0..candidates.len())];
     let mut b = candidates[rng.gen_range(0..candidates.len() - 1)];

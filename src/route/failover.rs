@@ -28,7 +28,12 @@ pub struct Incoming {
 }
 
 /// Serves a request for `model`, whose upstream name for untargeted models is `passed_name`.
-pub async fn serve(runtime: &Runtime, model: &ModelParams, passed_name: &str, incoming: Incoming) -> Result<Response<Body>, RelayError> {
+pub async fn serve(
+    runtime: &Runtime,
+    model: &ModelParams,
+    passed_name: &str,
+    incoming: Incoming,
+) -> Result<Response<Body>, RelayError> {
     let model_label = model.pattern.as_written();
     let order = balance::order(model, runtime);
     let mut last_error: Option<RelayError> = None;
@@ -62,7 +67,9 @@ pub async fn serve(runtime: &Runtime, model: &ModelParams, passed_name: &str, in
             }
         }
     }
-    let error = last_error.unwrap_or_else(|| RelayError::new(ErrorCode::UpstreamDisabled, format!("model {model_label:?} has no usable target")));
+    let error = last_error.unwrap_or_else(|| {
+        RelayError::new(ErrorCode::UpstreamDisabled, format!("model {model_label:?} has no usable target"))
+    });
     Err(with_attempts(error, &incoming.record))
 }
 
@@ -110,6 +117,7 @@ async fn attempt_target(
         keepalive: runtime.config.server.keepalive_interval,
         deadline: Instant::from_std(incoming.record.started()) + timeouts.total,
     };
-    let policy = AttemptPolicy::new(&params.retry, entry.budget.clone(), entry.upstream.name(), runtime.metrics.clone());
+    let policy =
+        AttemptPolicy::new(&params.retry, entry.budget.clone(), entry.upstream.name(), runtime.metrics.clone());
     tower::retry::Retry::new(policy, entry.balanced(runtime.metrics.clone())).oneshot(call).await
 }

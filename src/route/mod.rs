@@ -127,9 +127,16 @@ fn spawn_checker(entry: &UpstreamEntry, metrics: Arc<Metrics>) -> Option<tokio::
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let outcome = upstream.check_health(&check.path, check.expect_status, check.interval.max(Duration::from_secs(1))).await;
+            let outcome = upstream
+                .check_health(&check.path, check.expect_status, check.interval.max(Duration::from_secs(1)))
+                .await;
             if let Err(error) = &outcome {
-                tracing::debug!(upstream = upstream.name(), code = error.code.as_str(), "active health check failed: {}", error.message);
+                tracing::debug!(
+                    upstream = upstream.name(),
+                    code = error.code.as_str(),
+                    "active health check failed: {}",
+                    error.message
+                );
             }
             health.observe(outcome.as_ref().map(|_| ()), &metrics);
         }
@@ -220,7 +227,9 @@ where
             match (request.method(), path.as_str()) {
                 (&Method::POST, "/v1/chat/completions") => chat(runtime, request).await,
                 (&Method::GET, "/v1/models") => Ok(models(&runtime, &request)),
-                (&Method::GET, p) if p.starts_with("/v1/models/") => model(&runtime, &request, &p["/v1/models/".len()..]),
+                (&Method::GET, p) if p.starts_with("/v1/models/") => {
+                    model(&runtime, &request, &p["/v1/models/".len()..])
+                }
                 (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "status": "ok" }))),
                 (&Method::GET, "/readyz") => Ok(readyz(&runtime)),
                 (&Method::GET, "/metrics") => Ok(metrics(&runtime)),
@@ -260,23 +269,25 @@ where
     B::Error: std::fmt::Display,
 {
     let (parts, body) = request.into_parts();
-    let record = parts
-        .extensions
-        .get::<Arc<RequestRecord>>()
-        .cloned()
-        .unwrap_or_else(|| RequestRecord::start(runtime.metrics.clone(), String::new(), "POST", "/v1/chat/completions"));
+    let record = parts.extensions.get::<Arc<RequestRecord>>().cloned().unwrap_or_else(|| {
+        RequestRecord::start(runtime.metrics.clone(), String::new(), "POST", "/v1/chat/completions")
+    });
     let body = collect_limited(body, runtime.config.server.max_body_bytes).await.map_err(|error| match error {
         CollectError::TooLarge { limit } => RelayError::new(
             ErrorCode::BodyTooLarge,
             format!("request body exceeds server.max_body_bytes ({limit} bytes)"),
         ),
-        CollectError::Read(e) => RelayError::new(ErrorCode::InvalidRequest, format!("reading the request body failed: {e}")),
+        CollectError::Read(e) => {
+            RelayError::new(ErrorCode::InvalidRequest, format!("reading the request body failed: {e}"))
+        }
     })?;
-    let peek: Peek<'_> = serde_json::from_slice(&body)
-        .map_err(|e| RelayError::new(ErrorCode::InvalidJson, format!("the request body is not a valid JSON object: {e}")))?;
-    let requested = peek.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| {
-        RelayError::new(ErrorCode::InvalidRequest, "the request has no `model`").with_param("model")
+    let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
+        RelayError::new(ErrorCode::InvalidJson, format!("the request body is not a valid JSON object: {e}"))
     })?;
+    let requested =
+        peek.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| {
+            RelayError::new(ErrorCode::InvalidRequest, "the request has no `model`").with_param("model")
+        })?;
     let Some(resolved) = runtime.table.resolve(requested) else {
         let close = runtime.table.close_names(requested);
         let hint = if close.is_empty() {
@@ -284,7 +295,11 @@ where
         } else {
             format!("did you mean: {}?", close.join(", "))
         };
-        return Err(RelayError::new(ErrorCode::ModelNotFound, format!("model {requested:?} is not served here; {hint}")).with_param("model"));
+        return Err(RelayError::new(
+            ErrorCode::ModelNotFound,
+            format!("model {requested:?} is not served here; {hint}"),
+        )
+        .with_param("model"));
     };
     if let Some(principal) = parts.extensions.get::<Principal>() {
         if !principal.may_use(requested) {
@@ -332,7 +347,10 @@ fn model<B>(runtime: &Runtime, request: &Request<B>, id: &str) -> Result<Respons
     let allowed = request.extensions().get::<Principal>().is_none_or(|p| p.may_use(id));
     match runtime.table.resolve(id) {
         Some(_) if allowed => Ok(json_response(StatusCode::OK, model_object(id))),
-        _ => Err(RelayError::new(ErrorCode::ModelNotFound, format!("model {id:?} is not served here")).with_param("model")),
+        _ => {
+            Err(RelayError::new(ErrorCode::ModelNotFound, format!("model {id:?} is not served here"))
+                .with_param("model"))
+        }
     }
 }
 
@@ -347,10 +365,8 @@ fn readyz(runtime: &Runtime) -> Response<Body> {
         upstreams.insert(name.clone(), json!({ "state": state, "dialect": entry.upstream.params().dialect.as_str() }));
     }
     for (name, problem) in &runtime.config.disabled {
-        upstreams.insert(
-            name.clone(),
-            json!({ "state": "disabled", "reason": problem.message, "fix": problem.suggestion }),
-        );
+        upstreams
+            .insert(name.clone(), json!({ "state": "disabled", "reason": problem.message, "fix": problem.suggestion }));
     }
     let usable = runtime.config.usable_upstreams();
     let (status, word) = match (usable, runtime.config.disabled.is_empty()) {

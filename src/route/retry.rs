@@ -48,8 +48,13 @@ impl AttemptPolicy {
         let max = params.backoff_max.max(min).max(Duration::from_millis(1));
         let backoff = ExponentialBackoffMaker::new(min, max, 1.0, HasherRng::default())
             .unwrap_or_else(|_| {
-                ExponentialBackoffMaker::new(Duration::from_millis(100), Duration::from_secs(5), 1.0, HasherRng::default())
-                    .unwrap_or_else(|e| unreachable!("constant backoff settings are valid: {e}"))
+                ExponentialBackoffMaker::new(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    1.0,
+                    HasherRng::default(),
+                )
+                .unwrap_or_else(|e| unreachable!("constant backoff settings are valid: {e}"))
             })
             .make_backoff();
         AttemptPolicy {

@@ -44,7 +44,8 @@ impl RouteTable {
     /// Configured names close to `requested`, for the 404 message.
     pub fn close_names(&self, requested: &str) -> Vec<String> {
         let names: Vec<String> = self.models.iter().map(|m| m.pattern.as_written()).collect();
-        let mut close: Vec<String> = did_you_mean(requested, names.iter().map(String::as_str)).into_iter().map(str::to_owned).collect();
+        let mut close: Vec<String> =
+            did_you_mean(requested, names.iter().map(String::as_str)).into_iter().map(str::to_owned).collect();
         for name in &names {
             let stem = name.trim_end_matches('*');
             if !close.contains(name) && (requested.contains(stem.trim_end_matches('/')) || stem.contains(requested)) {
@@ -77,7 +78,10 @@ mod tests {
             model(ModelPattern::Exact("openai/special".into())),
             model(ModelPattern::Prefix("openai/mini/".into())),
         ]);
-        assert_eq!(table.resolve("openai/special").unwrap().model.pattern, ModelPattern::Exact("openai/special".into()));
+        assert_eq!(
+            table.resolve("openai/special").unwrap().model.pattern,
+            ModelPattern::Exact("openai/special".into())
+        );
         let mini = table.resolve("openai/mini/x").unwrap();
         assert_eq!((mini.model.pattern.as_written().as_str(), mini.passed_name), ("openai/mini/*", "x"));
         assert_eq!(table.resolve("openai/gpt-4o").unwrap().passed_name, "gpt-4o");

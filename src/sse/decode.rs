@@ -22,17 +22,16 @@ impl Event {
     }
 
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.raw
-            .split(|b| *b == b'\n' || *b == b'\r')
-            .filter(|line| !line.is_empty() && line[0] != b':')
-            .map(|line| match memchr::memchr(b':', line) {
+        self.raw.split(|b| *b == b'\n' || *b == b'\r').filter(|line| !line.is_empty() && line[0] != b':').map(|line| {
+            match memchr::memchr(b':', line) {
                 Some(colon) => {
                     let value = &line[colon + 1..];
                     let value = value.strip_prefix(b" ").unwrap_or(value);
                     (&line[..colon], value)
                 }
                 None => (line, &b""[..]),
-            })
+            }
+        })
     }
 
     /// The `event:` field, if any.

@@ -30,10 +30,7 @@ impl Default for LineDecoder {
 impl LineDecoder {
     /// A decoder that refuses lines longer than `max_line_bytes`.
     pub fn new(max_line_bytes: usize) -> Self {
-        LineDecoder {
-            pending: BytesMut::new(),
-            max_line_bytes,
-        }
+        LineDecoder { pending: BytesMut::new(), max_line_bytes }
     }
 
     /// Feeds one read; appends every non-blank line it completes (without its line ending).
@@ -101,9 +98,7 @@ mod tests {
         let mut decoder = LineDecoder::default();
         let mut out = Vec::new();
         for part in parts {
-            decoder
-                .push(Bytes::copy_from_slice(part), &mut out)
-                .unwrap();
+            decoder.push(Bytes::copy_from_slice(part), &mut out).unwrap();
         }
         out.extend(decoder.finish());
         out
@@ -112,32 +107,19 @@ mod tests {
     #[test]
     fn splits_lf_and_crlf_lines_and_skips_blank_ones() {
         let lines = decode_all(&[b"{\"a\":1}\n\r\n{\"b\":2}\r\n\n  \n{\"c\":3}"]);
-        assert_eq!(
-            lines,
-            vec![
-                Bytes::from("{\"a\":1}"),
-                Bytes::from("{\"b\":2}"),
-                Bytes::from("{\"c\":3}")
-            ]
-        );
+        assert_eq!(lines, vec![Bytes::from("{\"a\":1}"), Bytes::from("{\"b\":2}"), Bytes::from("{\"c\":3}")]);
     }
 
     #[test]
     fn joins_a_line_split_across_reads_including_a_split_crlf() {
         let lines = decode_all(&[b"{\"a\"", b":1}\r", b"\n{\"b\":", b"2}\n"]);
-        assert_eq!(
-            lines,
-            vec![Bytes::from("{\"a\":1}"), Bytes::from("{\"b\":2}")]
-        );
+        assert_eq!(lines, vec![Bytes::from("{\"a\":1}"), Bytes::from("{\"b\":2}")]);
     }
 
     #[test]
     fn refuses_an_endless_line() {
         let mut decoder = LineDecoder::new(4);
-        assert_eq!(
-            decoder.push(Bytes::from_static(b"0123456789"), &mut Vec::new()),
-            Err(LineError::LineTooLong(4))
-        );
+        assert_eq!(decoder.push(Bytes::from_static(b"0123456789"), &mut Vec::new()), Err(LineError::LineTooLong(4)));
     }
 
     proptest! {

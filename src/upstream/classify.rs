@@ -28,8 +28,13 @@ pub fn transport_error(error: &(dyn StdError + 'static)) -> RelayError {
 }
 
 /// rustls's errors reach here through hyper-rustls boxed as text; these are their messages.
-const TLS_MARKERS: &[&str] =
-    &["received corrupt message", "invalid peer certificate", "peer is incompatible", "HandshakeFailure", "received fatal alert"];
+const TLS_MARKERS: &[&str] = &[
+    "received corrupt message",
+    "invalid peer certificate",
+    "peer is incompatible",
+    "HandshakeFailure",
+    "received fatal alert",
+];
 
 fn transport_code(error: &(dyn StdError + 'static)) -> ErrorCode {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
@@ -83,7 +88,9 @@ fn describe_chain(error: &(dyn StdError + 'static)) -> String {
 
 /// `retry-after-ms` or `retry-after` (seconds or an HTTP date) from a response.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok()) {
+    if let Some(ms) =
+        headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+    {
         return Duration::try_from_secs_f64(ms / 1000.0).ok();
     }
     let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
@@ -162,9 +169,10 @@ pub fn is_retryable(error: &RelayError) -> bool {
 /// The `failover_on` class of an error.
 pub fn failover_class(error: &RelayError) -> &'static str {
     match error.code {
-        ErrorCode::UpstreamDns | ErrorCode::UpstreamConnectRefused | ErrorCode::UpstreamTls | ErrorCode::UpstreamProxy => {
-            "connect"
-        }
+        ErrorCode::UpstreamDns
+        | ErrorCode::UpstreamConnectRefused
+        | ErrorCode::UpstreamTls
+        | ErrorCode::UpstreamProxy => "connect",
         ErrorCode::UpstreamConnectTimeout
         | ErrorCode::UpstreamTimeoutFirstByte
         | ErrorCode::UpstreamTimeoutIdle

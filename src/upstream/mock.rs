@@ -32,7 +32,9 @@ pub(super) fn respond(body: &Bytes, created: u64) -> Response<UpstreamBody> {
     } else {
         (
             "application/json",
-            Full::new(reply.completion(&id, created, &model)).map_err(|never: Infallible| match never {}).boxed_unsync(),
+            Full::new(reply.completion(&id, created, &model))
+                .map_err(|never: Infallible| match never {})
+                .boxed_unsync(),
         )
     };
     let mut response = Response::new(body);

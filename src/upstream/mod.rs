@@ -6,8 +6,8 @@ pub mod client;
 pub mod headers;
 mod mock;
 pub mod proxy;
-pub mod stream;
 pub mod sigv4;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,7 +87,9 @@ impl Upstream {
 
     /// Whether the settings that shape connections are unchanged (so a reload keeps the pool).
     pub fn same_transport(&self, other: &UpstreamParams) -> bool {
-        self.params.tls == other.tls && self.params.timeouts.connect == other.timeouts.connect && self.params.proxy == other.proxy
+        self.params.tls == other.tls
+            && self.params.timeouts.connect == other.timeouts.connect
+            && self.params.proxy == other.proxy
     }
 
     /// One active health check: `GET {base_url}{path}` must answer `expect_status`.
@@ -97,7 +99,12 @@ impl Upstream {
         let request = self.build_request(&call, &HeaderMap::new())?;
         let response = tokio::time::timeout(timeout, client.request(request))
             .await
-            .map_err(|_| RelayError::new(ErrorCode::UpstreamTimeoutFirstByte, format!("health check timed out after {timeout:?}")))?
+            .map_err(|_| {
+                RelayError::new(
+                    ErrorCode::UpstreamTimeoutFirstByte,
+                    format!("health check timed out after {timeout:?}"),
+                )
+            })?
             .map_err(|error| classify::transport_error(&error))?;
         let status = response.status();
         let _ = tokio::time::timeout(timeout, collect_limited(response.into_body(), ERROR_BODY_LIMIT)).await;
@@ -148,7 +155,11 @@ impl Upstream {
         result.map_err(|error| error.with_upstream(name))
     }
 
-    fn build_request(&self, call: &UpstreamCall, client_headers: &HeaderMap) -> Result<Request<Full<Bytes>>, RelayError> {
+    fn build_request(
+        &self,
+        call: &UpstreamCall,
+        client_headers: &HeaderMap,
+    ) -> Result<Request<Full<Bytes>>, RelayError> {
         let base = self.params.base_url.as_ref().map(Uri::to_string).unwrap_or_default();
         let url = format!("{}{}", base.trim_end_matches('/'), call.path_and_query);
         let uri: Uri = url
@@ -169,9 +180,11 @@ impl Upstream {
     }
 
     fn sign(&self, request: &mut Request<Bytes>) -> Result<(), RelayError> {
-        let unsigned = |why: String| RelayError::new(ErrorCode::UpstreamDisabled, format!("cannot sign the request: {why}"));
+        let unsigned =
+            |why: String| RelayError::new(ErrorCode::UpstreamDisabled, format!("cannot sign the request: {why}"));
         let aws = self.params.aws.as_ref().ok_or_else(|| unsigned("no AWS credentials configured".into()))?;
-        let region = self.params.dialect_options.region.as_deref().ok_or_else(|| unsigned("no region configured".into()))?;
+        let region =
+            self.params.dialect_options.region.as_deref().ok_or_else(|| unsigned("no region configured".into()))?;
         let credentials = sigv4::AwsCredentials {
             access_key_id: aws.access_key_id.expose().to_owned(),
             secret_access_key: aws.secret_access_key.expose().to_owned(),
@@ -209,7 +222,10 @@ impl Upstream {
         let first_byte_deadline = (started + call.timeouts.first_byte).min(call.deadline);
         let first_byte_error = || {
             if first_byte_deadline >= call.deadline && call.deadline <= Instant::now() {
-                RelayError::new(ErrorCode::UpstreamTimeoutTotal, "the request's total time limit reached before the first byte")
+                RelayError::new(
+                    ErrorCode::UpstreamTimeoutTotal,
+                    "the request's total time limit reached before the first byte",
+                )
             } else {
                 RelayError::new(
                     ErrorCode::UpstreamTimeoutFirstByte,
@@ -243,7 +259,8 @@ impl Upstream {
         if upstream_call.stream && !chat.stream {
             // An upstream that only streams, serving a client that asked for one completion.
             let translator = self.dialect.stream_translator(&ResponseContext { client_wants_usage: true, ..ctx });
-            let aggregated = stream::aggregate(body, translator, first_byte_deadline, call.timeouts.idle, call.deadline).await?;
+            let aggregated =
+                stream::aggregate(body, translator, first_byte_deadline, call.timeouts.idle, call.deadline).await?;
             if let Some(usage) = aggregated.usage {
                 call.record.set_usage(usage);
             }
@@ -272,8 +289,15 @@ impl Upstream {
 
         let body = tokio::time::timeout_at(call.deadline, collect_limited(body, RESPONSE_BODY_LIMIT))
             .await
-            .map_err(|_| RelayError::new(ErrorCode::UpstreamTimeoutTotal, "the request's total time limit reached while reading the response"))?
-            .map_err(|e| RelayError::new(ErrorCode::UpstreamReset, format!("reading the upstream response failed: {e}")))?;
+            .map_err(|_| {
+                RelayError::new(
+                    ErrorCode::UpstreamTimeoutTotal,
+                    "the request's total time limit reached while reading the response",
+                )
+            })?
+            .map_err(|e| {
+                RelayError::new(ErrorCode::UpstreamReset, format!("reading the upstream response failed: {e}"))
+            })?;
         let translated = self.dialect.translate_response(body, &ctx)?;
         if let Some(usage) = translated.usage {
             call.record.set_usage(usage);

@@ -45,9 +45,7 @@ pub struct ProxyRules {
 impl fmt::Debug for ProxyRules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Matcher's own Debug leaves credentials out.
-        f.debug_struct("ProxyRules")
-            .field("matcher", &self.matcher)
-            .finish()
+        f.debug_struct("ProxyRules").field("matcher", &self.matcher).finish()
     }
 }
 
@@ -57,16 +55,11 @@ impl ProxyRules {
     pub fn resolve(configured: Option<&Uri>, env: &dyn Fn(&str) -> Option<String>) -> Self {
         if let Some(proxy) = configured {
             let matcher = Matcher::builder().all(proxy.to_string()).build();
-            return ProxyRules {
-                matcher: Some(Arc::new(matcher)),
-            };
+            return ProxyRules { matcher: Some(Arc::new(matcher)) };
         }
         let first = |names: [&str; 2], is_url: bool| -> String {
             for name in names {
-                if let Some(value) = env(name)
-                    .map(|v| v.trim().to_owned())
-                    .filter(|v| !v.is_empty())
-                {
+                if let Some(value) = env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
                     if is_url && value.parse::<Uri>().is_err() {
                         // The value may hold credentials, so only the variable is named.
                         tracing::warn!("{name} is not a URL; it is ignored");
@@ -85,15 +78,8 @@ impl ProxyRules {
         if all.is_empty() && http.is_empty() && https.is_empty() {
             return ProxyRules::default();
         }
-        let matcher = Matcher::builder()
-            .all(all)
-            .http(http)
-            .https(https)
-            .no(no)
-            .build();
-        ProxyRules {
-            matcher: Some(Arc::new(matcher)),
-        }
+        let matcher = Matcher::builder().all(all).http(http).https(https).no(no).build();
+        ProxyRules { matcher: Some(Arc::new(matcher)) }
     }
 
     /// The proxy to use toward `dst`, if any.
@@ -105,11 +91,7 @@ impl ProxyRules {
             uri.scheme_str().unwrap_or("http"),
             uri.authority().map(|a| a.as_str()).unwrap_or_default()
         );
-        Some(ProxyTarget {
-            uri: uri.clone(),
-            auth: intercept.basic_auth().cloned(),
-            shown,
-        })
+        Some(ProxyTarget { uri: uri.clone(), auth: intercept.basic_auth().cloned(), shown })
     }
 }
 
@@ -125,10 +107,7 @@ pub struct ProxyTarget {
 
 impl fmt::Debug for ProxyTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProxyTarget")
-            .field("proxy", &self.shown)
-            .field("auth", &self.auth.is_some())
-            .finish()
+        f.debug_struct("ProxyTarget").field("proxy", &self.shown).field("auth", &self.auth.is_some()).finish()
     }
 }
 
@@ -140,13 +119,7 @@ impl ProxyTarget {
 
     /// Host and port to open the TCP connection to.
     pub fn host_port(&self) -> (String, u16) {
-        let host = self
-            .uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = self.uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = self.uri.port_u16().unwrap_or(match self.uri.scheme_str() {
             Some("https") => 443,
             _ => 80,
@@ -168,10 +141,7 @@ impl ProxyTarget {
     }
 
     fn error(&self, failure: ProxyFailure) -> ProxyError {
-        ProxyError {
-            proxy: self.shown.clone(),
-            failure,
-        }
+        ProxyError { proxy: self.shown.clone(), failure }
     }
 
     /// Opens a CONNECT tunnel to `dst` (its host and port, 443 for https and 80 for http when
@@ -181,18 +151,9 @@ impl ProxyTarget {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         self.check_scheme()?;
-        let host = dst.host().ok_or_else(|| {
-            self.error(ProxyFailure::Handshake(
-                "the destination has no host".into(),
-            ))
-        })?;
-        let port = dst
-            .port_u16()
-            .unwrap_or(if dst.scheme_str() == Some("http") {
-                80
-            } else {
-                443
-            });
+        let host =
+            dst.host().ok_or_else(|| self.error(ProxyFailure::Handshake("the destination has no host".into())))?;
+        let port = dst.port_u16().unwrap_or(if dst.scheme_str() == Some("http") { 80 } else { 443 });
         let target = format!("{host}:{port}");
         let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
         if let Some(auth) = &self.auth {
@@ -201,9 +162,7 @@ impl ProxyTarget {
             head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
-        let io = |e: std::io::Error| {
-            self.error(ProxyFailure::Handshake(format!("CONNECT {target}: {e}")))
-        };
+        let io = |e: std::io::Error| self.error(ProxyFailure::Handshake(format!("CONNECT {target}: {e}")));
         stream.write_all(&head).await.map_err(io)?;
         stream.flush().await.map_err(io)?;
 
@@ -221,19 +180,14 @@ impl ProxyTarget {
                 break at + 4;
             }
             if response.len() > MAX_RESPONSE_HEAD {
-                return Err(self.error(ProxyFailure::Handshake(format!(
-                    "no end to the answer to CONNECT {target}"
-                ))));
+                return Err(self.error(ProxyFailure::Handshake(format!("no end to the answer to CONNECT {target}"))));
             }
         };
         let status_line = response.split(|b| *b == b'\n').next().unwrap_or_default();
         let status_line = String::from_utf8_lossy(status_line).trim().to_owned();
         let mut words = status_line.splitn(3, ' ');
-        let (version, code, reason) = (
-            words.next().unwrap_or(""),
-            words.next().unwrap_or(""),
-            words.next().unwrap_or(""),
-        );
+        let (version, code, reason) =
+            (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
         let status = match code.parse::<u16>() {
             Ok(status) if version.starts_with("HTTP/") => status,
             _ => {
@@ -244,18 +198,14 @@ impl ProxyTarget {
             }
         };
         if !(200..300).contains(&status) {
-            return Err(self.error(ProxyFailure::Status {
-                status,
-                reason: reason.to_owned(),
-                target,
-            }));
+            return Err(self.error(ProxyFailure::Status { status, reason: reason.to_owned(), target }));
         }
         if response.len() > end {
             // Nothing may come before the client speaks (TLS ClientHello or the HTTP request);
             // bytes here would be lost to the protocol on top, so the tunnel is not usable.
-            return Err(self.error(ProxyFailure::Handshake(format!(
-                "the proxy sent data after accepting CONNECT {target}"
-            ))));
+            return Err(
+                self.error(ProxyFailure::Handshake(format!("the proxy sent data after accepting CONNECT {target}")))
+            );
         }
         Ok(())
     }
@@ -267,11 +217,7 @@ pub enum ProxyFailure {
     /// The TCP connection to the proxy failed (refused, unresolvable, ...).
     Connect(BoxError),
     /// The proxy answered CONNECT with a non-2xx status.
-    Status {
-        status: u16,
-        reason: String,
-        target: String,
-    },
+    Status { status: u16, reason: String, target: String },
     /// The proxy broke the CONNECT exchange.
     Handshake(String),
     /// The proxy URL's scheme is not `http`.
@@ -363,11 +309,7 @@ impl tower::Service<Uri> for ProxyConnector {
             let (host, port) = proxy.host_port();
             let proxy_uri = Uri::builder()
                 .scheme("http")
-                .authority(if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                })
+                .authority(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
                 .path_and_query("/")
                 .build()
                 .map_err(|e| proxy.error(ProxyFailure::Handshake(format!("proxy address: {e}"))))?;
@@ -386,12 +328,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
     }
 
     fn dst(url: &str) -> Uri {
@@ -401,9 +338,7 @@ mod tests {
     #[test]
     fn no_variables_no_proxy() {
         let rules = ProxyRules::resolve(None, &env(&[]));
-        assert!(rules
-            .for_destination(&dst("https://api.example.com/v1"))
-            .is_none());
+        assert!(rules.for_destination(&dst("https://api.example.com/v1")).is_none());
     }
 
     #[test]
@@ -416,44 +351,17 @@ mod tests {
                 ("no_proxy", "internal.example, 10.0.0.0/8"),
             ]),
         );
-        assert_eq!(
-            rules
-                .for_destination(&dst("https://api.example.com/v1"))
-                .unwrap()
-                .display(),
-            "http://secure:3128"
-        );
-        assert_eq!(
-            rules
-                .for_destination(&dst("http://api.example.com/v1"))
-                .unwrap()
-                .display(),
-            "http://plain:8080"
-        );
-        assert!(rules
-            .for_destination(&dst("https://llm.internal.example/v1"))
-            .is_none());
-        assert!(rules
-            .for_destination(&dst("http://10.1.2.3:8000/v1"))
-            .is_none());
+        assert_eq!(rules.for_destination(&dst("https://api.example.com/v1")).unwrap().display(), "http://secure:3128");
+        assert_eq!(rules.for_destination(&dst("http://api.example.com/v1")).unwrap().display(), "http://plain:8080");
+        assert!(rules.for_destination(&dst("https://llm.internal.example/v1")).is_none());
+        assert!(rules.for_destination(&dst("http://10.1.2.3:8000/v1")).is_none());
     }
 
     #[test]
     fn upper_case_wins_over_lower_case() {
-        let rules = ProxyRules::resolve(
-            None,
-            &env(&[
-                ("HTTPS_PROXY", "http://upper:1"),
-                ("https_proxy", "http://lower:2"),
-            ]),
-        );
-        assert_eq!(
-            rules
-                .for_destination(&dst("https://x.example"))
-                .unwrap()
-                .display(),
-            "http://upper:1"
-        );
+        let rules =
+            ProxyRules::resolve(None, &env(&[("HTTPS_PROXY", "http://upper:1"), ("https_proxy", "http://lower:2")]));
+        assert_eq!(rules.for_destination(&dst("https://x.example")).unwrap().display(), "http://upper:1");
     }
 
     #[test]
@@ -475,41 +383,22 @@ mod tests {
     #[tokio::test]
     async fn connect_is_sent_and_a_refusal_names_proxy_and_status() {
         let configured: Uri = "http://u:secret@127.0.0.1:9".parse().unwrap();
-        let target = ProxyRules::resolve(Some(&configured), &env(&[]))
-            .for_destination(&dst("http://up.example/v1"))
-            .unwrap();
+        let target =
+            ProxyRules::resolve(Some(&configured), &env(&[])).for_destination(&dst("http://up.example/v1")).unwrap();
         let (mut ours, mut theirs) = tokio::io::duplex(4096);
         let proxy = tokio::spawn(async move {
             let mut seen = vec![0u8; 1024];
             let read = theirs.read(&mut seen).await.unwrap();
-            theirs
-                .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
-                .await
-                .unwrap();
+            theirs.write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n").await.unwrap();
             String::from_utf8_lossy(&seen[..read]).into_owned()
         });
-        let error = target
-            .tunnel(&mut ours, &dst("http://up.example/v1"))
-            .await
-            .unwrap_err();
+        let error = target.tunnel(&mut ours, &dst("http://up.example/v1")).await.unwrap_err();
         let request = proxy.await.unwrap();
-        assert!(
-            request.starts_with("CONNECT up.example:80 HTTP/1.1\r\nHost: up.example:80\r\n"),
-            "{request}"
-        );
-        assert!(
-            request.contains("Proxy-Authorization: Basic dTpzZWNyZXQ=\r\n"),
-            "{request}"
-        );
-        assert!(matches!(
-            error.failure(),
-            ProxyFailure::Status { status: 403, .. }
-        ));
+        assert!(request.starts_with("CONNECT up.example:80 HTTP/1.1\r\nHost: up.example:80\r\n"), "{request}");
+        assert!(request.contains("Proxy-Authorization: Basic dTpzZWNyZXQ=\r\n"), "{request}");
+        assert!(matches!(error.failure(), ProxyFailure::Status { status: 403, .. }));
         let text = error.to_string();
-        assert!(
-            text.contains("http://127.0.0.1:9") && text.contains("403 Forbidden"),
-            "{text}"
-        );
+        assert!(text.contains("http://127.0.0.1:9") && text.contains("403 Forbidden"), "{text}");
         assert!(!text.contains("secret"));
     }
 
@@ -519,17 +408,9 @@ mod tests {
             .for_destination(&dst("https://up.example"))
             .unwrap();
         let (mut ours, _theirs) = tokio::io::duplex(64);
-        let error = target
-            .tunnel(&mut ours, &dst("https://up.example"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error.failure(), ProxyFailure::Unsupported(scheme) if scheme == "socks5h")
-        );
-        assert!(
-            error.to_string().contains("only http:// proxies"),
-            "{error}"
-        );
+        let error = target.tunnel(&mut ours, &dst("https://up.example")).await.unwrap_err();
+        assert!(matches!(error.failure(), ProxyFailure::Unsupported(scheme) if scheme == "socks5h"));
+        assert!(error.to_string().contains("only http:// proxies"), "{error}");
     }
 
     #[tokio::test]
@@ -541,14 +422,9 @@ mod tests {
         tokio::spawn(async move {
             let mut seen = vec![0u8; 1024];
             let _ = theirs.read(&mut seen).await;
-            let _ = theirs
-                .write_all(b"HTTP/1.0 200 Connection established\r\n\r\n")
-                .await;
+            let _ = theirs.write_all(b"HTTP/1.0 200 Connection established\r\n\r\n").await;
             let _ = theirs.read(&mut seen).await;
         });
-        target
-            .tunnel(&mut ours, &dst("https://up.example"))
-            .await
-            .unwrap();
+        target.tunnel(&mut ours, &dst("https://up.example")).await.unwrap();
     }
 }

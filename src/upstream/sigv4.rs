@@ -11,9 +11,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign as sign_request, SignableBody, SignableRequest, SigningSettings,
-};
+use aws_sigv4::http_request::{sign as sign_request, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
@@ -34,10 +32,7 @@ impl fmt::Debug for AwsCredentials {
         f.debug_struct("AwsCredentials")
             .field("access_key_id", &"<redacted>")
             .field("secret_access_key", &"<redacted>")
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -76,12 +71,8 @@ pub fn sign(
         .map(|(name, value)| Ok((name.as_str(), value.to_str()?)))
         .collect::<Result<Vec<_>, http::header::ToStrError>>()?;
     let uri = request.uri().to_string();
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        uri,
-        headers.into_iter(),
-        SignableBody::Bytes(request.body()),
-    )?;
+    let signable =
+        SignableRequest::new(request.method().as_str(), uri, headers.into_iter(), SignableBody::Bytes(request.body()))?;
     let (instructions, _signature) = sign_request(signable, &params)?.into_parts();
     instructions.apply_to_request_http1x(request);
     // Keep the signature and the session token out of debug output and logs.
@@ -119,11 +110,7 @@ mod tests {
     }
 
     fn request(method: &str, uri: &str, body: &'static [u8]) -> http::Request<Bytes> {
-        http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Bytes::from_static(body))
-            .unwrap()
+        http::Request::builder().method(method).uri(uri).body(Bytes::from_static(body)).unwrap()
     }
 
     fn header(request: &http::Request<Bytes>, name: &str) -> String {
@@ -133,14 +120,7 @@ mod tests {
     #[test]
     fn matches_the_post_vanilla_test_vector() {
         let mut request = request("POST", "https://example.amazonaws.com/", b"");
-        sign(
-            &mut request,
-            &credentials(None),
-            "us-east-1",
-            "service",
-            vector_time(),
-        )
-        .unwrap();
+        sign(&mut request, &credentials(None), "us-east-1", "service", vector_time()).unwrap();
         assert_eq!(header(&request, "x-amz-date"), "20150830T123600Z");
         assert_eq!(
             header(&request, "authorization"),
@@ -155,14 +135,7 @@ mod tests {
     fn matches_the_get_vanilla_with_session_token_test_vector() {
         let token = "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267";
         let mut request = request("GET", "https://example.amazonaws.com/", b"");
-        sign(
-            &mut request,
-            &credentials(Some(token)),
-            "us-east-1",
-            "service",
-            vector_time(),
-        )
-        .unwrap();
+        sign(&mut request, &credentials(Some(token)), "us-east-1", "service", vector_time()).unwrap();
         assert_eq!(header(&request, "x-amz-security-token"), token);
         assert_eq!(
             header(&request, "authorization"),
@@ -183,14 +156,7 @@ mod tests {
                 .header("content-type", "application/json")
                 .body(Bytes::from_static(body))
                 .unwrap();
-            sign(
-                &mut request,
-                &credentials(None),
-                "us-east-1",
-                "bedrock",
-                vector_time(),
-            )
-            .unwrap();
+            sign(&mut request, &credentials(None), "us-east-1", "bedrock", vector_time()).unwrap();
             header(&request, "authorization")
         };
         let first = build(br#"{"messages":[]}"#);
@@ -208,22 +174,13 @@ mod tests {
     #[test]
     fn a_request_without_a_host_is_refused_not_a_panic() {
         let mut request = request("POST", "/model/x/converse", b"{}");
-        assert!(sign(
-            &mut request,
-            &credentials(None),
-            "us-east-1",
-            "bedrock",
-            vector_time()
-        )
-        .is_err());
+        assert!(sign(&mut request, &credentials(None), "us-east-1", "bedrock", vector_time()).is_err());
     }
 
     #[test]
     fn debug_output_hides_every_secret() {
         let shown = format!("{:?}", credentials(Some("token-value")));
-        assert!(
-            !shown.contains(KEY_ID) && !shown.contains(SECRET) && !shown.contains("token-value")
-        );
+        assert!(!shown.contains(KEY_ID) && !shown.contains(SECRET) && !shown.contains("token-value"));
         assert!(shown.contains("<redacted>"));
     }
 }

@@ -156,7 +156,9 @@ impl RelayStream {
                         }
                         let due = self.last_data + self.timing.idle;
                         if Instant::now() >= due {
-                            return Poll::Ready(Some(Err(self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle))));
+                            return Poll::Ready(Some(Err(
+                                self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle)
+                            )));
                         }
                         self.idle_timer.as_mut().reset(due);
                     }
@@ -245,13 +247,21 @@ pub async fn aggregate(
             Err(_) if accumulator.is_empty() => {
                 return Err(RelayError::new(ErrorCode::UpstreamTimeoutFirstByte, "no first event from the upstream"))
             }
-            Err(_) => return Err(RelayError::new(ErrorCode::UpstreamTimeoutIdle, format!("no data from the upstream for {idle:?}"))),
+            Err(_) => {
+                return Err(RelayError::new(
+                    ErrorCode::UpstreamTimeoutIdle,
+                    format!("no data from the upstream for {idle:?}"),
+                ))
+            }
             Ok(frame) => frame,
         };
         match frame {
             None => break,
             Some(Err(error)) => {
-                return Err(RelayError::new(ErrorCode::UpstreamReset, format!("the upstream connection failed mid-stream: {error}")))
+                return Err(RelayError::new(
+                    ErrorCode::UpstreamReset,
+                    format!("the upstream connection failed mid-stream: {error}"),
+                ))
             }
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else { continue };

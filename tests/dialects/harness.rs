@@ -18,9 +18,7 @@ use base64::Engine;
 use bytes::Bytes;
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
-use switchyard::dialect::{
-    self, ChatRequest, Dialect, DialectKind, DialectOptions, ResponseContext, Usage,
-};
+use switchyard::dialect::{self, ChatRequest, Dialect, DialectKind, DialectOptions, ResponseContext, Usage};
 use switchyard::error::RelayError;
 
 /// The dialects that pass the upstream's error body through instead of translating it.
@@ -101,12 +99,7 @@ impl Suite {
     pub fn check_loaded(&self, cases: &[Case]) {
         assert_eq!(cases.len(), self.cases, "cases in {:?}", self.dirs);
         for case in cases {
-            assert!(
-                self.dialects.contains(&case.dialect_name()),
-                "{}: dialect {:?}",
-                case.name,
-                case.dialect_name()
-            );
+            assert!(self.dialects.contains(&case.dialect_name()), "{}: dialect {:?}", case.name, case.dialect_name());
         }
     }
 }
@@ -121,21 +114,13 @@ pub struct Case {
 
 /// `shared/fixtures/upstream`, next to the repository.
 pub fn fixtures_root() -> PathBuf {
-    let root = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/upstream"
-    ));
-    assert!(
-        root.is_dir(),
-        "fixture directory {} is missing",
-        root.display()
-    );
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/upstream"));
+    assert!(root.is_dir(), "fixture directory {} is missing", root.display());
     root
 }
 
 fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
@@ -153,29 +138,16 @@ fn json_stems(dir: &Path) -> Vec<String> {
 /// named after it, and every case file is well-formed.
 fn load_dir(dir: &str) -> Vec<Case> {
     let fixture_dir = fixtures_root().join(dir);
-    let case_dir =
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dialects/cases")).join(dir);
+    let case_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dialects/cases")).join(dir);
     let fixtures = json_stems(&fixture_dir);
-    assert!(
-        !fixtures.is_empty(),
-        "no fixtures in {}",
-        fixture_dir.display()
-    );
-    assert_eq!(
-        json_stems(&case_dir),
-        fixtures,
-        "every fixture in {dir}/ needs exactly one case file"
-    );
+    assert!(!fixtures.is_empty(), "no fixtures in {}", fixture_dir.display());
+    assert_eq!(json_stems(&case_dir), fixtures, "every fixture in {dir}/ needs exactly one case file");
     fixtures
         .into_iter()
         .map(|stem| {
             let case = read_json(&case_dir.join(format!("{stem}.json")));
             let name = format!("{dir}/{stem}");
-            assert_eq!(
-                case["fixture"],
-                format!("{dir}/{stem}.json"),
-                "{name}: case file named after its fixture"
-            );
+            assert_eq!(case["fixture"], format!("{dir}/{stem}.json"), "{name}: case file named after its fixture");
             for key in ["dialect", "upstream_model"] {
                 assert!(case[key].is_string(), "{name}: case.{key}");
             }
@@ -185,11 +157,7 @@ fn load_dir(dir: &str) -> Vec<Case> {
                 "{name}: expected xor expected_error"
             );
             let fixture = read_json(&fixture_dir.join(format!("{stem}.json")));
-            Case {
-                name,
-                case,
-                fixture,
-            }
+            Case { name, case, fixture }
         })
         .collect()
 }
@@ -216,26 +184,17 @@ impl Case {
     }
 
     fn upstream_model(&self) -> String {
-        self.case["upstream_model"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.case["upstream_model"].as_str().unwrap_or_default().to_owned()
     }
 
     pub fn client_wants_usage(&self) -> bool {
-        self.openai_request()["stream_options"]["include_usage"]
-            .as_bool()
-            .unwrap_or(false)
+        self.openai_request()["stream_options"]["include_usage"].as_bool().unwrap_or(false)
     }
 
     /// The relay's view of the client's request.
     pub fn chat_request(&self) -> ChatRequest {
         let request = self.openai_request();
-        assert_eq!(
-            request["model"], "case-model",
-            "{}: openai_request.model",
-            self.name
-        );
+        assert_eq!(request["model"], "case-model", "{}: openai_request.model", self.name);
         ChatRequest {
             body: Bytes::from(request.to_string()),
             upstream_model: self.upstream_model(),
@@ -256,20 +215,16 @@ impl Case {
     }
 
     pub fn status(&self) -> u16 {
-        self.fixture["response"]["status"]
-            .as_u64()
-            .expect("response.status") as u16
+        self.fixture["response"]["status"].as_u64().expect("response.status") as u16
     }
 
     /// The recorded response body, byte-exact.
     pub fn response_body(&self) -> Bytes {
         let response = &self.fixture["response"];
         match (&response["body_base64"], &response["body"]) {
-            (Value::String(encoded), _) => Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .expect("base64 body"),
-            ),
+            (Value::String(encoded), _) => {
+                Bytes::from(base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64 body"))
+            }
             (_, Value::String(text)) => Bytes::from(text.clone()),
             (_, Value::Null) => panic!("{}: fixture has no response body", self.name),
             (_, other) => Bytes::from(serde_json::to_vec(other).unwrap()),
@@ -278,11 +233,8 @@ impl Case {
 
     /// Whether the recorded 2xx response is a stream (rather than one JSON body).
     pub fn is_stream(&self) -> bool {
-        let content_type = self.fixture["response"]["headers"]["content-type"]
-            .as_str()
-            .unwrap_or_default();
-        self.status() < 300
-            && (self.fixture["stream"] == true || content_type.contains("event-stream"))
+        let content_type = self.fixture["response"]["headers"]["content-type"].as_str().unwrap_or_default();
+        self.status() < 300 && (self.fixture["stream"] == true || content_type.contains("event-stream"))
     }
 
     fn passes_bodies_through(&self) -> bool {
@@ -296,18 +248,12 @@ pub fn assert_subset(expected: &Value, actual: &Value, path: &str) {
     match (expected, actual) {
         (Value::Object(expected), Value::Object(actual)) => {
             for (key, value) in expected {
-                let found = actual
-                    .get(key)
-                    .unwrap_or_else(|| panic!("{path}.{key} is missing"));
+                let found = actual.get(key).unwrap_or_else(|| panic!("{path}.{key} is missing"));
                 assert_subset(value, found, &format!("{path}.{key}"));
             }
         }
         (Value::Array(expected), Value::Array(actual)) => {
-            assert_eq!(
-                expected.len(),
-                actual.len(),
-                "{path}: array length differs: {actual:?}"
-            );
+            assert_eq!(expected.len(), actual.len(), "{path}: array length differs: {actual:?}");
             for (index, (expected, actual)) in expected.iter().zip(actual).enumerate() {
                 assert_subset(expected, actual, &format!("{path}[{index}]"));
             }
@@ -327,25 +273,18 @@ pub fn check_request(case: &Case) {
         .dialect()
         .translate_request(&case.chat_request())
         .unwrap_or_else(|e| panic!("{name}: request not translated: {e}"));
-    assert_eq!(
-        call.stream,
-        case.openai_request()["stream"].as_bool().unwrap_or(false),
-        "{name}: stream flag"
-    );
+    assert_eq!(call.stream, case.openai_request()["stream"].as_bool().unwrap_or(false), "{name}: stream flag");
     if let Some(path) = case.case.get("expected_path").and_then(Value::as_str) {
         assert_eq!(call.path_and_query, path, "{name}: upstream path");
     }
-    let sent: Value = serde_json::from_slice(&call.body)
-        .unwrap_or_else(|e| panic!("{name}: upstream body is not JSON: {e}"));
+    let sent: Value =
+        serde_json::from_slice(&call.body).unwrap_or_else(|e| panic!("{name}: upstream body is not JSON: {e}"));
     let Some(expect) = case.case.get("request_expect").filter(|e| !e.is_null()) else {
         return;
     };
     assert_subset(expect, &sent, &format!("{name}: request body"));
     let recorded = &case.fixture["request"];
-    let (path, query) = call
-        .path_and_query
-        .split_once('?')
-        .unwrap_or((&call.path_and_query, ""));
+    let (path, query) = call.path_and_query.split_once('?').unwrap_or((&call.path_and_query, ""));
     let recorded_path = recorded["path"].as_str().expect("recorded path");
     // Clients differ in what they percent-encode (`:` in Bedrock model ids).
     assert!(
@@ -354,10 +293,7 @@ pub fn check_request(case: &Case) {
     );
     let recorded_query = recorded["query"].as_str().unwrap_or_default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        assert!(
-            recorded_query.split('&').any(|p| p == pair),
-            "{name}: query {pair} not in {recorded_query}"
-        );
+        assert!(recorded_query.split('&').any(|p| p == pair), "{name}: query {pair} not in {recorded_query}");
     }
 }
 
@@ -426,19 +362,12 @@ pub fn read_completion(name: &str, body: &[u8]) -> ClientView {
                     .unwrap_or_else(|| panic!("{name}: tool call {pointer}"))
                     .to_owned()
             };
-            (
-                text("/id"),
-                text("/function/name"),
-                text("/function/arguments"),
-            )
+            (text("/id"), text("/function/name"), text("/function/arguments"))
         })
         .collect();
     ClientView {
         content: message["content"].clone(),
-        reasoning_content: message
-            .get("reasoning_content")
-            .cloned()
-            .unwrap_or(Value::Null),
+        reasoning_content: message.get("reasoning_content").cloned().unwrap_or(Value::Null),
         tool_calls,
         finish_reason: choice["finish_reason"].clone(),
         usage: completion.get("usage").cloned(),
@@ -470,44 +399,26 @@ pub fn read_stream(name: &str, events: &[Bytes], wants_usage: bool) -> ClientVie
             .strip_prefix("data: ")
             .and_then(|rest| rest.strip_suffix("\n\n"))
             .unwrap_or_else(|| panic!("{name}: not one complete SSE data event: {text:?}"));
-        assert!(
-            !payload.contains('\n'),
-            "{name}: multi-line event: {text:?}"
-        );
+        assert!(!payload.contains('\n'), "{name}: multi-line event: {text:?}");
         if payload == "[DONE]" {
             done = true;
             continue;
         }
         let chunk: Value = serde_json::from_str(payload).expect("chunk JSON");
         assert_eq!(chunk["object"], "chat.completion.chunk", "{name}");
-        let this = (
-            chunk["id"].clone(),
-            chunk["model"].clone(),
-            chunk["created"].clone(),
-        );
+        let this = (chunk["id"].clone(), chunk["model"].clone(), chunk["created"].clone());
         assert!(
-            this.0.as_str().is_some_and(|id| !id.is_empty())
-                && this.1.is_string()
-                && this.2.is_u64(),
+            this.0.as_str().is_some_and(|id| !id.is_empty()) && this.1.is_string() && this.2.is_u64(),
             "{name}: chunk identity {chunk}"
         );
         match &identity {
             None => identity = Some(this),
-            Some(first) => assert_eq!(
-                first, &this,
-                "{name}: every chunk has the same id, model, created"
-            ),
+            Some(first) => assert_eq!(first, &this, "{name}: every chunk has the same id, model, created"),
         }
         let choices = chunk["choices"].as_array().expect("choices");
         if choices.is_empty() {
-            assert!(
-                wants_usage,
-                "{name}: a usage chunk the client did not ask for"
-            );
-            assert!(
-                !view.finish_reason.is_null(),
-                "{name}: usage chunk before the finish chunk"
-            );
+            assert!(wants_usage, "{name}: a usage chunk the client did not ask for");
+            assert!(!view.finish_reason.is_null(), "{name}: usage chunk before the finish chunk");
             usage_chunks += 1;
             view.usage = Some(chunk["usage"].clone());
             continue;
@@ -516,10 +427,7 @@ pub fn read_stream(name: &str, events: &[Bytes], wants_usage: bool) -> ClientVie
         let choice = &choices[0];
         let delta = &choice["delta"];
         if !saw_role {
-            assert_eq!(
-                delta["role"], "assistant",
-                "{name}: the first delta carries the role"
-            );
+            assert_eq!(delta["role"], "assistant", "{name}: the first delta carries the role");
             saw_role = true;
         }
         if let Some(text) = delta["content"].as_str() {
@@ -530,10 +438,7 @@ pub fn read_stream(name: &str, events: &[Bytes], wants_usage: bool) -> ClientVie
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
             let index = call["index"].as_u64().expect("tool call index") as usize;
-            assert!(
-                index <= view.tool_calls.len(),
-                "{name}: tool call index {index} skips ahead"
-            );
+            assert!(index <= view.tool_calls.len(), "{name}: tool call index {index} skips ahead");
             if index == view.tool_calls.len() {
                 assert!(
                     call["id"].is_string() && call["function"]["name"].is_string(),
@@ -546,25 +451,16 @@ pub fn read_stream(name: &str, events: &[Bytes], wants_usage: bool) -> ClientVie
             if let Some(id) = call["id"].as_str() {
                 slot.0 = id.to_owned();
             }
-            slot.1
-                .push_str(call["function"]["name"].as_str().unwrap_or_default());
-            slot.2
-                .push_str(call["function"]["arguments"].as_str().unwrap_or_default());
+            slot.1.push_str(call["function"]["name"].as_str().unwrap_or_default());
+            slot.2.push_str(call["function"]["arguments"].as_str().unwrap_or_default());
         }
         if !choice["finish_reason"].is_null() {
-            assert!(
-                view.finish_reason.is_null(),
-                "{name}: a second finish chunk"
-            );
+            assert!(view.finish_reason.is_null(), "{name}: a second finish chunk");
             view.finish_reason = choice["finish_reason"].clone();
         }
     }
     assert!(done, "{name}: the stream ends with [DONE]");
-    assert_eq!(
-        usage_chunks,
-        usize::from(wants_usage),
-        "{name}: usage chunks"
-    );
+    assert_eq!(usage_chunks, usize::from(wants_usage), "{name}: usage chunks");
     view
 }
 
@@ -577,22 +473,15 @@ pub fn check_expected(case: &Case, view: &ClientView) {
         assert_eq!(&view.content, content, "{name}: content");
     }
     if let Some(reasoning) = expected.get("reasoning_content") {
-        assert_eq!(
-            &view.reasoning_content, reasoning,
-            "{name}: reasoning_content"
-        );
+        assert_eq!(&view.reasoning_content, reasoning, "{name}: reasoning_content");
     }
     match expected.get("tool_calls") {
         Some(calls) => {
             let calls = calls.as_array().expect("expected.tool_calls");
-            assert_eq!(
-                view.tool_calls.len(),
-                calls.len(),
-                "{name}: number of tool calls"
-            );
+            assert_eq!(view.tool_calls.len(), calls.len(), "{name}: number of tool calls");
             for (want, (id, function, arguments)) in calls.iter().zip(&view.tool_calls) {
-                let arguments: Value = serde_json::from_str(arguments)
-                    .unwrap_or_else(|e| panic!("{name}: arguments {arguments:?}: {e}"));
+                let arguments: Value =
+                    serde_json::from_str(arguments).unwrap_or_else(|e| panic!("{name}: arguments {arguments:?}: {e}"));
                 let have = json!({"id": id, "name": function, "arguments": arguments});
                 for (key, value) in want.as_object().expect("expected tool call") {
                     assert_eq!(&have[key], value, "{name}: tool call {key}");
@@ -605,20 +494,14 @@ pub fn check_expected(case: &Case, view: &ClientView) {
         assert_eq!(&view.finish_reason, finish, "{name}: finish_reason");
     }
     if let Some(usage) = expected.get("usage").filter(|u| !u.is_null()) {
-        let have = view
-            .usage
-            .as_ref()
-            .unwrap_or_else(|| panic!("{name}: no usage"));
+        let have = view.usage.as_ref().unwrap_or_else(|| panic!("{name}: no usage"));
         assert_subset(usage, have, &format!("{name}: usage"));
         for key in ["prompt_tokens", "completion_tokens"] {
             assert_eq!(have[key], usage[key], "{name}: usage.{key}");
         }
         assert_eq!(
             have["total_tokens"].as_u64(),
-            Some(
-                usage["prompt_tokens"].as_u64().unwrap_or(0)
-                    + usage["completion_tokens"].as_u64().unwrap_or(0)
-            ),
+            Some(usage["prompt_tokens"].as_u64().unwrap_or(0) + usage["completion_tokens"].as_u64().unwrap_or(0)),
             "{name}: usage.total_tokens"
         );
     }
@@ -627,33 +510,16 @@ pub fn check_expected(case: &Case, view: &ClientView) {
 /// Checks an error against `expected_error`.
 pub fn check_error(case: &Case, error: &RelayError) {
     let name = &case.name;
-    let expected = case
-        .case
-        .get("expected_error")
-        .unwrap_or_else(|| panic!("{name}: unexpected error {error}"));
-    assert_eq!(
-        Some(u64::from(error.status)),
-        expected["status"].as_u64(),
-        "{name}: status of {error}"
-    );
-    assert_eq!(
-        Some(error.code.as_str()),
-        expected["code"].as_str(),
-        "{name}: code of {error}"
-    );
+    let expected = case.case.get("expected_error").unwrap_or_else(|| panic!("{name}: unexpected error {error}"));
+    assert_eq!(Some(u64::from(error.status)), expected["status"].as_u64(), "{name}: status of {error}");
+    assert_eq!(Some(error.code.as_str()), expected["code"].as_str(), "{name}: code of {error}");
     assert!(!error.message.is_empty(), "{name}: error message");
     if !case.passes_bodies_through() {
-        assert!(
-            error.passthrough_body.is_none(),
-            "{name}: translated dialects answer in OpenAI shape"
-        );
-        let rendered: Value =
-            serde_json::from_slice(&error.to_response_body("req")).expect("error body");
+        assert!(error.passthrough_body.is_none(), "{name}: translated dialects answer in OpenAI shape");
+        let rendered: Value = serde_json::from_slice(&error.to_response_body("req")).expect("error body");
         assert_eq!(rendered["error"]["code"], expected["code"], "{name}");
     }
-    if error.code.as_str() == "upstream_rate_limited"
-        && case.response_body().windows(9).any(|w| w == b"RetryInfo")
-    {
+    if error.code.as_str() == "upstream_rate_limited" && case.response_body().windows(9).any(|w| w == b"RetryInfo") {
         assert!(error.retry_after.is_some(), "{name}: RetryInfo not read");
     }
 }
@@ -682,14 +548,9 @@ pub fn translate_stream(case: &Case, reads: &[Bytes], wants_usage: bool) -> Stre
 
 /// The relay error a failed stream ends with, or `None` when it succeeded.
 fn stream_error(case: &Case, body: &Bytes) -> Option<RelayError> {
-    let mut translator = case
-        .dialect()
-        .stream_translator(&case.context(case.client_wants_usage()));
+    let mut translator = case.dialect().stream_translator(&case.context(case.client_wants_usage()));
     let mut out = Vec::new();
-    translator
-        .feed(body.clone(), &mut out)
-        .and_then(|()| translator.finish(&mut out))
-        .err()
+    translator.feed(body.clone(), &mut out).and_then(|()| translator.finish(&mut out)).err()
 }
 
 /// Runs one case's response side: the error, the complete body, or the stream (read with and
@@ -703,8 +564,7 @@ pub fn check_response(case: &Case) {
         let error = if status >= 400 {
             dialect.translate_error(status, &body)
         } else if case.is_stream() {
-            stream_error(case, &body)
-                .unwrap_or_else(|| panic!("{name}: the stream should have failed"))
+            stream_error(case, &body).unwrap_or_else(|| panic!("{name}: the stream should have failed"))
         } else {
             dialect
                 .translate_response(body, &case.context(false))
@@ -718,15 +578,10 @@ pub fn check_response(case: &Case) {
     let expected_usage = case.case["expected"].get("usage").is_some();
     if case.is_stream() {
         for wants_usage in [true, false] {
-            let (events, result, usage) =
-                translate_stream(case, std::slice::from_ref(&body), wants_usage);
+            let (events, result, usage) = translate_stream(case, std::slice::from_ref(&body), wants_usage);
             result.unwrap_or_else(|e| panic!("{name}: stream translation: {e}"));
             let mut view = read_stream(name, &events, wants_usage);
-            assert_eq!(
-                usage.is_some(),
-                expected_usage,
-                "{name}: StreamTranslator::usage"
-            );
+            assert_eq!(usage.is_some(), expected_usage, "{name}: StreamTranslator::usage");
             let reported = usage.as_ref().map(Usage::to_json);
             if wants_usage {
                 check_reported_usage(case, view.usage.as_ref(), reported.as_ref());
@@ -753,17 +608,10 @@ fn check_reported_usage(case: &Case, sent: Option<&Value>, reported: Option<&Val
     let name = &case.name;
     if case.passes_bodies_through() {
         for key in ["prompt_tokens", "completion_tokens"] {
-            assert_eq!(
-                sent.map(|u| &u[key]),
-                reported.map(|u| &u[key]),
-                "{name}: reported usage.{key}"
-            );
+            assert_eq!(sent.map(|u| &u[key]), reported.map(|u| &u[key]), "{name}: reported usage.{key}");
         }
     } else {
-        assert_eq!(
-            sent, reported,
-            "{name}: reported usage differs from the client's"
-        );
+        assert_eq!(sent, reported, "{name}: reported usage differs from the client's");
     }
 }
 
@@ -793,12 +641,7 @@ pub fn check_one_byte_reads(case: &Case) {
     let bytes: Vec<Bytes> = (0..body.len()).map(|i| body.slice(i..i + 1)).collect();
     for wants_usage in [true, false] {
         let whole = translate_stream(case, std::slice::from_ref(&body), wants_usage);
-        assert_eq!(
-            translate_stream(case, &bytes, wants_usage),
-            whole,
-            "{}",
-            case.name
-        );
+        assert_eq!(translate_stream(case, &bytes, wants_usage), whole, "{}", case.name);
     }
 }
 
@@ -820,16 +663,12 @@ pub fn check_split(case: &Case, cuts: &[usize], wants_usage: bool) -> Result<(),
 
 /// Every client event of a stream as one string, for tests that look at the wire.
 pub fn client_output(case: &Case, body: &Bytes) -> String {
-    let (events, result, _) =
-        translate_stream(case, std::slice::from_ref(body), case.client_wants_usage());
+    let (events, result, _) = translate_stream(case, std::slice::from_ref(body), case.client_wants_usage());
     result.unwrap_or_else(|e| panic!("{}: {e}", case.name));
     String::from_utf8(events.concat()).expect("UTF-8 output")
 }
 
 /// One case by the end of its name.
 pub fn case<'a>(cases: &'a [Case], name_suffix: &str) -> &'a Case {
-    cases
-        .iter()
-        .find(|case| case.name.ends_with(name_suffix))
-        .unwrap_or_else(|| panic!("no case named …{name_suffix}"))
+    cases.iter().find(|case| case.name.ends_with(name_suffix)).unwrap_or_else(|| panic!("no case named …{name_suffix}"))
 }

@@ -77,7 +77,9 @@ impl MockUpstream {
         let log = received.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let handler = handler.clone();
                 let log = log.clone();
                 tokio::spawn(async move {
@@ -137,7 +139,10 @@ async fn respond(reply: Reply) -> Result<Response<MockBody>, std::io::Error> {
                 }
                 None if fail => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    Some((Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")), (parts, false)))
+                    Some((
+                        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")),
+                        (parts, false),
+                    ))
                 }
                 None => None,
             }
@@ -154,7 +159,9 @@ async fn respond(reply: Reply) -> Result<Response<MockBody>, std::io::Error> {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             unreachable!("the hang outlives every test")
         }
-        Reply::Close => return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "closing without a response")),
+        Reply::Close => {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "closing without a response"))
+        }
     };
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -203,7 +210,13 @@ impl Relay {
     }
 
     /// Sends a request; returns status, headers and the whole body.
-    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> (StatusCode, HeaderMap, Bytes) {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let mut request = Request::builder().method(method).uri(self.url(path));
         for (name, value) in headers {
@@ -230,16 +243,13 @@ pub fn sse_data(body: &[u8]) -> Vec<String> {
     let mut events = Vec::new();
     decoder.push(Bytes::copy_from_slice(body), &mut events).unwrap();
     events.extend(decoder.finish());
-    events
-        .iter()
-        .filter_map(|e| e.data().map(|d| String::from_utf8_lossy(&d).into_owned()))
-        .collect()
+    events.iter().filter_map(|e| e.data().map(|d| String::from_utf8_lossy(&d).into_owned())).collect()
 }
 
 /// Parses a JSON error body and returns its `error` object.
 pub fn error_of(body: &[u8]) -> serde_json::Value {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).unwrap_or_else(|e| panic!("error body is JSON ({e}): {}", String::from_utf8_lossy(body)));
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("error body is JSON ({e}): {}", String::from_utf8_lossy(body)));
     value["error"].clone()
 }
 
@@ -260,7 +270,8 @@ impl Relay {
         })
         .await
         .unwrap();
-        let updates = switchyard::config::reload::watch(path.to_owned(), Duration::from_millis(50), Duration::from_millis(30));
+        let updates =
+            switchyard::config::reload::watch(path.to_owned(), Duration::from_millis(50), Duration::from_millis(30));
         tokio::spawn(switchyard::app::apply_reloads(running.runtime.clone(), running.metrics.clone(), updates));
         Relay { addr: running.addr, running, stop: Some(stop) }
     }

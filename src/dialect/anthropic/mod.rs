@@ -77,8 +77,7 @@ use super::errors::{status_error, upstream_message};
 use super::framed::SseStream;
 use super::openai::excerpt;
 use super::{
-    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
-    UpstreamCall, Usage,
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage,
 };
 use crate::error::{ErrorCode, RelayError};
 
@@ -116,27 +115,13 @@ impl AnthropicMessages {
 impl Dialect for AnthropicMessages {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
         let body = request::build_body(self, request)?;
-        let mut call = UpstreamCall::post(
-            "/v1/messages",
-            Bytes::from(body.to_string()),
-            request.stream,
-        );
-        call.headers.push((
-            HeaderName::from_static("anthropic-version"),
-            self.anthropic_version.clone(),
-        ));
-        call.headers.push((
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
+        let mut call = UpstreamCall::post("/v1/messages", Bytes::from(body.to_string()), request.stream);
+        call.headers.push((HeaderName::from_static("anthropic-version"), self.anthropic_version.clone()));
+        call.headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
         Ok(call)
     }
 
-    fn translate_response(
-        &self,
-        body: Bytes,
-        ctx: &ResponseContext,
-    ) -> Result<Translated, RelayError> {
+    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
         response::translate(&body, ctx)
     }
 
@@ -145,9 +130,7 @@ impl Dialect for AnthropicMessages {
     }
 
     fn translate_error(&self, status: u16, body: &Bytes) -> RelayError {
-        let error_type = serde_json::from_slice::<ErrorEnvelope>(body)
-            .ok()
-            .and_then(|envelope| envelope.error.kind);
+        let error_type = serde_json::from_slice::<ErrorEnvelope>(body).ok().and_then(|envelope| envelope.error.kind);
         let message = upstream_message(body);
         // The error type classifies even when the status does not say it; a 529 is overloaded
         // whatever its type.
@@ -209,20 +192,14 @@ impl WireUsage {
     fn update(&mut self, newer: WireUsage) {
         self.input_tokens = newer.input_tokens.or(self.input_tokens);
         self.output_tokens = newer.output_tokens.or(self.output_tokens);
-        self.cache_creation_input_tokens = newer
-            .cache_creation_input_tokens
-            .or(self.cache_creation_input_tokens);
-        self.cache_read_input_tokens = newer
-            .cache_read_input_tokens
-            .or(self.cache_read_input_tokens);
+        self.cache_creation_input_tokens = newer.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = newer.cache_read_input_tokens.or(self.cache_read_input_tokens);
     }
 
     fn to_usage(self) -> Usage {
         let cache_read = self.cache_read_input_tokens.unwrap_or(0);
         Usage {
-            prompt_tokens: self.input_tokens.unwrap_or(0)
-                + cache_read
-                + self.cache_creation_input_tokens.unwrap_or(0),
+            prompt_tokens: self.input_tokens.unwrap_or(0) + cache_read + self.cache_creation_input_tokens.unwrap_or(0),
             completion_tokens: self.output_tokens.unwrap_or(0),
             cached_tokens: cache_read,
             reasoning_tokens: 0,
@@ -244,10 +221,7 @@ fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 fn invalid_response(what: &str, error: impl std::fmt::Display, raw: &[u8]) -> RelayError {
     RelayError::new(
         ErrorCode::UpstreamInvalidResponse,
-        format!(
-            "Anthropic sent an unreadable {what}: {error}: {}",
-            excerpt(raw)
-        ),
+        format!("Anthropic sent an unreadable {what}: {error}: {}", excerpt(raw)),
     )
 }
 

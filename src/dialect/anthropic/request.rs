@@ -4,17 +4,14 @@ use serde_json::{json, Map, Value};
 
 use super::AnthropicMessages;
 use crate::dialect::client_request::{
-    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool,
-    ImageSource, Message, Part, ResponseFormat, ToolChoice,
+    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool, ImageSource, Message,
+    Part, ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
 use crate::error::RelayError;
 
 /// Builds the `/v1/messages` body.
-pub(super) fn build_body(
-    dialect: &AnthropicMessages,
-    request: &ChatRequest,
-) -> Result<Value, RelayError> {
+pub(super) fn build_body(dialect: &AnthropicMessages, request: &ChatRequest) -> Result<Value, RelayError> {
     let drop = dialect.drop_unsupported;
     // Messages takes no penalties, no audio and no results without a tool call id.
     let client = ClientRequest::parse(&request.body, drop, Expressible::default())?;
@@ -51,18 +48,8 @@ pub(super) fn build_body(
         unsupported(drop, "tool_choice", "an `allowed_tools` tool_choice")?;
     }
     if !client.tools.is_empty() {
-        body.insert(
-            "tools".into(),
-            client
-                .tools
-                .iter()
-                .map(convert_tool)
-                .collect::<Vec<_>>()
-                .into(),
-        );
-        if let Some(choice) =
-            convert_tool_choice(client.tool_choice.as_ref(), client.parallel_tool_calls)
-        {
+        body.insert("tools".into(), client.tools.iter().map(convert_tool).collect::<Vec<_>>().into());
+        if let Some(choice) = convert_tool_choice(client.tool_choice.as_ref(), client.parallel_tool_calls) {
             body.insert("tool_choice".into(), choice);
         }
     }
@@ -103,10 +90,7 @@ pub(super) fn build_body(
 
 /// The top-level `system` (a string when it is one plain text, else text blocks) and the
 /// alternating `messages`.
-fn convert_messages(
-    messages: &[Message],
-    drop: bool,
-) -> Result<(Option<Value>, Vec<Value>), RelayError> {
+fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, Vec<Value>), RelayError> {
     let mut system: Vec<Value> = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in messages {
@@ -121,11 +105,7 @@ fn convert_messages(
                 continue;
             }
             Message::User(parts) => ("user", parts.iter().filter_map(convert_part).collect()),
-            Message::Assistant {
-                content,
-                tool_calls,
-                ..
-            } => {
+            Message::Assistant { content, tool_calls, .. } => {
                 let mut blocks: Vec<Value> = content.iter().filter_map(convert_part).collect();
                 for call in tool_calls {
                     blocks.push(json!({
@@ -137,31 +117,18 @@ fn convert_messages(
                 }
                 ("assistant", blocks)
             }
-            Message::Tool {
-                tool_call_id,
-                content,
-                ..
-            } => {
+            Message::Tool { tool_call_id, content, .. } => {
                 let mut block = Map::new();
                 block.insert("type".into(), "tool_result".into());
                 block.insert("tool_use_id".into(), tool_call_id.clone().into());
                 match content.as_slice() {
                     [] => {}
-                    [Part::Text {
-                        text,
-                        cache_control: None,
-                    }] => {
+                    [Part::Text { text, cache_control: None }] => {
                         block.insert("content".into(), text.clone().into());
                     }
                     parts => {
-                        block.insert(
-                            "content".into(),
-                            parts
-                                .iter()
-                                .filter_map(convert_part)
-                                .collect::<Vec<_>>()
-                                .into(),
-                        );
+                        block
+                            .insert("content".into(), parts.iter().filter_map(convert_part).collect::<Vec<_>>().into());
                     }
                 }
                 ("user", vec![Value::Object(block)])
@@ -183,10 +150,7 @@ fn convert_messages(
         [only] if only.get("cache_control").is_none() => only.get("text").cloned(),
         _ => Some(Value::Array(system)),
     };
-    let messages = turns
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
+    let messages = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     Ok((system, messages))
 }
 
@@ -203,10 +167,7 @@ fn in_tool_loop(messages: &[Value]) -> bool {
 /// One content block; `None` for empty text, which Anthropic rejects.
 fn convert_part(part: &Part) -> Option<Value> {
     match part {
-        Part::Text {
-            text,
-            cache_control,
-        } => {
+        Part::Text { text, cache_control } => {
             if text.is_empty() {
                 return None;
             }
@@ -224,11 +185,7 @@ fn convert_part(part: &Part) -> Option<Value> {
             "type": "image",
             "source": {"type": "url", "url": url},
         })),
-        Part::File {
-            media_type,
-            base64,
-            filename,
-        } => {
+        Part::File { media_type, base64, filename } => {
             let mut block = json!({
                 "type": "document",
                 "source": {"type": "base64", "media_type": media_type, "data": base64},
@@ -255,10 +212,7 @@ fn convert_tool(tool: &FunctionTool) -> Value {
 
 /// `tool_choice`, with `parallel_tool_calls: false` as `disable_parallel_tool_use` (which needs a
 /// choice to sit on: `auto` when the client named none).
-fn convert_tool_choice(
-    choice: Option<&ToolChoice>,
-    parallel_tool_calls: Option<bool>,
-) -> Option<Value> {
+fn convert_tool_choice(choice: Option<&ToolChoice>, parallel_tool_calls: Option<bool>) -> Option<Value> {
     let sequential = parallel_tool_calls == Some(false);
     let mut out = match choice {
         // An `allowed_tools` choice was refused, or is dropped.

@@ -41,8 +41,7 @@ enum WireBlock {
 
 /// Translates a complete Messages API response.
 pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated, RelayError> {
-    let message: WireMessage =
-        serde_json::from_slice(body).map_err(|e| invalid_response("message", e, body))?;
+    let message: WireMessage = serde_json::from_slice(body).map_err(|e| invalid_response("message", e, body))?;
     let mut completion = Completion {
         id: message.id.unwrap_or_else(|| ctx.id.clone()),
         model: message.model.unwrap_or_else(|| ctx.upstream_model.clone()),
@@ -55,9 +54,7 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
     for block in message.content {
         match block {
             WireBlock::Text { text } => completion.content.push_str(&text),
-            WireBlock::Thinking { thinking } => reasoning
-                .get_or_insert_with(String::new)
-                .push_str(&thinking),
+            WireBlock::Thinking { thinking } => reasoning.get_or_insert_with(String::new).push_str(&thinking),
             WireBlock::ToolUse { id, name, input } => completion.tool_calls.push(ToolCallOut {
                 id,
                 name,
@@ -68,8 +65,5 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
         }
     }
     completion.reasoning = reasoning;
-    Ok(Translated {
-        body: completion.to_bytes(),
-        usage: completion.usage,
-    })
+    Ok(Translated { body: completion.to_bytes(), usage: completion.usage })
 }

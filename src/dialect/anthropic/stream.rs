@@ -133,9 +133,7 @@ impl AnthropicStream {
     /// The chunk writer, with the context's id and model if `message_start` was missed.
     fn writer(&mut self) -> &mut ChunkWriter {
         let ctx = &self.ctx;
-        self.writer.get_or_insert_with(|| {
-            ChunkWriter::new(ctx.id.clone(), ctx.upstream_model.clone(), ctx.created)
-        })
+        self.writer.get_or_insert_with(|| ChunkWriter::new(ctx.id.clone(), ctx.upstream_model.clone(), ctx.created))
     }
 
     fn update_usage(&mut self, usage: Option<WireUsage>) {
@@ -152,22 +150,15 @@ impl AnthropicStream {
         let Some(data) = event.data() else {
             return Ok(());
         };
-        let event: WireEvent = serde_json::from_slice(&data)
-            .map_err(|e| invalid_response("stream event", e, &data))?;
+        let event: WireEvent = serde_json::from_slice(&data).map_err(|e| invalid_response("stream event", e, &data))?;
         match event {
             WireEvent::MessageStart { message } => {
                 self.update_usage(message.usage);
                 let id = message.id.unwrap_or_else(|| self.ctx.id.clone());
-                let model = message
-                    .model
-                    .unwrap_or_else(|| self.ctx.upstream_model.clone());
-                self.writer
-                    .get_or_insert_with(|| ChunkWriter::new(id, model, self.ctx.created));
+                let model = message.model.unwrap_or_else(|| self.ctx.upstream_model.clone());
+                self.writer.get_or_insert_with(|| ChunkWriter::new(id, model, self.ctx.created));
             }
-            WireEvent::ContentBlockStart {
-                index,
-                content_block,
-            } => {
+            WireEvent::ContentBlockStart { index, content_block } => {
                 let block = match content_block {
                     StartBlock::Text { text } => {
                         self.writer().content(&text, out);
@@ -186,10 +177,7 @@ impl AnthropicStream {
                         if has_arguments {
                             writer.tool_arguments(tool, &arguments_string(&input), out);
                         }
-                        Block::Tool {
-                            index: tool,
-                            has_arguments,
-                        }
+                        Block::Tool { index: tool, has_arguments }
                     }
                     StartBlock::Other => Block::Hidden,
                 };
@@ -201,32 +189,16 @@ impl AnthropicStream {
                     (Some(Block::Hidden), _) | (_, Delta::Other) => {}
                     (_, Delta::Text { text }) => self.writer().content(&text, out),
                     (_, Delta::Thinking { thinking }) => self.writer().reasoning(&thinking, out),
-                    (
-                        Some(Block::Tool {
-                            index: tool,
-                            has_arguments,
-                        }),
-                        Delta::InputJson { partial_json },
-                    ) => {
+                    (Some(Block::Tool { index: tool, has_arguments }), Delta::InputJson { partial_json }) => {
                         self.writer().tool_arguments(tool, &partial_json, out);
                         let has_arguments = has_arguments || !partial_json.is_empty();
-                        self.blocks.insert(
-                            index,
-                            Block::Tool {
-                                index: tool,
-                                has_arguments,
-                            },
-                        );
+                        self.blocks.insert(index, Block::Tool { index: tool, has_arguments });
                     }
                     (_, Delta::InputJson { .. }) => {}
                 }
             }
             WireEvent::ContentBlockStop { index } => {
-                if let Some(Block::Tool {
-                    index: tool,
-                    has_arguments: false,
-                }) = self.blocks.get(&index).copied()
-                {
+                if let Some(Block::Tool { index: tool, has_arguments: false }) = self.blocks.get(&index).copied() {
                     // A tool without parameters: OpenAI clients expect `{}`, not an empty string.
                     self.writer().tool_arguments(tool, "{}", out);
                 }
@@ -260,10 +232,7 @@ impl FrameTranslator<sse::Event> for AnthropicStream {
         if self.done {
             return Ok(());
         }
-        Err(RelayError::new(
-            ErrorCode::UpstreamStreamTruncated,
-            "Anthropic stream ended before message_stop",
-        ))
+        Err(RelayError::new(ErrorCode::UpstreamStreamTruncated, "Anthropic stream ended before message_stop"))
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -37,18 +37,12 @@ fn ctx(wants_usage: bool) -> ResponseContext {
 fn run_stream(input: &str, wants_usage: bool) -> (Vec<Value>, Result<(), RelayError>) {
     let mut translator = dialect().stream_translator(&ctx(wants_usage));
     let mut out = Vec::new();
-    let result = translator
-        .feed(Bytes::copy_from_slice(input.as_bytes()), &mut out)
-        .and_then(|()| translator.finish(&mut out));
+    let result =
+        translator.feed(Bytes::copy_from_slice(input.as_bytes()), &mut out).and_then(|()| translator.finish(&mut out));
     let events = out
         .iter()
         .map(|e| {
-            let payload = std::str::from_utf8(e)
-                .unwrap()
-                .strip_prefix("data: ")
-                .unwrap()
-                .trim_end()
-                .to_owned();
+            let payload = std::str::from_utf8(e).unwrap().strip_prefix("data: ").unwrap().trim_end().to_owned();
             serde_json::from_str(&payload).unwrap_or(Value::String(payload))
         })
         .collect();
@@ -58,19 +52,14 @@ fn run_stream(input: &str, wants_usage: bool) -> (Vec<Value>, Result<(), RelayEr
 #[test]
 fn builds_the_messages_request_with_headers_and_default_max_tokens() {
     let request = ChatRequest {
-        body: Bytes::from_static(
-            br#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
-        ),
+        body: Bytes::from_static(br#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}"#),
         upstream_model: "claude-test".into(),
         stream: true,
         client_wants_usage: false,
     };
     let call = dialect().translate_request(&request).unwrap();
     assert!(call.stream);
-    assert!(call
-        .headers
-        .iter()
-        .any(|(n, v)| n == "anthropic-version" && v == "2023-06-01"));
+    assert!(call.headers.iter().any(|(n, v)| n == "anthropic-version" && v == "2023-06-01"));
     let body: Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(
         body,
@@ -94,10 +83,7 @@ fn system_and_developer_messages_are_hoisted_and_turns_merged() {
         {"role": "user", "content": "thanks"}
     ], "max_completion_tokens": 100}))
     .unwrap();
-    assert_eq!(
-        body["system"],
-        json!([{"type": "text", "text": "one"}, {"type": "text", "text": "two"}])
-    );
+    assert_eq!(body["system"], json!([{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]));
     assert_eq!(body["max_tokens"], 100);
     assert_eq!(
         body["messages"],
@@ -116,16 +102,15 @@ fn system_and_developer_messages_are_hoisted_and_turns_merged() {
 
 #[test]
 fn a_single_system_text_is_a_string_and_cache_control_is_kept() {
-    let body = translate(json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]})).unwrap();
+    let body =
+        translate(json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]}))
+            .unwrap();
     assert_eq!(body["system"], "be brief");
     let body = translate(json!({"messages": [
         {"role": "system", "content": [{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}]},
         {"role": "user", "content": "q"}]}))
     .unwrap();
-    assert_eq!(
-        body["system"],
-        json!([{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}])
-    );
+    assert_eq!(body["system"], json!([{"type": "text", "text": "long", "cache_control": {"type": "ephemeral"}}]));
 }
 
 #[test]
@@ -150,8 +135,7 @@ fn images_and_pdfs_become_blocks() {
 fn tools_tool_choice_and_parallel_calls_map() {
     let tools = json!([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}, "strict": true}},
                        {"type": "function", "function": {"name": "g"}}]);
-    let body =
-        translate(json!({"messages": [{"role": "user", "content": "q"}], "tools": tools})).unwrap();
+    let body = translate(json!({"messages": [{"role": "user", "content": "q"}], "tools": tools})).unwrap();
     assert_eq!(
         body["tools"],
         json!([{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
@@ -167,13 +151,10 @@ fn tools_tool_choice_and_parallel_calls_map() {
             Some(false),
             json!({"type": "tool", "name": "g", "disable_parallel_tool_use": true}),
         ),
-        (
-            Value::Null,
-            Some(false),
-            json!({"type": "auto", "disable_parallel_tool_use": true}),
-        ),
+        (Value::Null, Some(false), json!({"type": "auto", "disable_parallel_tool_use": true})),
     ] {
-        let mut request = json!({"messages": [{"role": "user", "content": "q"}], "tools": tools, "tool_choice": choice});
+        let mut request =
+            json!({"messages": [{"role": "user", "content": "q"}], "tools": tools, "tool_choice": choice});
         if let Some(parallel) = parallel {
             request["parallel_tool_calls"] = parallel.into();
         }
@@ -191,55 +172,38 @@ fn sampling_stop_user_and_structured_output_map() {
     assert_eq!(body["top_p"], 0.9);
     assert_eq!(body["stop_sequences"], json!(["END", "STOP"]));
     assert_eq!(body["metadata"], json!({"user_id": "u-1"}));
-    assert_eq!(
-        body["output_config"],
-        json!({"format": {"type": "json_schema", "schema": {"type": "object"}}})
-    );
+    assert_eq!(body["output_config"], json!({"format": {"type": "json_schema", "schema": {"type": "object"}}}));
     assert!(body.get("seed").is_none() && body.get("store").is_none());
 
-    let json_object = json!({"messages": [{"role": "user", "content": "q"}], "response_format": {"type": "json_object"}});
+    let json_object =
+        json!({"messages": [{"role": "user", "content": "q"}], "response_format": {"type": "json_object"}});
     let error = translate(json_object.clone()).unwrap_err();
     assert_eq!(
         (error.code, error.status, error.param.as_deref()),
-        (
-            ErrorCode::UnsupportedParameter,
-            400,
-            Some("response_format")
-        )
+        (ErrorCode::UnsupportedParameter, 400, Some("response_format"))
     );
-    let lenient = AnthropicMessages::new(&DialectOptions {
-        drop_unsupported: true,
-        ..DialectOptions::default()
-    });
-    assert!(translate_with(&lenient, json_object)
-        .unwrap()
-        .get("output_config")
-        .is_none());
+    let lenient = AnthropicMessages::new(&DialectOptions { drop_unsupported: true, ..DialectOptions::default() });
+    assert!(translate_with(&lenient, json_object).unwrap().get("output_config").is_none());
 }
 
 #[test]
 fn reasoning_effort_becomes_a_thinking_budget() {
-    let body = translate(
-        json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "medium"}),
-    )
-    .unwrap();
-    assert_eq!(
-        body["thinking"],
-        json!({"type": "enabled", "budget_tokens": 8192})
-    );
+    let body =
+        translate(json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "medium"})).unwrap();
+    assert_eq!(body["thinking"], json!({"type": "enabled", "budget_tokens": 8192}));
     assert_eq!(body["max_tokens"], 4096 + 8192);
 
     let body = translate(json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "high", "max_completion_tokens": 5000})).unwrap();
     assert_eq!(body["thinking"]["budget_tokens"], 4999);
     assert_eq!(body["max_tokens"], 5000);
 
-    let body = translate(
-        json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "none"}),
-    )
-    .unwrap();
+    let body = translate(json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "none"})).unwrap();
     assert!(body.get("thinking").is_none());
 
-    let error = translate(json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "low", "max_tokens": 500})).unwrap_err();
+    let error = translate(
+        json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "low", "max_tokens": 500}),
+    )
+    .unwrap_err();
     assert_eq!(error.param.as_deref(), Some("reasoning_effort"));
 
     let tool_loop = translate(json!({"reasoning_effort": "low", "messages": [
@@ -259,9 +223,7 @@ fn a_message_with_text_thinking_and_tools_translates() {
         {"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}},
         {"type":"tool_use","id":"toolu_2","name":"g","input":{}}],
         "stop_reason":"tool_use","usage":{"input_tokens":10,"cache_read_input_tokens":5,"cache_creation_input_tokens":2,"output_tokens":7}}"#;
-    let translated = dialect()
-        .translate_response(Bytes::from_static(body), &ctx(false))
-        .unwrap();
+    let translated = dialect().translate_response(Bytes::from_static(body), &ctx(false)).unwrap();
     let json: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(json["id"], "msg_1");
     assert_eq!(json["model"], "claude-x");
@@ -269,22 +231,14 @@ fn a_message_with_text_thinking_and_tools_translates() {
     let message = &json["choices"][0]["message"];
     assert_eq!(message["content"], "Let me check.");
     assert_eq!(message["reasoning_content"], "hmm");
-    assert_eq!(
-        message["tool_calls"][0]["function"],
-        json!({"name": "f", "arguments": "{\"a\":1}"})
-    );
+    assert_eq!(message["tool_calls"][0]["function"], json!({"name": "f", "arguments": "{\"a\":1}"}));
     assert_eq!(message["tool_calls"][1]["function"]["arguments"], "{}");
     assert_eq!(json["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(json["usage"]["prompt_tokens"], 17);
     assert_eq!(json["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
     assert_eq!(
         translated.usage,
-        Some(Usage {
-            prompt_tokens: 17,
-            completion_tokens: 7,
-            cached_tokens: 5,
-            reasoning_tokens: 0
-        })
+        Some(Usage { prompt_tokens: 17, completion_tokens: 7, cached_tokens: 5, reasoning_tokens: 0 })
     );
 }
 
@@ -304,28 +258,16 @@ fn stop_reasons_map_to_openai_finish_reasons() {
 
 #[test]
 fn errors_map_overload_and_rate_limits_and_keep_other_statuses() {
-    let body = |kind: &str| {
-        Bytes::from(format!(
-            r#"{{"type":"error","error":{{"type":"{kind}","message":"m-{kind}"}}}}"#
-        ))
-    };
+    let body =
+        |kind: &str| Bytes::from(format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"m-{kind}"}}}}"#));
     let overloaded = dialect().translate_error(529, &body("overloaded_error"));
-    assert_eq!(
-        (overloaded.code, overloaded.status),
-        (ErrorCode::UpstreamOverloaded, 503)
-    );
+    assert_eq!((overloaded.code, overloaded.status), (ErrorCode::UpstreamOverloaded, 503));
     assert_eq!(overloaded.message, "m-overloaded_error");
     assert!(overloaded.passthrough_body.is_none());
     let limited = dialect().translate_error(429, &body("rate_limit_error"));
-    assert_eq!(
-        (limited.code, limited.status),
-        (ErrorCode::UpstreamRateLimited, 429)
-    );
+    assert_eq!((limited.code, limited.status), (ErrorCode::UpstreamRateLimited, 429));
     let auth = dialect().translate_error(401, &body("authentication_error"));
-    assert_eq!(
-        (auth.code, auth.status),
-        (ErrorCode::UpstreamHttpError, 401)
-    );
+    assert_eq!((auth.code, auth.status), (ErrorCode::UpstreamHttpError, 401));
     let odd = dialect().translate_error(500, &Bytes::from_static(b"{\"unexpected\":true}"));
     assert_eq!((odd.code, odd.status), (ErrorCode::UpstreamHttpError, 500));
 }
@@ -360,30 +302,17 @@ fn a_stream_with_thinking_text_and_tools_translates() {
         .iter()
         .filter(|e| e.is_object())
         .all(|e| e["id"] == "msg_s" && e["model"] == "claude-s" && e["created"] == 42));
-    let deltas: Vec<&Value> = events
-        .iter()
-        .filter_map(|e| e["choices"].get(0))
-        .map(|c| &c["delta"])
-        .collect();
-    assert_eq!(
-        deltas[0],
-        &json!({"role": "assistant", "reasoning_content": "plan"})
-    );
+    let deltas: Vec<&Value> = events.iter().filter_map(|e| e["choices"].get(0)).map(|c| &c["delta"]).collect();
+    assert_eq!(deltas[0], &json!({"role": "assistant", "reasoning_content": "plan"}));
     assert_eq!(deltas[1], &json!({"content": "Hi"}));
     assert_eq!(
         deltas[2]["tool_calls"][0],
         json!({"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "f", "arguments": ""}})
     );
-    assert_eq!(
-        deltas[3]["tool_calls"][0],
-        json!({"index": 0, "function": {"arguments": "{\"a\":"}})
-    );
+    assert_eq!(deltas[3]["tool_calls"][0], json!({"index": 0, "function": {"arguments": "{\"a\":"}}));
     assert_eq!(deltas[4]["tool_calls"][0]["function"]["arguments"], "2}");
     assert_eq!(deltas[5]["tool_calls"][0]["index"], 1);
-    assert_eq!(
-        deltas[6]["tool_calls"][0],
-        json!({"index": 1, "function": {"arguments": "{}"}})
-    );
+    assert_eq!(deltas[6]["tool_calls"][0], json!({"index": 1, "function": {"arguments": "{}"}}));
     let finish = &events[events.len() - 3];
     assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
     let usage = &events[events.len() - 2];
@@ -397,10 +326,7 @@ fn a_stream_with_thinking_text_and_tools_translates() {
 fn no_usage_chunk_unless_asked() {
     let (events, result) = run_stream(TOOL_STREAM, false);
     result.unwrap();
-    assert_eq!(
-        events[events.len() - 2]["choices"][0]["finish_reason"],
-        "tool_calls"
-    );
+    assert_eq!(events[events.len() - 2]["choices"][0]["finish_reason"], "tool_calls");
 }
 
 #[test]

@@ -78,8 +78,7 @@ use serde::Deserialize;
 use super::errors::{status_error, upstream_message};
 use super::openai::excerpt;
 use super::{
-    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
-    UpstreamCall, Usage,
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage,
 };
 use crate::error::{ErrorCode, RelayError};
 
@@ -97,10 +96,7 @@ pub struct BedrockConverse {
 impl BedrockConverse {
     /// The dialect with its options (the region only matters to the base URL and signing).
     pub fn new(options: &DialectOptions) -> Self {
-        BedrockConverse {
-            default_max_tokens: options.default_max_tokens,
-            drop_unsupported: options.drop_unsupported,
-        }
+        BedrockConverse { default_max_tokens: options.default_max_tokens, drop_unsupported: options.drop_unsupported }
     }
 }
 
@@ -122,28 +118,17 @@ impl Dialect for BedrockConverse {
         let body = request::build_body(self, request)?;
         let model = encode_path_segment(&request.upstream_model);
         let (path, accept) = if request.stream {
-            (
-                format!("/model/{model}/converse-stream"),
-                "application/vnd.amazon.eventstream",
-            )
+            (format!("/model/{model}/converse-stream"), "application/vnd.amazon.eventstream")
         } else {
             (format!("/model/{model}/converse"), "application/json")
         };
         let mut call = UpstreamCall::post(path, Bytes::from(body.to_string()), request.stream);
-        call.headers.push((
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ));
-        call.headers
-            .push((http::header::ACCEPT, HeaderValue::from_static(accept)));
+        call.headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        call.headers.push((http::header::ACCEPT, HeaderValue::from_static(accept)));
         Ok(call)
     }
 
-    fn translate_response(
-        &self,
-        body: Bytes,
-        ctx: &ResponseContext,
-    ) -> Result<Translated, RelayError> {
+    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
         response::translate(&body, ctx)
     }
 
@@ -180,14 +165,8 @@ struct WireUsage {
 
 impl WireUsage {
     fn to_usage(self) -> Usage {
-        let cache_read = self
-            .cache_read_input_tokens
-            .or(self.cache_read_input_token_count)
-            .unwrap_or(0);
-        let cache_write = self
-            .cache_write_input_tokens
-            .or(self.cache_write_input_token_count)
-            .unwrap_or(0);
+        let cache_read = self.cache_read_input_tokens.or(self.cache_read_input_token_count).unwrap_or(0);
+        let cache_write = self.cache_write_input_tokens.or(self.cache_write_input_token_count).unwrap_or(0);
         Usage {
             prompt_tokens: self.input_tokens.unwrap_or(0) + cache_read + cache_write,
             completion_tokens: self.output_tokens.unwrap_or(0),
@@ -211,10 +190,7 @@ fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 fn invalid_response(what: &str, error: impl std::fmt::Display, raw: &[u8]) -> RelayError {
     RelayError::new(
         ErrorCode::UpstreamInvalidResponse,
-        format!(
-            "Bedrock sent an unreadable {what}: {error}: {}",
-            excerpt(raw)
-        ),
+        format!("Bedrock sent an unreadable {what}: {error}: {}", excerpt(raw)),
     )
 }
 

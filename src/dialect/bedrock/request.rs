@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use super::BedrockConverse;
 use crate::dialect::client_request::{
-    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool,
-    ImageSource, Message, Part, ReasoningEffort, ResponseFormat, ToolChoice,
+    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool, ImageSource, Message,
+    Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
 use crate::error::{ErrorCode, RelayError};
@@ -31,10 +31,7 @@ fn family(model_id: &str) -> Family {
 }
 
 /// Builds the Converse / ConverseStream body (the model id travels in the path).
-pub(super) fn build_body(
-    dialect: &BedrockConverse,
-    request: &ChatRequest,
-) -> Result<Value, RelayError> {
+pub(super) fn build_body(dialect: &BedrockConverse, request: &ChatRequest) -> Result<Value, RelayError> {
     let drop = dialect.drop_unsupported;
     // Converse takes no penalties, no audio and no results without a tool call id.
     let client = ClientRequest::parse(&request.body, drop, Expressible::default())?;
@@ -42,11 +39,9 @@ pub(super) fn build_body(
 
     let (system, messages) = convert_messages(&client.messages, drop)?;
     let has_tool_blocks = messages.iter().any(|turn| {
-        turn["content"].as_array().is_some_and(|blocks| {
-            blocks
-                .iter()
-                .any(|b| b.get("toolUse").is_some() || b.get("toolResult").is_some())
-        })
+        turn["content"]
+            .as_array()
+            .is_some_and(|blocks| blocks.iter().any(|b| b.get("toolUse").is_some() || b.get("toolResult").is_some()))
     });
     let tool_loop = in_tool_loop(&messages);
     body.insert("messages".into(), messages.into());
@@ -57,26 +52,19 @@ pub(super) fn build_body(
     let mut inference = Map::new();
     let mut max_tokens = client.max_tokens.or(dialect.default_max_tokens);
     let mut additional = Map::new();
-    if let Some(effort) = client
-        .reasoning_effort
-        .filter(|e| *e != ReasoningEffort::None)
-    {
+    if let Some(effort) = client.reasoning_effort.filter(|e| *e != ReasoningEffort::None) {
         match family(&request.upstream_model) {
             Family::Claude => {
                 let budget = effort.thinking_budget().unwrap_or_default();
-                let default_max = dialect
-                    .default_max_tokens
-                    .unwrap_or(super::DEFAULT_CLAUDE_MAX_TOKENS);
+                let default_max = dialect.default_max_tokens.unwrap_or(super::DEFAULT_CLAUDE_MAX_TOKENS);
                 match plan_thinking(budget, client.max_tokens, default_max) {
                     // Bedrock's Claude wants the signed thinking block back in a tool loop,
                     // which OpenAI history cannot carry: such a request goes without thinking.
                     Some(_) if tool_loop => {}
                     Some(plan) => {
                         max_tokens = Some(plan.max_tokens);
-                        additional.insert(
-                            "thinking".into(),
-                            json!({"type": "enabled", "budget_tokens": plan.budget_tokens}),
-                        );
+                        additional
+                            .insert("thinking".into(), json!({"type": "enabled", "budget_tokens": plan.budget_tokens}));
                     }
                     None => unsupported(
                         drop,
@@ -93,11 +81,7 @@ pub(super) fn build_body(
                 };
                 additional.insert("reasoning_effort".into(), effort.into());
             }
-            Family::Other => unsupported(
-                drop,
-                "reasoning_effort",
-                "`reasoning_effort` for this Bedrock model",
-            )?,
+            Family::Other => unsupported(drop, "reasoning_effort", "`reasoning_effort` for this Bedrock model")?,
         }
     }
     if let Some(max_tokens) = max_tokens {
@@ -124,17 +108,10 @@ pub(super) fn build_body(
     }
     match &client.response_format {
         None | Some(ResponseFormat::Text) => {}
-        Some(ResponseFormat::JsonSchema {
-            name,
-            description,
-            schema,
-        }) => {
+        Some(ResponseFormat::JsonSchema { name, description, schema }) => {
             let mut json_schema = Map::new();
             // Converse takes the schema as a JSON string.
-            json_schema.insert(
-                "schema".into(),
-                schema_or_any_object(schema.as_ref()).to_string().into(),
-            );
+            json_schema.insert("schema".into(), schema_or_any_object(schema.as_ref()).to_string().into());
             if let Some(name) = name {
                 json_schema.insert("name".into(), name.clone().into());
             }
@@ -156,11 +133,7 @@ pub(super) fn build_body(
 }
 
 /// `toolConfig`, or `None` when no tools are to be offered.
-fn tool_config(
-    client: &ClientRequest,
-    has_tool_blocks: bool,
-    drop: bool,
-) -> Result<Option<Value>, RelayError> {
+fn tool_config(client: &ClientRequest, has_tool_blocks: bool, drop: bool) -> Result<Option<Value>, RelayError> {
     if client.tools.is_empty() {
         return Ok(None);
     }
@@ -176,11 +149,7 @@ fn tool_config(
         // holds tool blocks, which Bedrock only accepts next to a tool configuration.
         Some(ToolChoice::None) if !has_tool_blocks => return Ok(None),
         Some(ToolChoice::None) => {
-            unsupported(
-                drop,
-                "tool_choice",
-                "tool_choice \"none\" with tool calls in the history",
-            )?;
+            unsupported(drop, "tool_choice", "tool_choice \"none\" with tool calls in the history")?;
             None
         }
     };
@@ -188,15 +157,7 @@ fn tool_config(
         unsupported(drop, "parallel_tool_calls", "`parallel_tool_calls: false`")?;
     }
     let mut config = Map::new();
-    config.insert(
-        "tools".into(),
-        client
-            .tools
-            .iter()
-            .map(convert_tool)
-            .collect::<Vec<_>>()
-            .into(),
-    );
+    config.insert("tools".into(), client.tools.iter().map(convert_tool).collect::<Vec<_>>().into());
     if let Some(choice) = choice {
         config.insert("toolChoice".into(), choice);
     }
@@ -210,10 +171,7 @@ fn convert_tool(tool: &FunctionTool) -> Value {
     if let Some(description) = tool.description.as_ref().filter(|d| !d.is_empty()) {
         spec.insert("description".into(), description.clone().into());
     }
-    spec.insert(
-        "inputSchema".into(),
-        json!({"json": tool.parameters_or_empty()}),
-    );
+    spec.insert("inputSchema".into(), json!({"json": tool.parameters_or_empty()}));
     json!({"toolSpec": spec})
 }
 
@@ -228,10 +186,7 @@ fn in_tool_loop(messages: &[Value]) -> bool {
 }
 
 /// The `system` blocks and the alternating `messages`.
-fn convert_messages(
-    messages: &[Message],
-    drop: bool,
-) -> Result<(Vec<Value>, Vec<Value>), RelayError> {
+fn convert_messages(messages: &[Message], drop: bool) -> Result<(Vec<Value>, Vec<Value>), RelayError> {
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut documents = 0;
@@ -240,20 +195,14 @@ fn convert_messages(
             Message::System(parts) => {
                 for part in parts {
                     match part {
-                        Part::Text { .. } => {
-                            system.extend(convert_part(part, &mut documents, drop)?)
-                        }
+                        Part::Text { .. } => system.extend(convert_part(part, &mut documents, drop)?),
                         _ => unsupported(drop, "messages", "images or files in system messages")?,
                     }
                 }
                 continue;
             }
             Message::User(parts) => ("user", convert_parts(parts, &mut documents, drop)?),
-            Message::Assistant {
-                content,
-                tool_calls,
-                ..
-            } => {
+            Message::Assistant { content, tool_calls, .. } => {
                 let mut blocks = convert_parts(content, &mut documents, drop)?;
                 for call in tool_calls {
                     blocks.push(json!({"toolUse": {
@@ -264,11 +213,7 @@ fn convert_messages(
                 }
                 ("assistant", blocks)
             }
-            Message::Tool {
-                tool_call_id,
-                content,
-                ..
-            } => {
+            Message::Tool { tool_call_id, content, .. } => {
                 let mut result = Vec::new();
                 for part in content {
                     match part {
@@ -281,10 +226,7 @@ fn convert_messages(
                 if result.is_empty() {
                     result.push(json!({"text": ""}));
                 }
-                (
-                    "user",
-                    vec![json!({"toolResult": {"toolUseId": tool_call_id, "content": result}})],
-                )
+                ("user", vec![json!({"toolResult": {"toolUseId": tool_call_id, "content": result}})])
             }
         };
         // Bedrock rejects empty turns; an empty message carries nothing anyway.
@@ -297,18 +239,11 @@ fn convert_messages(
             _ => turns.push((role, blocks)),
         }
     }
-    let messages = turns
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
+    let messages = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     Ok((system, messages))
 }
 
-fn convert_parts(
-    parts: &[Part],
-    documents: &mut usize,
-    drop: bool,
-) -> Result<Vec<Value>, RelayError> {
+fn convert_parts(parts: &[Part], documents: &mut usize, drop: bool) -> Result<Vec<Value>, RelayError> {
     let mut blocks = Vec::with_capacity(parts.len());
     for part in parts {
         blocks.extend(convert_part(part, documents, drop)?);
@@ -320,10 +255,7 @@ fn convert_parts(
 /// block, or a block followed by a cache point.
 fn convert_part(part: &Part, documents: &mut usize, drop: bool) -> Result<Vec<Value>, RelayError> {
     match part {
-        Part::Text {
-            text,
-            cache_control,
-        } => {
+        Part::Text { text, cache_control } => {
             if text.trim().is_empty() {
                 return Ok(Vec::new());
             }
@@ -334,9 +266,7 @@ fn convert_part(part: &Part, documents: &mut usize, drop: bool) -> Result<Vec<Va
             Ok(blocks)
         }
         Part::Image(ImageSource::Base64 { media_type, data }) => match image_format(media_type) {
-            Some(format) => Ok(vec![
-                json!({"image": {"format": format, "source": {"bytes": data}}}),
-            ]),
+            Some(format) => Ok(vec![json!({"image": {"format": format, "source": {"bytes": data}}})]),
             None => Err(RelayError::new(
                 ErrorCode::InvalidRequest,
                 format!("Bedrock accepts png, jpeg, gif and webp images, not {media_type}"),
@@ -344,18 +274,10 @@ fn convert_part(part: &Part, documents: &mut usize, drop: bool) -> Result<Vec<Va
             .with_param("messages")),
         },
         Part::Image(ImageSource::Url(_)) => {
-            unsupported(
-                drop,
-                "messages",
-                "image URLs (Bedrock needs the image bytes: send a data: URL)",
-            )?;
+            unsupported(drop, "messages", "image URLs (Bedrock needs the image bytes: send a data: URL)")?;
             Ok(Vec::new())
         }
-        Part::File {
-            media_type,
-            base64,
-            filename,
-        } => match document_format(media_type) {
+        Part::File { media_type, base64, filename } => match document_format(media_type) {
             Some(format) => {
                 *documents += 1;
                 Ok(vec![json!({"document": {
@@ -402,9 +324,7 @@ fn document_format(media_type: &str) -> Option<&'static str> {
 /// A document name Bedrock accepts (letters, digits, single spaces, hyphens, parentheses and
 /// square brackets), from the file name without its extension.
 fn document_name(filename: Option<&str>, ordinal: usize) -> String {
-    let stem = filename
-        .map(|f| f.rsplit_once('.').map_or(f, |(stem, _)| stem))
-        .unwrap_or("");
+    let stem = filename.map(|f| f.rsplit_once('.').map_or(f, |(stem, _)| stem)).unwrap_or("");
     let mut name = String::with_capacity(stem.len());
     for c in stem.chars() {
         let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '(' | ')' | '[' | ']') {

@@ -61,8 +61,7 @@ struct WireReasoningText {
 
 /// Translates a complete Converse response.
 pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated, RelayError> {
-    let response: WireResponse =
-        serde_json::from_slice(body).map_err(|e| invalid_response("response", e, body))?;
+    let response: WireResponse = serde_json::from_slice(body).map_err(|e| invalid_response("response", e, body))?;
     let mut completion = Completion {
         id: ctx.id.clone(),
         model: ctx.upstream_model.clone(),
@@ -71,21 +70,13 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
         usage: response.usage.map(WireUsage::to_usage),
         ..Completion::default()
     };
-    let blocks = response
-        .output
-        .and_then(|o| o.message)
-        .map(|m| m.content)
-        .unwrap_or_default();
+    let blocks = response.output.and_then(|o| o.message).map(|m| m.content).unwrap_or_default();
     let mut reasoning: Option<String> = None;
     for block in blocks {
         if let Some(text) = block.text {
             completion.content.push_str(&text);
         }
-        if let Some(text) = block
-            .reasoning_content
-            .and_then(|r| r.reasoning_text)
-            .map(|r| r.text)
-        {
+        if let Some(text) = block.reasoning_content.and_then(|r| r.reasoning_text).map(|r| r.text) {
             reasoning.get_or_insert_with(String::new).push_str(&text);
         }
         if let Some(tool) = block.tool_use {
@@ -102,8 +93,5 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
         }
     }
     completion.reasoning = reasoning;
-    Ok(Translated {
-        body: completion.to_bytes(),
-        usage: completion.usage,
-    })
+    Ok(Translated { body: completion.to_bytes(), usage: completion.usage })
 }

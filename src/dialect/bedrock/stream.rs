@@ -133,8 +133,7 @@ impl ConverseStream {
     }
 
     fn parse<'a, T: Deserialize<'a>>(event: &str, payload: &'a [u8]) -> Result<T, RelayError> {
-        serde_json::from_slice(payload)
-            .map_err(|e| invalid_response(&format!("{event} event"), e, payload))
+        serde_json::from_slice(payload).map_err(|e| invalid_response(&format!("{event} event"), e, payload))
     }
 
     fn on_message(&mut self, message: &Message, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
@@ -166,13 +165,7 @@ impl ConverseStream {
                 let start: BlockStartEvent = Self::parse(event, payload)?;
                 if let Some(tool) = start.start.tool_use {
                     let index = self.writer.tool_start(&tool.tool_use_id, &tool.name, out);
-                    self.tools.insert(
-                        start.content_block_index,
-                        ToolBlock {
-                            index,
-                            has_arguments: false,
-                        },
-                    );
+                    self.tools.insert(start.content_block_index, ToolBlock { index, has_arguments: false });
                 }
             }
             "contentBlockDelta" => {
@@ -192,11 +185,7 @@ impl ConverseStream {
             }
             "contentBlockStop" => {
                 let stop: BlockStopEvent = Self::parse(event, payload)?;
-                if let Some(tool) = self
-                    .tools
-                    .get(&stop.content_block_index)
-                    .filter(|t| !t.has_arguments)
-                {
+                if let Some(tool) = self.tools.get(&stop.content_block_index).filter(|t| !t.has_arguments) {
                     // A tool without parameters: OpenAI clients expect `{}`, not an empty string.
                     self.writer.tool_arguments(tool.index, "{}", out);
                 }
@@ -226,12 +215,7 @@ impl ConverseStream {
     fn end(&mut self, out: &mut Vec<Bytes>) {
         self.done = true;
         let usage = self.usage();
-        self.writer.finish(
-            finish_reason(self.stop_reason.as_deref()),
-            usage,
-            self.client_wants_usage,
-            out,
-        );
+        self.writer.finish(finish_reason(self.stop_reason.as_deref()), usage, self.client_wants_usage, out);
     }
 }
 
@@ -242,8 +226,7 @@ fn exception(message: &Message) -> RelayError {
         .ok()
         .and_then(|p| p.message)
         .unwrap_or_else(|| String::from_utf8_lossy(message.payload()).into_owned());
-    let error =
-        |code: ErrorCode| RelayError::new(code, format!("upstream stream error: {kind}: {text}"));
+    let error = |code: ErrorCode| RelayError::new(code, format!("upstream stream error: {kind}: {text}"));
     match kind {
         "throttlingException" => error(ErrorCode::UpstreamRateLimited),
         "serviceUnavailableException" => error(ErrorCode::UpstreamOverloaded),
@@ -285,10 +268,7 @@ impl StreamTranslator for ConverseStream {
             self.end(out);
             return Ok(());
         }
-        Err(RelayError::new(
-            ErrorCode::UpstreamStreamTruncated,
-            "Bedrock stream ended before messageStop",
-        ))
+        Err(RelayError::new(ErrorCode::UpstreamStreamTruncated, "Bedrock stream ended before messageStop"))
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -14,10 +14,7 @@ fn dialect() -> BedrockConverse {
 }
 
 fn lenient() -> BedrockConverse {
-    BedrockConverse::new(&DialectOptions {
-        drop_unsupported: true,
-        ..DialectOptions::default()
-    })
+    BedrockConverse::new(&DialectOptions { drop_unsupported: true, ..DialectOptions::default() })
 }
 
 fn chat(body: &Value, model: &str) -> ChatRequest {
@@ -29,11 +26,7 @@ fn chat(body: &Value, model: &str) -> ChatRequest {
     }
 }
 
-fn translate_with(
-    dialect: &BedrockConverse,
-    body: Value,
-    model: &str,
-) -> Result<Value, RelayError> {
+fn translate_with(dialect: &BedrockConverse, body: Value, model: &str) -> Result<Value, RelayError> {
     let call = dialect.translate_request(&chat(&body, model))?;
     Ok(serde_json::from_slice(&call.body).unwrap())
 }
@@ -52,24 +45,11 @@ fn ctx(wants_usage: bool) -> ResponseContext {
 }
 
 fn frame(message_type: &str, kind: &str, payload: Value) -> Vec<u8> {
-    let type_header = if message_type == "exception" {
-        ":exception-type"
-    } else {
-        ":event-type"
-    };
+    let type_header = if message_type == "exception" { ":exception-type" } else { ":event-type" };
     let message = Message::new(Bytes::from(payload.to_string()))
-        .add_header(Header::new(
-            ":message-type",
-            FrameHeaderValue::String(message_type.to_owned().into()),
-        ))
-        .add_header(Header::new(
-            type_header,
-            FrameHeaderValue::String(kind.to_owned().into()),
-        ))
-        .add_header(Header::new(
-            ":content-type",
-            FrameHeaderValue::String("application/json".into()),
-        ));
+        .add_header(Header::new(":message-type", FrameHeaderValue::String(message_type.to_owned().into())))
+        .add_header(Header::new(type_header, FrameHeaderValue::String(kind.to_owned().into())))
+        .add_header(Header::new(":content-type", FrameHeaderValue::String("application/json".into())));
     let mut out = Vec::new();
     write_message_to(&message, &mut out).unwrap();
     out
@@ -82,18 +62,11 @@ fn event(kind: &str, payload: Value) -> Vec<u8> {
 fn run(input: &[u8], wants_usage: bool) -> (Vec<Value>, Result<(), RelayError>, Option<Usage>) {
     let mut translator = dialect().stream_translator(&ctx(wants_usage));
     let mut out = Vec::new();
-    let result = translator
-        .feed(Bytes::copy_from_slice(input), &mut out)
-        .and_then(|()| translator.finish(&mut out));
+    let result = translator.feed(Bytes::copy_from_slice(input), &mut out).and_then(|()| translator.finish(&mut out));
     let events = out
         .iter()
         .map(|e| {
-            let payload = std::str::from_utf8(e)
-                .unwrap()
-                .strip_prefix("data: ")
-                .unwrap()
-                .trim_end()
-                .to_owned();
+            let payload = std::str::from_utf8(e).unwrap().strip_prefix("data: ").unwrap().trim_end().to_owned();
             serde_json::from_str(&payload).unwrap_or(Value::String(payload))
         })
         .collect();
@@ -104,10 +77,7 @@ fn run(input: &[u8], wants_usage: bool) -> (Vec<Value>, Result<(), RelayError>, 
 fn paths_encode_the_model_and_pick_the_streaming_operation() {
     let body = json!({"messages": [{"role": "user", "content": "hi"}]});
     let call = dialect().translate_request(&chat(&body, NOVA)).unwrap();
-    assert_eq!(
-        call.path_and_query,
-        "/model/us.amazon.nova-micro-v1%3A0/converse"
-    );
+    assert_eq!(call.path_and_query, "/model/us.amazon.nova-micro-v1%3A0/converse");
     assert!(!call.stream);
     let mut streamed = body.clone();
     streamed["stream"] = true.into();
@@ -159,28 +129,16 @@ fn messages_system_and_inference_config_map() {
         body["toolConfig"],
         json!({"tools": [{"toolSpec": {"name": "f", "inputSchema": {"json": {"type": "object"}}}}]})
     );
-    assert!(
-        body.get("requestMetadata").is_none() && body.get("additionalModelRequestFields").is_none()
-    );
+    assert!(body.get("requestMetadata").is_none() && body.get("additionalModelRequestFields").is_none());
 }
 
 #[test]
 fn a_plain_request_sends_no_empty_sections() {
     let body = translate(json!({"messages": [{"role": "user", "content": "hello"}]})).unwrap();
-    assert_eq!(
-        body,
-        json!({"messages": [{"role": "user", "content": [{"text": "hello"}]}]})
-    );
-    let configured = BedrockConverse::new(&DialectOptions {
-        default_max_tokens: Some(1000),
-        ..DialectOptions::default()
-    });
-    let body = translate_with(
-        &configured,
-        json!({"messages": [{"role": "user", "content": "hello"}]}),
-        NOVA,
-    )
-    .unwrap();
+    assert_eq!(body, json!({"messages": [{"role": "user", "content": [{"text": "hello"}]}]}));
+    let configured =
+        BedrockConverse::new(&DialectOptions { default_max_tokens: Some(1000), ..DialectOptions::default() });
+    let body = translate_with(&configured, json!({"messages": [{"role": "user", "content": "hello"}]}), NOVA).unwrap();
     assert_eq!(body["inferenceConfig"], json!({"maxTokens": 1000}));
 }
 
@@ -193,10 +151,7 @@ fn image_urls_and_odd_images_are_rejected() {
         (error.code, error.status, error.param.as_deref()),
         (ErrorCode::UnsupportedParameter, 400, Some("messages"))
     );
-    assert_eq!(
-        translate_with(&lenient(), url, NOVA).unwrap()["messages"][0]["content"],
-        json!([{"text": "see"}])
-    );
+    assert_eq!(translate_with(&lenient(), url, NOVA).unwrap()["messages"][0]["content"], json!([{"text": "see"}]));
     let tiff = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA"}}]}]});
     assert_eq!(translate(tiff).unwrap_err().code, ErrorCode::InvalidRequest);
 }
@@ -204,72 +159,39 @@ fn image_urls_and_odd_images_are_rejected() {
 #[test]
 fn tool_choice_modes_map_and_parallel_false_is_unsupported() {
     let tools = json!([{"type": "function", "function": {"name": "f", "description": "d"}}]);
-    let with = |choice: Value| json!({"messages": [{"role": "user", "content": "q"}], "tools": tools, "tool_choice": choice});
-    assert!(translate(with(json!("auto"))).unwrap()["toolConfig"]
-        .get("toolChoice")
-        .is_none());
+    let with =
+        |choice: Value| json!({"messages": [{"role": "user", "content": "q"}], "tools": tools, "tool_choice": choice});
+    assert!(translate(with(json!("auto"))).unwrap()["toolConfig"].get("toolChoice").is_none());
+    assert_eq!(translate(with(json!("required"))).unwrap()["toolConfig"]["toolChoice"], json!({"any": {}}));
     assert_eq!(
-        translate(with(json!("required"))).unwrap()["toolConfig"]["toolChoice"],
-        json!({"any": {}})
-    );
-    assert_eq!(
-        translate(with(json!({"type": "function", "function": {"name": "f"}}))).unwrap()
-            ["toolConfig"]["toolChoice"],
+        translate(with(json!({"type": "function", "function": {"name": "f"}}))).unwrap()["toolConfig"]["toolChoice"],
         json!({"tool": {"name": "f"}})
     );
-    assert!(translate(with(json!("none")))
-        .unwrap()
-        .get("toolConfig")
-        .is_none());
+    assert!(translate(with(json!("none"))).unwrap().get("toolConfig").is_none());
     let mut history = with(json!("none"));
     history["messages"] = json!([
         {"role": "user", "content": "q"},
         {"role": "assistant", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "t", "content": "r"}]);
-    assert_eq!(
-        translate(history).unwrap_err().param.as_deref(),
-        Some("tool_choice")
-    );
+    assert_eq!(translate(history).unwrap_err().param.as_deref(), Some("tool_choice"));
     let mut sequential = with(json!("auto"));
     sequential["parallel_tool_calls"] = false.into();
-    assert_eq!(
-        translate(sequential.clone()).unwrap_err().param.as_deref(),
-        Some("parallel_tool_calls")
-    );
-    assert!(translate_with(&lenient(), sequential, NOVA)
-        .unwrap()
-        .get("toolConfig")
-        .is_some());
+    assert_eq!(translate(sequential.clone()).unwrap_err().param.as_deref(), Some("parallel_tool_calls"));
+    assert!(translate_with(&lenient(), sequential, NOVA).unwrap().get("toolConfig").is_some());
 }
 
 #[test]
 fn reasoning_effort_follows_the_model_family() {
-    let request =
-        json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "medium"});
+    let request = json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "medium"});
     let claude = translate_with(&dialect(), request.clone(), CLAUDE).unwrap();
-    assert_eq!(
-        claude["additionalModelRequestFields"],
-        json!({"thinking": {"type": "enabled", "budget_tokens": 8192}})
-    );
+    assert_eq!(claude["additionalModelRequestFields"], json!({"thinking": {"type": "enabled", "budget_tokens": 8192}}));
     assert_eq!(claude["inferenceConfig"]["maxTokens"], 4096 + 8192);
     let gpt = translate_with(&dialect(), request.clone(), "openai.gpt-oss-120b-1:0").unwrap();
-    assert_eq!(
-        gpt["additionalModelRequestFields"],
-        json!({"reasoning_effort": "medium"})
-    );
-    assert_eq!(
-        translate(request.clone()).unwrap_err().param.as_deref(),
-        Some("reasoning_effort")
-    );
-    assert!(translate_with(&lenient(), request, NOVA)
-        .unwrap()
-        .get("additionalModelRequestFields")
-        .is_none());
+    assert_eq!(gpt["additionalModelRequestFields"], json!({"reasoning_effort": "medium"}));
+    assert_eq!(translate(request.clone()).unwrap_err().param.as_deref(), Some("reasoning_effort"));
+    assert!(translate_with(&lenient(), request, NOVA).unwrap().get("additionalModelRequestFields").is_none());
     let none = json!({"messages": [{"role": "user", "content": "q"}], "reasoning_effort": "none"});
-    assert!(translate(none)
-        .unwrap()
-        .get("additionalModelRequestFields")
-        .is_none());
+    assert!(translate(none).unwrap().get("additionalModelRequestFields").is_none());
 }
 
 #[test]
@@ -281,8 +203,7 @@ fn json_schema_becomes_structured_output_and_json_object_is_unsupported() {
         body["outputConfig"],
         json!({"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": "{\"type\":\"object\"}", "name": "city"}}}})
     );
-    let error =
-        translate(json!({"messages": [], "response_format": {"type": "json_object"}})).unwrap_err();
+    let error = translate(json!({"messages": [], "response_format": {"type": "json_object"}})).unwrap_err();
     assert_eq!(error.param.as_deref(), Some("response_format"));
 }
 
@@ -296,9 +217,7 @@ fn a_converse_response_with_reasoning_text_and_tools_translates() {
         {"toolUse":{"toolUseId":"tooluse_2","name":"g","input":{}}}]}},
         "stopReason":"tool_use","usage":{"inputTokens":10,"outputTokens":4,"totalTokens":20,"cacheReadInputTokens":5,"cacheReadInputTokenCount":5,
         "cacheWriteInputTokenCount":1}}"#;
-    let translated = dialect()
-        .translate_response(Bytes::from_static(body), &ctx(false))
-        .unwrap();
+    let translated = dialect().translate_response(Bytes::from_static(body), &ctx(false)).unwrap();
     let json: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(json["id"], "chatcmpl-ctx");
     assert_eq!(json["model"], NOVA);
@@ -306,20 +225,12 @@ fn a_converse_response_with_reasoning_text_and_tools_translates() {
     assert_eq!(message["content"], "Let me look.");
     assert_eq!(message["reasoning_content"], "think");
     assert_eq!(message["tool_calls"][0]["id"], "tooluse_1");
-    assert_eq!(
-        message["tool_calls"][0]["function"]["arguments"],
-        "{\"city\":\"Paris\"}"
-    );
+    assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
     assert_eq!(message["tool_calls"][1]["function"]["arguments"], "{}");
     assert_eq!(json["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(
         translated.usage,
-        Some(Usage {
-            prompt_tokens: 16,
-            completion_tokens: 4,
-            cached_tokens: 5,
-            reasoning_tokens: 0
-        })
+        Some(Usage { prompt_tokens: 16, completion_tokens: 4, cached_tokens: 5, reasoning_tokens: 0 })
     );
 }
 
@@ -341,31 +252,17 @@ fn stop_reasons_map() {
 
 #[test]
 fn errors_map_by_status_with_the_bedrock_message() {
-    let body =
-        Bytes::from_static(br#"{"message":"Too many requests, please wait before trying again."}"#);
+    let body = Bytes::from_static(br#"{"message":"Too many requests, please wait before trying again."}"#);
     let throttled = dialect().translate_error(429, &body);
-    assert_eq!(
-        (throttled.code, throttled.status),
-        (ErrorCode::UpstreamRateLimited, 429)
-    );
+    assert_eq!((throttled.code, throttled.status), (ErrorCode::UpstreamRateLimited, 429));
     assert!(throttled.message.starts_with("Too many requests"));
     let unavailable = dialect().translate_error(503, &Bytes::from_static(br#"{"Message":"busy"}"#));
     assert_eq!(
-        (
-            unavailable.code,
-            unavailable.status,
-            unavailable.message.as_str()
-        ),
+        (unavailable.code, unavailable.status, unavailable.message.as_str()),
         (ErrorCode::UpstreamOverloaded, 503, "busy")
     );
-    let denied = dialect().translate_error(
-        403,
-        &Bytes::from_static(br#"{"message":"You don't have access"}"#),
-    );
-    assert_eq!(
-        (denied.code, denied.status),
-        (ErrorCode::UpstreamHttpError, 403)
-    );
+    let denied = dialect().translate_error(403, &Bytes::from_static(br#"{"message":"You don't have access"}"#));
+    assert_eq!((denied.code, denied.status), (ErrorCode::UpstreamHttpError, 403));
     assert!(denied.passthrough_body.is_none());
 }
 
@@ -373,19 +270,31 @@ fn tool_stream() -> Vec<u8> {
     [
         event("messageStart", json!({"role": "assistant"})),
         event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hmm"}}})),
-        event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sig"}}})),
+        event(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sig"}}}),
+        ),
         event("contentBlockStop", json!({"contentBlockIndex": 0})),
         event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"text": ""}})),
         event("contentBlockDelta", json!({"contentBlockIndex": 1, "delta": {"text": "Hi"}})),
         event("contentBlockStop", json!({"contentBlockIndex": 1})),
-        event("contentBlockStart", json!({"contentBlockIndex": 2, "start": {"toolUse": {"toolUseId": "tu_1", "name": "f"}}})),
+        event(
+            "contentBlockStart",
+            json!({"contentBlockIndex": 2, "start": {"toolUse": {"toolUseId": "tu_1", "name": "f"}}}),
+        ),
         event("contentBlockDelta", json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "{\"a\":"}}})),
         event("contentBlockDelta", json!({"contentBlockIndex": 2, "delta": {"toolUse": {"input": "1}"}}})),
         event("contentBlockStop", json!({"contentBlockIndex": 2})),
-        event("contentBlockStart", json!({"contentBlockIndex": 3, "start": {"toolUse": {"toolUseId": "tu_2", "name": "g"}}})),
+        event(
+            "contentBlockStart",
+            json!({"contentBlockIndex": 3, "start": {"toolUse": {"toolUseId": "tu_2", "name": "g"}}}),
+        ),
         event("contentBlockStop", json!({"contentBlockIndex": 3})),
         event("messageStop", json!({"stopReason": "tool_use"})),
-        event("metadata", json!({"usage": {"inputTokens": 7, "outputTokens": 3, "totalTokens": 10}, "metrics": {"latencyMs": 5}})),
+        event(
+            "metadata",
+            json!({"usage": {"inputTokens": 7, "outputTokens": 3, "totalTokens": 10}, "metrics": {"latencyMs": 5}}),
+        ),
     ]
     .concat()
 }
@@ -394,40 +303,21 @@ fn tool_stream() -> Vec<u8> {
 fn a_stream_with_reasoning_text_and_tools_translates() {
     let (events, result, usage) = run(&tool_stream(), true);
     result.unwrap();
-    let deltas: Vec<&Value> = events
-        .iter()
-        .filter_map(|e| e["choices"].get(0))
-        .map(|c| &c["delta"])
-        .collect();
-    assert_eq!(
-        deltas[0],
-        &json!({"role": "assistant", "reasoning_content": "hmm"})
-    );
+    let deltas: Vec<&Value> = events.iter().filter_map(|e| e["choices"].get(0)).map(|c| &c["delta"]).collect();
+    assert_eq!(deltas[0], &json!({"role": "assistant", "reasoning_content": "hmm"}));
     assert_eq!(deltas[1], &json!({"content": "Hi"}));
     assert_eq!(
         deltas[2]["tool_calls"][0],
         json!({"index": 0, "id": "tu_1", "type": "function", "function": {"name": "f", "arguments": ""}})
     );
-    assert_eq!(
-        deltas[3]["tool_calls"][0]["function"]["arguments"],
-        "{\"a\":"
-    );
+    assert_eq!(deltas[3]["tool_calls"][0]["function"]["arguments"], "{\"a\":");
     assert_eq!(deltas[4]["tool_calls"][0]["function"]["arguments"], "1}");
     assert_eq!(deltas[5]["tool_calls"][0]["index"], 1);
-    assert_eq!(
-        deltas[6]["tool_calls"][0],
-        json!({"index": 1, "function": {"arguments": "{}"}})
-    );
-    assert_eq!(
-        events[events.len() - 3]["choices"][0]["finish_reason"],
-        "tool_calls"
-    );
+    assert_eq!(deltas[6]["tool_calls"][0], json!({"index": 1, "function": {"arguments": "{}"}}));
+    assert_eq!(events[events.len() - 3]["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(events[events.len() - 2]["usage"]["prompt_tokens"], 7);
     assert_eq!(events.last().unwrap(), &Value::String("[DONE]".into()));
-    assert!(events
-        .iter()
-        .filter(|e| e.is_object())
-        .all(|e| e["id"] == "chatcmpl-ctx" && e["model"] == NOVA));
+    assert!(events.iter().filter(|e| e.is_object()).all(|e| e["id"] == "chatcmpl-ctx" && e["model"] == NOVA));
     assert_eq!(usage.map(|u| u.completion_tokens), Some(3));
 }
 
@@ -438,20 +328,13 @@ fn any_split_of_a_stream_gives_the_same_output() {
     let mut translator = dialect().stream_translator(&ctx(true));
     let mut out = Vec::new();
     for byte in &input {
-        translator
-            .feed(Bytes::copy_from_slice(std::slice::from_ref(byte)), &mut out)
-            .unwrap();
+        translator.feed(Bytes::copy_from_slice(std::slice::from_ref(byte)), &mut out).unwrap();
     }
     translator.finish(&mut out).unwrap();
     let split: Vec<Value> = out
         .iter()
         .map(|e| {
-            let payload = std::str::from_utf8(e)
-                .unwrap()
-                .strip_prefix("data: ")
-                .unwrap()
-                .trim_end()
-                .to_owned();
+            let payload = std::str::from_utf8(e).unwrap().strip_prefix("data: ").unwrap().trim_end().to_owned();
             serde_json::from_str(&payload).unwrap_or(Value::String(payload))
         })
         .collect();
@@ -476,10 +359,7 @@ fn a_stream_ending_after_message_stop_without_metadata_still_finishes() {
 fn a_stream_without_message_stop_is_truncated() {
     let input = [
         event("messageStart", json!({"role": "assistant"})),
-        event(
-            "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": {"text": "par"}}),
-        ),
+        event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"text": "par"}})),
     ]
     .concat();
     let (_, result, _) = run(&input, false);
@@ -490,17 +370,9 @@ fn a_stream_without_message_stop_is_truncated() {
 fn exception_frames_fail_the_stream_with_their_class() {
     for (kind, code, status) in [
         ("throttlingException", ErrorCode::UpstreamRateLimited, 429),
-        (
-            "serviceUnavailableException",
-            ErrorCode::UpstreamOverloaded,
-            503,
-        ),
+        ("serviceUnavailableException", ErrorCode::UpstreamOverloaded, 503),
         ("validationException", ErrorCode::UpstreamStreamError, 400),
-        (
-            "modelStreamErrorException",
-            ErrorCode::UpstreamStreamError,
-            502,
-        ),
+        ("modelStreamErrorException", ErrorCode::UpstreamStreamError, 502),
     ] {
         let input = [
             event("messageStart", json!({"role": "assistant"})),

@@ -76,17 +76,12 @@ use bytes::Bytes;
 use super::client_request::{ClientRequest, Expressible};
 use super::framed::SseStream;
 use super::{
-    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
-    UpstreamCall,
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall,
 };
 use crate::error::RelayError;
 
 /// Gemini takes sampling penalties, audio input and named function results.
-const EXPRESSIBLE: Expressible = Expressible {
-    penalties: true,
-    audio_input: true,
-    function_results: true,
-};
+const EXPRESSIBLE: Expressible = Expressible { penalties: true, audio_input: true, function_results: true };
 
 /// Google's documented placeholder for a function call whose thought signature was lost.
 const THOUGHT_SIGNATURE_SENTINEL: &str = "skip_thought_signature_validator";
@@ -100,9 +95,7 @@ pub struct Gemini {
 impl Gemini {
     /// A Gemini dialect with the upstream's options.
     pub fn new(options: &DialectOptions) -> Self {
-        Gemini {
-            drop_unsupported: options.drop_unsupported,
-        }
+        Gemini { drop_unsupported: options.drop_unsupported }
     }
 }
 
@@ -131,18 +124,10 @@ impl Dialect for Gemini {
         } else {
             format!("/models/{model}:generateContent")
         };
-        Ok(UpstreamCall::post(
-            path,
-            Bytes::from(translated.to_string()),
-            request.stream,
-        ))
+        Ok(UpstreamCall::post(path, Bytes::from(translated.to_string()), request.stream))
     }
 
-    fn translate_response(
-        &self,
-        body: Bytes,
-        ctx: &ResponseContext,
-    ) -> Result<Translated, RelayError> {
+    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
         response::translate(&body, ctx)
     }
 
@@ -169,41 +154,25 @@ mod tests {
 
     fn call(model: &str, stream: bool) -> UpstreamCall {
         let request = ChatRequest {
-            body: Bytes::from_static(
-                br#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
-            ),
+            body: Bytes::from_static(br#"{"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}"#),
             upstream_model: model.into(),
             stream,
             client_wants_usage: false,
         };
-        Gemini::new(&DialectOptions::default())
-            .translate_request(&request)
-            .unwrap()
+        Gemini::new(&DialectOptions::default()).translate_request(&request).unwrap()
     }
 
     #[test]
     fn paths_name_the_model_and_the_streaming_method() {
-        assert_eq!(
-            call("gemini-2.5-flash", false).path_and_query,
-            "/models/gemini-2.5-flash:generateContent"
-        );
+        assert_eq!(call("gemini-2.5-flash", false).path_and_query, "/models/gemini-2.5-flash:generateContent");
         let streamed = call("models/gemini-2.5-flash", true);
-        assert_eq!(
-            streamed.path_and_query,
-            "/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
-        );
+        assert_eq!(streamed.path_and_query, "/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
         assert!(streamed.stream);
-        assert_eq!(
-            call("../x?y", false).path_and_query,
-            "/models/..%2Fx%3Fy:generateContent"
-        );
+        assert_eq!(call("../x?y", false).path_and_query, "/models/..%2Fx%3Fy:generateContent");
     }
 
     #[test]
     fn the_key_goes_in_the_goog_header() {
-        assert_eq!(
-            Gemini::new(&DialectOptions::default()).default_auth(),
-            AuthStyle::Header("x-goog-api-key")
-        );
+        assert_eq!(Gemini::new(&DialectOptions::default()).default_auth(), AuthStyle::Header("x-goog-api-key"));
     }
 }

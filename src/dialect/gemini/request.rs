@@ -4,17 +4,13 @@ use serde_json::{json, Map, Value};
 
 use super::THOUGHT_SIGNATURE_SENTINEL;
 use crate::dialect::client_request::{
-    invalid, tool_name_for, unsupported, ClientRequest, ImageSource, Message, Part,
-    ReasoningEffort, ResponseFormat, ToolCall, ToolChoice,
+    invalid, tool_name_for, unsupported, ClientRequest, ImageSource, Message, Part, ReasoningEffort, ResponseFormat,
+    ToolCall, ToolChoice,
 };
 use crate::error::RelayError;
 
 /// Builds the `generateContent` body for `model` (the model id without `models/`).
-pub(super) fn translate(
-    body: &ClientRequest,
-    model: &str,
-    drop_unsupported: bool,
-) -> Result<Value, RelayError> {
+pub(super) fn translate(body: &ClientRequest, model: &str, drop_unsupported: bool) -> Result<Value, RelayError> {
     let generation = GenerationFamily::of(model);
     let mut request = Map::new();
 
@@ -50,12 +46,8 @@ pub(super) enum GenerationFamily {
 
 impl GenerationFamily {
     pub(super) fn of(model: &str) -> Self {
-        let major: String = model
-            .strip_prefix("gemini-")
-            .unwrap_or_default()
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let major: String =
+            model.strip_prefix("gemini-").unwrap_or_default().chars().take_while(char::is_ascii_digit).collect();
         match major.parse::<u32>() {
             Ok(major) if major >= 3 => GenerationFamily::Levels,
             _ => GenerationFamily::Budget,
@@ -81,15 +73,9 @@ fn conversation(
             Message::System(parts) => {
                 for part in parts {
                     match part {
-                        Part::Text { text, .. } if !text.is_empty() => {
-                            system.push(json!({ "text": text }))
-                        }
+                        Part::Text { text, .. } if !text.is_empty() => system.push(json!({ "text": text })),
                         Part::Text { .. } => {}
-                        _ => unsupported(
-                            drop_unsupported,
-                            &param,
-                            "anything but text in system messages",
-                        )?,
+                        _ => unsupported(drop_unsupported, &param, "anything but text in system messages")?,
                     }
                 }
             }
@@ -100,22 +86,14 @@ fn conversation(
                     last_is_responses = false;
                 }
             }
-            Message::Assistant {
-                content,
-                tool_calls,
-                ..
-            } => {
+            Message::Assistant { content, tool_calls, .. } => {
                 let parts = model_parts(content, tool_calls, &param, generation)?;
                 if !parts.is_empty() {
                     contents.push(json!({ "role": "model", "parts": parts }));
                     last_is_responses = false;
                 }
             }
-            Message::Tool {
-                tool_call_id,
-                name,
-                content,
-            } => {
+            Message::Tool { tool_call_id, name, content } => {
                 let part = function_response(
                     tool_call_id,
                     name.as_deref(),
@@ -124,10 +102,7 @@ fn conversation(
                     &param,
                     drop_unsupported,
                 )?;
-                match contents
-                    .last_mut()
-                    .and_then(|turn| turn["parts"].as_array_mut())
-                {
+                match contents.last_mut().and_then(|turn| turn["parts"].as_array_mut()) {
                     Some(parts) if last_is_responses => parts.push(part),
                     _ => contents.push(json!({ "role": "user", "parts": [part] })),
                 }
@@ -149,9 +124,9 @@ fn user_parts(parts: &[Part]) -> Vec<Value> {
             Part::Audio { data, format } => Some(json!({
                 "inlineData": { "mimeType": format!("audio/{format}"), "data": data }
             })),
-            Part::File {
-                media_type, base64, ..
-            } => Some(json!({ "inlineData": { "mimeType": media_type, "data": base64 } })),
+            Part::File { media_type, base64, .. } => {
+                Some(json!({ "inlineData": { "mimeType": media_type, "data": base64 } }))
+            }
         })
         .collect()
 }
@@ -207,8 +182,7 @@ fn model_parts(
     }
     let any_signed = calls.iter().any(|call| thought_signature(call).is_some());
     for (index, call) in calls.iter().enumerate() {
-        let args =
-            call.arguments_object(&format!("{param}.tool_calls[{index}].function.arguments"))?;
+        let args = call.arguments_object(&format!("{param}.tool_calls[{index}].function.arguments"))?;
         let mut function_call = Map::new();
         if !call.id.is_empty() {
             function_call.insert("id".into(), Value::String(call.id.clone()));
@@ -229,10 +203,7 @@ fn model_parts(
 }
 
 fn thought_signature(call: &ToolCall) -> Option<&str> {
-    call.extra_content
-        .as_ref()?
-        .pointer("/google/thought_signature")?
-        .as_str()
+    call.extra_content.as_ref()?.pointer("/google/thought_signature")?.as_str()
 }
 
 /// A tool result as a `functionResponse`, named after the call it answers (OpenAI tool
@@ -247,18 +218,15 @@ fn function_response(
     drop_unsupported: bool,
 ) -> Result<Value, RelayError> {
     let call_id = Some(tool_call_id).filter(|id| !id.is_empty());
-    let name = call_id
-        .and_then(|id| tool_name_for(earlier, earlier.len(), id))
-        .or(name)
-        .ok_or_else(|| {
-            invalid(
-                &format!("{param}.tool_call_id"),
-                format!(
-                    "tool message answers tool_call_id {:?}, which no earlier assistant message called",
-                    call_id.unwrap_or_default()
-                ),
-            )
-        })?;
+    let name = call_id.and_then(|id| tool_name_for(earlier, earlier.len(), id)).or(name).ok_or_else(|| {
+        invalid(
+            &format!("{param}.tool_call_id"),
+            format!(
+                "tool message answers tool_call_id {:?}, which no earlier assistant message called",
+                call_id.unwrap_or_default()
+            ),
+        )
+    })?;
     let mut text = String::new();
     for part in content {
         match part {
@@ -286,10 +254,7 @@ fn function_response(
 fn tools(body: &ClientRequest) -> Option<(Value, Option<Value>)> {
     let choice = body.tool_choice.as_ref();
     let allowed_auto = match choice {
-        Some(ToolChoice::Allowed {
-            required: false,
-            names,
-        }) => Some(names),
+        Some(ToolChoice::Allowed { required: false, names }) => Some(names),
         _ => None,
     };
     let mut declarations = Vec::new();
@@ -314,19 +279,13 @@ fn tools(body: &ClientRequest) -> Option<(Value, Option<Value>)> {
     }
     let calling = match choice {
         None => None,
-        Some(ToolChoice::Auto)
-        | Some(ToolChoice::Allowed {
-            required: false, ..
-        }) => Some(json!({ "mode": "AUTO" })),
+        Some(ToolChoice::Auto) | Some(ToolChoice::Allowed { required: false, .. }) => Some(json!({ "mode": "AUTO" })),
         Some(ToolChoice::None) => Some(json!({ "mode": "NONE" })),
         Some(ToolChoice::Required) => Some(json!({ "mode": "ANY" })),
-        Some(ToolChoice::Function(name)) => {
-            Some(json!({ "mode": "ANY", "allowedFunctionNames": [name] }))
+        Some(ToolChoice::Function(name)) => Some(json!({ "mode": "ANY", "allowedFunctionNames": [name] })),
+        Some(ToolChoice::Allowed { required: true, names }) => {
+            Some(json!({ "mode": "ANY", "allowedFunctionNames": names }))
         }
-        Some(ToolChoice::Allowed {
-            required: true,
-            names,
-        }) => Some(json!({ "mode": "ANY", "allowedFunctionNames": names })),
     };
     let config = calling.map(|calling| json!({ "functionCallingConfig": calling }));
     Some((json!([{ "functionDeclarations": declarations }]), config))
@@ -342,28 +301,19 @@ fn generation_config(body: &ClientRequest, generation: GenerationFamily) -> Map<
     set("maxOutputTokens", body.max_tokens.map(Value::from));
     set("temperature", body.temperature.map(Value::from));
     set("topP", body.top_p.map(Value::from));
-    set(
-        "stopSequences",
-        (!body.stop.is_empty()).then(|| Value::from(body.stop.clone())),
-    );
+    set("stopSequences", (!body.stop.is_empty()).then(|| Value::from(body.stop.clone())));
     set("seed", body.seed.map(Value::from));
     set("presencePenalty", body.presence_penalty.map(Value::from));
     set("frequencyPenalty", body.frequency_penalty.map(Value::from));
     match &body.response_format {
         None | Some(ResponseFormat::Text) => {}
-        Some(ResponseFormat::JsonObject) => {
-            set("responseMimeType", Some("application/json".into()))
-        }
+        Some(ResponseFormat::JsonObject) => set("responseMimeType", Some("application/json".into())),
         Some(ResponseFormat::JsonSchema { schema, .. }) => {
             set("responseMimeType", Some("application/json".into()));
             set("responseJsonSchema", schema.clone());
         }
     }
-    set(
-        "thinkingConfig",
-        body.reasoning_effort
-            .map(|effort| thinking_config(effort, generation)),
-    );
+    set("thinkingConfig", body.reasoning_effort.map(|effort| thinking_config(effort, generation)));
     config
 }
 
@@ -414,10 +364,7 @@ mod tests {
             "gemini-2.5-flash",
         )
         .unwrap();
-        assert_eq!(
-            sent["systemInstruction"],
-            json!({"parts": [{"text": "be brief"}, {"text": "no jokes"}]})
-        );
+        assert_eq!(sent["systemInstruction"], json!({"parts": [{"text": "be brief"}, {"text": "no jokes"}]}));
         assert_eq!(
             sent["contents"],
             json!([
@@ -459,10 +406,7 @@ mod tests {
                 {"functionResponse": {"id": "b", "name": "clock", "response": {"output": "noon"}}}
             ]})
         );
-        assert_eq!(
-            sent["contents"][3],
-            json!({"role": "user", "parts": [{"text": "thanks"}]})
-        );
+        assert_eq!(sent["contents"][3], json!({"role": "user", "parts": [{"text": "thanks"}]}));
     }
 
     #[test]
@@ -472,10 +416,7 @@ mod tests {
             "gemini-2.5-flash",
         )
         .unwrap_err();
-        assert_eq!(
-            (err.code, err.param.as_deref()),
-            (ErrorCode::InvalidRequest, Some("messages[0].tool_call_id"))
-        );
+        assert_eq!((err.code, err.param.as_deref()), (ErrorCode::InvalidRequest, Some("messages[0].tool_call_id")));
     }
 
     #[test]
@@ -491,29 +432,17 @@ mod tests {
                 {"role": "tool", "tool_call_id": "b", "content": "2"}
             ]})
         };
-        let signed = translate_json(
-            history(json!({"google": {"thought_signature": "SIG"}})),
-            "gemini-3-pro-preview",
-        )
-        .unwrap();
+        let signed =
+            translate_json(history(json!({"google": {"thought_signature": "SIG"}})), "gemini-3-pro-preview").unwrap();
         assert_eq!(signed["contents"][1]["parts"][0]["thoughtSignature"], "SIG");
-        assert!(signed["contents"][1]["parts"][1]
-            .get("thoughtSignature")
-            .is_none());
+        assert!(signed["contents"][1]["parts"][1].get("thoughtSignature").is_none());
 
         let lost = translate_json(history(Value::Null), "gemini-3-pro-preview").unwrap();
-        assert_eq!(
-            lost["contents"][1]["parts"][0]["thoughtSignature"],
-            THOUGHT_SIGNATURE_SENTINEL
-        );
-        assert!(lost["contents"][1]["parts"][1]
-            .get("thoughtSignature")
-            .is_none());
+        assert_eq!(lost["contents"][1]["parts"][0]["thoughtSignature"], THOUGHT_SIGNATURE_SENTINEL);
+        assert!(lost["contents"][1]["parts"][1].get("thoughtSignature").is_none());
 
         let older = translate_json(history(Value::Null), "gemini-2.5-flash").unwrap();
-        assert!(older["contents"][1]["parts"][0]
-            .get("thoughtSignature")
-            .is_none());
+        assert!(older["contents"][1]["parts"][0].get("thoughtSignature").is_none());
     }
 
     #[test]
@@ -572,8 +501,7 @@ mod tests {
             ]}])
         );
         assert!(plain.get("toolConfig").is_none());
-        let mode =
-            |choice: Value| with_choice(choice)["toolConfig"]["functionCallingConfig"].clone();
+        let mode = |choice: Value| with_choice(choice)["toolConfig"]["functionCallingConfig"].clone();
         assert_eq!(mode(json!("auto")), json!({"mode": "AUTO"}));
         assert_eq!(mode(json!("none")), json!({"mode": "NONE"}));
         assert_eq!(mode(json!("required")), json!({"mode": "ANY"}));
@@ -584,24 +512,16 @@ mod tests {
         let auto_subset = with_choice(
             json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "g"}}]}}),
         );
-        assert_eq!(
-            auto_subset["tools"][0]["functionDeclarations"],
-            json!([{"name": "g"}])
-        );
-        assert_eq!(
-            auto_subset["toolConfig"]["functionCallingConfig"],
-            json!({"mode": "AUTO"})
-        );
+        assert_eq!(auto_subset["tools"][0]["functionDeclarations"], json!([{"name": "g"}]));
+        assert_eq!(auto_subset["toolConfig"]["functionCallingConfig"], json!({"mode": "AUTO"}));
     }
 
     #[test]
     fn non_function_tools_are_refused_unless_dropped() {
-        let body: &[u8] = br#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom","custom":{"name":"c"}}]}"#;
+        let body: &[u8] =
+            br#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"custom","custom":{"name":"c"}}]}"#;
         let err = ClientRequest::parse(body, false, EXPRESSIBLE).unwrap_err();
-        assert_eq!(
-            (err.code, err.param.as_deref()),
-            (ErrorCode::UnsupportedParameter, Some("tools[0]"))
-        );
+        assert_eq!((err.code, err.param.as_deref()), (ErrorCode::UnsupportedParameter, Some("tools[0]")));
         let lenient = ClientRequest::parse(body, true, EXPRESSIBLE).unwrap();
         let dropped = translate(&lenient, "gemini-2.5-flash", true).unwrap();
         assert!(dropped.get("tools").is_none());
@@ -622,69 +542,37 @@ mod tests {
             json!({"maxOutputTokens": 9, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"], "seed": 4,
                    "presencePenalty": 0.5, "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"}})
         );
-        let json_mode = translate_json(
-            json!({"messages": [], "response_format": {"type": "json_object"}}),
-            "gemini-2.5-flash",
-        )
-        .unwrap();
-        assert_eq!(
-            json_mode["generationConfig"],
-            json!({"responseMimeType": "application/json"})
-        );
+        let json_mode =
+            translate_json(json!({"messages": [], "response_format": {"type": "json_object"}}), "gemini-2.5-flash")
+                .unwrap();
+        assert_eq!(json_mode["generationConfig"], json!({"responseMimeType": "application/json"}));
     }
 
     #[test]
     fn reasoning_effort_is_a_budget_before_gemini_3_and_a_level_from_it() {
         let config = |effort: &str, model: &str| {
-            translate_json(json!({"messages": [], "reasoning_effort": effort}), model).unwrap()
-                ["generationConfig"]["thinkingConfig"]
+            translate_json(json!({"messages": [], "reasoning_effort": effort}), model).unwrap()["generationConfig"]
+                ["thinkingConfig"]
                 .clone()
         };
-        assert_eq!(
-            config("low", "gemini-2.5-flash"),
-            json!({"includeThoughts": true, "thinkingBudget": 1024})
-        );
-        assert_eq!(
-            config("none", "gemini-2.5-flash"),
-            json!({"includeThoughts": false, "thinkingBudget": 0})
-        );
-        assert_eq!(
-            config("high", "gemini-flash-latest"),
-            json!({"includeThoughts": true, "thinkingBudget": 24576})
-        );
+        assert_eq!(config("low", "gemini-2.5-flash"), json!({"includeThoughts": true, "thinkingBudget": 1024}));
+        assert_eq!(config("none", "gemini-2.5-flash"), json!({"includeThoughts": false, "thinkingBudget": 0}));
+        assert_eq!(config("high", "gemini-flash-latest"), json!({"includeThoughts": true, "thinkingBudget": 24576}));
         assert_eq!(
             config("medium", "gemini-3-flash-preview"),
             json!({"includeThoughts": true, "thinkingLevel": "medium"})
         );
-        assert_eq!(
-            config("high", "gemini-3.1-pro"),
-            json!({"includeThoughts": true, "thinkingLevel": "high"})
-        );
-        let err = translate_json(
-            json!({"messages": [], "reasoning_effort": "extreme"}),
-            "gemini-2.5-flash",
-        )
-        .unwrap_err();
+        assert_eq!(config("high", "gemini-3.1-pro"), json!({"includeThoughts": true, "thinkingLevel": "high"}));
+        let err =
+            translate_json(json!({"messages": [], "reasoning_effort": "extreme"}), "gemini-2.5-flash").unwrap_err();
         assert_eq!(err.param.as_deref(), Some("reasoning_effort"));
     }
 
     #[test]
     fn model_generations_are_read_from_the_name() {
-        assert_eq!(
-            GenerationFamily::of("gemini-2.5-pro"),
-            GenerationFamily::Budget
-        );
-        assert_eq!(
-            GenerationFamily::of("gemini-3-pro-preview"),
-            GenerationFamily::Levels
-        );
-        assert_eq!(
-            GenerationFamily::of("gemini-10-ultra"),
-            GenerationFamily::Levels
-        );
-        assert_eq!(
-            GenerationFamily::of("gemma-3-27b-it"),
-            GenerationFamily::Budget
-        );
+        assert_eq!(GenerationFamily::of("gemini-2.5-pro"), GenerationFamily::Budget);
+        assert_eq!(GenerationFamily::of("gemini-3-pro-preview"), GenerationFamily::Levels);
+        assert_eq!(GenerationFamily::of("gemini-10-ultra"), GenerationFamily::Levels);
+        assert_eq!(GenerationFamily::of("gemma-3-27b-it"), GenerationFamily::Budget);
     }
 }

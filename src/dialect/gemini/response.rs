@@ -109,27 +109,18 @@ impl From<&UsageMetadata> for Usage {
 impl GenerateResponse {
     /// Takes the first candidate (the relay never asks for more than one).
     pub(super) fn take_candidate(&mut self) -> Option<Candidate> {
-        let position = self
-            .candidates
-            .iter()
-            .position(|c| c.index.unwrap_or(0) == 0)
-            .unwrap_or(0);
+        let position = self.candidates.iter().position(|c| c.index.unwrap_or(0) == 0).unwrap_or(0);
         (position < self.candidates.len()).then(|| self.candidates.swap_remove(position))
     }
 
     /// The `chat.completion` id: the upstream's response id when it sent one.
     pub(super) fn completion_id(&self) -> Option<String> {
-        self.response_id
-            .as_ref()
-            .filter(|id| !id.is_empty())
-            .map(|id| format!("chatcmpl-{id}"))
+        self.response_id.as_ref().filter(|id| !id.is_empty()).map(|id| format!("chatcmpl-{id}"))
     }
 
     /// The model that answered, without the `models/` prefix.
     pub(super) fn model(&self) -> Option<String> {
-        self.model_version
-            .as_deref()
-            .map(|m| m.strip_prefix("models/").unwrap_or(m).to_owned())
+        self.model_version.as_deref().map(|m| m.strip_prefix("models/").unwrap_or(m).to_owned())
     }
 
     /// Why a prompt was refused before any candidate was generated.
@@ -153,30 +144,17 @@ pub(super) enum Piece {
 /// API cannot carry (inline media output, executable code) are skipped.
 pub(super) fn piece(part: Part, id_seed: &str, call_index: usize) -> Option<Piece> {
     if let Some(call) = part.function_call {
-        let id = call
-            .id
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| generated_tool_call_id(id_seed, call_index));
+        let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| generated_tool_call_id(id_seed, call_index));
         let arguments = match call.args {
             None | Some(Value::Null) => "{}".to_owned(),
             Some(args) => args.to_string(),
         };
-        let extra_content = part
-            .thought_signature
-            .map(|signature| json!({ "google": { "thought_signature": signature } }));
-        return Some(Piece::Call(ToolCallOut {
-            id,
-            name: call.name,
-            arguments,
-            extra_content,
-        }));
+        let extra_content =
+            part.thought_signature.map(|signature| json!({ "google": { "thought_signature": signature } }));
+        return Some(Piece::Call(ToolCallOut { id, name: call.name, arguments, extra_content }));
     }
     let text = part.text.filter(|text| !text.is_empty())?;
-    Some(if part.thought == Some(true) {
-        Piece::Thought(text)
-    } else {
-        Piece::Text(text)
-    })
+    Some(if part.thought == Some(true) { Piece::Thought(text) } else { Piece::Text(text) })
 }
 
 /// Gemini's finish reason in OpenAI's terms. A natural stop after function calls is
@@ -203,43 +181,26 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
     let mut response: GenerateResponse = serde_json::from_slice(body).map_err(|e| {
         RelayError::new(
             ErrorCode::UpstreamInvalidResponse,
-            format!(
-                "upstream answered 2xx with a body that is not a Gemini response ({e}): {}",
-                excerpt(body)
-            ),
+            format!("upstream answered 2xx with a body that is not a Gemini response ({e}): {}", excerpt(body)),
         )
     })?;
     if let Some(error) = &response.error {
         return Err(in_band_error(error));
     }
     let id = response.completion_id().unwrap_or_else(|| ctx.id.clone());
-    let model = response
-        .model()
-        .unwrap_or_else(|| ctx.upstream_model.clone());
+    let model = response.model().unwrap_or_else(|| ctx.upstream_model.clone());
     let usage = response.usage_metadata.as_ref().map(Usage::from);
-    let id_seed = response
-        .response_id
-        .clone()
-        .unwrap_or_else(|| ctx.id.clone());
+    let id_seed = response.response_id.clone().unwrap_or_else(|| ctx.id.clone());
     let block_reason = response.block_reason().map(str::to_owned);
 
-    let mut completion = Completion {
-        id,
-        model,
-        created: ctx.created,
-        usage,
-        ..Completion::default()
-    };
+    let mut completion = Completion { id, model, created: ctx.created, usage, ..Completion::default() };
     let mut finish = None;
     if let Some(candidate) = response.take_candidate() {
         finish = candidate.finish_reason;
         for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
             match piece(part, &id_seed, completion.tool_calls.len()) {
                 Some(Piece::Text(text)) => completion.content.push_str(&text),
-                Some(Piece::Thought(text)) => completion
-                    .reasoning
-                    .get_or_insert_with(String::new)
-                    .push_str(&text),
+                Some(Piece::Thought(text)) => completion.reasoning.get_or_insert_with(String::new).push_str(&text),
                 Some(Piece::Call(call)) => completion.tool_calls.push(call),
                 None => {}
             }
@@ -252,10 +213,7 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         (None, Some(_)) => "content_filter",
         (None, None) => finish_reason("STOP", saw_tool_calls),
     });
-    Ok(Translated {
-        body: completion.to_bytes(),
-        usage,
-    })
+    Ok(Translated { body: completion.to_bytes(), usage })
 }
 
 /// Maps a Gemini error body (`{"error":{"code","message","status","details"}}`, sometimes
@@ -270,19 +228,10 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
 /// * anything else keeps its status as `upstream_http_error`, with Gemini's message.
 pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
     let value: Option<Value> = serde_json::from_slice(body).ok();
-    let error = value
-        .as_ref()
-        .map(|v| v.get(0).unwrap_or(v))
-        .and_then(|v| v.get("error"));
+    let error = value.as_ref().map(|v| v.get(0).unwrap_or(v)).and_then(|v| v.get("error"));
     let message = upstream_message(body);
-    let grpc_status = error
-        .and_then(|e| e.get("status"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let reason = error
-        .and_then(|e| detail(e, "ErrorInfo"))
-        .and_then(|d| d.get("reason"))
-        .and_then(Value::as_str);
+    let grpc_status = error.and_then(|e| e.get("status")).and_then(Value::as_str).unwrap_or_default();
+    let reason = error.and_then(|e| detail(e, "ErrorInfo")).and_then(|d| d.get("reason")).and_then(Value::as_str);
 
     if status == 429 || grpc_status == "RESOURCE_EXHAUSTED" {
         let mut relay = status_error(429, message);
@@ -300,16 +249,9 @@ pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
 
 /// An error object sent with status 200 (in a stream, or in place of a response).
 pub(super) fn in_band_error(error: &Value) -> RelayError {
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| error.to_string());
+    let message = error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
     let code = error.get("code").and_then(Value::as_u64);
-    let status = error
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let status = error.get("status").and_then(Value::as_str).unwrap_or_default();
     let relay_code = if code == Some(429) || status == "RESOURCE_EXHAUSTED" {
         ErrorCode::UpstreamRateLimited
     } else if code == Some(503) || status == "UNAVAILABLE" {
@@ -324,11 +266,11 @@ pub(super) fn in_band_error(error: &Value) -> RelayError {
 
 /// The first `details` entry of a `google.rpc` type (`ErrorInfo`, `RetryInfo`, ...).
 fn detail<'a>(error: &'a Value, kind: &str) -> Option<&'a Value> {
-    error.get("details")?.as_array()?.iter().find(|d| {
-        d.get("@type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.rsplit('.').next() == Some(kind))
-    })
+    error
+        .get("details")?
+        .as_array()?
+        .iter()
+        .find(|d| d.get("@type").and_then(Value::as_str).is_some_and(|t| t.rsplit('.').next() == Some(kind)))
 }
 
 /// `RetryInfo.retryDelay`, a protobuf Duration in JSON form (`"34.4s"`).
@@ -353,10 +295,7 @@ mod tests {
 
     fn translate_value(body: Value) -> (Value, Option<Usage>) {
         let translated = translate(&Bytes::from(body.to_string()), &ctx()).unwrap();
-        (
-            serde_json::from_slice(&translated.body).unwrap(),
-            translated.usage,
-        )
+        (serde_json::from_slice(&translated.body).unwrap(), translated.usage)
     }
 
     #[test]
@@ -374,27 +313,16 @@ mod tests {
         assert_eq!(body["created"], 11);
         let message = &body["choices"][0]["message"];
         assert_eq!(
-            (
-                message["content"].as_str(),
-                message["reasoning_content"].as_str()
-            ),
+            (message["content"].as_str(), message["reasoning_content"].as_str()),
             (Some("Hello there"), Some("plan"))
         );
         assert_eq!(body["choices"][0]["finish_reason"], "stop");
         assert_eq!(
             usage,
-            Some(Usage {
-                prompt_tokens: 10,
-                completion_tokens: 10,
-                cached_tokens: 4,
-                reasoning_tokens: 7
-            })
+            Some(Usage { prompt_tokens: 10, completion_tokens: 10, cached_tokens: 4, reasoning_tokens: 7 })
         );
         assert_eq!(body["usage"]["total_tokens"], 20);
-        assert_eq!(
-            body["usage"]["completion_tokens_details"]["reasoning_tokens"],
-            7
-        );
+        assert_eq!(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 7);
     }
 
     #[test]
@@ -423,13 +351,7 @@ mod tests {
     #[test]
     fn finish_reasons_map_to_openai_values() {
         assert_eq!(finish_reason("MAX_TOKENS", true), "length");
-        for reason in [
-            "SAFETY",
-            "RECITATION",
-            "BLOCKLIST",
-            "PROHIBITED_CONTENT",
-            "SPII",
-        ] {
+        for reason in ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"] {
             assert_eq!(finish_reason(reason, false), "content_filter");
         }
         assert_eq!(finish_reason("STOP", false), "stop");
@@ -464,10 +386,7 @@ mod tests {
             .to_string(),
         );
         let err = translate_error(429, &body);
-        assert_eq!(
-            (err.code, err.status, err.message.as_str()),
-            (ErrorCode::UpstreamRateLimited, 429, "quota")
-        );
+        assert_eq!((err.code, err.status, err.message.as_str()), (ErrorCode::UpstreamRateLimited, 429, "quota"));
         assert_eq!(err.retry_after, Some(Duration::from_millis(34_400)));
         assert!(err.passthrough_body.is_none());
     }
@@ -484,19 +403,14 @@ mod tests {
             (err.code, err.status, err.message.as_str()),
             (ErrorCode::UpstreamHttpError, 401, "API key not valid.")
         );
-        let overloaded = Bytes::from_static(br#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#);
-        assert_eq!(
-            translate_error(503, &overloaded).code,
-            ErrorCode::UpstreamOverloaded
+        let overloaded = Bytes::from_static(
+            br#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#,
         );
-        let missing = Bytes::from_static(
-            br#"{"error":{"code":404,"message":"not found","status":"NOT_FOUND"}}"#,
-        );
+        assert_eq!(translate_error(503, &overloaded).code, ErrorCode::UpstreamOverloaded);
+        let missing = Bytes::from_static(br#"{"error":{"code":404,"message":"not found","status":"NOT_FOUND"}}"#);
         let err = translate_error(404, &missing);
         assert_eq!((err.code, err.status), (ErrorCode::UpstreamHttpError, 404));
-        let bad = Bytes::from_static(
-            br#"{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}"#,
-        );
+        let bad = Bytes::from_static(br#"{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}"#);
         assert_eq!(translate_error(400, &bad).status, 400);
     }
 }

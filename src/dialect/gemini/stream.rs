@@ -46,17 +46,13 @@ impl GeminiStream {
         let mut response: GenerateResponse = serde_json::from_slice(&data).map_err(|e| {
             RelayError::new(
                 ErrorCode::UpstreamInvalidResponse,
-                format!(
-                    "upstream stream event is not a Gemini response ({e}): {}",
-                    excerpt(&data)
-                ),
+                format!("upstream stream event is not a Gemini response ({e}): {}", excerpt(&data)),
             )
         })?;
         if let Some(error) = &response.error {
             return Err(in_band_error(error));
         }
-        self.writer
-            .identify(response.completion_id(), response.model());
+        self.writer.identify(response.completion_id(), response.model());
         if self.id_seed.is_none() {
             self.id_seed = response.response_id.clone().filter(|id| !id.is_empty());
         }
@@ -68,11 +64,7 @@ impl GeminiStream {
         let mut finish = None;
         if let Some(candidate) = candidate {
             finish = candidate.finish_reason;
-            let seed = self
-                .id_seed
-                .as_deref()
-                .unwrap_or(&self.fallback_seed)
-                .to_owned();
+            let seed = self.id_seed.as_deref().unwrap_or(&self.fallback_seed).to_owned();
             for part in candidate.content.map(|c| c.parts).unwrap_or_default() {
                 match piece(part, &seed, self.writer.tool_calls()) {
                     Some(Piece::Text(text)) => self.writer.content(&text, out),
@@ -110,8 +102,7 @@ impl FrameTranslator<sse::Event> for GeminiStream {
                 "upstream stream ended before a candidate carried a finishReason",
             ));
         }
-        self.writer
-            .close(self.usage.as_ref(), self.wants_usage, out);
+        self.writer.close(self.usage.as_ref(), self.wants_usage, out);
         Ok(())
     }
 
@@ -143,18 +134,11 @@ mod tests {
     fn run(input: &str, wants_usage: bool) -> (Result<(), RelayError>, Vec<Value>, Option<Usage>) {
         let mut stream = SseStream::new(GeminiStream::new(&ctx(wants_usage)));
         let mut out = Vec::new();
-        let result = stream
-            .feed(Bytes::from(input.to_owned()), &mut out)
-            .and_then(|()| stream.finish(&mut out));
+        let result = stream.feed(Bytes::from(input.to_owned()), &mut out).and_then(|()| stream.finish(&mut out));
         let payloads = out
             .iter()
             .map(|e| {
-                let text = std::str::from_utf8(e)
-                    .unwrap()
-                    .strip_prefix("data: ")
-                    .unwrap()
-                    .trim_end()
-                    .to_owned();
+                let text = std::str::from_utf8(e).unwrap().strip_prefix("data: ").unwrap().trim_end().to_owned();
                 if text == "[DONE]" {
                     Value::String(text)
                 } else {
@@ -167,38 +151,24 @@ mod tests {
 
     #[test]
     fn text_thoughts_and_the_final_usage_are_streamed() {
-        let input = event(
-            json!({"candidates": [{"content": {"parts": [{"text": "hmm", "thought": true}]}}],
-                                  "usageMetadata": {"promptTokenCount": 9, "thoughtsTokenCount": 2}, "responseId": "r", "modelVersion": "gemini-2.5-pro"}),
-        ) + &event(
-            json!({"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP"}],
-                            "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 1, "thoughtsTokenCount": 2}, "responseId": "r"}),
-        );
+        let input = event(json!({"candidates": [{"content": {"parts": [{"text": "hmm", "thought": true}]}}],
+                                  "usageMetadata": {"promptTokenCount": 9, "thoughtsTokenCount": 2}, "responseId": "r", "modelVersion": "gemini-2.5-pro"}))
+            + &event(json!({"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": "STOP"}],
+                            "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 1, "thoughtsTokenCount": 2}, "responseId": "r"}));
         let (result, events, usage) = run(&input, true);
         result.unwrap();
         assert_eq!(events.len(), 5);
-        assert_eq!(
-            events[0]["choices"][0]["delta"],
-            json!({"role": "assistant", "reasoning_content": "hmm"})
-        );
+        assert_eq!(events[0]["choices"][0]["delta"], json!({"role": "assistant", "reasoning_content": "hmm"}));
         assert_eq!(events[1]["choices"][0]["delta"], json!({"content": "Hi"}));
         assert_eq!(events[2]["choices"][0]["finish_reason"], "stop");
         assert_eq!(events[3]["usage"]["completion_tokens"], 3);
         assert_eq!(events[4], "[DONE]");
         for chunk in &events[..4] {
-            assert_eq!(
-                (chunk["id"].as_str(), chunk["model"].as_str()),
-                (Some("chatcmpl-r"), Some("gemini-2.5-pro"))
-            );
+            assert_eq!((chunk["id"].as_str(), chunk["model"].as_str()), (Some("chatcmpl-r"), Some("gemini-2.5-pro")));
         }
         assert_eq!(
             usage,
-            Some(Usage {
-                prompt_tokens: 8,
-                completion_tokens: 3,
-                cached_tokens: 0,
-                reasoning_tokens: 2
-            })
+            Some(Usage { prompt_tokens: 8, completion_tokens: 3, cached_tokens: 0, reasoning_tokens: 2 })
         );
         let (_, without_usage, _) = run(&input, false);
         assert_eq!(without_usage.len(), 4);
@@ -215,28 +185,13 @@ mod tests {
             );
         let (result, events, _) = run(&input, false);
         result.unwrap();
-        let calls: Vec<&Value> = events
-            .iter()
-            .filter_map(|e| e["choices"][0]["delta"].get("tool_calls"))
-            .collect();
+        let calls: Vec<&Value> = events.iter().filter_map(|e| e["choices"][0]["delta"].get("tool_calls")).collect();
         assert_eq!(calls.len(), 4);
         assert_eq!(calls[0][0]["id"], "call_q_0");
-        assert_eq!(
-            calls[0][0]["extra_content"]["google"]["thought_signature"],
-            "Uw=="
-        );
-        assert_eq!(
-            calls[1][0],
-            json!({"index": 0, "function": {"arguments": "{\"a\":1}"}})
-        );
-        assert_eq!(
-            (calls[2][0]["index"].as_u64(), calls[2][0]["id"].as_str()),
-            (Some(1), Some("call_q_1"))
-        );
-        assert_eq!(
-            events[events.len() - 2]["choices"][0]["finish_reason"],
-            "tool_calls"
-        );
+        assert_eq!(calls[0][0]["extra_content"]["google"]["thought_signature"], "Uw==");
+        assert_eq!(calls[1][0], json!({"index": 0, "function": {"arguments": "{\"a\":1}"}}));
+        assert_eq!((calls[2][0]["index"].as_u64(), calls[2][0]["id"].as_str()), (Some(1), Some("call_q_1")));
+        assert_eq!(events[events.len() - 2]["choices"][0]["finish_reason"], "tool_calls");
     }
 
     #[test]
@@ -249,34 +204,23 @@ mod tests {
 
     #[test]
     fn an_unterminated_last_event_still_counts() {
-        let input = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]},\"finishReason\":\"MAX_TOKENS\"}]}";
+        let input =
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]},\"finishReason\":\"MAX_TOKENS\"}]}";
         let (result, events, _) = run(input, false);
         result.unwrap();
-        assert_eq!(
-            events[events.len() - 2]["choices"][0]["finish_reason"],
-            "length"
-        );
+        assert_eq!(events[events.len() - 2]["choices"][0]["finish_reason"], "length");
     }
 
     #[test]
     fn in_band_errors_fail_the_stream_with_their_class() {
-        let limited = event(
-            json!({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}),
-        );
+        let limited = event(json!({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}));
         let (result, _, _) = run(&limited, false);
         let err = result.unwrap_err();
         assert_eq!(err.code, ErrorCode::UpstreamRateLimited);
         assert!(err.message.contains("slow down"));
-        let internal =
-            event(json!({"error": {"code": 500, "message": "boom", "status": "INTERNAL"}}));
-        assert_eq!(
-            run(&internal, false).0.unwrap_err().code,
-            ErrorCode::UpstreamStreamError
-        );
-        assert_eq!(
-            run("data: not json\r\n\r\n", false).0.unwrap_err().code,
-            ErrorCode::UpstreamInvalidResponse
-        );
+        let internal = event(json!({"error": {"code": 500, "message": "boom", "status": "INTERNAL"}}));
+        assert_eq!(run(&internal, false).0.unwrap_err().code, ErrorCode::UpstreamStreamError);
+        assert_eq!(run("data: not json\r\n\r\n", false).0.unwrap_err().code, ErrorCode::UpstreamInvalidResponse);
     }
 
     #[test]
@@ -286,10 +230,7 @@ mod tests {
         );
         let (result, events, _) = run(&input, false);
         result.unwrap();
-        assert_eq!(
-            events[0]["choices"][0]["delta"],
-            json!({"role": "assistant"})
-        );
+        assert_eq!(events[0]["choices"][0]["delta"], json!({"role": "assistant"}));
         assert_eq!(events[0]["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(events[1], "[DONE]");
     }

@@ -51,17 +51,12 @@ use bytes::Bytes;
 use super::client_request::{ClientRequest, Expressible};
 use super::framed::LineStream;
 use super::{
-    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
-    UpstreamCall,
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall,
 };
 use crate::error::RelayError;
 
 /// Ollama takes sampling penalties and named function results, but no audio.
-const EXPRESSIBLE: Expressible = Expressible {
-    penalties: true,
-    audio_input: false,
-    function_results: true,
-};
+const EXPRESSIBLE: Expressible = Expressible { penalties: true, audio_input: false, function_results: true };
 
 /// The Ollama dialect.
 #[derive(Debug, Clone)]
@@ -72,33 +67,18 @@ pub struct Ollama {
 impl Ollama {
     /// An Ollama dialect with the upstream's options.
     pub fn new(options: &DialectOptions) -> Self {
-        Ollama {
-            drop_unsupported: options.drop_unsupported,
-        }
+        Ollama { drop_unsupported: options.drop_unsupported }
     }
 }
 
 impl Dialect for Ollama {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
         let body = ClientRequest::parse(&request.body, self.drop_unsupported, EXPRESSIBLE)?;
-        let translated = request::translate(
-            &body,
-            &request.upstream_model,
-            request.stream,
-            self.drop_unsupported,
-        )?;
-        Ok(UpstreamCall::post(
-            "/api/chat",
-            Bytes::from(translated.to_string()),
-            request.stream,
-        ))
+        let translated = request::translate(&body, &request.upstream_model, request.stream, self.drop_unsupported)?;
+        Ok(UpstreamCall::post("/api/chat", Bytes::from(translated.to_string()), request.stream))
     }
 
-    fn translate_response(
-        &self,
-        body: Bytes,
-        ctx: &ResponseContext,
-    ) -> Result<Translated, RelayError> {
+    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
         response::translate(&body, ctx)
     }
 
@@ -127,9 +107,7 @@ mod tests {
     #[test]
     fn posts_to_api_chat_with_an_explicit_stream_flag() {
         let request = ChatRequest {
-            body: Bytes::from_static(
-                br#"{"model":"pub","messages":[{"role":"user","content":"hi"}]}"#,
-            ),
+            body: Bytes::from_static(br#"{"model":"pub","messages":[{"role":"user","content":"hi"}]}"#),
             upstream_model: "gemma3:1b".into(),
             stream: false,
             client_wants_usage: false,
@@ -138,10 +116,7 @@ mod tests {
         let call = dialect.translate_request(&request).unwrap();
         assert_eq!(call.path_and_query, "/api/chat");
         let sent: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
-        assert_eq!(
-            (sent["model"].as_str(), sent["stream"].as_bool()),
-            (Some("gemma3:1b"), Some(false))
-        );
+        assert_eq!((sent["model"].as_str(), sent["stream"].as_bool()), (Some("gemma3:1b"), Some(false)));
         assert_eq!(dialect.models_path(), Some("/api/tags"));
     }
 }

@@ -3,8 +3,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::dialect::client_request::{
-    invalid, tool_name_for, unsupported, ClientRequest, ImageSource, Message, Part,
-    ReasoningEffort, ResponseFormat, ToolChoice,
+    invalid, tool_name_for, unsupported, ClientRequest, ImageSource, Message, Part, ReasoningEffort, ResponseFormat,
+    ToolChoice,
 };
 use crate::error::RelayError;
 
@@ -17,10 +17,7 @@ pub(super) fn translate(
 ) -> Result<Value, RelayError> {
     let mut request = Map::new();
     request.insert("model".into(), Value::String(model.to_owned()));
-    request.insert(
-        "messages".into(),
-        Value::Array(messages(&body.messages, drop_unsupported)?),
-    );
+    request.insert("messages".into(), Value::Array(messages(&body.messages, drop_unsupported)?));
     // Ollama streams unless told otherwise.
     request.insert("stream".into(), Value::Bool(stream));
 
@@ -29,14 +26,10 @@ pub(super) fn translate(
     }
     match &body.response_format {
         None | Some(ResponseFormat::Text) => {}
-        Some(ResponseFormat::JsonObject)
-        | Some(ResponseFormat::JsonSchema { schema: None, .. }) => {
+        Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { schema: None, .. }) => {
             request.insert("format".into(), Value::String("json".into()));
         }
-        Some(ResponseFormat::JsonSchema {
-            schema: Some(schema),
-            ..
-        }) => {
+        Some(ResponseFormat::JsonSchema { schema: Some(schema), .. }) => {
             request.insert("format".into(), schema.clone());
         }
     }
@@ -68,20 +61,15 @@ fn messages(messages: &[Message], drop_unsupported: bool) -> Result<Vec<Value>, 
             converted.insert("images".into(), Value::from(images));
         }
         match message {
-            Message::Assistant {
-                tool_calls,
-                reasoning,
-                ..
-            } => {
+            Message::Assistant { tool_calls, reasoning, .. } => {
                 if let Some(thinking) = reasoning.as_deref().filter(|t| !t.is_empty()) {
                     converted.insert("thinking".into(), Value::String(thinking.into()));
                 }
                 if !tool_calls.is_empty() {
                     let mut converted_calls = Vec::with_capacity(tool_calls.len());
                     for (call_index, call) in tool_calls.iter().enumerate() {
-                        let arguments = call.arguments_object(&format!(
-                            "{param}.tool_calls[{call_index}].function.arguments"
-                        ))?;
+                        let arguments =
+                            call.arguments_object(&format!("{param}.tool_calls[{call_index}].function.arguments"))?;
                         let mut function_call = json!({
                             "function": { "name": call.name, "arguments": arguments }
                         });
@@ -93,9 +81,7 @@ fn messages(messages: &[Message], drop_unsupported: bool) -> Result<Vec<Value>, 
                     converted.insert("tool_calls".into(), Value::Array(converted_calls));
                 }
             }
-            Message::Tool {
-                tool_call_id, name, ..
-            } => {
+            Message::Tool { tool_call_id, name, .. } => {
                 // Ollama pairs a result with its call by the tool's name; the OpenAI message only
                 // has the call id, so the name comes from the assistant message that made the
                 // call (a legacy `function` result names itself).
@@ -129,24 +115,14 @@ fn content(
             Part::Text { text, .. } => texts.push(text),
             Part::Image(source) if role == "user" || role == "system" => match source {
                 ImageSource::Base64 { data, .. } => images.push(data.clone()),
-                ImageSource::Url(url)
-                    if url.starts_with("http://") || url.starts_with("https://") =>
-                {
-                    unsupported(
-                        drop_unsupported,
-                        param,
-                        "an image link (Ollama takes only inline images: send a base64 data URL)",
-                    )?
-                }
-                ImageSource::Url(_) => {
-                    return Err(invalid(param, "image_url must be a base64 data URL"))
-                }
+                ImageSource::Url(url) if url.starts_with("http://") || url.starts_with("https://") => unsupported(
+                    drop_unsupported,
+                    param,
+                    "an image link (Ollama takes only inline images: send a base64 data URL)",
+                )?,
+                ImageSource::Url(_) => return Err(invalid(param, "image_url must be a base64 data URL")),
             },
-            Part::Image(_) => unsupported(
-                drop_unsupported,
-                param,
-                "an image outside user and system messages",
-            )?,
+            Part::Image(_) => unsupported(drop_unsupported, param, "an image outside user and system messages")?,
             // Refused while parsing: `EXPRESSIBLE.audio_input` is false.
             Part::Audio { .. } => {}
             Part::File { .. } => unsupported(drop_unsupported, param, "file input")?,
@@ -164,17 +140,10 @@ fn tools(body: &ClientRequest, drop_unsupported: bool) -> Result<Option<Value>, 
         Some(ToolChoice::Required)
         | Some(ToolChoice::Function(_))
         | Some(ToolChoice::Allowed { required: true, .. }) => {
-            unsupported(
-                drop_unsupported,
-                "tool_choice",
-                "forcing a tool call (Ollama has no `tool_choice`)",
-            )?;
+            unsupported(drop_unsupported, "tool_choice", "forcing a tool call (Ollama has no `tool_choice`)")?;
             None
         }
-        Some(ToolChoice::Allowed {
-            required: false,
-            names,
-        }) => Some(names),
+        Some(ToolChoice::Allowed { required: false, names }) => Some(names),
         Some(ToolChoice::Auto) | None => None,
     };
     let tools: Vec<Value> = body
@@ -218,10 +187,7 @@ fn options(body: &ClientRequest) -> Map<String, Value> {
     set("num_predict", body.max_tokens.map(Value::from));
     set("temperature", body.temperature.map(Value::from));
     set("top_p", body.top_p.map(Value::from));
-    set(
-        "stop",
-        (!body.stop.is_empty()).then(|| Value::from(body.stop.clone())),
-    );
+    set("stop", (!body.stop.is_empty()).then(|| Value::from(body.stop.clone())));
     set("seed", body.seed.map(Value::from));
     set("presence_penalty", body.presence_penalty.map(Value::from));
     set("frequency_penalty", body.frequency_penalty.map(Value::from));
@@ -260,10 +226,7 @@ mod tests {
                 {"role": "user", "content": "what is\nthis?", "images": ["iVBO"]}
             ], "stream": false})
         );
-        assert_eq!(
-            translate_json(json!({"messages": []}), true).unwrap()["stream"],
-            true
-        );
+        assert_eq!(translate_json(json!({"messages": []}), true).unwrap()["stream"], true);
     }
 
     #[test]
@@ -271,16 +234,10 @@ mod tests {
         let body = json!({"messages": [{"role": "user", "content": [
             {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]});
         let err = translate_json(body.clone(), false).unwrap_err();
-        assert_eq!(
-            (err.code, err.param.as_deref()),
-            (ErrorCode::UnsupportedParameter, Some("messages[0]"))
-        );
+        assert_eq!((err.code, err.param.as_deref()), (ErrorCode::UnsupportedParameter, Some("messages[0]")));
         let parsed = parse(&body, true).unwrap();
         let dropped = translate(&parsed, "m", false, true).unwrap();
-        assert_eq!(
-            dropped["messages"][0],
-            json!({"role": "user", "content": "look"})
-        );
+        assert_eq!(dropped["messages"][0], json!({"role": "user", "content": "look"}));
     }
 
     #[test]
@@ -341,19 +298,13 @@ mod tests {
             sent["options"],
             json!({"num_predict": 50, "temperature": 0.0, "top_p": 0.5, "stop": ["END"], "seed": 7, "frequency_penalty": 0.1})
         );
-        assert_eq!(
-            (sent["format"].as_str(), sent["think"].as_str()),
-            (Some("json"), Some("high"))
-        );
+        assert_eq!((sent["format"].as_str(), sent["think"].as_str()), (Some("json"), Some("high")));
         let schema = translate_json(
             json!({"messages": [], "reasoning_effort": "none",
                    "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}}),
             true,
         )
         .unwrap();
-        assert_eq!(
-            (schema["format"].clone(), schema["think"].clone()),
-            (json!({"type": "object"}), json!(false))
-        );
+        assert_eq!((schema["format"].clone(), schema["think"].clone()), (json!({"type": "object"}), json!(false)));
     }
 }

@@ -66,21 +66,12 @@ impl ChatLine {
         let parsed: ChatLine = serde_json::from_slice(line).map_err(|e| {
             RelayError::new(
                 ErrorCode::UpstreamInvalidResponse,
-                format!(
-                    "upstream line is not an Ollama chat response ({e}): {}",
-                    excerpt(line)
-                ),
+                format!("upstream line is not an Ollama chat response ({e}): {}", excerpt(line)),
             )
         })?;
         if let Some(error) = &parsed.error {
-            let message = error
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.to_string());
-            return Err(RelayError::new(
-                ErrorCode::UpstreamStreamError,
-                format!("upstream stream error: {message}"),
-            ));
+            let message = error.as_str().map(str::to_owned).unwrap_or_else(|| error.to_string());
+            return Err(RelayError::new(ErrorCode::UpstreamStreamError, format!("upstream stream error: {message}")));
         }
         Ok(parsed)
     }
@@ -105,10 +96,7 @@ fn tool_call(call: LineToolCall, id_seed: &str, index: usize) -> ToolCallOut {
         Some(arguments) => arguments.to_string(),
     };
     ToolCallOut {
-        id: call
-            .id
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| generated_tool_call_id(id_seed, index)),
+        id: call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| generated_tool_call_id(id_seed, index)),
         name: call.function.name,
         arguments,
         extra_content: None,
@@ -142,14 +130,9 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         let mut line = ChatLine::parse(line)?;
         model = model.or(line.model.take());
         if let Some(message) = line.message.take() {
-            completion
-                .content
-                .push_str(message.content.as_deref().unwrap_or_default());
+            completion.content.push_str(message.content.as_deref().unwrap_or_default());
             if let Some(thinking) = message.thinking.filter(|t| !t.is_empty()) {
-                completion
-                    .reasoning
-                    .get_or_insert_with(String::new)
-                    .push_str(&thinking);
+                completion.reasoning.get_or_insert_with(String::new).push_str(&thinking);
             }
             for call in message.tool_calls.unwrap_or_default() {
                 let index = completion.tool_calls.len();
@@ -163,24 +146,15 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
     let Some((usage, done_reason)) = last else {
         return Err(RelayError::new(
             ErrorCode::UpstreamInvalidResponse,
-            format!(
-                "upstream answered 2xx without a final (done) response: {}",
-                excerpt(body)
-            ),
+            format!("upstream answered 2xx without a final (done) response: {}", excerpt(body)),
         ));
     };
     completion.id = ctx.id.clone();
     completion.model = model.unwrap_or_else(|| ctx.upstream_model.clone());
     completion.created = ctx.created;
-    completion.finish_reason = Some(finish_reason(
-        done_reason.as_deref(),
-        !completion.tool_calls.is_empty(),
-    ));
+    completion.finish_reason = Some(finish_reason(done_reason.as_deref(), !completion.tool_calls.is_empty()));
     completion.usage = Some(usage);
-    Ok(Translated {
-        body: completion.to_bytes(),
-        usage: Some(usage),
-    })
+    Ok(Translated { body: completion.to_bytes(), usage: Some(usage) })
 }
 
 /// Maps an Ollama error (`{"error": "..."}`) to the client's error: 429 (ollama.com limits) ->
@@ -215,10 +189,8 @@ impl OllamaStream {
         let mut line = ChatLine::parse(line)?;
         self.writer.identify(None, line.model.take());
         if let Some(message) = line.message.take() {
-            self.writer
-                .reasoning(message.thinking.as_deref().unwrap_or_default(), out);
-            self.writer
-                .content(message.content.as_deref().unwrap_or_default(), out);
+            self.writer.reasoning(message.thinking.as_deref().unwrap_or_default(), out);
+            self.writer.content(message.content.as_deref().unwrap_or_default(), out);
             for call in message.tool_calls.unwrap_or_default() {
                 let call = tool_call(call, &self.id_seed, self.writer.tool_calls());
                 self.writer.tool_call(&call, out);
@@ -246,8 +218,7 @@ impl FrameTranslator<Bytes> for OllamaStream {
                 "upstream stream ended before its final (done) line",
             ));
         }
-        self.writer
-            .close(self.usage.as_ref(), self.wants_usage, out);
+        self.writer.close(self.usage.as_ref(), self.wants_usage, out);
         Ok(())
     }
 
@@ -276,12 +247,7 @@ mod tests {
         events
             .iter()
             .map(|e| {
-                let text = std::str::from_utf8(e)
-                    .unwrap()
-                    .strip_prefix("data: ")
-                    .unwrap()
-                    .trim_end()
-                    .to_owned();
+                let text = std::str::from_utf8(e).unwrap().strip_prefix("data: ").unwrap().trim_end().to_owned();
                 if text == "[DONE]" {
                     Value::String(text)
                 } else {
@@ -304,31 +270,17 @@ mod tests {
         let translated = translate(&body, &ctx(false)).unwrap();
         let value: Value = serde_json::from_slice(&translated.body).unwrap();
         assert_eq!(
-            (
-                value["id"].as_str(),
-                value["model"].as_str(),
-                value["created"].as_u64()
-            ),
+            (value["id"].as_str(), value["model"].as_str(), value["created"].as_u64()),
             (Some("chatcmpl-abc"), Some("qwen3"), Some(5))
         );
         let message = &value["choices"][0]["message"];
         assert!(message["content"].is_null());
         assert_eq!(message["reasoning_content"], "call it");
         assert_eq!(message["tool_calls"][0]["id"], "call_abc_0");
-        assert_eq!(
-            message["tool_calls"][0]["function"]["arguments"],
-            "{\"city\":\"Oslo\"}"
-        );
+        assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
         assert_eq!(message["tool_calls"][1]["id"], "up1");
         assert_eq!(value["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(
-            translated.usage,
-            Some(Usage {
-                prompt_tokens: 12,
-                completion_tokens: 4,
-                ..Usage::default()
-            })
-        );
+        assert_eq!(translated.usage, Some(Usage { prompt_tokens: 12, completion_tokens: 4, ..Usage::default() }));
     }
 
     #[test]
@@ -336,15 +288,11 @@ mod tests {
         let body = Bytes::from_static(
             b"{\"model\":\"m\",\"message\":{\"content\":\"a\"},\"done\":false}\n{\"model\":\"m\",\"message\":{\"content\":\"b\"},\"done\":true,\"done_reason\":\"length\",\"eval_count\":2}\n",
         );
-        let value: Value =
-            serde_json::from_slice(&translate(&body, &ctx(false)).unwrap().body).unwrap();
+        let value: Value = serde_json::from_slice(&translate(&body, &ctx(false)).unwrap().body).unwrap();
         assert_eq!(value["choices"][0]["message"]["content"], "ab");
         assert_eq!(value["choices"][0]["finish_reason"], "length");
         let unfinished = Bytes::from_static(b"{\"message\":{\"content\":\"a\"},\"done\":false}\n");
-        assert_eq!(
-            translate(&unfinished, &ctx(false)).unwrap_err().code,
-            ErrorCode::UpstreamInvalidResponse
-        );
+        assert_eq!(translate(&unfinished, &ctx(false)).unwrap_err().code, ErrorCode::UpstreamInvalidResponse);
     }
 
     #[test]
@@ -358,10 +306,7 @@ mod tests {
         stream.finish(&mut out).unwrap();
         let events = payloads(&out);
         assert_eq!(events.len(), 5);
-        assert_eq!(
-            events[0]["choices"][0]["delta"],
-            json!({"role": "assistant", "reasoning_content": "hm"})
-        );
+        assert_eq!(events[0]["choices"][0]["delta"], json!({"role": "assistant", "reasoning_content": "hm"}));
         assert_eq!(events[1]["choices"][0]["delta"], json!({"content": "Hi"}));
         assert_eq!(events[2]["choices"][0]["finish_reason"], "stop");
         assert_eq!(events[3]["usage"]["prompt_tokens"], 3);
@@ -372,23 +317,13 @@ mod tests {
     fn a_stream_without_its_done_line_is_truncated_and_an_error_line_fails_it() {
         let mut stream = LineStream::new(OllamaStream::new(&ctx(false)));
         let mut out = Vec::new();
-        stream
-            .feed(
-                Bytes::from_static(b"{\"message\":{\"content\":\"a\"},\"done\":false}\n"),
-                &mut out,
-            )
-            .unwrap();
-        assert_eq!(
-            stream.finish(&mut out).unwrap_err().code,
-            ErrorCode::UpstreamStreamTruncated
-        );
+        stream.feed(Bytes::from_static(b"{\"message\":{\"content\":\"a\"},\"done\":false}\n"), &mut out).unwrap();
+        assert_eq!(stream.finish(&mut out).unwrap_err().code, ErrorCode::UpstreamStreamTruncated);
 
         let mut stream = LineStream::new(OllamaStream::new(&ctx(false)));
         let err = stream
             .feed(
-                Bytes::from_static(
-                    b"{\"error\":\"an error was encountered while running the model\"}\n",
-                ),
+                Bytes::from_static(b"{\"error\":\"an error was encountered while running the model\"}\n"),
                 &mut Vec::new(),
             )
             .unwrap_err();
@@ -398,10 +333,8 @@ mod tests {
 
     #[test]
     fn errors_keep_their_status_and_message() {
-        let err = translate_error(
-            404,
-            &Bytes::from_static(br#"{"error":"model \"x\" not found, try pulling it first"}"#),
-        );
+        let err =
+            translate_error(404, &Bytes::from_static(br#"{"error":"model \"x\" not found, try pulling it first"}"#));
         assert_eq!((err.code, err.status), (ErrorCode::UpstreamHttpError, 404));
         assert!(err.message.starts_with("model \"x\" not found"));
         assert!(err.passthrough_body.is_none());

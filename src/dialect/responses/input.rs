@@ -7,10 +7,7 @@ use crate::error::RelayError;
 
 impl Builder<'_> {
     /// Leading system/developer messages become `instructions`; the rest become input items.
-    pub(super) fn translate_messages(
-        &self,
-        messages: &[Value],
-    ) -> Result<(Option<String>, Vec<Value>), RelayError> {
+    pub(super) fn translate_messages(&self, messages: &[Value]) -> Result<(Option<String>, Vec<Value>), RelayError> {
         let mut instructions: Option<Vec<String>> = None;
         let mut input = Vec::with_capacity(messages.len());
         let mut leading = true;
@@ -22,9 +19,7 @@ impl Builder<'_> {
             let content = message.get("content").filter(|c| !c.is_null());
             match role {
                 "system" | "developer" if leading => {
-                    instructions
-                        .get_or_insert_with(Vec::new)
-                        .push(plain_text(content));
+                    instructions.get_or_insert_with(Vec::new).push(plain_text(content));
                 }
                 "system" | "developer" => {
                     input.push(json!({ "role": role, "content": plain_text(content) }));
@@ -43,12 +38,7 @@ impl Builder<'_> {
                     let call_id = message
                         .get("tool_call_id")
                         .and_then(Value::as_str)
-                        .ok_or_else(|| {
-                            invalid(
-                                format!("messages[{index}].tool_call_id is missing"),
-                                "messages",
-                            )
-                        })?;
+                        .ok_or_else(|| invalid(format!("messages[{index}].tool_call_id is missing"), "messages"))?;
                     input.push(json!({
                         "type": "function_call_output",
                         "call_id": call_id,
@@ -57,16 +47,10 @@ impl Builder<'_> {
                 }
                 "function" => {
                     leading = false;
-                    self.unsupported(
-                        "messages",
-                        "legacy function messages are not translated; use tool messages",
-                    )?;
+                    self.unsupported("messages", "legacy function messages are not translated; use tool messages")?;
                 }
                 other => {
-                    return Err(invalid(
-                        format!("messages[{index}].role {other:?} is not a chat role"),
-                        "messages",
-                    ))
+                    return Err(invalid(format!("messages[{index}].role {other:?} is not a chat role"), "messages"))
                 }
             }
         }
@@ -81,10 +65,7 @@ impl Builder<'_> {
             Some(Value::String(text)) => return Ok(self.user_text(text.clone())),
             Some(Value::Array(parts)) => parts,
             Some(_) => {
-                return Err(invalid(
-                    format!("messages[{index}].content must be a string or an array"),
-                    "messages",
-                ))
+                return Err(invalid(format!("messages[{index}].content must be a string or an array"), "messages"))
             }
         };
         let mut translated = Vec::with_capacity(parts.len());
@@ -95,10 +76,7 @@ impl Builder<'_> {
                 "image_url" => translated.push(input_image(part, index)?),
                 "file" => translated.push(input_file(part)),
                 "input_audio" => self.unsupported("messages", "audio input is not translated")?,
-                other => self.unsupported(
-                    "messages",
-                    &format!("content part type {other:?} is not translated"),
-                )?,
+                other => self.unsupported("messages", &format!("content part type {other:?} is not translated"))?,
             }
         }
         Ok(Value::Array(translated))
@@ -115,12 +93,7 @@ impl Builder<'_> {
     /// An assistant turn: its text as an `output_text` message item, then one `function_call`
     /// item per tool call. `reasoning_content` from history is not sent back: reasoning items
     /// cannot be rebuilt without the upstream's ids and encrypted content.
-    fn assistant_items(
-        &self,
-        message: &Value,
-        index: usize,
-        input: &mut Vec<Value>,
-    ) -> Result<(), RelayError> {
+    fn assistant_items(&self, message: &Value, index: usize, input: &mut Vec<Value>) -> Result<(), RelayError> {
         let mut parts = Vec::new();
         match message.get("content") {
             Some(Value::String(text)) if !text.is_empty() => parts.push(output_text(text)),
@@ -153,29 +126,17 @@ impl Builder<'_> {
             _ => &[],
         };
         for call in calls {
-            if call
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|kind| kind != "function")
-            {
+            if call.get("type").and_then(Value::as_str).is_some_and(|kind| kind != "function") {
                 self.unsupported("messages", "only function tool calls are translated")?;
                 continue;
             }
-            let id = call.get("id").and_then(Value::as_str).ok_or_else(|| {
-                invalid(
-                    format!("messages[{index}].tool_calls[].id is missing"),
-                    "messages",
-                )
-            })?;
+            let id = call
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("messages[{index}].tool_calls[].id is missing"), "messages"))?;
             let function = call.get("function");
-            let name = function
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let arguments = function
-                .and_then(|f| f.get("arguments"))
-                .and_then(Value::as_str)
-                .unwrap_or("{}");
+            let name = function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
+            let arguments = function.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or("{}");
             input.push(json!({ "type": "function_call", "call_id": id, "name": name, "arguments": arguments }));
         }
         Ok(())
@@ -186,21 +147,15 @@ impl Builder<'_> {
 fn plain_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(part_text)
-            .filter(|t| !t.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Some(Value::Array(parts)) => {
+            parts.iter().map(part_text).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     }
 }
 
 fn part_text(part: &Value) -> String {
-    part.get("text")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+    part.get("text").and_then(Value::as_str).unwrap_or_default().to_owned()
 }
 
 fn output_text(text: &str) -> Value {
@@ -214,16 +169,8 @@ fn input_image(part: &Value, index: usize) -> Result<Value, RelayError> {
     let url = image
         .and_then(|image| image.get("url").or(Some(image)))
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            invalid(
-                format!("messages[{index}] image_url.url is missing"),
-                "messages",
-            )
-        })?;
-    let detail = image
-        .and_then(|image| image.get("detail"))
-        .and_then(Value::as_str)
-        .unwrap_or("auto");
+        .ok_or_else(|| invalid(format!("messages[{index}] image_url.url is missing"), "messages"))?;
+    let detail = image.and_then(|image| image.get("detail")).and_then(Value::as_str).unwrap_or("auto");
     Ok(json!({ "type": "input_image", "image_url": url, "detail": detail }))
 }
 

@@ -82,8 +82,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::framed::SseStream;
 use super::{
-    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated,
-    UpstreamCall,
+    AuthStyle, ChatRequest, Dialect, DialectOptions, ResponseContext, StreamTranslator, Translated, UpstreamCall,
 };
 use crate::error::RelayError;
 use request::BodyShape;
@@ -133,47 +132,25 @@ impl Responses {
         models_path: Option<&'static str>,
         options: &DialectOptions,
     ) -> Self {
-        Responses {
-            path_and_query,
-            model_override: model,
-            auth,
-            models_path,
-            ..Responses::openai(options)
-        }
+        Responses { path_and_query, model_override: model, auth, models_path, ..Responses::openai(options) }
     }
 }
 
 impl Dialect for Responses {
     fn translate_request(&self, request: &ChatRequest) -> Result<UpstreamCall, RelayError> {
-        let model = self
-            .model_override
-            .as_deref()
-            .unwrap_or(&request.upstream_model);
-        let shape = BodyShape {
-            codex: self.codex,
-            drop_unsupported: self.drop_unsupported,
-        };
+        let model = self.model_override.as_deref().unwrap_or(&request.upstream_model);
+        let shape = BodyShape { codex: self.codex, drop_unsupported: self.drop_unsupported };
         let body = request::build_body(&request.body, model, request.stream, shape)?;
-        let mut call = UpstreamCall::post(
-            self.path_and_query.clone(),
-            body,
-            request.stream || self.codex,
-        );
+        let mut call = UpstreamCall::post(self.path_and_query.clone(), body, request.stream || self.codex);
         if self.codex {
             // Sent by Codex CLI and the captures the Codex support was modelled on.
-            call.headers.push((
-                HeaderName::from_static("openai-beta"),
-                HeaderValue::from_static("responses=experimental"),
-            ));
+            call.headers
+                .push((HeaderName::from_static("openai-beta"), HeaderValue::from_static("responses=experimental")));
         }
         Ok(call)
     }
 
-    fn translate_response(
-        &self,
-        body: Bytes,
-        ctx: &ResponseContext,
-    ) -> Result<Translated, RelayError> {
+    fn translate_response(&self, body: Bytes, ctx: &ResponseContext) -> Result<Translated, RelayError> {
         response::translate(&body, ctx)
     }
 

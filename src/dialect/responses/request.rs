@@ -22,25 +22,14 @@ pub(super) struct BodyShape {
 }
 
 /// Builds the Responses body for a client's chat-completions body.
-pub(super) fn build_body(
-    client_body: &[u8],
-    model: &str,
-    stream: bool,
-    shape: BodyShape,
-) -> Result<Bytes, RelayError> {
+pub(super) fn build_body(client_body: &[u8], model: &str, stream: bool, shape: BodyShape) -> Result<Bytes, RelayError> {
     let request: Map<String, Value> = serde_json::from_slice(client_body)
         .map_err(|e| RelayError::new(ErrorCode::InvalidJson, format!("request body: {e}")))?;
-    let builder = Builder {
-        request: &request,
-        shape,
-    };
+    let builder = Builder { request: &request, shape };
     let body = builder.build(model, stream)?;
-    serde_json::to_vec(&body).map(Bytes::from).map_err(|e| {
-        RelayError::new(
-            ErrorCode::Internal,
-            format!("serialising the Responses body: {e}"),
-        )
-    })
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(|e| RelayError::new(ErrorCode::Internal, format!("serialising the Responses body: {e}")))
 }
 
 /// Reads the client's body and writes the Responses one.
@@ -60,10 +49,7 @@ impl Builder<'_> {
         if self.shape.drop_unsupported {
             return Ok(());
         }
-        Err(
-            RelayError::new(ErrorCode::UnsupportedParameter, format!("{param}: {why}"))
-                .with_param(param),
-        )
+        Err(RelayError::new(ErrorCode::UnsupportedParameter, format!("{param}: {why}")).with_param(param))
     }
 
     fn build(&self, model: &str, stream: bool) -> Result<Map<String, Value>, RelayError> {
@@ -77,9 +63,7 @@ impl Builder<'_> {
         };
         let (instructions, input) = self.translate_messages(messages)?;
         let instructions = if self.shape.codex {
-            instructions
-                .filter(|text| !text.trim().is_empty())
-                .or_else(|| Some(CODEX_FALLBACK_INSTRUCTIONS.to_owned()))
+            instructions.filter(|text| !text.trim().is_empty()).or_else(|| Some(CODEX_FALLBACK_INSTRUCTIONS.to_owned()))
         } else {
             instructions
         };
@@ -131,29 +115,17 @@ impl Builder<'_> {
 
         // Codex answers 400 "Unsupported parameter: max_output_tokens": the ChatGPT backend sets
         // its own output budget, so the client's limit is dropped there.
-        let limit = self
-            .param("max_completion_tokens")
-            .or_else(|| self.param("max_tokens"));
+        let limit = self.param("max_completion_tokens").or_else(|| self.param("max_tokens"));
         if let Some(limit) = limit.filter(|_| !self.shape.codex) {
-            let limit = limit.as_u64().ok_or_else(|| {
-                invalid("max_tokens must be a non-negative integer", "max_tokens")
-            })?;
+            let limit =
+                limit.as_u64().ok_or_else(|| invalid("max_tokens must be a non-negative integer", "max_tokens"))?;
             // Below the API's minimum the upstream would answer 400; a slightly larger cap is
             // the closest expressible request.
-            body.insert(
-                "max_output_tokens".into(),
-                Value::from(limit.max(MIN_OUTPUT_TOKENS)),
-            );
+            body.insert("max_output_tokens".into(), Value::from(limit.max(MIN_OUTPUT_TOKENS)));
         }
-        for name in [
-            "temperature",
-            "top_p",
-            "user",
-            "metadata",
-            "service_tier",
-            "prompt_cache_key",
-            "safety_identifier",
-        ] {
+        for name in
+            ["temperature", "top_p", "user", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"]
+        {
             if let Some(value) = self.param(name) {
                 body.insert(name.into(), value.clone());
             }
@@ -189,47 +161,23 @@ impl Builder<'_> {
                 self.unsupported(penalty, "the Responses API has no sampling penalties")?;
             }
         }
-        if self
-            .param("logit_bias")
-            .is_some_and(|bias| bias.as_object().map_or(true, |b| !b.is_empty()))
-        {
+        if self.param("logit_bias").is_some_and(|bias| bias.as_object().map_or(true, |b| !b.is_empty())) {
             self.unsupported("logit_bias", "the Responses API has no logit bias")?;
         }
-        if self
-            .param("logprobs")
-            .is_some_and(|logprobs| logprobs != &Value::Bool(false))
-        {
-            self.unsupported(
-                "logprobs",
-                "log probabilities are not translated from the Responses API",
-            )?;
+        if self.param("logprobs").is_some_and(|logprobs| logprobs != &Value::Bool(false)) {
+            self.unsupported("logprobs", "log probabilities are not translated from the Responses API")?;
         }
-        let text_only = |modalities: &Value| {
-            modalities
-                .as_array()
-                .is_some_and(|m| m.iter().all(|m| m.as_str() == Some("text")))
-        };
+        let text_only =
+            |modalities: &Value| modalities.as_array().is_some_and(|m| m.iter().all(|m| m.as_str() == Some("text")));
         if self.param("modalities").is_some_and(|m| !text_only(m)) {
             self.unsupported("modalities", "only text output is translated")?;
         }
         for (name, why) in [
             ("audio", "audio output is not translated"),
-            (
-                "prediction",
-                "predicted outputs are not supported by the Responses API",
-            ),
-            (
-                "web_search_options",
-                "built-in web search is not translated",
-            ),
-            (
-                "functions",
-                "legacy functions are not translated; use tools",
-            ),
-            (
-                "function_call",
-                "legacy function_call is not translated; use tool_choice",
-            ),
+            ("prediction", "predicted outputs are not supported by the Responses API"),
+            ("web_search_options", "built-in web search is not translated"),
+            ("functions", "legacy functions are not translated; use tools"),
+            ("function_call", "legacy function_call is not translated; use tool_choice"),
         ] {
             if self.param(name).is_some() {
                 self.unsupported(name, why)?;
@@ -246,11 +194,7 @@ impl Builder<'_> {
         };
         let mut translated = Vec::with_capacity(tools.len());
         for tool in tools {
-            if tool
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|kind| kind != "function")
-            {
+            if tool.get("type").and_then(Value::as_str).is_some_and(|kind| kind != "function") {
                 self.unsupported("tools", "only function tools are translated")?;
                 continue;
             }
@@ -274,10 +218,7 @@ impl Builder<'_> {
                 .cloned()
                 .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
             flat.insert("parameters".into(), parameters);
-            let strict = function
-                .get("strict")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let strict = function.get("strict").and_then(Value::as_bool).unwrap_or(false);
             flat.insert("strict".into(), Value::Bool(strict));
             translated.push(Value::Object(flat));
         }
@@ -288,45 +229,29 @@ impl Builder<'_> {
         if let Some(mode) = choice.as_str() {
             return match mode {
                 "none" | "auto" | "required" => Ok(Some(Value::String(mode.to_owned()))),
-                other => Err(invalid(
-                    format!("tool_choice {other:?} is not one of none, auto, required"),
-                    "tool_choice",
-                )),
+                other => {
+                    Err(invalid(format!("tool_choice {other:?} is not one of none, auto, required"), "tool_choice"))
+                }
             };
         }
-        let named = |value: &Value| {
-            value
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let named = |value: &Value| value.pointer("/function/name").and_then(Value::as_str).map(str::to_owned);
         match choice.get("type").and_then(Value::as_str) {
             Some("function") => {
-                let name = named(choice).ok_or_else(|| {
-                    invalid("tool_choice.function.name is missing", "tool_choice")
-                })?;
+                let name =
+                    named(choice).ok_or_else(|| invalid("tool_choice.function.name is missing", "tool_choice"))?;
                 Ok(Some(json!({ "type": "function", "name": name })))
             }
             Some("allowed_tools") => {
                 let allowed = choice.get("allowed_tools").unwrap_or(&Value::Null);
-                let mode = allowed
-                    .get("mode")
-                    .and_then(Value::as_str)
-                    .unwrap_or("auto");
+                let mode = allowed.get("mode").and_then(Value::as_str).unwrap_or("auto");
                 let tools: Vec<Value> = allowed
                     .get("tools")
                     .and_then(Value::as_array)
                     .map(|tools| {
-                        tools
-                            .iter()
-                            .filter_map(named)
-                            .map(|name| json!({ "type": "function", "name": name }))
-                            .collect()
+                        tools.iter().filter_map(named).map(|name| json!({ "type": "function", "name": name })).collect()
                     })
                     .unwrap_or_default();
-                Ok(Some(
-                    json!({ "type": "allowed_tools", "mode": mode, "tools": tools }),
-                ))
+                Ok(Some(json!({ "type": "allowed_tools", "mode": mode, "tools": tools })))
             }
             _ => {
                 self.unsupported(
@@ -347,17 +272,12 @@ impl Builder<'_> {
                 let schema = format
                     .get("json_schema")
                     .and_then(Value::as_object)
-                    .ok_or_else(|| {
-                        invalid("response_format.json_schema is missing", "response_format")
-                    })?;
+                    .ok_or_else(|| invalid("response_format.json_schema is missing", "response_format"))?;
                 let mut flat = Map::new();
                 flat.insert("type".into(), Value::String("json_schema".into()));
                 flat.insert(
                     "name".into(),
-                    schema
-                        .get("name")
-                        .cloned()
-                        .unwrap_or_else(|| Value::String("response".into())),
+                    schema.get("name").cloned().unwrap_or_else(|| Value::String("response".into())),
                 );
                 for key in ["schema", "strict", "description"] {
                     if let Some(value) = schema.get(key).filter(|v| !v.is_null()) {
@@ -367,10 +287,7 @@ impl Builder<'_> {
                 Ok(Some(Value::Object(flat)))
             }
             _ => {
-                self.unsupported(
-                    "response_format",
-                    "only text, json_object and json_schema are translated",
-                )?;
+                self.unsupported("response_format", "only text, json_object and json_schema are translated")?;
                 Ok(None)
             }
         }

@@ -142,16 +142,8 @@ impl From<&ResponsesUsage> for Usage {
         Usage {
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
-            cached_tokens: usage
-                .input_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            reasoning_tokens: usage
-                .output_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
+            cached_tokens: usage.input_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            reasoning_tokens: usage.output_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
         }
     }
 }
@@ -189,17 +181,11 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
     let response: ResponseObject = serde_json::from_slice(body).map_err(|e| {
         RelayError::new(
             ErrorCode::UpstreamInvalidResponse,
-            format!(
-                "upstream answered 2xx with a body that is not a Responses object ({e}): {}",
-                excerpt(body)
-            ),
+            format!("upstream answered 2xx with a body that is not a Responses object ({e}): {}", excerpt(body)),
         )
     })?;
     if response.status.as_deref() == Some("failed") {
-        return Err(failure(
-            response.error.as_ref(),
-            ErrorCode::UpstreamHttpError,
-        ));
+        return Err(failure(response.error.as_ref(), ErrorCode::UpstreamHttpError));
     }
 
     let mut content = String::new();
@@ -219,51 +205,27 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
                     }
                 }
             }
-            OutputItem::FunctionCall {
-                name, arguments, ..
-            } => tool_calls.push(json!({
+            OutputItem::FunctionCall { name, arguments, .. } => tool_calls.push(json!({
                 "id": item.call_id().unwrap_or_default(),
                 "type": "function",
                 "function": { "name": name, "arguments": arguments },
             })),
-            OutputItem::Reasoning {
-                summary,
-                content: text,
-            } => {
-                let parts = if summary.is_empty() {
-                    text.as_deref().unwrap_or_default()
-                } else {
-                    summary.as_slice()
-                };
-                reasoning.extend(
-                    parts
-                        .iter()
-                        .map(|part| part.text.as_str())
-                        .filter(|t| !t.is_empty()),
-                );
+            OutputItem::Reasoning { summary, content: text } => {
+                let parts = if summary.is_empty() { text.as_deref().unwrap_or_default() } else { summary.as_slice() };
+                reasoning.extend(parts.iter().map(|part| part.text.as_str()).filter(|t| !t.is_empty()));
             }
             OutputItem::Other => {}
         }
     }
 
-    let finish = finish_reason(
-        response.status.as_deref(),
-        response.incomplete_details.as_ref(),
-        !tool_calls.is_empty(),
-    );
+    let finish =
+        finish_reason(response.status.as_deref(), response.incomplete_details.as_ref(), !tool_calls.is_empty());
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
-    let content = if content.is_empty() && !tool_calls.is_empty() {
-        Value::Null
-    } else {
-        Value::String(content)
-    };
+    let content = if content.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(content) };
     message.insert("content".into(), content);
     if !reasoning.is_empty() {
-        message.insert(
-            "reasoning_content".into(),
-            Value::String(reasoning.join("\n\n")),
-        );
+        message.insert("reasoning_content".into(), Value::String(reasoning.join("\n\n")));
     }
     if !tool_calls.is_empty() {
         message.insert("tool_calls".into(), Value::Array(tool_calls));
@@ -281,16 +243,9 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
     if let Some(usage) = &usage {
         completion["usage"] = usage.to_json();
     }
-    let body = serde_json::to_vec(&completion).map_err(|e| {
-        RelayError::new(
-            ErrorCode::Internal,
-            format!("serialising the completion: {e}"),
-        )
-    })?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage,
-    })
+    let body = serde_json::to_vec(&completion)
+        .map_err(|e| RelayError::new(ErrorCode::Internal, format!("serialising the completion: {e}")))?;
+    Ok(Translated { body: Bytes::from(body), usage })
 }
 
 /// The relay error for an upstream `error` object (`response.failed`, `error` events, or a
@@ -301,12 +256,8 @@ pub(super) fn failure(error: Option<&Value>, default: ErrorCode) -> RelayError {
     let code = text("code").or_else(|| text("type").filter(|kind| *kind != "error"));
     let message = text("message").unwrap_or("the upstream reported a failure without a message");
     let class = match code {
-        Some(code) if code.contains("rate_limit") || code.contains("usage_limit") => {
-            ErrorCode::UpstreamRateLimited
-        }
-        Some(code) if code.contains("overloaded") || code == "slow_down" => {
-            ErrorCode::UpstreamOverloaded
-        }
+        Some(code) if code.contains("rate_limit") || code.contains("usage_limit") => ErrorCode::UpstreamRateLimited,
+        Some(code) if code.contains("overloaded") || code == "slow_down" => ErrorCode::UpstreamOverloaded,
         _ => default,
     };
     let message = match code {
@@ -321,9 +272,8 @@ pub(super) fn failure(error: Option<&Value>, default: ErrorCode) -> RelayError {
 /// and message.
 pub(super) fn translate_error(status: u16, body: &Bytes) -> RelayError {
     let relay_error = status_error(status, upstream_message(body));
-    let param = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.pointer("/error/param")?.as_str().map(str::to_owned));
+    let param =
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| v.pointer("/error/param")?.as_str().map(str::to_owned));
     match param {
         Some(param) => relay_error.with_param(param),
         None => relay_error,

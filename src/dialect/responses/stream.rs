@@ -40,10 +40,7 @@ struct StreamEvent {
 
 impl StreamEvent {
     fn delta_text(&self) -> Option<&str> {
-        self.delta
-            .as_ref()
-            .and_then(Value::as_str)
-            .filter(|d| !d.is_empty())
+        self.delta.as_ref().and_then(Value::as_str).filter(|d| !d.is_empty())
     }
 }
 
@@ -154,16 +151,9 @@ impl ResponsesStream {
             return Ok(());
         }
         let parsed: StreamEvent = serde_json::from_slice(&data).map_err(|e| {
-            RelayError::new(
-                ErrorCode::UpstreamInvalidResponse,
-                format!("unreadable Responses stream event: {e}"),
-            )
+            RelayError::new(ErrorCode::UpstreamInvalidResponse, format!("unreadable Responses stream event: {e}"))
         })?;
-        let kind = parsed
-            .kind
-            .clone()
-            .or_else(|| event.event_type().map(str::to_owned))
-            .unwrap_or_default();
+        let kind = parsed.kind.clone().or_else(|| event.event_type().map(str::to_owned)).unwrap_or_default();
         match kind.as_str() {
             "response.created" | "response.in_progress" | "response.queued" => {
                 if let Some(response) = &parsed.response {
@@ -182,20 +172,16 @@ impl ResponsesStream {
                     out.push(chunk);
                 }
             }
-            "response.reasoning_summary_text.delta" => {
-                self.reasoning(&parsed, parsed.summary_index, out)
-            }
+            "response.reasoning_summary_text.delta" => self.reasoning(&parsed, parsed.summary_index, out),
             "response.reasoning_text.delta" => self.reasoning(&parsed, parsed.content_index, out),
             "response.output_item.added" => self.call_added(parsed, out),
             "response.function_call_arguments.delta" => {
                 let Some(text) = parsed.delta_text() else {
                     return Ok(());
                 };
-                if let Some(index) = self.find_call(parsed.output_index, parsed.item_id.as_deref())
-                {
+                if let Some(index) = self.find_call(parsed.output_index, parsed.item_id.as_deref()) {
                     self.tool_calls[index].arguments_sent = true;
-                    let chunk =
-                        self.tool_call_delta(index, json!({ "function": { "arguments": text } }));
+                    let chunk = self.tool_call_delta(index, json!({ "function": { "arguments": text } }));
                     out.push(chunk);
                 }
             }
@@ -208,10 +194,8 @@ impl ResponsesStream {
             }
             "error" => {
                 self.done = true;
-                let error: Value = parsed
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| serde_json::from_slice(&data).unwrap_or_default());
+                let error: Value =
+                    parsed.error.clone().unwrap_or_else(|| serde_json::from_slice(&data).unwrap_or_default());
                 return Err(failure(Some(&error), ErrorCode::UpstreamStreamError));
             }
             _ => {}
@@ -223,10 +207,7 @@ impl ResponsesStream {
         let Some(text) = event.delta_text() else {
             return;
         };
-        let part = (
-            event.item_id.clone().unwrap_or_default(),
-            part_index.unwrap_or(0),
-        );
+        let part = (event.item_id.clone().unwrap_or_default(), part_index.unwrap_or(0));
         let text = match &self.reasoning_part {
             Some(previous) if *previous != part => format!("\n\n{text}"),
             _ => text.to_owned(),
@@ -239,13 +220,7 @@ impl ResponsesStream {
     /// A new function call: its index, id, type and name, as OpenAI sends them.
     fn call_added(&mut self, event: StreamEvent, out: &mut Vec<Bytes>) {
         let Some(item) = &event.item else { return };
-        let OutputItem::FunctionCall {
-            id,
-            name,
-            arguments,
-            ..
-        } = item
-        else {
+        let OutputItem::FunctionCall { id, name, arguments, .. } = item else {
             return;
         };
         let index = self.tool_calls.len();
@@ -267,20 +242,13 @@ impl ResponsesStream {
     /// if it was never announced).
     fn call_done(&mut self, event: StreamEvent, out: &mut Vec<Bytes>) {
         let Some(item) = &event.item else { return };
-        let OutputItem::FunctionCall {
-            id,
-            name,
-            arguments,
-            ..
-        } = item
-        else {
+        let OutputItem::FunctionCall { id, name, arguments, .. } = item else {
             return;
         };
         match self.find_call(event.output_index, id.as_deref()) {
             Some(index) if !self.tool_calls[index].arguments_sent && !arguments.is_empty() => {
                 self.tool_calls[index].arguments_sent = true;
-                let chunk =
-                    self.tool_call_delta(index, json!({ "function": { "arguments": arguments } }));
+                let chunk = self.tool_call_delta(index, json!({ "function": { "arguments": arguments } }));
                 out.push(chunk);
             }
             Some(_) => {}
@@ -309,19 +277,9 @@ impl ResponsesStream {
         let response = event.response.unwrap_or_default();
         self.adopt_identity(&response);
         self.usage = response.usage.as_ref().map(Usage::from);
-        let status = response
-            .status
-            .as_deref()
-            .or(Some(if kind == "response.incomplete" {
-                "incomplete"
-            } else {
-                "completed"
-            }));
-        let finish = finish_reason(
-            status,
-            response.incomplete_details.as_ref(),
-            !self.tool_calls.is_empty(),
-        );
+        let status =
+            response.status.as_deref().or(Some(if kind == "response.incomplete" { "incomplete" } else { "completed" }));
+        let finish = finish_reason(status, response.incomplete_details.as_ref(), !self.tool_calls.is_empty());
         let chunk = self.delta(Map::new(), Some(finish));
         out.push(chunk);
         if let (true, Some(usage)) = (self.ctx.client_wants_usage, self.usage) {

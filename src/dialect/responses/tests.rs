@@ -114,10 +114,7 @@ fn tools_choices_formats_and_limits_are_mapped() {
             {"type": "function", "name": "now", "parameters": {"type": "object", "properties": {}}, "strict": false}
         ])
     );
-    assert_eq!(
-        sent["tool_choice"],
-        json!({"type": "function", "name": "get_weather"})
-    );
+    assert_eq!(sent["tool_choice"], json!({"type": "function", "name": "get_weather"}));
     assert_eq!(sent["parallel_tool_calls"], false);
     assert_eq!(sent["max_output_tokens"], 500);
     assert_eq!(sent["temperature"], 0.2);
@@ -130,15 +127,7 @@ fn tools_choices_formats_and_limits_are_mapped() {
     assert_eq!(sent["user"], "u-1");
     assert_eq!(sent["store"], true);
     assert_eq!(sent["stream"], true);
-    for dropped in [
-        "seed",
-        "n",
-        "stop",
-        "stream_options",
-        "messages",
-        "max_completion_tokens",
-        "response_format",
-    ] {
+    for dropped in ["seed", "n", "stop", "stream_options", "messages", "max_completion_tokens", "response_format"] {
         assert!(sent.get(dropped).is_none(), "{dropped} should not be sent");
     }
 }
@@ -175,10 +164,7 @@ fn what_responses_cannot_express_is_a_400_unless_dropping() {
         ("logit_bias", json!({"logit_bias": {"50256": -100}})),
         ("logprobs", json!({"logprobs": true})),
         ("audio", json!({"audio": {"voice": "alloy"}})),
-        (
-            "tools",
-            json!({"tools": [{"type": "custom", "custom": {"name": "x"}}]}),
-        ),
+        ("tools", json!({"tools": [{"type": "custom", "custom": {"name": "x"}}]})),
     ] {
         let mut body = extra.clone();
         body["messages"] = user.clone();
@@ -187,39 +173,24 @@ fn what_responses_cannot_express_is_a_400_unless_dropping() {
         assert_eq!(error.status, 400);
         assert_eq!(error.param.as_deref(), Some(param));
 
-        let lenient = Responses::openai(&DialectOptions {
-            drop_unsupported: true,
-            ..DialectOptions::default()
-        });
+        let lenient = Responses::openai(&DialectOptions { drop_unsupported: true, ..DialectOptions::default() });
         let sent = sent(&lenient, body, false);
         assert!(sent.get(param).is_none(), "{param} dropped");
     }
     let audio_in = json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]});
-    assert_eq!(
-        rejected(&openai(), audio_in).param.as_deref(),
-        Some("messages")
-    );
+    assert_eq!(rejected(&openai(), audio_in).param.as_deref(), Some("messages"));
     // Harmless values of unsupported parameters pass.
-    let harmless = json!({"messages": user, "n": 1, "stop": [], "presence_penalty": 0, "logprobs": false, "modalities": ["text"]});
+    let harmless =
+        json!({"messages": user, "n": 1, "stop": [], "presence_penalty": 0, "logprobs": false, "modalities": ["text"]});
     assert!(openai().translate_request(&chat(harmless, false)).is_ok());
 }
 
 #[test]
 fn malformed_requests_are_client_errors() {
+    assert_eq!(rejected(&openai(), json!({"model": "x"})).code, ErrorCode::InvalidRequest);
+    assert_eq!(rejected(&openai(), json!({"messages": [{"content": "no role"}]})).code, ErrorCode::InvalidRequest);
     assert_eq!(
-        rejected(&openai(), json!({"model": "x"})).code,
-        ErrorCode::InvalidRequest
-    );
-    assert_eq!(
-        rejected(&openai(), json!({"messages": [{"content": "no role"}]})).code,
-        ErrorCode::InvalidRequest
-    );
-    assert_eq!(
-        rejected(
-            &openai(),
-            json!({"messages": [{"role": "tool", "content": "x"}]})
-        )
-        .code,
+        rejected(&openai(), json!({"messages": [{"role": "tool", "content": "x"}]})).code,
         ErrorCode::InvalidRequest
     );
     let error = openai()
@@ -240,26 +211,18 @@ fn codex_always_streams_unstored_with_instructions_and_no_output_cap() {
         .translate_request(&chat(json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100, "store": true, "reasoning_effort": "low"}), false))
         .unwrap();
     assert_eq!(call.path_and_query, "/codex/responses");
-    assert!(
-        call.stream,
-        "the upstream call streams even for a non-stream client"
-    );
+    assert!(call.stream, "the upstream call streams even for a non-stream client");
     assert_eq!(call.headers.len(), 1);
     let sent: Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(sent["stream"], true);
     assert_eq!(sent["store"], false);
     assert!(!sent["instructions"].as_str().unwrap().is_empty());
     assert!(sent.get("max_output_tokens").is_none());
-    assert_eq!(
-        sent["reasoning"],
-        json!({"effort": "low", "summary": "auto"})
-    );
-    assert_eq!(
-        sent["input"],
-        json!([{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}])
-    );
+    assert_eq!(sent["reasoning"], json!({"effort": "low", "summary": "auto"}));
+    assert_eq!(sent["input"], json!([{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]));
 
-    let with_system = json!({"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]});
+    let with_system =
+        json!({"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]});
     let call = codex.translate_request(&chat(with_system, true)).unwrap();
     let sent: Value = serde_json::from_slice(&call.body).unwrap();
     assert_eq!(sent["instructions"], "Be terse.");
@@ -285,9 +248,7 @@ fn a_response_with_reasoning_text_and_calls_becomes_one_message() {
         {"type": "function_call", "id": "fc_1", "call_id": "call_A", "name": "lookup", "arguments": "{\"q\":1}", "status": "completed"},
         {"type": "web_search_call", "id": "ws_1", "status": "completed"}
     ]);
-    let translated = openai()
-        .translate_response(response_body(output, "completed", Value::Null), &ctx(false))
-        .unwrap();
+    let translated = openai().translate_response(response_body(output, "completed", Value::Null), &ctx(false)).unwrap();
     let body: Value = serde_json::from_slice(&translated.body).unwrap();
     assert_eq!(body["id"], "chatcmpl-abc");
     assert_eq!(body["object"], "chat.completion");
@@ -305,12 +266,7 @@ fn a_response_with_reasoning_text_and_calls_becomes_one_message() {
     assert_eq!(body["usage"]["total_tokens"], 30);
     assert_eq!(
         translated.usage,
-        Some(Usage {
-            prompt_tokens: 10,
-            completion_tokens: 20,
-            cached_tokens: 4,
-            reasoning_tokens: 12
-        })
+        Some(Usage { prompt_tokens: 10, completion_tokens: 20, cached_tokens: 4, reasoning_tokens: 12 })
     );
 }
 
@@ -321,40 +277,26 @@ fn null_fields_read_as_empty() {
         {"type": "message", "content": null},
         {"type": "reasoning", "summary": null, "content": null}
     ]);
-    let translated = openai()
-        .translate_response(response_body(output, "completed", Value::Null), &ctx(false))
-        .unwrap();
+    let translated = openai().translate_response(response_body(output, "completed", Value::Null), &ctx(false)).unwrap();
     let body: Value = serde_json::from_slice(&translated.body).unwrap();
-    assert_eq!(
-        body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
-        ""
-    );
-    assert!(body["choices"][0]["message"]
-        .get("reasoning_content")
-        .is_none());
+    assert_eq!(body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "");
+    assert!(body["choices"][0]["message"].get("reasoning_content").is_none());
 }
 
 #[test]
 fn incomplete_and_failed_responses() {
     let text = json!([{"type": "message", "content": [{"type": "output_text", "text": "Par"}]}]);
-    for (reason, finish) in [
-        ("max_output_tokens", "length"),
-        ("content_filter", "content_filter"),
-    ] {
+    for (reason, finish) in [("max_output_tokens", "length"), ("content_filter", "content_filter")] {
         let body = response_body(text.clone(), "incomplete", json!({"reason": reason}));
         let translated = openai().translate_response(body, &ctx(false)).unwrap();
         let body: Value = serde_json::from_slice(&translated.body).unwrap();
         assert_eq!(body["choices"][0]["finish_reason"], finish);
     }
     let failed = Bytes::from(json!({"id": "resp_1", "status": "failed", "error": {"code": "rate_limit_exceeded", "message": "slow down"}, "output": []}).to_string());
-    let error = openai()
-        .translate_response(failed, &ctx(false))
-        .unwrap_err();
+    let error = openai().translate_response(failed, &ctx(false)).unwrap_err();
     assert_eq!(error.code, ErrorCode::UpstreamRateLimited);
     assert!(error.message.contains("slow down"));
-    let error = openai()
-        .translate_response(Bytes::from_static(b"<html></html>"), &ctx(false))
-        .unwrap_err();
+    let error = openai().translate_response(Bytes::from_static(b"<html></html>"), &ctx(false)).unwrap_err();
     assert_eq!(error.code, ErrorCode::UpstreamInvalidResponse);
 }
 
@@ -362,34 +304,16 @@ fn incomplete_and_failed_responses() {
 fn errors_keep_the_upstream_status_message_and_param() {
     let body = Bytes::from_static(br#"{"error":{"code":"model_not_found","message":"The requested model 'x' does not exist.","param":"model","type":"invalid_request_error"}}"#);
     let error = openai().translate_error(400, &body);
-    assert_eq!(
-        (error.status, error.code),
-        (400, ErrorCode::UpstreamHttpError)
-    );
+    assert_eq!((error.status, error.code), (400, ErrorCode::UpstreamHttpError));
     assert_eq!(error.message, "The requested model 'x' does not exist.");
     assert_eq!(error.param.as_deref(), Some("model"));
     assert!(error.passthrough_body.is_none());
 
-    let error = openai().translate_error(
-        429,
-        &Bytes::from_static(br#"{"error":{"message":"Rate limit reached"}}"#),
-    );
-    assert_eq!(
-        (error.status, error.code),
-        (429, ErrorCode::UpstreamRateLimited)
-    );
-    let error = openai().translate_error(
-        503,
-        &Bytes::from_static(br#"{"error":{"message":"overloaded"}}"#),
-    );
-    assert_eq!(
-        (error.status, error.code),
-        (503, ErrorCode::UpstreamOverloaded)
-    );
-    let error = openai().translate_error(
-        400,
-        &Bytes::from_static(br#"{"detail":"Instructions are required"}"#),
-    );
+    let error = openai().translate_error(429, &Bytes::from_static(br#"{"error":{"message":"Rate limit reached"}}"#));
+    assert_eq!((error.status, error.code), (429, ErrorCode::UpstreamRateLimited));
+    let error = openai().translate_error(503, &Bytes::from_static(br#"{"error":{"message":"overloaded"}}"#));
+    assert_eq!((error.status, error.code), (503, ErrorCode::UpstreamOverloaded));
+    let error = openai().translate_error(400, &Bytes::from_static(br#"{"detail":"Instructions are required"}"#));
     assert_eq!(error.message, "Instructions are required");
 }
 
@@ -401,9 +325,7 @@ fn event(kind: &str, mut payload: Value) -> String {
 fn run(upstream: &str, wants_usage: bool) -> (Vec<Value>, Result<(), RelayError>, Option<Usage>) {
     let mut translator = openai().stream_translator(&ctx(wants_usage));
     let mut out = Vec::new();
-    let result = translator
-        .feed(Bytes::from(upstream.to_owned()), &mut out)
-        .and_then(|()| translator.finish(&mut out));
+    let result = translator.feed(Bytes::from(upstream.to_owned()), &mut out).and_then(|()| translator.finish(&mut out));
     let mut chunks = Vec::new();
     for event in &out {
         let text = std::str::from_utf8(event).unwrap();
@@ -442,14 +364,8 @@ fn a_stream_with_reasoning_text_and_two_calls() {
     let (chunks, result, usage) = run(&upstream, true);
     result.unwrap();
     assert_eq!(chunks.last().unwrap(), "[DONE]");
-    let deltas: Vec<&Value> = chunks
-        .iter()
-        .filter_map(|c| c.pointer("/choices/0/delta"))
-        .collect();
-    assert_eq!(
-        deltas[0],
-        &json!({"role": "assistant", "reasoning_content": "Think"})
-    );
+    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c.pointer("/choices/0/delta")).collect();
+    assert_eq!(deltas[0], &json!({"role": "assistant", "reasoning_content": "Think"}));
     assert_eq!(deltas[1], &json!({"reasoning_content": "\n\nMore"}));
     assert_eq!(deltas[2], &json!({"content": "Hi"}));
     assert_eq!(
@@ -457,56 +373,28 @@ fn a_stream_with_reasoning_text_and_two_calls() {
         &json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "a", "arguments": ""}}]})
     );
     assert_eq!(deltas[4]["tool_calls"][0]["index"], 1);
-    assert_eq!(
-        deltas[5],
-        &json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"y\":"}}]})
-    );
-    assert_eq!(
-        deltas[6],
-        &json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})
-    );
-    assert_eq!(
-        deltas.len(),
-        9,
-        "no duplicate arguments from output_item.done"
-    );
+    assert_eq!(deltas[5], &json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"y\":"}}]}));
+    assert_eq!(deltas[6], &json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}));
+    assert_eq!(deltas.len(), 9, "no duplicate arguments from output_item.done");
     let finish = &chunks[chunks.len() - 3];
     assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
     let usage_chunk = &chunks[chunks.len() - 2];
     assert_eq!(usage_chunk["choices"], json!([]));
-    assert_eq!(
-        usage_chunk["usage"]["completion_tokens_details"]["reasoning_tokens"],
-        3
-    );
+    assert_eq!(usage_chunk["usage"]["completion_tokens_details"]["reasoning_tokens"], 3);
     for chunk in &chunks[..chunks.len() - 1] {
         assert_eq!(
-            (
-                chunk["id"].as_str(),
-                chunk["model"].as_str(),
-                chunk["created"].as_u64()
-            ),
+            (chunk["id"].as_str(), chunk["model"].as_str(), chunk["created"].as_u64()),
             (Some("chatcmpl-s"), Some("gpt-5-2025"), Some(7))
         );
         assert_eq!(chunk["object"], "chat.completion.chunk");
     }
-    assert_eq!(
-        usage,
-        Some(Usage {
-            prompt_tokens: 5,
-            completion_tokens: 7,
-            cached_tokens: 0,
-            reasoning_tokens: 3
-        })
-    );
+    assert_eq!(usage, Some(Usage { prompt_tokens: 5, completion_tokens: 7, cached_tokens: 0, reasoning_tokens: 3 }));
 }
 
 #[test]
 fn an_incomplete_stream_ends_with_length_and_no_usage_chunk_unless_asked() {
     let upstream = [
-        event(
-            "response.created",
-            json!({"response": {"id": "resp_s", "model": "m"}}),
-        ),
+        event("response.created", json!({"response": {"id": "resp_s", "model": "m"}})),
         event("response.output_text.delta", json!({"delta": "Par"})),
         event("response.incomplete", completed("incomplete")),
     ]
@@ -531,10 +419,7 @@ fn a_call_only_announced_when_done_is_sent_whole() {
         chunks[0]["choices"][0]["delta"],
         json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{\"x\":1}"}}]})
     );
-    assert_eq!(
-        chunks[0]["id"], "chatcmpl-ctx",
-        "no response.created: the context's id"
-    );
+    assert_eq!(chunks[0]["id"], "chatcmpl-ctx", "no response.created: the context's id");
 }
 
 #[test]
@@ -555,10 +440,7 @@ fn in_band_failures_are_classified_errors() {
             ErrorCode::UpstreamRateLimited,
         ),
         (
-            event(
-                "error",
-                json!({"code": "server_is_overloaded", "message": "busy", "param": null}),
-            ),
+            event("error", json!({"code": "server_is_overloaded", "message": "busy", "param": null})),
             ErrorCode::UpstreamOverloaded,
         ),
         (
@@ -586,10 +468,7 @@ fn a_stream_cut_before_completion_is_truncated() {
 #[test]
 fn split_reads_give_the_same_events() {
     let upstream = [
-        event(
-            "response.created",
-            json!({"response": {"id": "resp_s", "model": "m"}}),
-        ),
+        event("response.created", json!({"response": {"id": "resp_s", "model": "m"}})),
         event("response.output_text.delta", json!({"delta": "Hé"})),
         event("response.completed", completed("completed")),
     ]
@@ -599,12 +478,8 @@ fn split_reads_give_the_same_events() {
     for cut in 1..bytes.len() {
         let mut translator = openai().stream_translator(&ctx(true));
         let mut out = Vec::new();
-        translator
-            .feed(Bytes::copy_from_slice(&bytes[..cut]), &mut out)
-            .unwrap();
-        translator
-            .feed(Bytes::copy_from_slice(&bytes[cut..]), &mut out)
-            .unwrap();
+        translator.feed(Bytes::copy_from_slice(&bytes[..cut]), &mut out).unwrap();
+        translator.feed(Bytes::copy_from_slice(&bytes[cut..]), &mut out).unwrap();
         translator.finish(&mut out).unwrap();
         assert_eq!(out.len(), whole.len());
         assert_eq!(out.last().unwrap(), &sse::done_event());
