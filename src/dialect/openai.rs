@@ -6,7 +6,9 @@
 //! from the upstream's reads and only the usage chunk is ever parsed.
 
 use bytes::Bytes;
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::{self, Finder};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -230,6 +232,13 @@ struct UsageChunk {
     choices: Vec<serde::de::IgnoredAny>,
 }
 
+// Every stream event is scanned for these; the searchers are built once, not per event.
+static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\":\""));
+static FINISH_REASON_SPACED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\": \""));
+static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static USAGE_OBJECT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
+static USAGE_OBJECT_SPACED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\": {"));
+
 /// Forwards OpenAI stream events as sliced from the upstream's reads.
 struct PassthroughStream {
     strip_usage: bool,
@@ -251,17 +260,15 @@ impl PassthroughStream {
             out.push(event.into_raw());
             return Ok(());
         }
-        if memmem::find(data, b"\"finish_reason\":\"").is_some()
-            || memmem::find(data, b"\"finish_reason\": \"").is_some()
-        {
+        if FINISH_REASON.find(data).is_some() || FINISH_REASON_SPACED.find(data).is_some() {
             self.finished = true;
         }
-        if memmem::find(data, b"\"error\"").is_some() {
+        if ERROR_KEY.find(data).is_some() {
             if let Some(error) = in_band_error(data) {
                 return Err(error);
             }
         }
-        if memmem::find(data, b"\"usage\":{").is_some() || memmem::find(data, b"\"usage\": {").is_some() {
+        if USAGE_OBJECT.find(data).is_some() || USAGE_OBJECT_SPACED.find(data).is_some() {
             if let Ok(chunk) = serde_json::from_slice::<UsageChunk>(data) {
                 if let Some(usage) = chunk.usage {
                     self.usage = Some(usage.into());

@@ -24,6 +24,9 @@ use crate::error::{ErrorCode, RelayError};
 use crate::record::RequestRecord;
 use crate::sse;
 
+/// Events already read are joined into one write up to this size.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
 /// Stream timing, resolved for one request.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamTiming {
@@ -52,6 +55,8 @@ pub struct RelayStream {
     last_sent: Instant,
     deadline: Pin<Box<Sleep>>,
     upstream_done: bool,
+    /// A failure seen after events that are still to be sent; reported once they are.
+    failed: Option<RelayError>,
     finished: bool,
     flowing: bool,
     record: Arc<RequestRecord>,
@@ -82,6 +87,7 @@ impl RelayStream {
             deadline: Box::pin(tokio::time::sleep_until(timing.deadline)),
             timing,
             upstream_done: false,
+            failed: None,
             finished: false,
             flowing: false,
             record,
@@ -108,40 +114,44 @@ impl RelayStream {
         RelayError::new(code, format!("{what} after {after:?}"))
     }
 
-    /// Fills the queue: `Some(Ok)` when an event is ready, `None` at the clean end.
+    /// Fills the queue with everything the upstream has already delivered (up to
+    /// [`COALESCE_LIMIT`]): `Some(Ok)` when events are ready, `None` at the clean end. Events that
+    /// arrived together leave together, in one write; nothing waits for data not yet arrived.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), RelayError>>> {
+        let ready = |queue: &VecDeque<Bytes>| if queue.is_empty() { None } else { Some(Poll::Ready(Some(Ok(())))) };
         loop {
-            if !self.queue.is_empty() {
+            if let Some(error) = self.queue.is_empty().then(|| self.failed.take()).flatten() {
+                return Poll::Ready(Some(Err(error)));
+            }
+            if self.failed.is_some() || self.queue.iter().map(Bytes::len).sum::<usize>() >= COALESCE_LIMIT {
                 return Poll::Ready(Some(Ok(())));
             }
             if self.upstream_done {
-                return Poll::Ready(None);
+                return ready(&self.queue).unwrap_or(Poll::Ready(None));
             }
             if self.deadline.as_mut().poll(cx).is_ready() {
                 let total = self.timing.deadline.duration_since(self.record_started());
-                return Poll::Ready(Some(Err(self.timeout(ErrorCode::UpstreamTimeoutTotal, total))));
+                self.failed = Some(self.timeout(ErrorCode::UpstreamTimeoutTotal, total));
+                continue;
             }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     self.last_data = Instant::now();
                     if let Err(error) = self.translator.feed(data, &mut self.scratch) {
-                        return Poll::Ready(Some(Err(error)));
+                        self.failed = Some(error);
                     }
                     self.take_scratch();
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    let error = RelayError::new(
-                        ErrorCode::UpstreamReset,
-                        format!("the upstream connection failed mid-stream: {error}"),
-                    );
-                    return Poll::Ready(Some(Err(error)));
+                    let message = format!("the upstream connection failed mid-stream: {error}");
+                    self.failed = Some(RelayError::new(ErrorCode::UpstreamReset, message));
                 }
                 Poll::Ready(None) => {
                     self.upstream_done = true;
                     self.record.add_upstream_wait(self.opened.elapsed());
                     if let Err(error) = self.translator.finish(&mut self.scratch) {
-                        return Poll::Ready(Some(Err(error)));
+                        self.failed = Some(error);
                     }
                     self.take_scratch();
                     if let Some(usage) = self.translator.usage() {
@@ -149,6 +159,9 @@ impl RelayStream {
                     }
                 }
                 Poll::Pending => {
+                    if let Some(ready) = ready(&self.queue) {
+                        return ready;
+                    }
                     while self.idle_timer.as_mut().poll(cx).is_ready() {
                         if !self.flowing {
                             let waited = self.timing.first_event_deadline.duration_since(self.record_started());
