@@ -179,6 +179,28 @@ impl ErrorBody {
 
 /// Anthropic's usage object; every field may be absent or null, and a stream's
 /// `message_delta` repeats only some of them.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+/// A content block, as in a response body and in `content_block_start` events.
+enum WireBlock {
+    Text {
+        text: String,
+    },
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    /// `redacted_thinking`, server tools and their results, and block types added later.
+    #[serde(other)]
+    Other,
+}
+
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 struct WireUsage {
     input_tokens: Option<u64>,

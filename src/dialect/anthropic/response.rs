@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{arguments_string, finish_reason, invalid_response, WireUsage};
+use super::{arguments_string, finish_reason, invalid_response, WireBlock, WireUsage};
 use crate::dialect::completion::{Completion, ToolCallOut};
 use crate::dialect::{ResponseContext, Translated};
 use crate::error::RelayError;
@@ -16,27 +16,6 @@ struct WireMessage {
     content: Vec<WireBlock>,
     stop_reason: Option<String>,
     usage: Option<WireUsage>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum WireBlock {
-    Text {
-        text: String,
-    },
-    Thinking {
-        #[serde(default)]
-        thinking: String,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        #[serde(default)]
-        input: Value,
-    },
-    /// `redacted_thinking`, server tools and their results, and block types added later.
-    #[serde(other)]
-    Other,
 }
 
 /// Translates a complete Messages API response.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{arguments_string, finish_reason, invalid_response, ErrorBody, WireUsage};
+use super::{arguments_string, finish_reason, invalid_response, ErrorBody, WireBlock, WireUsage};
 use crate::dialect::completion::ChunkWriter;
 use crate::dialect::framed::FrameTranslator;
 use crate::dialect::{ResponseContext, Usage};
@@ -21,7 +21,7 @@ enum WireEvent {
     },
     ContentBlockStart {
         index: u64,
-        content_block: StartBlock,
+        content_block: WireBlock,
     },
     ContentBlockDelta {
         index: u64,
@@ -49,28 +49,6 @@ struct StartMessage {
     id: Option<String>,
     model: Option<String>,
     usage: Option<WireUsage>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum StartBlock {
-    Text {
-        #[serde(default)]
-        text: String,
-    },
-    Thinking {
-        #[serde(default)]
-        thinking: String,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        #[serde(default)]
-        input: Value,
-    },
-    /// `redacted_thinking`, `server_tool_use` and server tool results.
-    #[serde(other)]
-    Other,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,15 +138,15 @@ impl AnthropicStream {
             }
             WireEvent::ContentBlockStart { index, content_block } => {
                 let block = match content_block {
-                    StartBlock::Text { text } => {
+                    WireBlock::Text { text } => {
                         self.writer().content(&text, out);
                         Block::Text
                     }
-                    StartBlock::Thinking { thinking } => {
+                    WireBlock::Thinking { thinking } => {
                         self.writer().reasoning(&thinking, out);
                         Block::Thinking
                     }
-                    StartBlock::ToolUse { id, name, input } => {
+                    WireBlock::ToolUse { id, name, input } => {
                         let writer = self.writer();
                         let tool = writer.tool_start(&id, &name, out);
                         // Anthropic streams the input as deltas after an empty `{}`; a start that
@@ -179,7 +157,7 @@ impl AnthropicStream {
                         }
                         Block::Tool { index: tool, has_arguments }
                     }
-                    StartBlock::Other => Block::Hidden,
+                    WireBlock::Other => Block::Hidden,
                 };
                 self.blocks.insert(index, block);
             }
