@@ -177,11 +177,9 @@ impl ErrorBody {
     }
 }
 
-/// Anthropic's usage object; every field may be absent or null, and a stream's
-/// `message_delta` repeats only some of them.
+/// A content block, as in a response body and in `content_block_start` events.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-/// A content block, as in a response body and in `content_block_start` events.
 enum WireBlock {
     Text {
         text: String,
@@ -201,6 +199,8 @@ enum WireBlock {
     Other,
 }
 
+/// Anthropic's usage object; every field may be absent or null, and a stream's
+/// `message_delta` repeats only some of them.
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 struct WireUsage {
     input_tokens: Option<u64>,

@@ -1,7 +1,6 @@
 //! Anthropic message -> OpenAI `chat.completion`.
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{arguments_string, finish_reason, invalid_response, WireBlock, WireUsage};
 use crate::dialect::completion::{Completion, ToolCallOut};

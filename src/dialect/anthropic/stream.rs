@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{arguments_string, finish_reason, invalid_response, ErrorBody, WireBlock, WireUsage};
 use crate::dialect::completion::ChunkWriter;
