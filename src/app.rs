@@ -146,11 +146,11 @@ pub async fn serve(config: Config, listen: Option<SocketAddr>, allow_unauthentic
     log_config(&config);
     let source = config.source.clone();
     let (running, task) = start(config, listen, crate::server::shutdown::signal()).await?;
-    tracing::info!(addr = %running.addr, "switchyard listening; OpenAI base URL http://{}/v1", running.addr);
     if let Some(path) = source {
         let updates = crate::config::reload::watch(path, RELOAD_POLL, RELOAD_DEBOUNCE);
         tokio::spawn(apply_reloads(running.runtime.clone(), running.metrics.clone(), updates));
     }
+    tracing::info!(addr = %running.addr, "switchyard listening; OpenAI base URL http://{}/v1", running.addr);
     task.await?;
     Ok(())
 }

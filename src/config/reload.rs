@@ -35,9 +35,11 @@ pub fn watch(path: PathBuf, poll: Duration, debounce: Duration) -> mpsc::Receive
     // Taken now, not when the task first runs: a change made in between must not become the
     // baseline.
     let mut applied = digest(&path);
+    // Registered before returning, so a SIGHUP right after startup reloads instead of taking
+    // the signal's default action (terminating the process).
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut ticker = tokio::time::interval(poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
