@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -299,13 +298,7 @@ async fn per_target_timeouts_override_the_upstreams() {
 
 #[tokio::test]
 async fn repeated_failures_eject_a_target_and_traffic_skips_it() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let failing = MockUpstream::start(move |_, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Reply::json(500, r#"{"error":{"message":"boom"}}"#)
-    })
-    .await;
+    let failing = MockUpstream::always(Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
     let good = MockUpstream::always(Reply::json(200, OK)).await;
     let config = upstream_toml("flaky", &failing.url(), "retry = { attempts = 1 }")
         + &upstream_toml("good", &good.url(), "")
@@ -314,11 +307,11 @@ async fn repeated_failures_eject_a_target_and_traffic_skips_it() {
     for _ in 0..5 {
         assert_eq!(relay.chat(&[], &request(false)).await.0, 200);
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 5);
+    assert_eq!(failing.received().len(), 5);
     for _ in 0..10 {
         assert_eq!(relay.chat(&[], &request(false)).await.0, 200);
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 5, "an ejected target gets no traffic during its cooldown");
+    assert_eq!(failing.received().len(), 5, "an ejected target gets no traffic during its cooldown");
     assert_eq!(relay.running.metrics.upstream_ejections.with_label_values(&["flaky"]).get(), 1);
     assert_eq!(relay.running.metrics.upstream_healthy.with_label_values(&["flaky"]).get(), 0);
     let (_, _, ready) = relay.send("GET", "/readyz", &[], "").await;
@@ -328,30 +321,18 @@ async fn repeated_failures_eject_a_target_and_traffic_skips_it() {
 
 #[tokio::test]
 async fn when_every_target_is_ejected_one_is_still_tried() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let failing = MockUpstream::start(move |_, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Reply::json(500, r#"{"error":{"message":"boom"}}"#)
-    })
-    .await;
+    let failing = MockUpstream::always(Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
     let config = upstream_toml("only", &failing.url(), "retry = { attempts = 1 }") + &model_toml("m", &["only"], "");
     let relay = Relay::start(&config).await;
     for _ in 0..8 {
         assert_eq!(relay.chat(&[], &request(false)).await.0, 500);
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 8, "an all-ejected model still tries rather than failing untried");
+    assert_eq!(failing.received().len(), 8, "an all-ejected model still tries rather than failing untried");
 }
 
 #[tokio::test]
 async fn the_retry_budget_caps_extra_load_during_an_outage() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let down = MockUpstream::start(move |_, _| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Reply::json(503, r#"{"error":{"message":"down"}}"#)
-    })
-    .await;
+    let down = MockUpstream::always(Reply::json(503, r#"{"error":{"message":"down"}}"#)).await;
     let config = upstream_toml(
         "a",
         &down.url(),
@@ -361,7 +342,7 @@ async fn the_retry_budget_caps_extra_load_during_an_outage() {
     for _ in 0..100 {
         relay.chat(&[], &request(false)).await;
     }
-    let total = hits.load(Ordering::SeqCst);
+    let total = down.received().len();
     // Without a budget: 300 upstream requests. With 10% plus one per second of reserve: far fewer.
     assert!((100..=140).contains(&total), "upstream saw {total} requests for 100 client requests");
 }
