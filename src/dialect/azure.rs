@@ -179,6 +179,7 @@ mod tests {
             upstream_model: "gpt-4o".into(),
             stream,
             client_wants_usage: false,
+            layout: None,
         }
     }
 

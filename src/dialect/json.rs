@@ -6,15 +6,45 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use bytes::Bytes;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// The members of a JSON object, in order, borrowing their values from the input.
+/// The members of a JSON object, in order, borrowing their values' JSON text from the input.
 #[derive(Debug)]
 pub struct RawObject<'a> {
-    members: Vec<(Cow<'a, str>, Cow<'a, RawValue>)>,
+    members: Vec<(Cow<'a, str>, Cow<'a, [u8]>)>,
+}
+
+/// Where each top-level member's value sits in a body: computed by the one parse the router does,
+/// so a pass-through rewrite does not parse the body again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    members: Vec<(String, Range<usize>)>,
+}
+
+impl Layout {
+    /// Splits a JSON object body into its members. Anything but an object is an error.
+    pub fn of(body: &[u8]) -> Result<Self, serde_json::Error> {
+        let object = RawObject::parse(body)?;
+        let start = body.as_ptr() as usize;
+        let members = object
+            .members
+            .into_iter()
+            .map(|(key, value)| {
+                let offset = value.as_ptr() as usize - start;
+                (key.into_owned(), offset..offset + value.len())
+            })
+            .collect();
+        Ok(Layout { members })
+    }
+
+    /// The JSON text of a member's value in `body` (the body this layout was computed from).
+    pub fn value<'b>(&self, body: &'b [u8], key: &str) -> Option<&'b [u8]> {
+        self.members.iter().find(|(k, _)| k == key).and_then(|(_, range)| body.get(range.clone()))
+    }
 }
 
 impl<'a> RawObject<'a> {
@@ -23,13 +53,23 @@ impl<'a> RawObject<'a> {
         serde_json::from_slice(input)
     }
 
-    /// The raw value of a member.
-    pub fn get(&self, key: &str) -> Option<&RawValue> {
+    /// The members of `body` as located by `layout`, without parsing again.
+    pub fn from_layout(body: &'a [u8], layout: &'a Layout) -> Self {
+        let members = layout
+            .members
+            .iter()
+            .map(|(key, range)| (Cow::Borrowed(key.as_str()), Cow::Borrowed(&body[range.clone()])))
+            .collect();
+        RawObject { members }
+    }
+
+    /// The JSON text of a member's value.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
     }
 
-    /// Replaces (or appends) a member's value.
-    pub fn set(&mut self, key: &str, value: Box<RawValue>) {
+    /// Replaces (or appends) a member's value, given as JSON text.
+    fn set(&mut self, key: &str, value: Vec<u8>) {
         match self.members.iter_mut().find(|(k, _)| k == key) {
             Some((_, slot)) => *slot = Cow::Owned(value),
             None => self.members.push((Cow::Owned(key.to_owned()), Cow::Owned(value))),
@@ -38,8 +78,8 @@ impl<'a> RawObject<'a> {
 
     /// Sets a member to a serialisable value.
     pub fn set_value<T: serde::Serialize>(&mut self, key: &str, value: &T) {
-        if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            self.set(key, raw);
+        if let Ok(json) = serde_json::to_vec(value) {
+            self.set(key, json);
         }
     }
 
@@ -63,7 +103,7 @@ impl<'a> RawObject<'a> {
 
     /// Writes the object back; untouched values are copied as they were.
     pub fn to_bytes(&self) -> Bytes {
-        let size: usize = self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let size: usize = self.members.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(size + 2);
         out.push(b'{');
         for (i, (key, value)) in self.members.iter().enumerate() {
@@ -73,7 +113,7 @@ impl<'a> RawObject<'a> {
             // Keys are re-escaped; serialising a &str cannot fail.
             out.extend_from_slice(serde_json::to_string(key.as_ref()).unwrap_or_default().as_bytes());
             out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            out.extend_from_slice(value);
         }
         out.push(b'}');
         Bytes::from(out)
@@ -94,7 +134,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some((key, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    members.push((key, Cow::Borrowed(value)));
+                    members.push((key, Cow::Borrowed(value.get().as_bytes())));
                 }
                 Ok(RawObject { members })
             }
@@ -125,6 +165,16 @@ mod tests {
         object.rename("max_completion_tokens", "max_tokens");
         object.remove("store");
         assert_eq!(object.to_bytes(), Bytes::from_static(br#"{"a":1,"max_tokens":5}"#));
+    }
+
+    #[test]
+    fn a_layout_rebuilds_the_same_object_without_parsing_again() {
+        let body = br#"{"model":"a","stream":true,"x":{"k":[1, 2]}}"#;
+        let layout = Layout::of(body).unwrap();
+        assert_eq!(layout.value(body, "x"), Some(&br#"{"k":[1, 2]}"#[..]));
+        let mut object = RawObject::from_layout(body, &layout);
+        object.set_value("model", &"b");
+        assert_eq!(object.to_bytes(), Bytes::from_static(br#"{"model":"b","stream":true,"x":{"k":[1, 2]}}"#));
     }
 
     #[test]

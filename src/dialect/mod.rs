@@ -135,6 +135,9 @@ pub struct ChatRequest {
     pub stream: bool,
     /// The client asked for a usage chunk at the end of the stream.
     pub client_wants_usage: bool,
+    /// Where the body's top-level members are, from the router's parse; lets a pass-through
+    /// rewrite skip parsing the body again. `None` where nobody parsed it yet.
+    pub layout: Option<Arc<json::Layout>>,
 }
 
 /// The request to send upstream, relative to the upstream's `base_url`.

@@ -64,13 +64,16 @@ impl OpenAiChat {
 
     /// Applies the rewrites to the client's body; returns it untouched when nothing changes.
     pub fn rewrite_body(&self, request: &ChatRequest) -> Result<Bytes, RelayError> {
-        let mut object = RawObject::parse(&request.body)
-            .map_err(|e| RelayError::new(ErrorCode::InvalidJson, format!("request body: {e}")))?;
+        let mut object = match &request.layout {
+            Some(layout) => RawObject::from_layout(&request.body, layout),
+            None => RawObject::parse(&request.body)
+                .map_err(|e| RelayError::new(ErrorCode::InvalidJson, format!("request body: {e}")))?,
+        };
         object.set_value("model", &request.upstream_model);
         if self.injects_usage(request) {
             let mut options = object
                 .get("stream_options")
-                .and_then(|raw| serde_json::from_str::<serde_json::Map<String, Value>>(raw.get()).ok())
+                .and_then(|raw| serde_json::from_slice::<serde_json::Map<String, Value>>(raw).ok())
                 .unwrap_or_default();
             options.insert("include_usage".into(), Value::Bool(true));
             object.set_value("stream_options", &options);
@@ -96,10 +99,10 @@ impl OpenAiChat {
 
 fn rewrite_developer_role(object: &mut RawObject<'_>, role: &str) {
     let Some(raw) = object.get("messages") else { return };
-    if memmem::find(raw.get().as_bytes(), b"\"developer\"").is_none() {
+    if memmem::find(raw, b"\"developer\"").is_none() {
         return;
     }
-    let Ok(mut messages) = serde_json::from_str::<Vec<Value>>(raw.get()) else { return };
+    let Ok(mut messages) = serde_json::from_slice::<Vec<Value>>(raw) else { return };
     for message in &mut messages {
         if message.get("role").and_then(Value::as_str) == Some("developer") {
             message["role"] = Value::String(role.to_owned());
@@ -110,10 +113,10 @@ fn rewrite_developer_role(object: &mut RawObject<'_>, role: &str) {
 
 fn strip_tool_strict(object: &mut RawObject<'_>) {
     let Some(raw) = object.get("tools") else { return };
-    if memmem::find(raw.get().as_bytes(), b"\"strict\"").is_none() {
+    if memmem::find(raw, b"\"strict\"").is_none() {
         return;
     }
-    let Ok(mut tools) = serde_json::from_str::<Vec<Value>>(raw.get()) else { return };
+    let Ok(mut tools) = serde_json::from_slice::<Vec<Value>>(raw) else { return };
     for tool in &mut tools {
         if let Some(function) = tool.get_mut("function").and_then(Value::as_object_mut) {
             function.remove("strict");
@@ -327,6 +330,7 @@ mod tests {
             upstream_model: "up-model".into(),
             stream,
             client_wants_usage: wants_usage,
+            layout: None,
         }
     }
 

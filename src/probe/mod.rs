@@ -368,6 +368,7 @@ impl Probe<'_> {
             upstream_model: "probe".to_owned(),
             stream: false,
             client_wants_usage: false,
+            layout: None,
         };
         let dialect_headers = self.dialect.translate_request(&sample).map(|call| call.headers).unwrap_or_default();
         headers::to_upstream(&client_headers(sdk), params, &dialect_headers, false)
@@ -575,6 +576,7 @@ impl Probe<'_> {
                 upstream_model: model.to_owned(),
                 stream,
                 client_wants_usage: false,
+                layout: None,
             }),
             client_headers: Arc::new(client_headers(sdk)),
             record,

@@ -23,6 +23,8 @@ pub struct Incoming {
     pub body: bytes::Bytes,
     pub stream: bool,
     pub client_wants_usage: bool,
+    /// The body's member layout from the router's one parse.
+    pub layout: Arc<crate::dialect::json::Layout>,
     pub headers: Arc<HeaderMap>,
     pub record: Arc<RequestRecord>,
 }
@@ -108,6 +110,7 @@ async fn attempt_target(
         upstream_model: target.model.clone().unwrap_or_else(|| passed_name.to_owned()),
         stream: incoming.stream,
         client_wants_usage: incoming.client_wants_usage,
+        layout: Some(incoming.layout.clone()),
     };
     let call = Call {
         chat: Arc::new(chat),

@@ -8,7 +8,6 @@ pub mod health;
 pub mod retry;
 pub mod table;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +27,7 @@ use tower::Service;
 
 use crate::body::{collect_limited, full, Body, CollectError};
 use crate::config::Config;
+use crate::dialect::json::Layout;
 use crate::error::{ErrorCode, RelayError};
 use crate::layer::auth::{KeySource, Keyring, Principal};
 use crate::metrics::Metrics;
@@ -246,15 +246,14 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
     response
 }
 
-/// The fields of a chat request the router reads; everything else stays raw.
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
+/// A top-level field of the body, parsed from its JSON text alone; a field of the wrong type is
+/// invalid JSON for this API, as a typed parse of the whole body would say.
+fn field<T: serde::de::DeserializeOwned>(layout: &Layout, body: &[u8], key: &str) -> Result<Option<T>, RelayError> {
+    let Some(text) = layout.value(body, key) else { return Ok(None) };
+    serde_json::from_slice::<Option<T>>(text).map_err(|e| {
+        RelayError::new(ErrorCode::InvalidJson, format!("the request body is not a valid JSON object: `{key}`: {e}"))
+            .with_param(key)
+    })
 }
 
 #[derive(Deserialize)]
@@ -281,13 +280,16 @@ where
             RelayError::new(ErrorCode::InvalidRequest, format!("reading the request body failed: {e}"))
         }
     })?;
-    let peek: Peek<'_> = serde_json::from_slice(&body).map_err(|e| {
+    // The one parse of the body: the router reads three fields from it, and a pass-through
+    // upstream rewrites `model` from the same layout.
+    let layout = Layout::of(&body).map_err(|e| {
         RelayError::new(ErrorCode::InvalidJson, format!("the request body is not a valid JSON object: {e}"))
     })?;
-    let requested =
-        peek.model.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| {
-            RelayError::new(ErrorCode::InvalidRequest, "the request has no `model`").with_param("model")
-        })?;
+    let model: Option<String> = field(&layout, &body, "model")?;
+    let requested = model
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| RelayError::new(ErrorCode::InvalidRequest, "the request has no `model`").with_param("model"))?;
     let Some(resolved) = runtime.table.resolve(requested) else {
         let close = runtime.table.close_names(requested);
         let hint = if close.is_empty() {
@@ -311,11 +313,13 @@ where
         }
     }
     record.set_model(&resolved.model.pattern.as_written());
-    let stream = peek.stream.unwrap_or(false);
+    let stream = field::<bool>(&layout, &body, "stream")?.unwrap_or(false);
+    let stream_options = field::<StreamOptions>(&layout, &body, "stream_options")?;
     record.set_stream(stream);
     let incoming = failover::Incoming {
         stream,
-        client_wants_usage: peek.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        client_wants_usage: stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        layout: Arc::new(layout),
         headers: Arc::new(parts.headers),
         record,
         body: body.clone(),

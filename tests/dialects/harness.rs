@@ -195,11 +195,15 @@ impl Case {
     pub fn chat_request(&self) -> ChatRequest {
         let request = self.openai_request();
         assert_eq!(request["model"], "case-model", "{}: openai_request.model", self.name);
+        let body = Bytes::from(request.to_string());
+        // As the router hands it over: with the layout of its one parse of the body.
+        let layout = switchyard::dialect::json::Layout::of(&body).expect("openai_request is a JSON object");
         ChatRequest {
-            body: Bytes::from(request.to_string()),
             upstream_model: self.upstream_model(),
             stream: request["stream"].as_bool().unwrap_or(false),
             client_wants_usage: self.client_wants_usage(),
+            layout: Some(std::sync::Arc::new(layout)),
+            body,
         }
     }
 

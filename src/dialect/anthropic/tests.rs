@@ -19,6 +19,7 @@ fn translate_with(dialect: &AnthropicMessages, body: Value) -> Result<Value, Rel
         upstream_model: "claude-test".into(),
         stream,
         client_wants_usage: false,
+        layout: None,
     };
     let call = dialect.translate_request(&request)?;
     assert_eq!(call.path_and_query, "/v1/messages");
@@ -56,6 +57,7 @@ fn builds_the_messages_request_with_headers_and_default_max_tokens() {
         upstream_model: "claude-test".into(),
         stream: true,
         client_wants_usage: false,
+        layout: None,
     };
     let call = dialect().translate_request(&request).unwrap();
     assert!(call.stream);

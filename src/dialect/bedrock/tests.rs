@@ -23,6 +23,7 @@ fn chat(body: &Value, model: &str) -> ChatRequest {
         upstream_model: model.into(),
         stream: body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         client_wants_usage: false,
+        layout: None,
     }
 }
 

@@ -158,6 +158,7 @@ mod tests {
             upstream_model: model.into(),
             stream,
             client_wants_usage: false,
+            layout: None,
         };
         Gemini::new(&DialectOptions::default()).translate_request(&request).unwrap()
     }

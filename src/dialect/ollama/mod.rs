@@ -111,6 +111,7 @@ mod tests {
             upstream_model: "gemma3:1b".into(),
             stream: false,
             client_wants_usage: false,
+            layout: None,
         };
         let dialect = Ollama::new(&DialectOptions::default());
         let call = dialect.translate_request(&request).unwrap();

@@ -12,6 +12,7 @@ fn chat(body: Value, stream: bool) -> ChatRequest {
         upstream_model: "gpt-test".into(),
         stream,
         client_wants_usage: false,
+        layout: None,
     }
 }
 
@@ -199,6 +200,7 @@ fn malformed_requests_are_client_errors() {
             upstream_model: "m".into(),
             stream: false,
             client_wants_usage: false,
+            layout: None,
         })
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidJson);
