@@ -147,6 +147,39 @@ async fn streams_are_forwarded_event_by_event_as_they_arrive() {
 }
 
 #[tokio::test]
+async fn events_that_arrive_together_leave_in_one_write() {
+    let events: Vec<String> = (0..20)
+        .map(|i| format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i} \"}},\"finish_reason\":null}}]}}\n\n"))
+        .chain(["data: [DONE]\n\n".to_owned()])
+        .collect();
+    // Zero delays: the mock writes all its HTTP chunks in one go, so the relay reads them in
+    // one read; each chunk still reaches the relay's client separately.
+    let upstream = MockUpstream::always(Reply::sse(&events.iter().map(String::as_str).collect::<Vec<_>>())).await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let request = http::Request::post(relay.url("/v1/chat/completions"))
+        .body(http_body_util::Full::new(Bytes::from(
+            json!({"model": "gpt", "stream": true, "stream_options": {"include_usage": true}, "messages": []})
+                .to_string(),
+        )))
+        .unwrap();
+    let mut body = client.request(request).await.unwrap().into_body();
+    let (mut frames, mut received) = (0, Vec::new());
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            frames += 1;
+            received.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(String::from_utf8(received).unwrap(), events.concat(), "every event arrives, unchanged");
+    // One write (one HTTP chunk) per event costs a syscall each and is what made streams slow;
+    // the first event leaves on its own (it commits the response), the rest together.
+    assert!(frames <= 4, "{} events arrived in {frames} frames, expected them joined", events.len());
+}
+
+#[tokio::test]
 async fn a_stream_cut_mid_way_ends_with_an_in_band_error_not_a_clean_end() {
     let parts = vec![(
         Duration::ZERO,

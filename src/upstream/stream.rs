@@ -59,6 +59,8 @@ pub struct RelayStream {
     failed: Option<RelayError>,
     finished: bool,
     flowing: bool,
+    /// Data arrived since the body last gave the upstream connection a turn (see `poll_fill`).
+    read_since_yield: bool,
     record: Arc<RequestRecord>,
     upstream_name: Arc<str>,
     opened: Instant,
@@ -90,6 +92,7 @@ impl RelayStream {
             failed: None,
             finished: false,
             flowing: false,
+            read_since_yield: false,
             record,
             upstream_name,
             opened: now,
@@ -138,6 +141,7 @@ impl RelayStream {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     self.last_data = Instant::now();
+                    self.read_since_yield = true;
                     if let Err(error) = self.translator.feed(data, &mut self.scratch) {
                         self.failed = Some(error);
                     }
@@ -159,6 +163,15 @@ impl RelayStream {
                     }
                 }
                 Poll::Pending => {
+                    if self.read_since_yield && !self.queue.is_empty() {
+                        // The upstream connection runs in its own task and hands over one chunk
+                        // at a time, so `Pending` here often means "the next chunk of the same
+                        // read is not handed over yet", not "nothing more arrived". One turn of
+                        // the scheduler lets it catch up; only a turn that brings nothing flushes.
+                        self.read_since_yield = false;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                     if let Some(ready) = ready(&self.queue) {
                         return ready;
                     }

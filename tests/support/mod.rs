@@ -134,7 +134,10 @@ async fn respond(reply: Reply) -> Result<Response<MockBody>, std::io::Error> {
         let stream = futures_util::stream::unfold((parts.into_iter(), fail), |(mut parts, fail)| async move {
             match parts.next() {
                 Some((delay, bytes)) => {
-                    tokio::time::sleep(delay).await;
+                    // A zero-delay part follows at once (even a zero sleep waits for a timer tick).
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     Some((Ok(Frame::data(bytes)), (parts, fail)))
                 }
                 None if fail => {
