@@ -18,11 +18,19 @@ pub struct RawObject<'a> {
     members: Vec<(Cow<'a, str>, Cow<'a, [u8]>)>,
 }
 
-/// Where each top-level member's value sits in a body: computed by the one parse the router does,
-/// so a pass-through rewrite does not parse the body again.
+/// Where each top-level member sits in a body: computed by the one parse the router does, so a
+/// pass-through rewrite does not parse the body again. Keys are spans of the body too, so
+/// locating the members allocates nothing per member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
-    members: Vec<(String, Range<usize>)>,
+    members: Vec<(Key, Range<usize>)>,
+}
+
+/// A member's key: where it sits in the body, or its unescaped text when the body escapes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    Span(Range<usize>),
+    Unescaped(Box<str>),
 }
 
 impl Layout {
@@ -30,12 +38,19 @@ impl Layout {
     pub fn of(body: &[u8]) -> Result<Self, serde_json::Error> {
         let object = RawObject::parse(body)?;
         let start = body.as_ptr() as usize;
+        let span = |text: &[u8]| {
+            let offset = text.as_ptr() as usize - start;
+            offset..offset + text.len()
+        };
         let members = object
             .members
             .into_iter()
             .map(|(key, value)| {
-                let offset = value.as_ptr() as usize - start;
-                (key.into_owned(), offset..offset + value.len())
+                let key = match key {
+                    Cow::Borrowed(text) => Key::Span(span(text.as_bytes())),
+                    Cow::Owned(text) => Key::Unescaped(text.into_boxed_str()),
+                };
+                (key, span(&value))
             })
             .collect();
         Ok(Layout { members })
@@ -43,7 +58,64 @@ impl Layout {
 
     /// The JSON text of a member's value in `body` (the body this layout was computed from).
     pub fn value<'b>(&self, body: &'b [u8], key: &str) -> Option<&'b [u8]> {
-        self.members.iter().find(|(k, _)| k == key).and_then(|(_, range)| body.get(range.clone()))
+        self.span(body, key).and_then(|range| body.get(range))
+    }
+
+    /// Where a member's value sits in `body`.
+    pub fn span(&self, body: &[u8], key: &str) -> Option<Range<usize>> {
+        self.members.iter().find(|(k, _)| key_text(k, body) == key).map(|(_, range)| range.clone())
+    }
+}
+
+fn key_text<'b>(key: &'b Key, body: &'b [u8]) -> &'b str {
+    match key {
+        // The span was borrowed from this body as a `&str` by the parse, so it is UTF-8.
+        Key::Span(range) => body.get(range.clone()).and_then(|text| std::str::from_utf8(text).ok()).unwrap_or(""),
+        Key::Unescaped(text) => text,
+    }
+}
+
+/// The JSON text of a top-level member's value, found by a scan that tracks only nesting and
+/// strings: no values are parsed or validated. For bodies the relay forwards unchanged anyway
+/// (a response's `usage`), where a full parse would cost more than the rest of the relay's work.
+/// Malformed input yields `None` or a slice that then fails to parse, never a panic.
+pub fn top_level_member<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut value_start = None;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let end = string_end(body, i + 1)?;
+                if depth == 1 && value_start.is_none() && &body[i + 1..end] == key.as_bytes() {
+                    let after = end + 1 + body[end + 1..].iter().position(|b| !b.is_ascii_whitespace())?;
+                    if body[after] == b':' {
+                        value_start = Some(after + 1);
+                    }
+                }
+                i = end;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' | b',' if depth == 1 && value_start.is_some() => {
+                let start = value_start?;
+                return Some(body[start..i].trim_ascii());
+            }
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The index of the quote closing the string whose text starts at `from`.
+fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let at = from + memchr::memchr2(b'"', b'\\', body.get(from..)?)?;
+        if body[at] == b'"' {
+            return Some(at);
+        }
+        from = at + 2;
     }
 }
 
@@ -58,7 +130,7 @@ impl<'a> RawObject<'a> {
         let members = layout
             .members
             .iter()
-            .map(|(key, range)| (Cow::Borrowed(key.as_str()), Cow::Borrowed(&body[range.clone()])))
+            .map(|(key, range)| (Cow::Borrowed(key_text(key, body)), Cow::Borrowed(&body[range.clone()])))
             .collect();
         RawObject { members }
     }
@@ -147,6 +219,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_top_level_member_is_found_past_nested_and_quoted_look_alikes() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\": {1}","usage":{"n":9}}}],
+            "meta":{"usage":{"n":8}}, "usage" : {"prompt_tokens":5,"completion_tokens":1} }"#;
+        assert_eq!(top_level_member(body, "usage"), Some(&br#"{"prompt_tokens":5,"completion_tokens":1}"#[..]));
+        assert_eq!(top_level_member(body, "id"), Some(&br#""x""#[..]));
+        assert_eq!(top_level_member(br#"{"a":1,"usage":null}"#, "usage"), Some(&b"null"[..]));
+        assert_eq!(top_level_member(br#"{"a":{"usage":1}}"#, "usage"), None);
+        assert_eq!(top_level_member(br#"{"a":"usage","b":1}"#, "usage"), None, "a string value is not a key");
+    }
+
+    #[test]
+    fn malformed_bodies_find_nothing_rather_than_panic() {
+        for body in [&b""[..], b"{", b"{\"usage\"", b"{\"usage\":", b"{\"usage\":1", b"}}{\"usage\":1}", b"{\"a\":\"\\"]
+        {
+            assert_eq!(top_level_member(body, "usage"), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
 
     #[test]
     fn untouched_members_keep_their_bytes_and_order() {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::framed::{FrameTranslator, SseStream};
-use super::json::RawObject;
+use super::json::{top_level_member, Layout, RawObject};
 use super::{ChatRequest, Dialect, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse;
@@ -62,8 +62,21 @@ impl OpenAiChat {
             && !self.compat.drop_params.iter().any(|p| p == "stream_options")
     }
 
+    /// Whether the body needs edits beyond `model`.
+    fn edits_more_than_model(&self, request: &ChatRequest) -> bool {
+        let compat = &self.compat;
+        self.injects_usage(request)
+            || compat.developer_role.is_some()
+            || compat.max_tokens_field.is_some()
+            || !compat.drop_params.is_empty()
+            || compat.strip_tool_strict
+    }
+
     /// Applies the rewrites to the client's body; returns it untouched when nothing changes.
     pub fn rewrite_body(&self, request: &ChatRequest) -> Result<Bytes, RelayError> {
+        if let Some(layout) = request.layout.as_deref().filter(|_| !self.edits_more_than_model(request)) {
+            return Ok(replace_model(&request.body, layout, &request.upstream_model));
+        }
         let mut object = match &request.layout {
             Some(layout) => RawObject::from_layout(&request.body, layout),
             None => RawObject::parse(&request.body)
@@ -95,6 +108,28 @@ impl OpenAiChat {
         }
         Ok(object.to_bytes())
     }
+}
+
+/// The body with its `model` value replaced, every other byte as the client sent it: the body
+/// itself (no copy) when the model is already the upstream's name, else one splice.
+fn replace_model(body: &Bytes, layout: &Layout, model: &str) -> Bytes {
+    let Some(span) = layout.span(body, "model") else {
+        let mut object = RawObject::from_layout(body, layout);
+        object.set_value("model", &model);
+        return object.to_bytes();
+    };
+    let current = &body[span.clone()];
+    // A name JSON writes without escapes is equal exactly when its quoted text is.
+    let plain = model.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain && current.len() == model.len() + 2 && current[1..current.len() - 1] == *model.as_bytes() {
+        return body.clone();
+    }
+    let quoted = serde_json::to_string(model).unwrap_or_default();
+    let mut out = Vec::with_capacity(body.len() - current.len() + quoted.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    Bytes::from(out)
 }
 
 fn rewrite_developer_role(object: &mut RawObject<'_>, role: &str) {
@@ -139,7 +174,9 @@ impl Dialect for OpenAiChat {
                 format!("upstream answered 2xx with a body that is not a JSON object: {}", excerpt(&body)),
             ));
         }
-        let usage = serde_json::from_slice::<UsageOnly>(&body).ok().and_then(|u| u.usage).map(Usage::from);
+        let usage = top_level_member(&body, "usage")
+            .and_then(|raw| serde_json::from_slice::<Option<UsageJson>>(raw).ok().flatten())
+            .map(Usage::from);
         Ok(Translated { body, usage })
     }
 
@@ -219,12 +256,6 @@ impl From<UsageJson> for Usage {
             reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
         }
     }
-}
-
-#[derive(Deserialize)]
-struct UsageOnly {
-    #[serde(default)]
-    usage: Option<UsageJson>,
 }
 
 #[derive(Deserialize)]
@@ -341,6 +372,44 @@ mod tests {
             upstream_model: "m".into(),
             client_wants_usage: wants_usage,
         }
+    }
+
+    fn routed(body: &str, upstream_model: &str) -> ChatRequest {
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let layout = Layout::of(&body).unwrap();
+        ChatRequest {
+            body,
+            upstream_model: upstream_model.into(),
+            stream: false,
+            client_wants_usage: false,
+            layout: Some(std::sync::Arc::new(layout)),
+        }
+    }
+
+    #[test]
+    fn a_routed_body_is_spliced_keeping_every_other_byte() {
+        let dialect = OpenAiChat::new(Compat::default());
+        let body = r#"{ "messages": [ {"role":"user", "content":"hi"} ],  "model" : "pub", "x": 1.50 }"#;
+        let sent = dialect.translate_request(&routed(body, "up/model")).unwrap().body;
+        assert_eq!(sent, body.replace(r#""pub""#, r#""up/model""#).as_bytes());
+
+        let escaped = dialect.translate_request(&routed(body, "a\"b\\c")).unwrap().body;
+        let value: Value = serde_json::from_slice(&escaped).unwrap();
+        assert_eq!(value["model"], "a\"b\\c");
+    }
+
+    #[test]
+    fn a_body_already_naming_the_upstream_model_is_sent_as_is() {
+        let dialect = OpenAiChat::new(Compat::default());
+        let request = routed(r#"{"model":"same","messages":[]}"#, "same");
+        let sent = dialect.translate_request(&request).unwrap().body;
+        assert_eq!(sent.as_ptr(), request.body.as_ptr(), "no copy of the body");
+
+        // Same text but an escape in the body: decoded, these differ, so it is rewritten.
+        let request = routed(r#"{"model":"a\u0041","messages":[]}"#, "a\\u0041");
+        let sent = dialect.translate_request(&request).unwrap().body;
+        let value: Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(value["model"], "a\\u0041");
     }
 
     #[test]
