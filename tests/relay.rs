@@ -147,6 +147,65 @@ async fn streams_are_forwarded_event_by_event_as_they_arrive() {
 }
 
 #[tokio::test]
+async fn connections_to_an_upstream_are_kept_alive_and_reused() {
+    let upstream = MockUpstream::start(|received, _| {
+        if received.json()["stream"] == true {
+            Reply::sse(&["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n", "data: [DONE]\n\n"])
+        } else {
+            Reply::json(200, COMPLETION)
+        }
+    })
+    .await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+    for stream in [false, true, false, true, false] {
+        let (status, _, _) = relay.chat(&[], &json!({"model": "gpt", "stream": stream, "messages": []})).await;
+        assert_eq!(status, 200);
+    }
+    let peers: std::collections::HashSet<_> = upstream.received().iter().map(|r| r.peer).collect();
+    assert_eq!(upstream.received().len(), 5);
+    assert_eq!(peers.len(), 1, "one connection served every sequential request: {peers:?}");
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request per connection, then closes it without saying so (no
+    // `connection: close`), as servers do when their keep-alive timeout passes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
+                let n = socket.read(&mut buffer).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..n]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                COMPLETION.len()
+            );
+            socket.write_all([head.as_bytes(), COMPLETION.as_bytes()].concat().as_slice()).await.unwrap();
+            drop(socket);
+        }
+    });
+    let relay = Relay::start(&passthrough_config(&format!("http://{addr}"), "")).await;
+    for _ in 0..3 {
+        let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        // Give the close time to arrive before the next request picks a connection.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "a new connection for each request");
+}
+
+#[tokio::test]
 async fn events_that_arrive_together_leave_in_one_write() {
     let events: Vec<String> = (0..20)
         .map(|i| format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i} \"}},\"finish_reason\":null}}]}}\n\n"))

@@ -371,7 +371,7 @@ impl Probe<'_> {
             layout: None,
         };
         let dialect_headers = self.dialect.translate_request(&sample).map(|call| call.headers).unwrap_or_default();
-        headers::to_upstream(&client_headers(sdk), params, &dialect_headers, false)
+        headers::OutgoingHeaders::new(params).to_upstream(&client_headers(sdk), &dialect_headers, false)
     }
 
     /// The same for a `GET`, which has no body to type.

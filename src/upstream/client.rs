@@ -89,6 +89,16 @@ pub fn tls_config(tls: &TlsParams) -> Result<ClientConfig, BoxError> {
 
 /// Builds the client; connections are pooled per upstream and kept alive.
 pub fn build(tls: &TlsParams, connect_timeout: Duration, proxy: ProxyRules) -> Result<HttpClient, BoxError> {
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector(tls, connect_timeout, proxy)?))
+}
+
+/// The connector alone, for connections driven outside hyper-util's client.
+pub fn connector(tls: &TlsParams, connect_timeout: Duration, proxy: ProxyRules) -> Result<Connector, BoxError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -98,11 +108,5 @@ pub fn build(tls: &TlsParams, connect_timeout: Duration, proxy: ProxyRules) -> R
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(ProxyConnector::new(http, proxy));
-    let connector = TimeoutConnector { inner: https, timeout: connect_timeout };
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector))
+    Ok(TimeoutConnector { inner: https, timeout: connect_timeout })
 }

@@ -7,7 +7,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Secret, UpstreamParams};
+use crate::config::{Glob, Secret, UpstreamParams};
 use crate::dialect::AuthStyle;
 
 /// Names the upstream that answered, on every response.
@@ -43,64 +43,87 @@ const NOT_FORWARDED: &[&str] = &[
 
 const SDK_FINGERPRINT_PREFIX: &str = "x-stainless-";
 
-/// The headers for a request to `upstream`.
-pub fn to_upstream(
-    client: &HeaderMap,
-    upstream: &UpstreamParams,
-    dialect_headers: &[(HeaderName, HeaderValue)],
-    stream: bool,
-) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(client.len() + 8);
-    for (name, value) in client {
-        let name_str = name.as_str();
-        if NOT_FORWARDED.contains(&name_str) {
-            continue;
-        }
-        if !upstream.keep_sdk_headers && name_str.starts_with(SDK_FINGERPRINT_PREFIX) {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(
-        header::ACCEPT,
-        HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
-    );
-    if let Ok(agent) = HeaderValue::try_from(upstream.user_agent.as_str()) {
-        headers.insert(header::USER_AGENT, agent);
-    }
-    for (name, value) in dialect_headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    if let Some(key) = &upstream.api_key {
-        insert_auth(&mut headers, upstream.auth, key);
-    }
-    if !upstream.headers_remove.is_empty() {
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| upstream.headers_remove.iter().any(|glob| glob.matches(name.as_str())))
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(name);
-        }
-    }
-    for (name, value) in &upstream.headers_set {
-        headers.insert(name.clone(), value.clone());
-    }
-    headers
+/// An upstream's policy for outgoing headers, with the values that are the same on every
+/// request (agent, credentials) built once per config rather than per request.
+#[derive(Debug, Clone)]
+pub struct OutgoingHeaders {
+    user_agent: Option<HeaderValue>,
+    auth: Option<(HeaderName, HeaderValue)>,
+    keep_sdk_headers: bool,
+    remove: Vec<Glob>,
+    set: Vec<(HeaderName, HeaderValue)>,
 }
 
-fn insert_auth(headers: &mut HeaderMap, style: AuthStyle, key: &Secret) {
+impl OutgoingHeaders {
+    /// The policy of `upstream`.
+    pub fn new(upstream: &UpstreamParams) -> Self {
+        OutgoingHeaders {
+            user_agent: HeaderValue::try_from(upstream.user_agent.as_str()).ok(),
+            auth: upstream.api_key.as_ref().and_then(|key| auth_header(upstream.auth, key)),
+            keep_sdk_headers: upstream.keep_sdk_headers,
+            remove: upstream.headers_remove.clone(),
+            set: upstream.headers_set.clone(),
+        }
+    }
+
+    /// The headers for a request to the upstream, from the client's.
+    pub fn to_upstream(
+        &self,
+        client: &HeaderMap,
+        dialect_headers: &[(HeaderName, HeaderValue)],
+        stream: bool,
+    ) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(client.len() + 8);
+        for (name, value) in client {
+            let name_str = name.as_str();
+            if NOT_FORWARDED.contains(&name_str) {
+                continue;
+            }
+            if !self.keep_sdk_headers && name_str.starts_with(SDK_FINGERPRINT_PREFIX) {
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
+        );
+        if let Some(agent) = &self.user_agent {
+            headers.insert(header::USER_AGENT, agent.clone());
+        }
+        for (name, value) in dialect_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some((name, value)) = &self.auth {
+            headers.insert(name.clone(), value.clone());
+        }
+        if !self.remove.is_empty() {
+            let doomed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|name| self.remove.iter().any(|glob| glob.matches(name.as_str())))
+                .cloned()
+                .collect();
+            for name in doomed {
+                headers.remove(name);
+            }
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers
+    }
+}
+
+fn auth_header(style: AuthStyle, key: &Secret) -> Option<(HeaderName, HeaderValue)> {
     let (name, value) = match style {
         AuthStyle::Bearer => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
         AuthStyle::Header(name) => (HeaderName::from_static(name), key.expose().to_owned()),
-        AuthStyle::SigV4 | AuthStyle::None => return,
+        AuthStyle::SigV4 | AuthStyle::None => return None,
     };
-    if let Ok(mut value) = HeaderValue::try_from(value) {
-        value.set_sensitive(true);
-        headers.insert(name, value);
-    }
+    let mut value = HeaderValue::try_from(value).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
 }
 
 /// Upstream response headers that pass to the client.
@@ -145,7 +168,7 @@ mod tests {
 
     #[test]
     fn client_credentials_fingerprints_and_hop_by_hop_are_dropped() {
-        let headers = to_upstream(&client_headers(), &upstream(""), &[], false);
+        let headers = OutgoingHeaders::new(&upstream("")).to_upstream(&client_headers(), &[], false);
         assert_eq!(headers["authorization"], "Bearer upstream-key");
         assert_eq!(headers["user-agent"], concat!("switchyard/", env!("CARGO_PKG_VERSION")));
         assert!(headers.get("x-stainless-os").is_none());
@@ -159,7 +182,7 @@ mod tests {
         let params = upstream(
             "user_agent = \"curl/8.5.0\"\nheaders.set = { \"x-team\" = \"blue\" }\nheaders.remove = [\"x-cus*\"]\n",
         );
-        let headers = to_upstream(&client_headers(), &params, &[], true);
+        let headers = OutgoingHeaders::new(&params).to_upstream(&client_headers(), &[], true);
         assert_eq!(headers["user-agent"], "curl/8.5.0");
         assert_eq!(headers["x-team"], "blue");
         assert!(headers.get("x-custom").is_none());

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod client;
+mod h1;
 pub mod headers;
 mod mock;
 pub mod proxy;
@@ -33,8 +34,41 @@ const ERROR_BODY_LIMIT: usize = 256 * 1024;
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 enum Transport {
+    /// hyper-util's pooled client: `https` upstreams, where ALPN may choose HTTP/2.
     Http(client::HttpClient),
+    /// Plain-`http` upstreams: HTTP/1.1 connections driven by the request's task.
+    Http1(Arc<h1::H1Pool>),
     Mock,
+}
+
+impl Transport {
+    fn connect_to(params: &UpstreamParams) -> Result<Self, BoxError> {
+        let proxy = proxy::ProxyRules::resolve(params.proxy.as_ref(), &proxy::process_env);
+        let base = params.base_url.as_ref().filter(|uri| uri.scheme() == Some(&http::uri::Scheme::HTTP));
+        match base.and_then(|uri| uri.authority()) {
+            Some(authority) => {
+                let destination =
+                    Uri::builder().scheme("http").authority(authority.clone()).path_and_query("/").build()?;
+                let connector = client::connector(&params.tls, params.timeouts.connect, proxy)?;
+                Ok(Transport::Http1(h1::H1Pool::new(connector, destination)))
+            }
+            None => Ok(Transport::Http(client::build(&params.tls, params.timeouts.connect, proxy)?)),
+        }
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, BoxError> {
+        match self {
+            Transport::Http(client) => {
+                let response = client.request(request).await?;
+                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+            }
+            Transport::Http1(pool) => {
+                let response = pool.send(request).await?;
+                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+            }
+            Transport::Mock => Err("the mock upstream answers without a connection".into()),
+        }
+    }
 }
 
 /// One configured upstream, ready to take requests.
@@ -42,6 +76,29 @@ pub struct Upstream {
     params: Arc<UpstreamParams>,
     dialect: Arc<dyn Dialect>,
     transport: Transport,
+    base: Option<BaseUrl>,
+    outgoing: headers::OutgoingHeaders,
+}
+
+/// The base URL, split once: a request only appends its own path.
+struct BaseUrl {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    path: String,
+    /// `Host` for plain-HTTP upstreams (always HTTP/1.1), built once instead of by the client
+    /// on every request. TLS upstreams may speak HTTP/2, which carries it as `:authority`.
+    host: Option<HeaderValue>,
+}
+
+impl BaseUrl {
+    fn of(uri: &Uri) -> Option<Self> {
+        let path = uri.path_and_query().map_or("", |p| p.as_str()).trim_end_matches('/').to_owned();
+        let authority = uri.authority()?.clone();
+        let host = (uri.scheme() == Some(&http::uri::Scheme::HTTP))
+            .then(|| HeaderValue::from_str(authority.as_str()).ok())
+            .flatten();
+        Some(BaseUrl { scheme: uri.scheme()?.clone(), authority, path, host })
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -67,12 +124,9 @@ impl Upstream {
     pub fn new(params: Arc<UpstreamParams>) -> Result<Self, BoxError> {
         let transport = match params.dialect {
             DialectKind::Mock => Transport::Mock,
-            _ => {
-                let proxy = proxy::ProxyRules::resolve(params.proxy.as_ref(), &proxy::process_env);
-                Transport::Http(client::build(&params.tls, params.timeouts.connect, proxy)?)
-            }
+            _ => Transport::connect_to(&params)?,
         };
-        Ok(Upstream { dialect: dialect::build(params.dialect, &params.dialect_options), params, transport })
+        Ok(Upstream::assemble(params, transport))
     }
 
     /// The upstream's configured name.
@@ -94,10 +148,12 @@ impl Upstream {
 
     /// One active health check: `GET {base_url}{path}` must answer `expect_status`.
     pub async fn check_health(&self, path: &str, expect_status: u16, timeout: Duration) -> Result<(), RelayError> {
-        let Transport::Http(client) = &self.transport else { return Ok(()) };
+        if matches!(self.transport, Transport::Mock) {
+            return Ok(());
+        }
         let call = UpstreamCall { method: http::Method::GET, ..UpstreamCall::post(path, Bytes::new(), false) };
         let request = self.build_request(&call, &HeaderMap::new())?;
-        let response = tokio::time::timeout(timeout, client.request(request))
+        let response = tokio::time::timeout(timeout, self.transport.send(request))
             .await
             .map_err(|_| {
                 RelayError::new(
@@ -105,7 +161,7 @@ impl Upstream {
                     format!("health check timed out after {timeout:?}"),
                 )
             })?
-            .map_err(|error| classify::transport_error(&error))?;
+            .map_err(|error| classify::transport_error(error.as_ref()))?;
         let status = response.status();
         let _ = tokio::time::timeout(timeout, collect_limited(response.into_body(), ERROR_BODY_LIMIT)).await;
         if status.as_u16() == expect_status {
@@ -122,9 +178,20 @@ impl Upstream {
     pub fn reuse(params: Arc<UpstreamParams>, previous: &Upstream) -> Self {
         let transport = match &previous.transport {
             Transport::Http(client) => Transport::Http(client.clone()),
+            Transport::Http1(pool) => Transport::Http1(pool.clone()),
             Transport::Mock => Transport::Mock,
         };
-        Upstream { dialect: dialect::build(params.dialect, &params.dialect_options), params, transport }
+        Upstream::assemble(params, transport)
+    }
+
+    fn assemble(params: Arc<UpstreamParams>, transport: Transport) -> Self {
+        Upstream {
+            dialect: dialect::build(params.dialect, &params.dialect_options),
+            base: params.base_url.as_ref().and_then(BaseUrl::of),
+            outgoing: headers::OutgoingHeaders::new(&params),
+            params,
+            transport,
+        }
     }
 
     /// One attempt: translate, send, and wait for the response (for streams, its first event).
@@ -160,12 +227,11 @@ impl Upstream {
         call: &UpstreamCall,
         client_headers: &HeaderMap,
     ) -> Result<Request<Full<Bytes>>, RelayError> {
-        let base = self.params.base_url.as_ref().map(Uri::to_string).unwrap_or_default();
-        let url = format!("{}{}", base.trim_end_matches('/'), call.path_and_query);
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| RelayError::new(ErrorCode::Internal, format!("upstream URL {url:?} is invalid: {e}")))?;
-        let headers = headers::to_upstream(client_headers, &self.params, &call.headers, call.stream);
+        let uri = self.target_uri(&call.path_and_query)?;
+        let mut headers = self.outgoing.to_upstream(client_headers, &call.headers, call.stream);
+        if let Some(host) = self.base.as_ref().and_then(|base| base.host.clone()) {
+            headers.insert(header::HOST, host);
+        }
         let mut request = Request::builder()
             .method(call.method.clone())
             .uri(uri)
@@ -177,6 +243,19 @@ impl Upstream {
             self.sign(&mut request)?;
         }
         Ok(request.map(Full::new))
+    }
+
+    fn target_uri(&self, path_and_query: &str) -> Result<Uri, RelayError> {
+        let invalid = |e: &dyn std::fmt::Display| {
+            RelayError::new(ErrorCode::Internal, format!("upstream path {path_and_query:?} is invalid: {e}"))
+        };
+        let Some(base) = &self.base else { return Uri::try_from(path_and_query).map_err(|e| invalid(&e)) };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(base.scheme.clone());
+        parts.authority = Some(base.authority.clone());
+        let path = [base.path.as_str(), path_and_query].concat();
+        parts.path_and_query = Some(http::uri::PathAndQuery::try_from(path).map_err(|e| invalid(&e))?);
+        Uri::from_parts(parts).map_err(|e| invalid(&e))
     }
 
     fn sign(&self, request: &mut Request<Bytes>) -> Result<(), RelayError> {
@@ -196,11 +275,7 @@ impl Upstream {
     async fn send(&self, request: Request<Full<Bytes>>, body: &Bytes) -> Result<Response<UpstreamBody>, RelayError> {
         match &self.transport {
             Transport::Mock => Ok(mock::respond(body, unix_now())),
-            Transport::Http(client) => client
-                .request(request)
-                .await
-                .map(|response| response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
-                .map_err(|error| classify::transport_error(&error)),
+            transport => transport.send(request).await.map_err(|error| classify::transport_error(error.as_ref())),
         }
     }
 

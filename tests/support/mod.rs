@@ -22,6 +22,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The relay's end of the connection the request came on.
+    pub peer: SocketAddr,
 }
 
 impl Received {
@@ -77,7 +79,7 @@ impl MockUpstream {
         let log = received.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let handler = handler.clone();
@@ -95,6 +97,7 @@ impl MockUpstream {
                                 path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
                                 headers: parts.headers,
                                 body,
+                                peer,
                             };
                             let index = {
                                 let mut log = log.lock();
