@@ -201,31 +201,34 @@ async fn tls_upstream(pki: &TestPki) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
+        while let Ok((socket, peer)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 // Clients that refuse the certificate end here.
                 let Ok(tls) = acceptor.accept(socket).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-                    let path = request.uri().path().to_owned();
-                    let body = http_body_util::BodyExt::collect(request.into_body())
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let received = Received { method: String::new(), path, headers: http::HeaderMap::new(), body };
-                    let (content_type, body) = match healthy(&received) {
-                        Reply::Full { content_type, body, .. } => (content_type, body),
-                        Reply::Chunks { content_type, parts, .. } => {
-                            (content_type, parts.into_iter().flat_map(|(_, b)| b.to_vec()).collect::<Vec<u8>>().into())
-                        }
-                        _ => unreachable!("healthy() answers fully"),
-                    };
-                    let mut response = http::Response::new(http_body_util::Full::new(body));
-                    response.headers_mut().insert("content-type", content_type.parse().unwrap());
-                    Ok::<_, std::convert::Infallible>(response)
-                });
+                let service =
+                    hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| async move {
+                        let path = request.uri().path().to_owned();
+                        let body = http_body_util::BodyExt::collect(request.into_body())
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let received =
+                            Received { method: String::new(), path, headers: http::HeaderMap::new(), body, peer };
+                        let (content_type, body) = match healthy(&received) {
+                            Reply::Full { content_type, body, .. } => (content_type, body),
+                            Reply::Chunks { content_type, parts, .. } => (
+                                content_type,
+                                parts.into_iter().flat_map(|(_, b)| b.to_vec()).collect::<Vec<u8>>().into(),
+                            ),
+                            _ => unreachable!("healthy() answers fully"),
+                        };
+                        let mut response = http::Response::new(http_body_util::Full::new(body));
+                        response.headers_mut().insert("content-type", content_type.parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
