@@ -42,8 +42,49 @@ async fn wait_until(relay: &Relay, model: &str, want: bool) {
     panic!("model {model} never became {}", if want { "served" } else { "unserved" });
 }
 
+async fn content_of(relay: &Relay, model: &str) -> serde_json::Value {
+    let (_, _, body) = relay.chat(&[], &json!({"model": model, "messages": []})).await;
+    serde_json::from_slice::<serde_json::Value>(&body).unwrap()["choices"][0]["message"]["content"].clone()
+}
+
 fn reloads(relay: &Relay, result: &str) -> u64 {
     relay.running.metrics.config_reloads.with_label_values(&[result]).get()
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_an_upstream_sends_to_its_new_address() {
+    use support::{MockUpstream, Reply};
+    let completion = |content: &str| {
+        json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]})
+        .to_string()
+    };
+    let (old, new) = (
+        MockUpstream::always(Reply::json(200, completion("old"))).await,
+        MockUpstream::always(Reply::json(200, completion("new"))).await,
+    );
+    let config = |url: &str| {
+        format!("[upstreams.up]\ndialect = \"openai-completions\"\nbase_url = \"{url}/v1\"\n\n[[models]]\nname = \"m\"\ntargets = [{{ upstream = \"up\" }}]\n")
+    };
+    let dir = std::env::temp_dir().join(format!("switchyard-reload-move-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config(&old.url())).unwrap();
+    let relay = Relay::start_watching(&path).await;
+    assert_eq!(content_of(&relay, "m").await, "old");
+
+    save(&path, &config(&new.url()));
+    for _ in 0..200 {
+        if reloads(&relay, "success") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(reloads(&relay, "success"), 1);
+    // The old address's pooled connection must not carry requests meant for the new one.
+    assert_eq!(content_of(&relay, "m").await, "new");
+    assert_eq!(new.received().len(), 1);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,8 +140,18 @@ impl Upstream {
     }
 
     /// Whether the settings that shape connections are unchanged (so a reload keeps the pool).
+    /// The destination is one of them: plain-http pools dial one fixed host.
     pub fn same_transport(&self, other: &UpstreamParams) -> bool {
-        self.params.tls == other.tls
+        let destination = |params: &UpstreamParams| {
+            let base = params.base_url.as_ref();
+            (
+                params.dialect == DialectKind::Mock,
+                base.and_then(Uri::scheme).cloned(),
+                base.and_then(Uri::authority).cloned(),
+            )
+        };
+        destination(&self.params) == destination(other)
+            && self.params.tls == other.tls
             && self.params.timeouts.connect == other.timeouts.connect
             && self.params.proxy == other.proxy
     }
