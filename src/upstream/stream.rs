@@ -164,10 +164,11 @@ impl RelayStream {
                 }
                 Poll::Pending => {
                     if self.read_since_yield && !self.queue.is_empty() {
-                        // The upstream connection runs in its own task and hands over one chunk
-                        // at a time, so `Pending` here often means "the next chunk of the same
-                        // read is not handed over yet", not "nothing more arrived". One turn of
-                        // the scheduler lets it catch up; only a turn that brings nothing flushes.
+                        // On hyper-util's client (https upstreams) the connection runs in its
+                        // own task and hands over one chunk at a time, so `Pending` here often
+                        // means "the next chunk of the same read is not handed over yet", not
+                        // "nothing more arrived". One turn of the scheduler lets it catch up;
+                        // only a turn that brings nothing flushes.
                         self.read_since_yield = false;
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
