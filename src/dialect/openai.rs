@@ -75,7 +75,9 @@ impl OpenAiChat {
     /// Applies the rewrites to the client's body; returns it untouched when nothing changes.
     pub fn rewrite_body(&self, request: &ChatRequest) -> Result<Bytes, RelayError> {
         if let Some(layout) = request.layout.as_deref().filter(|_| !self.edits_more_than_model(request)) {
-            return Ok(replace_model(&request.body, layout, &request.upstream_model));
+            if let Some(body) = replace_model(&request.body, layout, &request.upstream_model) {
+                return Ok(body);
+            }
         }
         let mut object = match &request.layout {
             Some(layout) => RawObject::from_layout(&request.body, layout),
@@ -111,25 +113,22 @@ impl OpenAiChat {
 }
 
 /// The body with its `model` value replaced, every other byte as the client sent it: the body
-/// itself (no copy) when the model is already the upstream's name, else one splice.
-fn replace_model(body: &Bytes, layout: &Layout, model: &str) -> Bytes {
-    let Some(span) = layout.span(body, "model") else {
-        let mut object = RawObject::from_layout(body, layout);
-        object.set_value("model", &model);
-        return object.to_bytes();
-    };
+/// itself (no copy) when the model is already the upstream's name, else one splice. `None` when
+/// the body has no `model` to replace.
+fn replace_model(body: &Bytes, layout: &Layout, model: &str) -> Option<Bytes> {
+    let span = layout.span(body, "model")?;
     let current = &body[span.clone()];
     // A name JSON writes without escapes is equal exactly when its quoted text is.
     let plain = model.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
     if plain && current.len() == model.len() + 2 && current[1..current.len() - 1] == *model.as_bytes() {
-        return body.clone();
+        return Some(body.clone());
     }
     let quoted = serde_json::to_string(model).unwrap_or_default();
     let mut out = Vec::with_capacity(body.len() - current.len() + quoted.len());
     out.extend_from_slice(&body[..span.start]);
     out.extend_from_slice(quoted.as_bytes());
     out.extend_from_slice(&body[span.end..]);
-    Bytes::from(out)
+    Some(Bytes::from(out))
 }
 
 fn rewrite_developer_role(object: &mut RawObject<'_>, role: &str) {
