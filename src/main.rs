@@ -6,8 +6,10 @@ use clap::Parser;
 use switchyard::cli::{self, Cli, Command, LogFormat};
 use switchyard::config::Config;
 
+mod allocator;
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 /// One CPU (a 1-CPU container, or a pinned process): a current-thread runtime avoids the
 /// work-stealing scheduler's cross-thread wake-ups; otherwise one worker per CPU.

@@ -173,9 +173,7 @@ impl Dialect for OpenAiChat {
                 format!("upstream answered 2xx with a body that is not a JSON object: {}", excerpt(&body)),
             ));
         }
-        let usage = top_level_member(&body, "usage")
-            .and_then(|raw| serde_json::from_slice::<Option<UsageJson>>(raw).ok().flatten())
-            .map(Usage::from);
+        let usage = top_level_member(&body, "usage").and_then(scan_usage);
         Ok(Translated { body, usage })
     }
 
@@ -217,6 +215,28 @@ pub fn excerpt(body: &[u8]) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
     }
+}
+
+/// The counts of a response's `usage` object, read with the nesting scan: on a pass-through
+/// response a serde parse of it cost more than the rest of the response's handling. `None` when
+/// `usage` is not an object (`null`); a count that is missing or not an integer reads as 0.
+fn scan_usage(usage: &[u8]) -> Option<Usage> {
+    let object = |raw: &'_ [u8]| raw.starts_with(b"{");
+    if !object(usage) {
+        return None;
+    }
+    let count = |within: &[u8], key: &str| {
+        top_level_member(within, key).and_then(|raw| std::str::from_utf8(raw).ok()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let detail = |details: &str, key: &str| {
+        top_level_member(usage, details).filter(|raw| object(raw)).map_or(0, |raw| count(raw, key))
+    };
+    Some(Usage {
+        prompt_tokens: count(usage, "prompt_tokens"),
+        completion_tokens: count(usage, "completion_tokens"),
+        cached_tokens: detail("prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
+    })
 }
 
 /// The OpenAI usage object as it appears on the wire.
@@ -352,6 +372,23 @@ impl FrameTranslator<sse::Event> for PassthroughStream {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn usage_counts_are_read_from_the_object_and_its_details() {
+        let usage = super::scan_usage(
+            br#"{"prompt_tokens": 12, "completion_tokens":7,"total_tokens":19,
+                "prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},
+                "completion_tokens_details": {"reasoning_tokens": 5}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens),
+            (12, 7, 4, 5)
+        );
+        let sparse = super::scan_usage(br#"{"completion_tokens":3,"prompt_tokens_details":null}"#).unwrap();
+        assert_eq!((sparse.prompt_tokens, sparse.completion_tokens, sparse.cached_tokens), (0, 3, 0));
+        assert!(super::scan_usage(b"null").is_none());
+    }
+
     use super::*;
 
     fn request(body: &str, stream: bool, wants_usage: bool) -> ChatRequest {

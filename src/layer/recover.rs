@@ -13,6 +13,7 @@ use tower::{Layer, Service};
 
 use crate::body::{full, Body};
 use crate::error::RelayError;
+use crate::layer::request_id::{self, REQUEST_ID};
 use crate::record::RequestRecord;
 
 /// Adds [`Recover`].
@@ -74,7 +75,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
-        let request_id = crate::layer::request_id::of(&request);
+        // Kept as the header (a reference count) and made text only for an error.
+        let request_id = request.headers().get(REQUEST_ID).cloned();
         let response = self.inner.call(request);
         Box::pin(async move {
             match response.await {
@@ -86,6 +88,7 @@ where
                             record.set_upstream(upstream);
                         }
                     }
+                    let request_id = request_id.as_ref().map(request_id::text).unwrap_or_default();
                     Ok(error_response(&error, &request_id))
                 }
             }

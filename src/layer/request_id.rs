@@ -24,14 +24,18 @@ impl MakeRequestId for MakeRandomId {
     }
 }
 
+/// Longest request id the relay repeats back (a client's id is otherwise taken as sent).
+const MAX_LEN: usize = 128;
+
 /// The request id of a request, after `SetRequestIdLayer` has run.
 pub fn of<B>(request: &Request<B>) -> String {
-    request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(|id| id.chars().take(128).collect())
-        .unwrap_or_default()
+    request.headers().get(REQUEST_ID).map(text).unwrap_or_default()
+}
+
+/// A request id header as text, at most [`MAX_LEN`] bytes.
+pub fn text(value: &HeaderValue) -> String {
+    // `to_str` only accepts visible ASCII, so any byte offset is a character boundary.
+    value.to_str().map(|id| id[..id.len().min(MAX_LEN)].to_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -48,5 +52,13 @@ mod tests {
         assert!(text.starts_with("req_"));
         assert_eq!(text.len(), 28);
         assert!(text[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn long_client_ids_are_cut_and_unprintable_ones_dropped() {
+        let long = "a".repeat(300);
+        assert_eq!(text(&HeaderValue::from_str(&long).unwrap()), "a".repeat(MAX_LEN));
+        assert_eq!(text(&HeaderValue::from_static("trace-42")), "trace-42");
+        assert_eq!(text(&HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()), "");
     }
 }
