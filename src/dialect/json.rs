@@ -80,32 +80,95 @@ fn key_text<'b>(key: &'b Key, body: &'b [u8]) -> &'b str {
 /// (a response's `usage`), where a full parse would cost more than the rest of the relay's work.
 /// Malformed input yields `None` or a slice that then fails to parse, never a panic.
 pub fn top_level_member<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    top_level_members(body).find(|(k, _)| *k == key.as_bytes()).map(|(_, value)| value)
+}
+
+/// Like [`top_level_member`], for a member that usually comes last (a response's `usage`): looked
+/// for from the end first, so that only that member is scanned rather than the whole body.
+pub fn trailing_member<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    last_member(body, key).or_else(|| top_level_member(body, key))
+}
+
+/// `key`'s value if it is the last member of the object `body` and is `null` or an object.
+///
+/// In valid JSON a quoted `key` preceded by `{` or `,` and followed by `:`, a value and the
+/// object's closing brace is a top-level key: a quote inside a string is escaped, and a deeper
+/// member would need more than one closing brace after it. Anything else (including malformed
+/// bodies) is left to the forward scan.
+fn last_member<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let body = body.trim_ascii_end();
+    let close = body.len().checked_sub(1).filter(|&i| body[i] == b'}')?;
+    let at = memchr::memmem::rfind(&body[..close], key.as_bytes())?;
+    let key_end = at + key.len();
+    if at == 0 || body[at - 1] != b'"' || body.get(key_end) != Some(&b'"') {
+        return None;
+    }
+    if !matches!(body[..at - 1].trim_ascii_end().last(), Some(b'{' | b',')) {
+        return None;
+    }
+    let value = body[key_end + 1..close].trim_ascii().strip_prefix(b":")?.trim_ascii();
+    let whole_object = || value.first() == Some(&b'{') && object_end(value) == Some(value.len() - 1);
+    (value == b"null" || whole_object()).then_some(value)
+}
+
+/// The index of the brace closing the object that `body` starts with.
+fn object_end(body: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = 0;
-    let mut value_start = None;
     while i < body.len() {
         match body[i] {
-            b'"' => {
-                let end = string_end(body, i + 1)?;
-                if depth == 1 && value_start.is_none() && &body[i + 1..end] == key.as_bytes() {
-                    let after = end + 1 + body[end + 1..].iter().position(|b| !b.is_ascii_whitespace())?;
-                    if body[after] == b':' {
-                        value_start = Some(after + 1);
-                    }
-                }
-                i = end;
-            }
+            b'"' => i = string_end(body, i + 1)?,
             b'{' | b'[' => depth += 1,
-            b'}' | b']' | b',' if depth == 1 && value_start.is_some() => {
-                let start = value_start?;
-                return Some(body[start..i].trim_ascii());
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
             }
-            b'}' | b']' => depth = depth.checked_sub(1)?,
             _ => {}
         }
         i += 1;
     }
     None
+}
+
+/// The top-level `(key, value)` pairs of a JSON object, by the same scan as
+/// [`top_level_member`]: keys as written between their quotes (escapes left in), values trimmed.
+/// Stops at the first malformation it notices.
+pub fn top_level_members(body: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut pending: Option<(&[u8], usize)> = None;
+    std::iter::from_fn(move || {
+        while i < body.len() {
+            match body[i] {
+                b'"' => {
+                    let end = string_end(body, i + 1)?;
+                    if depth == 1 && pending.is_none() {
+                        let colon = end + 1 + body[end + 1..].iter().position(|b| !b.is_ascii_whitespace())?;
+                        if body[colon] == b':' {
+                            pending = Some((&body[i + 1..end], colon + 1));
+                        }
+                    }
+                    i = end;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' | b',' if depth == 1 && pending.is_some() => {
+                    let (key, start) = pending.take()?;
+                    if body[i] != b',' {
+                        depth -= 1;
+                    }
+                    let value = body[start..i].trim_ascii();
+                    i += 1;
+                    return Some((key, value));
+                }
+                b'}' | b']' => depth = depth.checked_sub(1)?,
+                _ => {}
+            }
+            i += 1;
+        }
+        None
+    })
 }
 
 /// The index of the quote closing the string whose text starts at `from`.
@@ -232,10 +295,35 @@ mod tests {
     }
 
     #[test]
+    fn a_trailing_member_is_found_from_the_end_or_by_the_forward_scan() {
+        let last = br#"{"id":"x","choices":[{"message":{"content":"a \"usage\": {}"}}],
+            "usage" : {"prompt_tokens":5,"details":{"n":[1,"}"]}} }
+        "#;
+        assert_eq!(last_member(last, "usage"), Some(&br#"{"prompt_tokens":5,"details":{"n":[1,"}"]}}"#[..]));
+        assert_eq!(trailing_member(last, "usage"), last_member(last, "usage"));
+        assert_eq!(last_member(br#"{"a":1,"usage":null}"#, "usage"), Some(&b"null"[..]));
+        let not_last = br#"{"usage":{"prompt_tokens":2},"id":"x"}"#;
+        assert_eq!(last_member(not_last, "usage"), None);
+        assert_eq!(trailing_member(not_last, "usage"), Some(&br#"{"prompt_tokens":2}"#[..]));
+        let nested = br#"{"a":{"b":1,"usage":{"n":1}}}"#;
+        assert_eq!(trailing_member(nested, "usage"), None, "two closing braces: not a top-level member");
+        let in_string = br#"{"a":"x\",\"usage\":{}}"}"#;
+        assert_eq!(trailing_member(in_string, "usage"), None, "escaped quotes are not a key");
+    }
+
+    #[test]
+    fn top_level_members_come_in_order_with_their_values() {
+        let body = br#"{ "a" : 1, "b":{"c":[2,"]"]}, "d":"e,f" }"#;
+        let members: Vec<_> = top_level_members(body).collect();
+        assert_eq!(members, [(&b"a"[..], &b"1"[..]), (b"b", br#"{"c":[2,"]"]}"#), (b"d", br#""e,f""#)]);
+    }
+
+    #[test]
     fn malformed_bodies_find_nothing_rather_than_panic() {
         for body in [&b""[..], b"{", b"{\"usage\"", b"{\"usage\":", b"{\"usage\":1", b"}}{\"usage\":1}", b"{\"a\":\"\\"]
         {
             assert_eq!(top_level_member(body, "usage"), None, "{}", String::from_utf8_lossy(body));
+            assert_eq!(trailing_member(body, "usage"), None, "{}", String::from_utf8_lossy(body));
         }
     }
 

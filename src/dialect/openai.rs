@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::framed::{FrameTranslator, SseStream};
-use super::json::{top_level_member, Layout, RawObject};
+use super::json::{top_level_members, trailing_member, Layout, RawObject};
 use super::{ChatRequest, Dialect, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse;
@@ -173,7 +173,7 @@ impl Dialect for OpenAiChat {
                 format!("upstream answered 2xx with a body that is not a JSON object: {}", excerpt(&body)),
             ));
         }
-        let usage = top_level_member(&body, "usage").and_then(scan_usage);
+        let usage = trailing_member(&body, "usage").and_then(scan_usage);
         Ok(Translated { body, usage })
     }
 
@@ -221,22 +221,26 @@ pub fn excerpt(body: &[u8]) -> String {
 /// response a serde parse of it cost more than the rest of the response's handling. `None` when
 /// `usage` is not an object (`null`); a count that is missing or not an integer reads as 0.
 fn scan_usage(usage: &[u8]) -> Option<Usage> {
-    let object = |raw: &'_ [u8]| raw.starts_with(b"{");
-    if !object(usage) {
+    fn count(raw: &[u8]) -> u64 {
+        std::str::from_utf8(raw).ok().and_then(|text| text.parse().ok()).unwrap_or(0)
+    }
+    fn detail(details: &[u8], key: &[u8]) -> u64 {
+        top_level_members(details).find(|(k, _)| *k == key).map_or(0, |(_, raw)| count(raw))
+    }
+    if !usage.starts_with(b"{") {
         return None;
     }
-    let count = |within: &[u8], key: &str| {
-        top_level_member(within, key).and_then(|raw| std::str::from_utf8(raw).ok()?.parse::<u64>().ok()).unwrap_or(0)
-    };
-    let detail = |details: &str, key: &str| {
-        top_level_member(usage, details).filter(|raw| object(raw)).map_or(0, |raw| count(raw, key))
-    };
-    Some(Usage {
-        prompt_tokens: count(usage, "prompt_tokens"),
-        completion_tokens: count(usage, "completion_tokens"),
-        cached_tokens: detail("prompt_tokens_details", "cached_tokens"),
-        reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
-    })
+    let mut counts = Usage::default();
+    for (key, value) in top_level_members(usage) {
+        match key {
+            b"prompt_tokens" => counts.prompt_tokens = count(value),
+            b"completion_tokens" => counts.completion_tokens = count(value),
+            b"prompt_tokens_details" => counts.cached_tokens = detail(value, b"cached_tokens"),
+            b"completion_tokens_details" => counts.reasoning_tokens = detail(value, b"reasoning_tokens"),
+            _ => {}
+        }
+    }
+    Some(counts)
 }
 
 /// The OpenAI usage object as it appears on the wire.
