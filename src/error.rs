@@ -131,7 +131,8 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
     pub upstream: String,
-    pub code: String,
+    /// `success` or the error code.
+    pub code: &'static str,
     pub status: Option<u16>,
     pub duration_ms: u64,
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use crate::dialect::Usage;
 use crate::error::{Attempt, ErrorCode};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServedSeries, TOKEN_DIRECTIONS};
 
 /// Label for requests whose model is not configured.
 pub const OTHER_MODEL: &str = "other";
@@ -21,7 +21,7 @@ pub struct RequestRecord {
     metrics: Arc<Metrics>,
     started: Instant,
     request_id: String,
-    method: String,
+    method: http::Method,
     path: String,
     fields: Mutex<Fields>,
 }
@@ -29,7 +29,10 @@ pub struct RequestRecord {
 #[derive(Debug, Default)]
 struct Fields {
     key: Option<String>,
-    model: Option<String>,
+    model: Option<Arc<str>>,
+    /// The series of the (model, upstream) pair that answered.
+    served: Option<Arc<ServedSeries>>,
+    /// The upstream named by an error, when none answered.
     upstream: Option<String>,
     status: u16,
     error: Option<ErrorCode>,
@@ -43,13 +46,13 @@ struct Fields {
 
 impl RequestRecord {
     /// Starts a record; counts the request in flight until the record is dropped.
-    pub fn start(metrics: Arc<Metrics>, request_id: String, method: &str, path: &str) -> Arc<Self> {
+    pub fn start(metrics: Arc<Metrics>, request_id: String, method: http::Method, path: &str) -> Arc<Self> {
         metrics.in_flight.inc();
         Arc::new(RequestRecord {
             metrics,
             started: Instant::now(),
             request_id,
-            method: method.to_owned(),
+            method,
             path: path.to_owned(),
             fields: Mutex::new(Fields::default()),
         })
@@ -76,13 +79,8 @@ impl RequestRecord {
     }
 
     /// The configured model (pattern) serving the request.
-    pub fn set_model(&self, model: &str) {
-        self.fields.lock().model = Some(model.to_owned());
-    }
-
-    /// The model label for metrics.
-    pub fn model_label(&self) -> String {
-        self.fields.lock().model.clone().unwrap_or_else(|| OTHER_MODEL.to_owned())
+    pub fn set_model(&self, model: Arc<str>) {
+        self.fields.lock().model = Some(model);
     }
 
     /// Whether the response is a stream.
@@ -90,7 +88,12 @@ impl RequestRecord {
         self.fields.lock().stream = stream;
     }
 
-    /// The upstream whose answer the client gets.
+    /// The upstream whose answer the client gets, by its (model, upstream) series.
+    pub fn set_served(&self, served: Arc<ServedSeries>) {
+        self.fields.lock().served = Some(served);
+    }
+
+    /// The upstream an error names, when no upstream answered.
     pub fn set_upstream(&self, upstream: &str) {
         self.fields.lock().upstream = Some(upstream.to_owned());
     }
@@ -146,28 +149,46 @@ impl Drop for RequestRecord {
         let fields = self.fields.get_mut();
         let total = self.started.elapsed();
         let model = fields.model.as_deref().unwrap_or(OTHER_MODEL);
-        let upstream = fields.upstream.as_deref().unwrap_or("none");
+        let served = fields.served.as_deref();
+        let upstream = served.map(|s| &*s.upstream).or(fields.upstream.as_deref()).unwrap_or("none");
         let key = fields.key.as_deref().unwrap_or("anonymous");
         let error = fields.error.map_or("none", ErrorCode::as_str);
-        let status = fields.status.to_string();
-        metrics.requests.with_label_values(&[model, upstream, &status, error]).inc();
-        metrics.request_duration.with_label_values(&[model, upstream]).observe(total.as_secs_f64());
         let overhead = total.saturating_sub(fields.upstream_wait);
-        if fields.upstream.is_some() {
-            metrics.overhead.with_label_values(&[model, upstream]).observe(overhead.as_secs_f64());
-        }
         let ttft = fields.first_token.map(|t| t.duration_since(self.started));
-        if let Some(ttft) = ttft {
-            metrics.time_to_first_token.with_label_values(&[model, upstream]).observe(ttft.as_secs_f64());
-        }
-        if let Some(usage) = fields.usage {
-            for (direction, count) in [
-                ("input", usage.prompt_tokens),
-                ("output", usage.completion_tokens),
-                ("cached", usage.cached_tokens),
-                ("reasoning", usage.reasoning_tokens),
-            ] {
-                metrics.tokens.with_label_values(&[direction, model, upstream, key]).inc_by(count);
+        match served {
+            Some(served) => {
+                if fields.status == 200 && fields.error.is_none() {
+                    served.succeeded.inc();
+                } else {
+                    metrics.requests.with_label_values(&[model, upstream, &status_label(fields.status), error]).inc();
+                }
+                served.duration.observe(total.as_secs_f64());
+                served.overhead.observe(overhead.as_secs_f64());
+                if let Some(ttft) = ttft {
+                    served.first_token.observe(ttft.as_secs_f64());
+                }
+                if let Some(usage) = fields.usage {
+                    let counts =
+                        [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens];
+                    served.add_tokens(metrics, key, counts);
+                }
+            }
+            None => {
+                metrics.requests.with_label_values(&[model, upstream, &status_label(fields.status), error]).inc();
+                metrics.request_duration.with_label_values(&[model, upstream]).observe(total.as_secs_f64());
+                if fields.upstream.is_some() {
+                    metrics.overhead.with_label_values(&[model, upstream]).observe(overhead.as_secs_f64());
+                }
+                if let Some(ttft) = ttft {
+                    metrics.time_to_first_token.with_label_values(&[model, upstream]).observe(ttft.as_secs_f64());
+                }
+                if let Some(usage) = fields.usage {
+                    let counts =
+                        [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens];
+                    for (direction, count) in TOKEN_DIRECTIONS.into_iter().zip(counts) {
+                        metrics.tokens.with_label_values(&[direction, model, upstream, key]).inc_by(count);
+                    }
+                }
             }
         }
         let disconnected = !fields.body_complete && fields.status != 0;
@@ -204,4 +225,23 @@ impl Drop for RequestRecord {
             "request"
         );
     }
+}
+
+/// The `status` label: the code's digits, formatted only for codes outside the common set.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    let common = match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => return status.to_string().into(),
+    };
+    common.into()
 }

@@ -71,7 +71,7 @@ where
         let record = RequestRecord::start(
             self.metrics.clone(),
             crate::layer::request_id::of(&request),
-            request.method().as_str(),
+            request.method().clone(),
             request.uri().path(),
         );
         request.extensions_mut().insert(record.clone());

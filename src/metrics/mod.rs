@@ -3,6 +3,10 @@
 //! Labels are bounded: `model` is a configured model name (or `other`), `upstream` a configured
 //! upstream (or `none`), `key` a key's name (or `anonymous`), never a key itself.
 
+mod series;
+
+pub use series::{ModelSeries, ServedSeries, TOKEN_DIRECTIONS};
+
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };

@@ -568,8 +568,12 @@ impl Probe<'_> {
             total: params.timeouts.total.min(TOTAL_CAP),
             ..params.timeouts
         };
-        let record =
-            RequestRecord::start(self.metrics.clone(), format!("req_probe{serial}"), "POST", "/v1/chat/completions");
+        let record = RequestRecord::start(
+            self.metrics.clone(),
+            format!("req_probe{serial}"),
+            http::Method::POST,
+            "/v1/chat/completions",
+        );
         Call {
             chat: Arc::new(ChatRequest {
                 body: Bytes::from(body.to_string()),

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::retry::AttemptPolicy;
+use super::table::Resolved;
 use super::{balance, Runtime, UpstreamEntry};
 use crate::body::Body;
-use crate::config::ModelParams;
 use crate::dialect::ChatRequest;
 use crate::error::{ErrorCode, RelayError};
 use crate::record::RequestRecord;
@@ -32,11 +32,11 @@ pub struct Incoming {
 /// Serves a request for `model`, whose upstream name for untargeted models is `passed_name`.
 pub async fn serve(
     runtime: &Runtime,
-    model: &ModelParams,
-    passed_name: &str,
+    resolved: &Resolved<'_>,
     incoming: Incoming,
 ) -> Result<Response<Body>, RelayError> {
-    let model_label = model.pattern.as_written();
+    let (model, passed_name) = (resolved.model, resolved.passed_name);
+    let model_label = resolved.series.label();
     let order = balance::order(model, runtime);
     let mut last_error: Option<RelayError> = None;
     for (position, &index) in order.iter().enumerate() {
@@ -47,7 +47,7 @@ pub async fn serve(
         };
         match result {
             Ok(response) => {
-                incoming.record.set_upstream(&target.upstream);
+                incoming.record.set_served(resolved.series.served(&runtime.metrics, index, &target.upstream));
                 return Ok(response);
             }
             Err(error) => {
@@ -61,7 +61,7 @@ pub async fn serve(
                         code = error.code.as_str(),
                         "failing over to the next target"
                     );
-                    runtime.metrics.failovers.with_label_values(&[&model_label, &target.upstream]).inc();
+                    runtime.metrics.failovers.with_label_values(&[&**model_label, &target.upstream]).inc();
                     last_error = Some(error);
                     continue;
                 }

@@ -269,7 +269,7 @@ where
 {
     let (parts, body) = request.into_parts();
     let record = parts.extensions.get::<Arc<RequestRecord>>().cloned().unwrap_or_else(|| {
-        RequestRecord::start(runtime.metrics.clone(), String::new(), "POST", "/v1/chat/completions")
+        RequestRecord::start(runtime.metrics.clone(), String::new(), http::Method::POST, "/v1/chat/completions")
     });
     let body = collect_limited(body, runtime.config.server.max_body_bytes).await.map_err(|error| match error {
         CollectError::TooLarge { limit } => RelayError::new(
@@ -312,7 +312,7 @@ where
             .with_param("model"));
         }
     }
-    record.set_model(&resolved.model.pattern.as_written());
+    record.set_model(resolved.series.label().clone());
     let stream = field::<bool>(&layout, &body, "stream")?.unwrap_or(false);
     let stream_options = field::<StreamOptions>(&layout, &body, "stream_options")?;
     record.set_stream(stream);
@@ -324,7 +324,7 @@ where
         record,
         body: body.clone(),
     };
-    failover::serve(&runtime, resolved.model, resolved.passed_name, incoming).await
+    failover::serve(&runtime, &resolved, incoming).await
 }
 
 fn model_object(id: &str) -> serde_json::Value {

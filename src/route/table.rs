@@ -2,6 +2,7 @@
 //! Pure: compiled from the config, unit-tested without I/O.
 
 use crate::config::{did_you_mean, ModelParams, ModelPattern};
+use crate::metrics::ModelSeries;
 
 /// A requested model resolved to its configuration.
 #[derive(Debug, Clone, Copy)]
@@ -10,12 +11,16 @@ pub struct Resolved<'a> {
     /// The name to ask upstreams for when a target names none: the request itself for an exact
     /// name, the part after the prefix for `prefix/*`.
     pub passed_name: &'a str,
+    /// The model's metric series.
+    pub series: &'a ModelSeries,
 }
 
 /// The models of one config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RouteTable {
     models: Vec<ModelParams>,
+    /// Per model, in the same order.
+    series: Vec<ModelSeries>,
 }
 
 impl RouteTable {
@@ -26,14 +31,15 @@ impl RouteTable {
             ModelPattern::Exact(_) => (0, 0),
             ModelPattern::Prefix(prefix) => (1, usize::MAX - prefix.len()),
         });
-        RouteTable { models }
+        let series = models.iter().map(|m| ModelSeries::new(&m.pattern.as_written(), m.targets.len())).collect();
+        RouteTable { models, series }
     }
 
     /// The model serving `requested`.
     pub fn resolve<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
-        self.models
-            .iter()
-            .find_map(|model| model.pattern.matches(requested).map(|passed_name| Resolved { model, passed_name }))
+        self.models.iter().zip(&self.series).find_map(|(model, series)| {
+            model.pattern.matches(requested).map(|passed_name| Resolved { model, passed_name, series })
+        })
     }
 
     /// Every configured model.

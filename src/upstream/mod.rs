@@ -213,10 +213,10 @@ impl Upstream {
         let name = self.name();
         let metrics = call.record.metrics();
         let (code, status) = match &result {
-            Ok(response) => ("success".to_owned(), Some(response.status().as_u16())),
-            Err(error) => (error.code.as_str().to_owned(), Some(error.status)),
+            Ok(response) => ("success", Some(response.status().as_u16())),
+            Err(error) => (error.code.as_str(), Some(error.status)),
         };
-        metrics.upstream_attempts.with_label_values(&[name, &code]).inc();
+        metrics.upstream_attempts.with_label_values(&[name, code]).inc();
         if let Err(error) = &result {
             if let Some(kind) = error.code.timeout_kind() {
                 metrics.upstream_timeouts.with_label_values(&[name, kind]).inc();
