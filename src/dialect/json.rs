@@ -98,11 +98,11 @@ pub fn trailing_member<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
 fn last_member<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
     let body = body.trim_ascii_end();
     let close = body.len().checked_sub(1).filter(|&i| body[i] == b'}')?;
-    let at = memchr::memmem::rfind(&body[..close], key.as_bytes())?;
-    let key_end = at + key.len();
-    if at == 0 || body[at - 1] != b'"' || body.get(key_end) != Some(&b'"') {
-        return None;
-    }
+    // The last quote that opens `"key"`: the member sits near the end, so walking back over
+    // quotes is shorter than building a substring searcher for one lookup.
+    let quote = memchr::memrchr_iter(b'"', &body[..close])
+        .find(|&q| body[q + 1..].starts_with(key.as_bytes()) && body.get(q + 1 + key.len()) == Some(&b'"'))?;
+    let (at, key_end) = (quote + 1, quote + 1 + key.len());
     if !matches!(body[..at - 1].trim_ascii_end().last(), Some(b'{' | b',')) {
         return None;
     }
