@@ -155,6 +155,7 @@ impl Drop for RequestRecord {
         let error = fields.error.map_or("none", ErrorCode::as_str);
         let overhead = total.saturating_sub(fields.upstream_wait);
         let ttft = fields.first_token.map(|t| t.duration_since(self.started));
+        let tokens = fields.usage.map(|u| [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens]);
         match served {
             Some(served) => {
                 if fields.status == 200 && fields.error.is_none() {
@@ -167,9 +168,7 @@ impl Drop for RequestRecord {
                 if let Some(ttft) = ttft {
                     served.first_token.observe(ttft.as_secs_f64());
                 }
-                if let Some(usage) = fields.usage {
-                    let counts =
-                        [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens];
+                if let Some(counts) = tokens {
                     served.add_tokens(metrics, key, counts);
                 }
             }
@@ -182,9 +181,7 @@ impl Drop for RequestRecord {
                 if let Some(ttft) = ttft {
                     metrics.time_to_first_token.with_label_values(&[model, upstream]).observe(ttft.as_secs_f64());
                 }
-                if let Some(usage) = fields.usage {
-                    let counts =
-                        [usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens];
+                if let Some(counts) = tokens {
                     for (direction, count) in TOKEN_DIRECTIONS.into_iter().zip(counts) {
                         metrics.tokens.with_label_values(&[direction, model, upstream, key]).inc_by(count);
                     }

@@ -29,7 +29,7 @@ pub struct Incoming {
     pub record: Arc<RequestRecord>,
 }
 
-/// Serves a request for `model`, whose upstream name for untargeted models is `passed_name`.
+/// Serves a request for a resolved model, trying its targets in the balancer's order.
 pub async fn serve(
     runtime: &Runtime,
     resolved: &Resolved<'_>,
