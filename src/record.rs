@@ -242,3 +242,52 @@ fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
     };
     common.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ModelSeries;
+
+    fn served_record(metrics: &Arc<Metrics>, model: &ModelSeries, status: u16) -> Arc<RequestRecord> {
+        let record = RequestRecord::start(metrics.clone(), "req_1".into(), http::Method::POST, "/v1/chat/completions");
+        record.set_model(model.label().clone());
+        record.set_key(Some("team-a"));
+        record.set_served(model.served(metrics, 0, "up"));
+        record.set_status(status);
+        record.mark_body_complete();
+        record
+    }
+
+    #[test]
+    fn served_requests_count_under_their_model_upstream_status_and_error() {
+        let metrics = Arc::new(Metrics::new());
+        let model = ModelSeries::new("m", 1);
+        let ok = served_record(&metrics, &model, 200);
+        ok.set_usage(Usage { prompt_tokens: 7, completion_tokens: 2, cached_tokens: 0, reasoning_tokens: 0 });
+        drop(ok);
+        let failed_in_band = served_record(&metrics, &model, 200);
+        failed_in_band.set_error(ErrorCode::UpstreamHttpError);
+        drop(failed_in_band);
+        drop(served_record(&metrics, &model, 418));
+        let requests =
+            |status: &str, error: &str| metrics.requests.with_label_values(&["m", "up", status, error]).get();
+        assert_eq!(requests("200", "none"), 1);
+        assert_eq!(requests("200", "upstream_http_error"), 1);
+        assert_eq!(requests("418", "none"), 1);
+        assert_eq!(metrics.request_duration.with_label_values(&["m", "up"]).get_sample_count(), 3);
+        assert_eq!(metrics.tokens.with_label_values(&["input", "m", "up", "team-a"]).get(), 7);
+        assert_eq!(metrics.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn an_unserved_request_counts_under_the_upstream_its_error_names() {
+        let metrics = Arc::new(Metrics::new());
+        let record = RequestRecord::start(metrics.clone(), "req_2".into(), http::Method::POST, "/v1/chat/completions");
+        record.set_upstream("down");
+        record.set_error(ErrorCode::UpstreamConnectRefused);
+        record.set_status(502);
+        drop(record);
+        let requests = metrics.requests.with_label_values(&["other", "down", "502", "upstream_connect_refused"]);
+        assert_eq!(requests.get(), 1);
+    }
+}
