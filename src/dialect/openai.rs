@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::framed::{FrameTranslator, SseStream};
-use super::json::{top_level_members, trailing_member, Layout, RawObject};
+use super::json::{top_level_member, top_level_members, trailing_member, Layout, RawObject};
 use super::{ChatRequest, Dialect, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse;
@@ -224,8 +224,8 @@ fn scan_usage(usage: &[u8]) -> Option<Usage> {
     fn count(raw: &[u8]) -> u64 {
         std::str::from_utf8(raw).ok().and_then(|text| text.parse().ok()).unwrap_or(0)
     }
-    fn detail(details: &[u8], key: &[u8]) -> u64 {
-        top_level_members(details).find(|(k, _)| *k == key).map_or(0, |(_, raw)| count(raw))
+    fn detail(details: &[u8], key: &str) -> u64 {
+        top_level_member(details, key).map_or(0, count)
     }
     if !usage.starts_with(b"{") {
         return None;
@@ -235,8 +235,8 @@ fn scan_usage(usage: &[u8]) -> Option<Usage> {
         match key {
             b"prompt_tokens" => counts.prompt_tokens = count(value),
             b"completion_tokens" => counts.completion_tokens = count(value),
-            b"prompt_tokens_details" => counts.cached_tokens = detail(value, b"cached_tokens"),
-            b"completion_tokens_details" => counts.reasoning_tokens = detail(value, b"reasoning_tokens"),
+            b"prompt_tokens_details" => counts.cached_tokens = detail(value, "cached_tokens"),
+            b"completion_tokens_details" => counts.reasoning_tokens = detail(value, "reasoning_tokens"),
             _ => {}
         }
     }
@@ -376,9 +376,11 @@ impl FrameTranslator<sse::Event> for PassthroughStream {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn usage_counts_are_read_from_the_object_and_its_details() {
-        let usage = super::scan_usage(
+        let usage = scan_usage(
             br#"{"prompt_tokens": 12, "completion_tokens":7,"total_tokens":19,
                 "prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},
                 "completion_tokens_details": {"reasoning_tokens": 5}}"#,
@@ -388,12 +390,10 @@ mod tests {
             (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens),
             (12, 7, 4, 5)
         );
-        let sparse = super::scan_usage(br#"{"completion_tokens":3,"prompt_tokens_details":null}"#).unwrap();
+        let sparse = scan_usage(br#"{"completion_tokens":3,"prompt_tokens_details":null}"#).unwrap();
         assert_eq!((sparse.prompt_tokens, sparse.completion_tokens, sparse.cached_tokens), (0, 3, 0));
-        assert!(super::scan_usage(b"null").is_none());
+        assert!(scan_usage(b"null").is_none());
     }
-
-    use super::*;
 
     fn request(body: &str, stream: bool, wants_usage: bool) -> ChatRequest {
         ChatRequest {
