@@ -149,7 +149,7 @@ fn tools(body: &ClientRequest, drop_unsupported: bool) -> Result<Option<Value>, 
     let tools: Vec<Value> = body
         .tools
         .iter()
-        .filter(|function| !allowed.is_some_and(|names| !names.contains(&function.name)))
+        .filter(|function| allowed.is_none_or(|names| names.contains(&function.name)))
         .map(|function| {
             let mut definition = Map::new();
             definition.insert("name".into(), Value::String(function.name.clone()));
