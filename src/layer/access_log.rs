@@ -6,12 +6,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::Body;
@@ -55,7 +56,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = AccessLogFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -66,7 +67,7 @@ where
         // Scrapes and probes of the relay's own endpoints are not client traffic: counting them
         // would inflate request rates and dilute error budgets.
         if !request.uri().path().starts_with("/v1/") {
-            return Box::pin(self.inner.call(request));
+            return AccessLogFuture { inner: self.inner.call(request), record: None };
         }
         let record = RequestRecord::start(
             self.metrics.clone(),
@@ -75,12 +76,31 @@ where
             request.uri().path(),
         );
         request.extensions_mut().insert(record.clone());
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let Ok(response) = response.await;
-            record.set_status(response.status().as_u16());
-            Ok(response.map(|body| RecordBody { inner: body, record: Some(record) }.boxed_unsync()))
-        })
+        AccessLogFuture { inner: self.inner.call(request), record: Some(record) }
+    }
+}
+
+pin_project! {
+    /// The response future of [`AccessLog`]: hands the record to the response body.
+    pub struct AccessLogFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<Arc<RequestRecord>>,
+    }
+}
+
+impl<F> Future for AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.inner.poll(cx));
+        let Some(record) = this.record.take() else { return Poll::Ready(Ok(response)) };
+        record.set_status(response.status().as_u16());
+        Poll::Ready(Ok(response.map(|body| RecordBody { inner: body, record: Some(record) }.boxed_unsync())))
     }
 }
 

@@ -1,11 +1,11 @@
 //! Client authentication for `/v1/*`: `Authorization: Bearer <key>` or `x-api-key`, compared in
 //! constant time against the SHA-256 of each configured key. With no keys configured, auth is off.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::Ready;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::{header, Request, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -129,7 +129,7 @@ where
 {
     type Response = Response<Body>;
     type Error = RelayError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, RelayError>> + Send>>;
+    type Future = Either<Ready<Result<Response<Body>, RelayError>>, S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -139,16 +139,19 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if request.uri().path().starts_with("/v1/") {
             match self.keys.keyring().authenticate(presented_key(&request)) {
-                Ok(principal) => {
+                // With auth off there is nobody to name and nothing to restrict: no principal
+                // is the same as the anonymous one below, and costs no extension.
+                Ok(principal) if principal.key_name.is_some() => {
                     if let Some(record) = request.extensions().get::<Arc<RequestRecord>>() {
                         record.set_key(principal.key_name.as_deref());
                     }
                     request.extensions_mut().insert(principal);
                 }
-                Err(error) => return Box::pin(std::future::ready(Err(error))),
+                Ok(_) => {}
+                Err(error) => return Either::Left(std::future::ready(Err(error))),
             }
         }
-        Box::pin(self.inner.call(request))
+        Either::Right(self.inner.call(request))
     }
 }
 
@@ -182,6 +185,40 @@ mod tests {
             assert_eq!((error.code, error.status), (ErrorCode::InvalidApiKey, 401));
             assert!(!error.message.contains("secret"));
         }
+    }
+
+    #[derive(Clone)]
+    struct Fixed(Arc<Keyring>);
+
+    impl KeySource for Fixed {
+        fn keyring(&self) -> Arc<Keyring> {
+            self.0.clone()
+        }
+    }
+
+    /// What the service under the layer saw: the principal's key name, if one was inserted.
+    async fn principal_seen(keys: Keyring, presented: Option<&str>) -> Result<Option<Option<String>>, RelayError> {
+        use tower::ServiceExt;
+        let inner = tower::service_fn(|request: Request<()>| async move {
+            let seen = request.extensions().get::<Principal>().map(|p| p.key_name.clone());
+            let mut response = Response::new(Body::default());
+            response.extensions_mut().insert(seen);
+            Ok::<_, RelayError>(response)
+        });
+        let mut request = Request::builder().uri("/v1/chat/completions");
+        if let Some(key) = presented {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let response = AuthLayer::new(Fixed(Arc::new(keys))).layer(inner).oneshot(request.body(()).unwrap()).await?;
+        Ok(response.extensions().get::<Option<Option<String>>>().cloned().flatten())
+    }
+
+    #[tokio::test]
+    async fn the_layer_names_a_keyed_caller_and_adds_nothing_when_auth_is_off() {
+        assert_eq!(principal_seen(keyring(), Some("secret")).await.unwrap(), Some(Some("team".into())));
+        assert_eq!(principal_seen(Keyring::default(), None).await.unwrap(), None);
+        let rejected = principal_seen(keyring(), Some("nope")).await.unwrap_err();
+        assert_eq!(rejected.code, ErrorCode::InvalidApiKey);
     }
 
     #[test]

@@ -6,9 +6,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{full, Body};
@@ -61,7 +62,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = RecoverFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -77,22 +78,40 @@ where
         let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
         // Kept as the header (a reference count) and made text only for an error.
         let request_id = request.headers().get(REQUEST_ID).cloned();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            match response.await {
-                Ok(response) => Ok(response),
-                Err(error) => {
-                    if let Some(record) = &record {
-                        record.set_error(error.code);
-                        if let Some(upstream) = &error.upstream {
-                            record.set_upstream(upstream);
-                        }
-                    }
-                    let request_id = request_id.as_ref().map(request_id::text).unwrap_or_default();
-                    Ok(error_response(&error, &request_id))
-                }
+        RecoverFuture { inner: self.inner.call(request), record, request_id }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Recover`]: the inner future's error, as a response.
+    pub struct RecoverFuture<F> {
+        #[pin]
+        inner: F,
+        record: Option<Arc<RequestRecord>>,
+        request_id: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for RecoverFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, RelayError>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let error = match ready!(this.inner.poll(cx)) {
+            Ok(response) => return Poll::Ready(Ok(response)),
+            Err(error) => error,
+        };
+        if let Some(record) = this.record {
+            record.set_error(error.code);
+            if let Some(upstream) = &error.upstream {
+                record.set_upstream(upstream);
             }
-        })
+        }
+        let request_id = this.request_id.as_ref().map(request_id::text).unwrap_or_default();
+        Poll::Ready(Ok(error_response(&error, &request_id)))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod health;
 pub mod retry;
 pub mod table;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -77,7 +78,7 @@ pub struct Balanced {
 impl Service<Call> for Balanced {
     type Response = Response<Body>;
     type Error = RelayError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, RelayError>> + Send>>;
+    type Future = Observed<<PeakEwma<Endpoint, CompleteOnResponse> as Service<Call>>::Future>;
 
     #[inline]
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
@@ -86,13 +87,31 @@ impl Service<Call> for Balanced {
 
     fn call(&mut self, call: Call) -> Self::Future {
         let attempt = self.ewma.lock().call(call);
-        let health = self.health.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let result = attempt.await;
-            health.observe(result.as_ref().map(|_| ()), &metrics);
-            result
-        })
+        Observed { attempt, health: self.health.clone(), metrics: self.metrics.clone() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Balanced`]: an attempt whose outcome feeds passive health checks.
+    pub struct Observed<F> {
+        #[pin]
+        attempt: F,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F> Future for Observed<F>
+where
+    F: Future<Output = Result<Response<Body>, RelayError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.attempt.poll(cx));
+        this.health.observe(result.as_ref().map(|_| ()), this.metrics);
+        Poll::Ready(result)
     }
 }
 
@@ -223,9 +242,12 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let runtime = self.runtime.load_full();
         Box::pin(async move {
+            // Checked first and without copying the path: this is nearly every request.
+            if request.method() == Method::POST && request.uri().path() == "/v1/chat/completions" {
+                return chat(runtime, request).await;
+            }
             let path = request.uri().path().to_owned();
             match (request.method(), path.as_str()) {
-                (&Method::POST, "/v1/chat/completions") => chat(runtime, request).await,
                 (&Method::GET, "/v1/models") => Ok(models(&runtime, &request)),
                 (&Method::GET, p) if p.starts_with("/v1/models/") => {
                     model(&runtime, &request, &p["/v1/models/".len()..])
@@ -248,13 +270,17 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body>
 
 /// A top-level field of the body, parsed from its JSON text alone; a field of the wrong type is
 /// invalid JSON for this API, as a typed parse of the whole body would say.
-fn field<T: serde::de::DeserializeOwned>(layout: &Layout, body: &[u8], key: &str) -> Result<Option<T>, RelayError> {
+fn field<'b, T: Deserialize<'b>>(layout: &Layout, body: &'b [u8], key: &str) -> Result<Option<T>, RelayError> {
     let Some(text) = layout.value(body, key) else { return Ok(None) };
     serde_json::from_slice::<Option<T>>(text).map_err(|e| {
         RelayError::new(ErrorCode::InvalidJson, format!("the request body is not a valid JSON object: `{key}`: {e}"))
             .with_param(key)
     })
 }
+
+/// A string member borrowed from the body unless it has escapes: `model` is read on every request.
+#[derive(Deserialize)]
+struct Text<'b>(#[serde(borrow)] Cow<'b, str>);
 
 #[derive(Deserialize)]
 struct StreamOptions {
@@ -285,11 +311,11 @@ where
     let layout = Layout::of(&body).map_err(|e| {
         RelayError::new(ErrorCode::InvalidJson, format!("the request body is not a valid JSON object: {e}"))
     })?;
-    let model: Option<String> = field(&layout, &body, "model")?;
-    let requested = model
-        .as_deref()
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| RelayError::new(ErrorCode::InvalidRequest, "the request has no `model`").with_param("model"))?;
+    let model: Option<Text<'_>> = field(&layout, &body, "model")?;
+    let requested =
+        model.as_ref().map(|Text(name)| name.as_ref()).filter(|m| !m.is_empty()).ok_or_else(|| {
+            RelayError::new(ErrorCode::InvalidRequest, "the request has no `model`").with_param("model")
+        })?;
     let Some(resolved) = runtime.table.resolve(requested) else {
         let close = runtime.table.close_names(requested);
         let hint = if close.is_empty() {
