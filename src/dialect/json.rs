@@ -255,6 +255,11 @@ impl<'a> RawObject<'a> {
     }
 }
 
+/// A member's key, borrowed from the input unless it has escapes: serde's own `Cow<str>` always
+/// copies, which was an allocation per member of every request body.
+#[derive(serde::Deserialize)]
+struct MemberKey<'a>(#[serde(borrow)] Cow<'a, str>);
+
 impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ObjectVisitor;
@@ -268,7 +273,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((key, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                while let Some((MemberKey(key), value)) = map.next_entry::<MemberKey<'de>, &'de RawValue>()? {
                     members.push((key, Cow::Borrowed(value.get().as_bytes())));
                 }
                 Ok(RawObject { members })
@@ -354,6 +359,17 @@ mod tests {
         let mut object = RawObject::from_layout(body, &layout);
         object.set_value("model", &"b");
         assert_eq!(object.to_bytes(), Bytes::from_static(br#"{"model":"b","stream":true,"x":{"k":[1, 2]}}"#));
+    }
+
+    #[test]
+    fn keys_are_borrowed_from_the_body_unless_escaped() {
+        let body = br#"{"model":"a","max\u005ftokens":5}"#;
+        let object = RawObject::parse(body).unwrap();
+        assert!(matches!(object.members[0].0, Cow::Borrowed("model")));
+        assert!(matches!(&object.members[1].0, Cow::Owned(key) if key == "max_tokens"));
+        let layout = Layout::of(body).unwrap();
+        assert_eq!(layout.members[0].0, Key::Span(2..7));
+        assert_eq!(layout.value(body, "max_tokens"), Some(&b"5"[..]));
     }
 
     #[test]
