@@ -21,6 +21,7 @@ pub mod openai;
 pub mod responses;
 pub mod simulate;
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -145,7 +146,7 @@ pub struct ChatRequest {
 pub struct UpstreamCall {
     pub method: Method,
     /// Appended to the base URL's path, e.g. `/chat/completions` or `/v1/messages`.
-    pub path_and_query: String,
+    pub path_and_query: Cow<'static, str>,
     /// Headers the dialect needs besides auth (e.g. `anthropic-version`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
@@ -155,7 +156,7 @@ pub struct UpstreamCall {
 
 impl UpstreamCall {
     /// A JSON `POST`.
-    pub fn post(path_and_query: impl Into<String>, body: Bytes, stream: bool) -> Self {
+    pub fn post(path_and_query: impl Into<Cow<'static, str>>, body: Bytes, stream: bool) -> Self {
         UpstreamCall { method: Method::POST, path_and_query: path_and_query.into(), headers: Vec::new(), body, stream }
     }
 }

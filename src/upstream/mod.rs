@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::body::{collect_limited, full, Body};
@@ -78,6 +79,8 @@ pub struct Upstream {
     transport: Transport,
     base: Option<BaseUrl>,
     outgoing: headers::OutgoingHeaders,
+    /// The upstream's name as the header that tells the client who answered, made once.
+    name_header: Option<HeaderValue>,
 }
 
 /// The base URL, split once: a request only appends its own path.
@@ -88,7 +91,14 @@ struct BaseUrl {
     /// `Host` for plain-HTTP upstreams (always HTTP/1.1), built once instead of by the client
     /// on every request. TLS upstreams may speak HTTP/2, which carries it as `:authority`.
     host: Option<HeaderValue>,
+    /// URIs already built, by the path a dialect appended: an upstream sees few distinct paths,
+    /// and building the URI again cost more than the rest of the request head.
+    uris: Mutex<Vec<(Box<str>, Uri)>>,
 }
+
+/// Distinct paths whose URIs are kept per upstream; paths naming a model (Gemini, Bedrock,
+/// Azure deployments) can be many, and beyond this they are built per request.
+const CACHED_URIS: usize = 32;
 
 impl BaseUrl {
     fn of(uri: &Uri) -> Option<Self> {
@@ -97,7 +107,27 @@ impl BaseUrl {
         let host = (uri.scheme() == Some(&http::uri::Scheme::HTTP))
             .then(|| HeaderValue::from_str(authority.as_str()).ok())
             .flatten();
-        Some(BaseUrl { scheme: uri.scheme()?.clone(), authority, path, host })
+        Some(BaseUrl { scheme: uri.scheme()?.clone(), authority, path, host, uris: Mutex::new(Vec::new()) })
+    }
+}
+
+impl BaseUrl {
+    /// The base URL with `path_and_query` appended.
+    fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let cached = self.uris.lock().iter().find(|(path, _)| &**path == path_and_query).map(|(_, uri)| uri.clone());
+        if let Some(uri) = cached {
+            return Ok(uri);
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(http::uri::PathAndQuery::try_from([self.path.as_str(), path_and_query].concat())?);
+        let uri = Uri::from_parts(parts)?;
+        let mut cache = self.uris.lock();
+        if cache.len() < CACHED_URIS {
+            cache.push((path_and_query.into(), uri.clone()));
+        }
+        Ok(uri)
     }
 }
 
@@ -161,7 +191,8 @@ impl Upstream {
         if matches!(self.transport, Transport::Mock) {
             return Ok(());
         }
-        let call = UpstreamCall { method: http::Method::GET, ..UpstreamCall::post(path, Bytes::new(), false) };
+        let call =
+            UpstreamCall { method: http::Method::GET, ..UpstreamCall::post(path.to_owned(), Bytes::new(), false) };
         let request = self.build_request(&call, &HeaderMap::new())?;
         let response = tokio::time::timeout(timeout, self.transport.send(request))
             .await
@@ -199,6 +230,7 @@ impl Upstream {
             dialect: dialect::build(params.dialect, &params.dialect_options),
             base: params.base_url.as_ref().and_then(BaseUrl::of),
             outgoing: headers::OutgoingHeaders::new(&params),
+            name_header: HeaderValue::try_from(params.name.as_str()).ok(),
             params,
             transport,
         }
@@ -256,16 +288,13 @@ impl Upstream {
     }
 
     fn target_uri(&self, path_and_query: &str) -> Result<Uri, RelayError> {
-        let invalid = |e: &dyn std::fmt::Display| {
-            RelayError::new(ErrorCode::Internal, format!("upstream path {path_and_query:?} is invalid: {e}"))
+        let uri = match &self.base {
+            Some(base) => base.uri(path_and_query),
+            None => Uri::try_from(path_and_query).map_err(http::Error::from),
         };
-        let Some(base) = &self.base else { return Uri::try_from(path_and_query).map_err(|e| invalid(&e)) };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(base.scheme.clone());
-        parts.authority = Some(base.authority.clone());
-        let path = [base.path.as_str(), path_and_query].concat();
-        parts.path_and_query = Some(http::uri::PathAndQuery::try_from(path).map_err(|e| invalid(&e))?);
-        Uri::from_parts(parts).map_err(|e| invalid(&e))
+        uri.map_err(|e| {
+            RelayError::new(ErrorCode::Internal, format!("upstream path {path_and_query:?} is invalid: {e}"))
+        })
     }
 
     fn sign(&self, request: &mut Request<Bytes>) -> Result<(), RelayError> {
@@ -335,10 +364,11 @@ impl Upstream {
             upstream_model: chat.upstream_model.clone(),
             client_wants_usage: chat.client_wants_usage,
         };
-        let mut response = Response::new(full(Bytes::new()));
+        // The body is set by the branch below; an empty one allocates nothing meanwhile.
+        let mut response = Response::new(Body::default());
         headers::to_client(&parts.headers, response.headers_mut());
-        if let Ok(name) = HeaderValue::try_from(self.name()) {
-            response.headers_mut().insert(headers::UPSTREAM_HEADER, name);
+        if let Some(name) = &self.name_header {
+            response.headers_mut().insert(headers::UPSTREAM_HEADER, name.clone());
         }
 
         if upstream_call.stream && !chat.stream {
@@ -435,5 +465,29 @@ impl tower::Service<Call> for Endpoint {
     fn call(&mut self, call: Call) -> Self::Future {
         let upstream = self.0.clone();
         Box::pin(async move { upstream.attempt(call).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uris_are_built_once_per_path_and_stay_right_past_the_cache() {
+        let base = BaseUrl::of(&Uri::from_static("http://relay.internal:8000/v1/")).unwrap();
+        assert_eq!(base.host, Some(HeaderValue::from_static("relay.internal:8000")));
+        let chat = "/chat/completions";
+        let first = base.uri(chat).unwrap();
+        assert_eq!(first, "http://relay.internal:8000/v1/chat/completions");
+        assert_eq!(base.uri(chat).unwrap(), first);
+        assert_eq!(base.uris.lock().len(), 1, "the same path is built once");
+        for n in 0..CACHED_URIS + 8 {
+            let path = format!("/models/m{n}:generateContent?alt=sse");
+            let uri = base.uri(&path).unwrap();
+            assert_eq!(uri.to_string(), format!("http://relay.internal:8000/v1/models/m{n}:generateContent?alt=sse"));
+        }
+        assert_eq!(base.uris.lock().len(), CACHED_URIS, "the cache is bounded");
+        assert_eq!(base.uri(chat).unwrap(), first);
+        assert!(base.uri("/bad path").is_err());
     }
 }
