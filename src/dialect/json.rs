@@ -255,10 +255,10 @@ impl<'a> RawObject<'a> {
     }
 }
 
-/// A member's key, borrowed from the input unless it has escapes: serde's own `Cow<str>` always
-/// copies, which was an allocation per member of every request body.
+/// A JSON string borrowed from the input unless it has escapes: serde's own `Cow<str>` always
+/// copies, which was an allocation per member key (and per `model`) of every request body.
 #[derive(serde::Deserialize)]
-struct MemberKey<'a>(#[serde(borrow)] Cow<'a, str>);
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -273,7 +273,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((MemberKey(key), value)) = map.next_entry::<MemberKey<'de>, &'de RawValue>()? {
+                while let Some((Text(key), value)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
                     members.push((key, Cow::Borrowed(value.get().as_bytes())));
                 }
                 Ok(RawObject { members })

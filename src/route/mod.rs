@@ -8,7 +8,6 @@ pub mod health;
 pub mod retry;
 pub mod table;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +27,7 @@ use tower::Service;
 
 use crate::body::{collect_limited, full, Body, CollectError};
 use crate::config::Config;
-use crate::dialect::json::Layout;
+use crate::dialect::json::{Layout, Text};
 use crate::error::{ErrorCode, RelayError};
 use crate::layer::auth::{KeySource, Keyring, Principal};
 use crate::metrics::Metrics;
@@ -277,10 +276,6 @@ fn field<'b, T: Deserialize<'b>>(layout: &Layout, body: &'b [u8], key: &str) -> 
             .with_param(key)
     })
 }
-
-/// A string member borrowed from the body unless it has escapes: `model` is read on every request.
-#[derive(Deserialize)]
-struct Text<'b>(#[serde(borrow)] Cow<'b, str>);
 
 #[derive(Deserialize)]
 struct StreamOptions {

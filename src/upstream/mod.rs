@@ -109,9 +109,7 @@ impl BaseUrl {
             .flatten();
         Some(BaseUrl { scheme: uri.scheme()?.clone(), authority, path, host, uris: Mutex::new(Vec::new()) })
     }
-}
 
-impl BaseUrl {
     /// The base URL with `path_and_query` appended.
     fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         let cached = self.uris.lock().iter().find(|(path, _)| &**path == path_and_query).map(|(_, uri)| uri.clone());
