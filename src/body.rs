@@ -1,6 +1,7 @@
 //! The response body type shared by every layer, and bounded collection of request bodies.
 
 use std::convert::Infallible;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
@@ -36,7 +37,16 @@ where
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    // hyper's server wakes itself when its chunk is taken; at the end of the body that wake-up
+    // is for a sender already gone.
+    let mut next_frame = std::future::poll_fn(|cx| {
+        crate::wake::hold(|| {
+            let polled = body.as_mut().poll_frame(cx);
+            let finished = matches!(polled, Poll::Ready(None)) || body.is_end_stream();
+            (polled, !finished)
+        })
+    });
+    while let Some(frame) = (&mut next_frame).await {
         let frame = frame.map_err(|e| CollectError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else { continue };
         let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + data.len();

@@ -16,3 +16,4 @@ pub mod route;
 pub mod server;
 pub mod sse;
 pub mod upstream;
+pub mod wake;

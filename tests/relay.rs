@@ -387,6 +387,52 @@ async fn health_readiness_and_models() {
     assert_eq!((status.as_u16(), error_of(&body)["code"].as_str().unwrap()), (404, "not_found"));
 }
 
+/// Bodies that arrive over many reads, both ways, on kept-alive connections. The relay holds
+/// back the wake-ups hyper raises when a chunk is taken (`switchyard::wake`); one wrongly
+/// dropped would leave a request waiting for a poll that never comes, and this would time out.
+#[tokio::test]
+async fn bodies_that_arrive_over_many_reads_complete_both_ways() {
+    let big_answer = format!(
+        r#"{{"id":"chatcmpl-big","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]}}"#,
+        "y".repeat(3 << 20)
+    );
+    let events: Vec<String> = (0..40)
+        .map(|i| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"part {i} \"}}}}]}}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_owned()))
+        .collect();
+    let answer = big_answer.clone();
+    let upstream = MockUpstream::start(move |received, _| {
+        if received.json()["stream"] == true {
+            let parts = events.iter().map(|e| (Duration::from_millis(2), Bytes::from(e.clone()))).collect();
+            Reply::Chunks { status: 200, content_type: "text/event-stream", parts }
+        } else {
+            Reply::json(200, answer.clone())
+        }
+    })
+    .await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+    let image = "x".repeat(5 << 20);
+    for round in 0..3 {
+        let request = json!({"model": "gpt", "messages": [{"role": "user", "content": image}], "round": round});
+        let (status, _, body) = relay.chat(&[], &request).await;
+        assert_eq!(status, 200, "round {round}");
+        assert_eq!(body, Bytes::from(big_answer.clone()), "round {round}");
+
+        let mut streamed = request.clone();
+        streamed["stream"] = json!(true);
+        let (status, _, body) = relay.chat(&[], &streamed).await;
+        assert_eq!(status, 200, "round {round}");
+        let data = sse_data(&body);
+        assert_eq!(data.len(), 41, "round {round}");
+        assert_eq!(data.last().unwrap(), "[DONE]");
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 6);
+    for request in &received {
+        assert_eq!(request.json()["messages"][0]["content"].as_str().map(str::len), Some(5 << 20));
+    }
+}
+
 #[tokio::test]
 async fn the_embedded_mock_answers_streamed_and_not() {
     let relay = Relay::start(include_str!("../src/config/default.toml")).await;

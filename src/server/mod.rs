@@ -48,7 +48,7 @@ where
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
             .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = crate::wake::Gated::new(graceful.watch(connection));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");

@@ -136,9 +136,14 @@ impl Exchange {
 
     async fn send(mut self, request: Request<Full<Bytes>>, pool: &Arc<H1Pool>) -> Result<Response<PooledBody>, Failed> {
         let mut sending = std::pin::pin!(self.sender.try_send_request(request));
+        // The connection answering wakes this task; the response is taken in the same poll.
         let response = poll_fn(|cx| {
-            drive(&mut self.connection, cx);
-            sending.as_mut().poll(cx)
+            crate::wake::hold(|| {
+                drive(&mut self.connection, cx);
+                let polled = sending.as_mut().poll(cx);
+                let pending = polled.is_pending();
+                (polled, pending)
+            })
         })
         .await;
         match response {
@@ -191,14 +196,19 @@ impl HttpBody for PooledBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(exchange) = this.exchange.as_mut() {
-            drive(&mut exchange.connection, cx);
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || this.body.is_end_stream() {
-            this.release();
-        }
-        polled
+        // Taking a chunk wakes the connection so it may send the next; it is driven before every
+        // read anyway, so that wake-up only matters while the read is pending.
+        crate::wake::hold(|| {
+            if let Some(exchange) = this.exchange.as_mut() {
+                drive(&mut exchange.connection, cx);
+            }
+            let polled = Pin::new(&mut this.body).poll_frame(cx);
+            if matches!(polled, Poll::Ready(None)) || this.body.is_end_stream() {
+                this.release();
+            }
+            let pending = polled.is_pending();
+            (polled, pending)
+        })
     }
 
     fn is_end_stream(&self) -> bool {

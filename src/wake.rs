@@ -1,0 +1,284 @@
+//! Wake-ups a connection's task raises on itself, for work the same poll has already done.
+//!
+//! hyper hands each body chunk from the connection to the reader over a channel, and the reader
+//! taking a chunk wakes the connection so that it may send the next. The relay polls hyper's
+//! server connection, the service, and the upstream connection all in one task, so each of those
+//! wake-ups is the task waking itself: it is polled once more, through the whole stack, after a
+//! poll that already moved everything it could. A non-streamed request used to cost four polls,
+//! two of them for nothing; a streamed one paid one per chunk.
+//!
+//! [`Gated`] wraps the connection's future and gives it a waker of its own. Code that reads a
+//! body runs the read inside [`hold`], which keeps back the wake-ups the task raises on itself
+//! during that read and then decides: if the read says they still matter (it is pending, so
+//! progress depends on someone being polled again) they go through; if the read completed,
+//! whoever is waiting on the read will poll again before needing anything, or the body is over
+//! and its sender has gone, so they are dropped.
+//!
+//! Everything else is untouched: wake-ups from other tasks or threads, from the I/O driver and
+//! from timers, and any wake-up raised outside a `hold`, reach the task as before. Outside a
+//! [`Gated`] task (tests, HTTP/2 streams, which hyper runs in tasks of their own) `hold` only
+//! runs the read.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+
+thread_local! {
+    /// The gate of the task being polled on this thread, if it is a [`Gated`] one.
+    static POLLING: Cell<Option<Arc<Gate>>> = const { Cell::new(None) };
+    /// Inside a [`hold`] on this thread.
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+    /// A wake-up of the polling task was kept back by the innermost [`hold`].
+    static HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The waker a [`Gated`] future hands to what it polls.
+#[derive(Default)]
+struct Gate {
+    task: AtomicWaker,
+}
+
+impl Gate {
+    fn is_polling(self: &Arc<Self>) -> bool {
+        POLLING.with(|polling| {
+            let current = polling.take();
+            let same = current.as_ref().is_some_and(|gate| Arc::ptr_eq(gate, self));
+            polling.set(current);
+            same
+        })
+    }
+}
+
+impl Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if HOLDING.get() && self.is_polling() {
+            HELD.set(true);
+        } else {
+            self.task.wake();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task's top-level future whose self-raised wake-ups [`hold`] may keep back.
+    pub struct Gated<F> {
+        #[pin]
+        inner: F,
+        gate: Arc<Gate>,
+        waker: Waker,
+    }
+}
+
+impl<F> Gated<F> {
+    pub fn new(inner: F) -> Self {
+        let gate = Arc::new(Gate::default());
+        let waker = Waker::from(Arc::clone(&gate));
+        Gated { inner, gate, waker }
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.gate.task.register(cx.waker());
+        let outer = POLLING.replace(Some(Arc::clone(this.gate)));
+        let polled = this.inner.poll(&mut Context::from_waker(this.waker));
+        POLLING.set(outer);
+        polled
+    }
+}
+
+/// Runs `read`, keeping back the wake-ups the polling task raises on itself meanwhile. `read`
+/// returns its result and whether those wake-ups still matter; they are passed on only if so.
+pub fn hold<T>(read: impl FnOnce() -> (T, bool)) -> T {
+    let outer_holding = HOLDING.replace(true);
+    let outer_held = HELD.replace(false);
+    let (result, still_needed) = read();
+    HOLDING.set(outer_holding);
+    let held = HELD.replace(outer_held);
+    if held && still_needed {
+        let gate = POLLING.with(|polling| {
+            let current = polling.take();
+            let gate = current.clone();
+            polling.set(current);
+            gate
+        });
+        // Through the gate, so that an enclosing `hold` decides in turn.
+        if let Some(gate) = gate {
+            gate.wake_by_ref();
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the wake-ups that reach the executor.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `body` once inside a `Gated` task; returns how many wake-ups reached the executor.
+    fn wakes_reaching_the_task(body: impl FnMut(&mut Context<'_>)) -> usize {
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut body = body;
+        let mut gated = std::pin::pin!(Gated::new(std::future::poll_fn(move |cx| {
+            body(cx);
+            Poll::<()>::Pending
+        })));
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        counter.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_self_wake_inside_a_completed_read_is_dropped() {
+        let wakes = wakes_reaching_the_task(|cx| {
+            hold(|| {
+                cx.waker().wake_by_ref();
+                ((), false)
+            })
+        });
+        assert_eq!(wakes, 0);
+    }
+
+    #[test]
+    fn a_self_wake_the_read_still_needs_goes_through_once() {
+        let wakes = wakes_reaching_the_task(|cx| {
+            let stored = cx.waker().clone();
+            hold(|| {
+                cx.waker().wake_by_ref();
+                stored.wake();
+                ((), true)
+            })
+        });
+        assert_eq!(wakes, 1);
+    }
+
+    #[test]
+    fn wakes_outside_a_hold_are_never_held() {
+        let wakes = wakes_reaching_the_task(|cx| {
+            hold(|| ((), false));
+            cx.waker().wake_by_ref();
+        });
+        assert_eq!(wakes, 1);
+    }
+
+    #[test]
+    fn a_wake_from_another_thread_during_a_hold_goes_through() {
+        let wakes = wakes_reaching_the_task(|cx| {
+            let waker = cx.waker().clone();
+            hold(|| {
+                std::thread::scope(|scope| {
+                    scope.spawn(move || waker.wake());
+                });
+                ((), false)
+            })
+        });
+        assert_eq!(wakes, 1);
+    }
+
+    #[test]
+    fn another_tasks_wake_during_a_hold_goes_through() {
+        let other = Arc::new(Counter::default());
+        let other_waker = Waker::from(Arc::clone(&other));
+        let mut other_gate_waker = None;
+        let mut other_task = std::pin::pin!(Gated::new(std::future::poll_fn(|cx| {
+            other_gate_waker = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        })));
+        assert!(other_task.as_mut().poll(&mut Context::from_waker(&other_waker)).is_pending());
+        let other_gate_waker = other_gate_waker.expect("the other task was polled");
+
+        let ours = wakes_reaching_the_task(|_| {
+            hold(|| {
+                other_gate_waker.wake_by_ref();
+                ((), false)
+            })
+        });
+        assert_eq!(ours, 0);
+        assert_eq!(other.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_enclosing_hold_decides_about_what_an_inner_one_passes_on() {
+        let dropped = wakes_reaching_the_task(|cx| {
+            hold(|| {
+                hold(|| {
+                    cx.waker().wake_by_ref();
+                    ((), true)
+                });
+                ((), false)
+            })
+        });
+        assert_eq!(dropped, 0);
+        let kept = wakes_reaching_the_task(|cx| {
+            hold(|| {
+                hold(|| {
+                    cx.waker().wake_by_ref();
+                    ((), true)
+                });
+                ((), true)
+            })
+        });
+        assert_eq!(kept, 1);
+        let inner_dropped = wakes_reaching_the_task(|cx| {
+            hold(|| {
+                hold(|| {
+                    cx.waker().wake_by_ref();
+                    ((), false)
+                });
+                ((), true)
+            })
+        });
+        assert_eq!(inner_dropped, 0);
+    }
+
+    #[test]
+    fn outside_a_gated_task_hold_only_runs_the_read() {
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let value = hold(|| {
+            waker.wake_by_ref();
+            (7, false)
+        });
+        assert_eq!(value, 7);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_wake_after_the_poll_reaches_the_task() {
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut kept = None;
+        let mut gated = std::pin::pin!(Gated::new(std::future::poll_fn(|cx| {
+            kept = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        })));
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        hold(|| {
+            kept.take().expect("polled").wake();
+            ((), false)
+        });
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    }
+}
