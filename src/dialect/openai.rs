@@ -290,11 +290,18 @@ struct UsageChunk {
 }
 
 // Every stream event is scanned for these; the searchers are built once, not per event.
-static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\":\""));
-static FINISH_REASON_SPACED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\": \""));
+static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\":"));
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
-static USAGE_OBJECT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
-static USAGE_OBJECT_SPACED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\": {"));
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":"));
+
+/// Whether `data` holds the member `key` (its quoted name and colon) with a value that starts
+/// with `value_start`: one search, whatever the spacing after the colon.
+fn member_starting_with(data: &[u8], key: &Finder<'_>, value_start: u8) -> bool {
+    key.find_iter(data).any(|at| {
+        let value = &data[at + key.needle().len()..];
+        value.iter().find(|b| !b.is_ascii_whitespace()) == Some(&value_start)
+    })
+}
 
 /// Forwards OpenAI stream events as sliced from the upstream's reads.
 struct PassthroughStream {
@@ -317,7 +324,7 @@ impl PassthroughStream {
             out.push(event.into_raw());
             return Ok(());
         }
-        if FINISH_REASON.find(data).is_some() || FINISH_REASON_SPACED.find(data).is_some() {
+        if member_starting_with(data, &FINISH_REASON, b'"') {
             self.finished = true;
         }
         if ERROR_KEY.find(data).is_some() {
@@ -325,7 +332,7 @@ impl PassthroughStream {
                 return Err(error);
             }
         }
-        if USAGE_OBJECT.find(data).is_some() || USAGE_OBJECT_SPACED.find(data).is_some() {
+        if member_starting_with(data, &USAGE, b'{') {
             if let Ok(chunk) = serde_json::from_slice::<UsageChunk>(data) {
                 if let Some(usage) = chunk.usage {
                     self.usage = Some(usage.into());
@@ -505,6 +512,22 @@ mod tests {
             let usage = translator.usage().unwrap();
             assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens), (3, 1, 2));
         }
+    }
+
+    #[test]
+    fn spaced_json_is_read_alike_finish_without_done_and_usage() {
+        // Python servers (json.dumps defaults) put a space after every colon; some end after the
+        // finish chunk without `[DONE]`.
+        let dialect = OpenAiChat::new(Compat::default());
+        let upstream = "data: {\"choices\": [{\"delta\": {}, \"finish_reason\":\t \"stop\"}], \"usage\": null}\n\n\
+                        data: {\"choices\": [], \"usage\":  {\"prompt_tokens\": 4, \"completion_tokens\": 2}}\n\n";
+        let mut translator = dialect.stream_translator(&ctx(true));
+        let mut out = Vec::new();
+        translator.feed(Bytes::from(upstream), &mut out).unwrap();
+        translator.finish(&mut out).unwrap();
+        assert_eq!(out.last().unwrap(), &sse::done_event());
+        let usage = translator.usage().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (4, 2));
     }
 
     #[test]
