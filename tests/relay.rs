@@ -387,6 +387,40 @@ async fn health_readiness_and_models() {
     assert_eq!((status.as_u16(), error_of(&body)["code"].as_str().unwrap()), (404, "not_found"));
 }
 
+/// Upstreams that give no completion id (Ollama's native API) get one from the request id, so
+/// a client can match a completion to the relay's logs.
+#[tokio::test]
+async fn a_completion_without_an_upstream_id_is_named_after_the_request() {
+    let answer = r#"{"model":"llama3","created_at":"2026-03-03T23:25:43Z","message":{"role":"assistant","content":"Paris."},"done":true,"done_reason":"stop","prompt_eval_count":7,"eval_count":2}"#;
+    let upstream = MockUpstream::always(Reply::json(200, answer)).await;
+    let config = format!(
+        r#"
+[upstreams.local]
+dialect = "ollama"
+base_url = "{}"
+
+[[models]]
+name = "llama"
+targets = [{{ upstream = "local", model = "llama3" }}]
+"#,
+        upstream.url()
+    );
+    let relay = Relay::start(&config).await;
+    let request = json!({"model": "llama", "messages": [{"role": "user", "content": "Capital of France?"}]});
+    for (sent, expected) in [("req_0123abcd", "chatcmpl-0123abcd"), ("trace-7", "chatcmpl-trace-7")] {
+        let (status, headers, body) = relay.chat(&[("x-request-id", sent)], &request).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-request-id"], sent);
+        let completion: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(completion["id"], expected);
+        assert_eq!(completion["choices"][0]["message"]["content"], "Paris.");
+    }
+    let (_, headers, body) = relay.chat(&[], &request).await;
+    let generated = headers["x-request-id"].to_str().unwrap();
+    let completion: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(completion["id"], format!("chatcmpl-{}", generated.strip_prefix("req_").unwrap()));
+}
+
 /// Bodies that arrive over many reads, both ways, on kept-alive connections. The relay holds
 /// back the wake-ups hyper raises when a chunk is taken (`switchyard::wake`); one wrongly
 /// dropped would leave a request waiting for a poll that never comes, and this would time out.

@@ -356,8 +356,9 @@ impl Upstream {
                 .unwrap_or_default();
             return Err(classify::status_error(self.dialect.as_ref(), parts.status, &parts.headers, &body));
         }
+        let request_id = call.record.request_id();
         let ctx = ResponseContext {
-            id: format!("chatcmpl-{}", call.record.request_id().trim_start_matches("req_")),
+            id: format!("chatcmpl-{}", request_id.strip_prefix("req_").unwrap_or(request_id)),
             created: unix_now(),
             upstream_model: chat.upstream_model.clone(),
             client_wants_usage: chat.client_wants_usage,
