@@ -80,7 +80,9 @@ impl H1Pool {
                 Err(Failed::Error(error)) => return Err(error),
             }
         }
-        let (sender, connection) = self.connect().await?;
+        // Boxed: connecting (TLS included) is the rare path and its future is larger than the
+        // rest of this one; inline, it would be copied with every request's attempt.
+        let (sender, connection) = Box::pin(self.connect()).await?;
         match Exchange::new(sender, connection).send(request, self).await {
             Ok(response) => Ok(response),
             Err(Failed::Unsent(_)) => Err("the new upstream connection closed before the request was sent".into()),
