@@ -150,6 +150,17 @@ mod tests {
         counter.0.load(Ordering::SeqCst)
     }
 
+    /// Polls a `Gated` task once with `outer`; returns the waker it handed to what it polls.
+    fn gated_waker(outer: &Waker) -> Waker {
+        let mut handed = None;
+        let mut gated = std::pin::pin!(Gated::new(std::future::poll_fn(|cx| {
+            handed = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        })));
+        assert!(gated.as_mut().poll(&mut Context::from_waker(outer)).is_pending());
+        handed.expect("the task was polled")
+    }
+
     #[test]
     fn a_self_wake_inside_a_completed_read_is_dropped() {
         let wakes = wakes_reaching_the_task(|cx| {
@@ -200,14 +211,7 @@ mod tests {
     #[test]
     fn another_tasks_wake_during_a_hold_goes_through() {
         let other = Arc::new(Counter::default());
-        let other_waker = Waker::from(Arc::clone(&other));
-        let mut other_gate_waker = None;
-        let mut other_task = std::pin::pin!(Gated::new(std::future::poll_fn(|cx| {
-            other_gate_waker = Some(cx.waker().clone());
-            Poll::<()>::Pending
-        })));
-        assert!(other_task.as_mut().poll(&mut Context::from_waker(&other_waker)).is_pending());
-        let other_gate_waker = other_gate_waker.expect("the other task was polled");
+        let other_gate_waker = gated_waker(&Waker::from(Arc::clone(&other)));
 
         let ours = wakes_reaching_the_task(|_| {
             hold(|| {
@@ -221,36 +225,19 @@ mod tests {
 
     #[test]
     fn an_enclosing_hold_decides_about_what_an_inner_one_passes_on() {
-        let dropped = wakes_reaching_the_task(|cx| {
-            hold(|| {
+        // (inner still needs its wake-ups, outer still needs them, wake-ups reaching the task)
+        for (inner, outer, expected) in [(true, false, 0), (true, true, 1), (false, true, 0)] {
+            let wakes = wakes_reaching_the_task(|cx| {
                 hold(|| {
-                    cx.waker().wake_by_ref();
-                    ((), true)
-                });
-                ((), false)
-            })
-        });
-        assert_eq!(dropped, 0);
-        let kept = wakes_reaching_the_task(|cx| {
-            hold(|| {
-                hold(|| {
-                    cx.waker().wake_by_ref();
-                    ((), true)
-                });
-                ((), true)
-            })
-        });
-        assert_eq!(kept, 1);
-        let inner_dropped = wakes_reaching_the_task(|cx| {
-            hold(|| {
-                hold(|| {
-                    cx.waker().wake_by_ref();
-                    ((), false)
-                });
-                ((), true)
-            })
-        });
-        assert_eq!(inner_dropped, 0);
+                    hold(|| {
+                        cx.waker().wake_by_ref();
+                        ((), inner)
+                    });
+                    ((), outer)
+                })
+            });
+            assert_eq!(wakes, expected, "inner {inner}, outer {outer}");
+        }
     }
 
     #[test]
@@ -268,15 +255,9 @@ mod tests {
     #[test]
     fn a_wake_after_the_poll_reaches_the_task() {
         let counter = Arc::new(Counter::default());
-        let waker = Waker::from(Arc::clone(&counter));
-        let mut kept = None;
-        let mut gated = std::pin::pin!(Gated::new(std::future::poll_fn(|cx| {
-            kept = Some(cx.waker().clone());
-            Poll::<()>::Pending
-        })));
-        assert!(gated.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        let kept = gated_waker(&Waker::from(Arc::clone(&counter)));
         hold(|| {
-            kept.take().expect("polled").wake();
+            kept.wake();
             ((), false)
         });
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
