@@ -91,34 +91,55 @@ impl<F: Future> Future for Gated<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         this.gate.task.register(cx.waker());
-        let outer = POLLING.replace(Some(Arc::clone(this.gate)));
-        let polled = this.inner.poll(&mut Context::from_waker(this.waker));
-        POLLING.set(outer);
-        polled
+        let _polling = Polling(POLLING.replace(Some(Arc::clone(this.gate))));
+        this.inner.poll(&mut Context::from_waker(this.waker))
+    }
+}
+
+/// Puts back the task that was being polled on this thread before, even if the poll panicked:
+/// the runtime goes on polling other tasks on the same thread.
+struct Polling(Option<Arc<Gate>>);
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLING.set(self.0.take());
     }
 }
 
 /// Runs `read`, keeping back the wake-ups the polling task raises on itself meanwhile. `read`
 /// returns its result and whether those wake-ups still matter; they are passed on only if so.
 pub fn hold<T>(read: impl FnOnce() -> (T, bool)) -> T {
-    let outer_holding = HOLDING.replace(true);
-    let outer_held = HELD.replace(false);
+    let mut window = Window { outer_holding: HOLDING.replace(true), outer_held: HELD.replace(false), pass_on: true };
     let (result, still_needed) = read();
-    HOLDING.set(outer_holding);
-    let held = HELD.replace(outer_held);
-    if held && still_needed {
-        let gate = POLLING.with(|polling| {
-            let current = polling.take();
-            let gate = current.clone();
-            polling.set(current);
-            gate
-        });
-        // Through the gate, so that an enclosing `hold` decides in turn.
-        if let Some(gate) = gate {
-            gate.wake_by_ref();
+    window.pass_on = still_needed;
+    result
+}
+
+/// One `hold`'s window. Closing it (also when `read` panicked, which passes everything on)
+/// restores the enclosing window's state, then passes on what it held if that is still needed.
+struct Window {
+    outer_holding: bool,
+    outer_held: bool,
+    pass_on: bool,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        HOLDING.set(self.outer_holding);
+        let held = HELD.replace(self.outer_held);
+        if held && self.pass_on {
+            let gate = POLLING.with(|polling| {
+                let current = polling.take();
+                let gate = current.clone();
+                polling.set(current);
+                gate
+            });
+            // Through the gate, so that an enclosing `hold` decides in turn.
+            if let Some(gate) = gate {
+                gate.wake_by_ref();
+            }
         }
     }
-    result
 }
 
 #[cfg(test)]
@@ -238,6 +259,33 @@ mod tests {
             });
             assert_eq!(wakes, expected, "inner {inner}, outer {outer}");
         }
+    }
+
+    #[test]
+    fn a_read_that_panics_passes_on_what_it_held_and_leaves_nothing_held() {
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut gated = std::pin::pin!(Gated::new(std::future::poll_fn(|cx| {
+            hold(|| -> (Poll<()>, bool) {
+                cx.waker().wake_by_ref();
+                panic!("a bug inside a body read")
+            })
+        })));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gated.as_mut().poll(&mut Context::from_waker(&waker))
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(!HOLDING.get() && !HELD.get());
+        assert!(POLLING.with(|polling| {
+            let current = polling.take();
+            let none = current.is_none();
+            polling.set(current);
+            none
+        }));
+        // The next task on this thread is not held back by what the panic left behind.
+        let wakes = wakes_reaching_the_task(|cx| cx.waker().wake_by_ref());
+        assert_eq!(wakes, 1);
     }
 
     #[test]
