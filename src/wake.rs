@@ -42,14 +42,19 @@ struct Gate {
     task: AtomicWaker,
 }
 
+/// Looks at the gate of the task being polled on this thread, leaving it in place.
+fn with_polling<R>(look: impl FnOnce(Option<&Arc<Gate>>) -> R) -> R {
+    POLLING.with(|polling| {
+        let current = polling.take();
+        let seen = look(current.as_ref());
+        polling.set(current);
+        seen
+    })
+}
+
 impl Gate {
     fn is_polling(self: &Arc<Self>) -> bool {
-        POLLING.with(|polling| {
-            let current = polling.take();
-            let same = current.as_ref().is_some_and(|gate| Arc::ptr_eq(gate, self));
-            polling.set(current);
-            same
-        })
+        with_polling(|current| current.is_some_and(|gate| Arc::ptr_eq(gate, self)))
     }
 }
 
@@ -128,12 +133,7 @@ impl Drop for Window {
         HOLDING.set(self.outer_holding);
         let held = HELD.replace(self.outer_held);
         if held && self.pass_on {
-            let gate = POLLING.with(|polling| {
-                let current = polling.take();
-                let gate = current.clone();
-                polling.set(current);
-                gate
-            });
+            let gate = with_polling(|current| current.cloned());
             // Through the gate, so that an enclosing `hold` decides in turn.
             if let Some(gate) = gate {
                 gate.wake_by_ref();
@@ -277,12 +277,7 @@ mod tests {
         assert!(unwound.is_err());
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
         assert!(!HOLDING.get() && !HELD.get());
-        assert!(POLLING.with(|polling| {
-            let current = polling.take();
-            let none = current.is_none();
-            polling.set(current);
-            none
-        }));
+        assert!(with_polling(|current| current.is_none()));
         // The next task on this thread is not held back by what the panic left behind.
         let wakes = wakes_reaching_the_task(|cx| cx.waker().wake_by_ref());
         assert_eq!(wakes, 1);
