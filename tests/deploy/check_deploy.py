@@ -454,8 +454,14 @@ def check_dockerfile_text(c: Checker, text: str, ignore: str) -> None:
         # Rust's std links libgcc_s, which only the cc flavour ships.
         c.check(any(op == "RUN" and "libgcc_s.so.1" in a for op, a in ins) and any(op == "COPY" and "--from=builder" in a for op, a in final),
                 "libgcc_s.so.1 is shipped next to the binary (distroless base has none)")
-    c.check(any(op == "RUN" and "cargo build --release --locked" in a for op, a in ins),
-            "builder runs cargo build --release --locked")
+    pgo = ROOT / "scripts/pgo-build"
+    builds_pgo = any(op == "RUN" and "scripts/pgo-build" in a for op, a in ins)
+    c.check(any(op == "RUN" and "cargo build --release --locked" in a for op, a in ins)
+            or (builds_pgo and pgo.exists() and pgo.read_text().count("cargo build --release --locked") >= 2),
+            "builder runs cargo build --release --locked (directly or in both builds of scripts/pgo-build)")
+    if builds_pgo:
+        c.check("!scripts/pgo-build" in ignore and "!scripts/pgo/" in ignore,
+                ".dockerignore lets in scripts/pgo-build and its training config")
     users = [a for op, a in final if op == "USER"]
     c.check(users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), "final stage runs as a numeric non-root USER", f"{users}")
     envs = " ".join(a for op, a in final if op == "ENV")
