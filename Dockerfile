@@ -18,7 +18,7 @@ COPY . .
 
 # The binary is a profile-guided build (scripts/pgo-build): an instrumented
 # release build serves a checked training workload in front of the bench mock
-# upstream, and a second release build uses the profile. It measured +18%
+# upstream, and a second release build uses the profile. It measured 14% more
 # non-stream req/s (README, Performance) for about twice the build time.
 # BuildKit cache mounts keep the crates.io registry and the target directory
 # between builds; --out copies the binary out of the cached target directory.

@@ -230,7 +230,8 @@ def main():
       f"The tables give the best round per figure (lowest latency, highest req/s, lowest CPU per "
       f"request); the details list every round.")
     w(f"- Proxies: nginx {run.get('nginx', 'n/a')} ({run.get('nginx_workers', '?')} worker), "
-      f"switchyard {run.get('switchyard', 'n/a')} (SWITCHYARD_LOG={run.get('switchyard_log', '?')}).")
+      f"switchyard {run.get('switchyard', 'n/a')} ({run.get('switchyard_build', '?')} build, "
+      f"SWITCHYARD_LOG={run.get('switchyard_log', '?')}).")
     w("- Upstream: `examples/bench_upstream.rs` (fixed answers, no delay; streams are 20 content "
       "chunks + a usage chunk + `[DONE]`, each event flushed separately).")
     w("- *added* = the path's latency percentile minus the direct path's; stream latency is the "

@@ -11,7 +11,8 @@
 # BENCH_WARMUP (s, 2), BENCH_RATE (1000), BENCH_CONNS (64), BENCH_RATE_CONNS (16),
 # BENCH_PORT_BASE (19100), BENCH_PIN (1), BENCH_PROXY_CPUS (0), BENCH_CLIENT_CPUS (1),
 # BENCH_MOCK_CPUS (= proxy CPUs),
-# BENCH_SWITCHYARD_LOG (warn), BENCH_OHA (path to an oha binary), BENCH_WAIT_IDLE (s, 120),
+# BENCH_BUILD (pgo: scripts/pgo-build, the binary the container image ships; release: a plain
+# cargo build --release), BENCH_SWITCHYARD_LOG (warn), BENCH_OHA (path to an oha binary), BENCH_WAIT_IDLE (s, 120),
 # BENCH_IDLE_MAX_PCT (15), BENCH_NICE (-10 as root, else 0), BENCH_MOCK_BIN,
 # BENCH_SWITCHYARD_BIN, CARGO_TARGET_DIR.
 #
@@ -124,7 +125,13 @@ fi
 cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 MOCK_BIN=${BENCH_MOCK_BIN:-$TARGET_DIR/release/examples/bench_upstream}
-SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}
+SY_BUILD=${BENCH_BUILD:-pgo}
+case $SY_BUILD in
+    pgo) SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/pgo-use/release/switchyard}; SY_BUILD_CMD=(scripts/pgo-build) ;;
+    release) SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}; SY_BUILD_CMD=(cargo build --release) ;;
+    *) die "BENCH_BUILD must be pgo or release (got '$SY_BUILD')" ;;
+esac
+[[ -n ${BENCH_SWITCHYARD_BIN:-} ]] && SY_BUILD="given binary ($SY_BIN)"
 mkdir -p "$BENCH/results/raw"
 SY_BUILD_NOTE=""
 want_sy=0
@@ -139,10 +146,10 @@ if (( DO_BUILD )); then
         log "WARNING: building examples/bench_upstream failed; using the existing $MOCK_BIN"
     fi
     if (( want_sy )); then
-        log "building switchyard (cargo build --release)"
-        if ! nice -n 19 cargo build --release > "$BENCH/results/build-switchyard.log" 2>&1; then
+        log "building switchyard (${SY_BUILD_CMD[*]})"
+        if ! nice -n 19 "${SY_BUILD_CMD[@]}" > "$BENCH/results/build-switchyard.log" 2>&1; then
             tail -15 "$BENCH/results/build-switchyard.log" >&2
-            SY_BUILD_NOTE="cargo build --release failed (see bench/results/build-switchyard.log)"
+            SY_BUILD_NOTE="${SY_BUILD_CMD[*]} failed (see bench/results/build-switchyard.log)"
             log "WARNING: $SY_BUILD_NOTE; switchyard paths will be skipped"
         fi
     fi
@@ -153,7 +160,7 @@ if (( want_sy )) && [[ ! -x $SY_BIN ]]; then
 fi
 if [[ -n $SY_BUILD_NOTE ]] && [[ -x $SY_BIN ]]; then
     SY_BUILD_NOTE=""   # an older binary exists: the build only failed to refresh it
-    log "WARNING: the release build failed; measuring the existing target/release/switchyard"
+    log "WARNING: the build failed; measuring the existing $SY_BIN"
     SY_STALE=1
 fi
 
@@ -178,7 +185,6 @@ if (( PIN )) && (( NCPU >= 2 )) && command -v taskset >/dev/null; then
     fi
     MOCK_NCPU=$(taskset -c "$MOCK_CPUS" nproc)
     PROXY_NCPU=$(taskset -c "$PROXY_CPUS" nproc)
-    CLIENT_NCPU=$(taskset -c "$CLIENT_CPUS" nproc)
 else
     pin_proxy=("${prio[@]}")
     pin_client=("${prio[@]}")
@@ -186,7 +192,6 @@ else
     PIN_DESC="no CPU pinning"
     MOCK_NCPU=$NCPU
     PROXY_NCPU=$NCPU
-    CLIENT_NCPU=$NCPU
 fi
 
 # ---------------------------------------------------------------- processes
@@ -329,16 +334,6 @@ oha_run() {  # oha_run OUT_JSON URL BODY SECONDS [extra oha args...]
     }
 }
 
-oha_run() {  # oha_run OUT_JSON URL BODY SECONDS [extra oha args...]
-    local out=$1 url=$2 body=$3 secs=$4
-    shift 4
-    "${pin_client[@]}" "$OHA" --no-tui --output-format json -w -z "${secs}s" \
-        -m POST -T application/json -d "$body" "$@" "$url" > "$out" 2> "$out.err" || {
-        log "oha failed ($(basename "$out")): $(head -c 300 "$out.err")"
-        return 1
-    }
-}
-
 # ---------------------------------------------------------------- run
 # 1. Bring every path up and check that it answers correctly.
 declare -a ACTIVE=()
@@ -447,7 +442,7 @@ GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)
 SY_VERSION=$([[ -x $SY_BIN ]] && "$SY_BIN" --version 2>/dev/null | head -1 || true)
 {
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "git_rev=$GIT_REV${SY_STALE:+ (switchyard binary older than the tree: release build failed)}"
+    echo "git_rev=$GIT_REV${SY_STALE:+ (switchyard binary older than the tree: its build failed)}"
     echo "cpu=$CPU_MODEL x $NCPU"
     echo "kernel=$(uname -r)"
     echo "pinning=$PIN_DESC"
@@ -455,6 +450,7 @@ SY_VERSION=$([[ -x $SY_BIN ]] && "$SY_BIN" --version 2>/dev/null | head -1 || tr
     echo "nginx_workers=$PROXY_NCPU"
     echo "oha=$("$OHA" --version 2>/dev/null | head -1)"
     echo "switchyard=${SY_VERSION:-n/a}"
+    echo "switchyard_build=$SY_BUILD"
     echo "switchyard_log=$SY_LOG"
     echo "duration=$DURATION"
     echo "rounds=$ROUNDS"
