@@ -145,13 +145,7 @@ fn calls() -> Vec<Call> {
 fn schedule(calls: &[Call]) -> Vec<usize> {
     let rounds = calls.iter().map(|call| call.weight).max().unwrap_or(0);
     (0..rounds)
-        .flat_map(|round| {
-            calls
-                .iter()
-                .enumerate()
-                .filter(move |(_, call)| call.weight > round)
-                .map(|(index, _)| index)
-        })
+        .flat_map(|round| calls.iter().enumerate().filter(move |(_, call)| call.weight > round).map(|(index, _)| index))
         .collect()
 }
 
@@ -166,24 +160,11 @@ fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let url = args.next().ok_or("missing URL")?;
     let key = args.next().ok_or("missing KEY")?;
-    let authority = url
-        .strip_prefix("http://")
-        .ok_or("URL must start with http://")?
-        .trim_end_matches('/')
-        .to_owned();
-    let mut options = Options {
-        authority,
-        key,
-        requests: 60_000,
-        connections: 32,
-    };
+    let authority = url.strip_prefix("http://").ok_or("URL must start with http://")?.trim_end_matches('/').to_owned();
+    let mut options = Options { authority, key, requests: 60_000, connections: 32 };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let number = value
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or(format!("{flag} needs a positive number"))?;
+        let number = value.parse::<usize>().ok().filter(|n| *n > 0).ok_or(format!("{flag} needs a positive number"))?;
         match flag.as_str() {
             "--requests" => options.requests = number,
             "--connections" => options.connections = number,
@@ -205,9 +186,8 @@ async fn drive_connection(
     let stream = TcpStream::connect(&options.authority)
         .await
         .map_err(|error| format!("cannot connect to {}: {error}", options.authority))?;
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| format!("HTTP/1 handshake: {error}"))?;
+    let (mut sender, connection) =
+        http1::handshake(TokioIo::new(stream)).await.map_err(|error| format!("HTTP/1 handshake: {error}"))?;
     tokio::spawn(connection);
     let right = format!("Bearer {}", options.key);
     let mut unexpected = 0;
@@ -218,20 +198,11 @@ async fn drive_connection(
             .uri(call.path)
             .header(HOST, &options.authority)
             .header(CONTENT_TYPE, "application/json")
-            .header(
-                AUTHORIZATION,
-                if call.right_key { right.as_str() } else { "Bearer sk-not-this-one" },
-            )
+            .header(AUTHORIZATION, if call.right_key { right.as_str() } else { "Bearer sk-not-this-one" })
             .body(Full::new(Bytes::from_static(call.body.as_bytes())))
             .map_err(|error| format!("building {}: {error}", call.name))?;
-        sender
-            .ready()
-            .await
-            .map_err(|error| format!("connection closed before {}: {error}", call.name))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|error| format!("{}: {error}", call.name))?;
+        sender.ready().await.map_err(|error| format!("connection closed before {}: {error}", call.name))?;
+        let response = sender.send_request(request).await.map_err(|error| format!("{}: {error}", call.name))?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
@@ -265,10 +236,7 @@ fn main() -> ExitCode {
     };
     let calls = calls();
     let order = schedule(&calls);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let outcome = runtime.block_on(async {
         let options = std::sync::Arc::new(options);
         let calls = std::sync::Arc::new(calls);
