@@ -63,7 +63,15 @@ impl Layout {
 
     /// Where a member's value sits in `body`.
     pub fn span(&self, body: &[u8], key: &str) -> Option<Range<usize>> {
-        self.members.iter().find(|(k, _)| key_text(k, body) == key).map(|(_, range)| range.clone())
+        self.members.iter().find(|(k, _)| key_bytes(k, body) == key.as_bytes()).map(|(_, range)| range.clone())
+    }
+}
+
+/// A key as bytes, for lookups: comparing bytes needs no UTF-8 check of every key passed over.
+fn key_bytes<'b>(key: &'b Key, body: &'b [u8]) -> &'b [u8] {
+    match key {
+        Key::Span(range) => body.get(range.clone()).unwrap_or_default(),
+        Key::Unescaped(text) => text.as_bytes(),
     }
 }
 
