@@ -112,7 +112,10 @@ impl H1Pool {
     fn put_back(&self, sender: Sender, connection: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
-        idle.retain(|connection| now.duration_since(connection.since) < IDLE_TIMEOUT);
+        // Connections come back at the end and are taken from the end, so the list is oldest
+        // first and the expired ones are a prefix: found without visiting every idle connection.
+        let expired = idle.partition_point(|connection| now.duration_since(connection.since) >= IDLE_TIMEOUT);
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push(Idle { sender, connection, since: now });
         }
