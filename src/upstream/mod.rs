@@ -392,7 +392,9 @@ impl Upstream {
                 keepalive: call.keepalive,
             };
             let translator = self.dialect.stream_translator(&ctx);
-            let mut stream = RelayStream::new(body, translator, timing, call.record.clone(), Arc::from(self.name()));
+            let handed_over = matches!(self.transport, Transport::Http(_));
+            let mut stream =
+                RelayStream::new(body, handed_over, translator, timing, call.record.clone(), Arc::from(self.name()));
             stream.wait_first_event().await?;
             call.record.set_stream(true);
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -59,6 +59,9 @@ pub struct RelayStream {
     failed: Option<RelayError>,
     finished: bool,
     flowing: bool,
+    /// The upstream connection runs in a task of its own and hands chunks over one at a time
+    /// (hyper-util's client), rather than being driven by this body's reads (see `poll_fill`).
+    handed_over: bool,
     /// Data arrived since the body last gave the upstream connection a turn (see `poll_fill`).
     read_since_yield: bool,
     record: Arc<RequestRecord>,
@@ -67,9 +70,11 @@ pub struct RelayStream {
 }
 
 impl RelayStream {
-    /// Wraps an upstream body whose response headers just arrived.
+    /// Wraps an upstream body whose response headers just arrived; `handed_over` says whether
+    /// its connection runs in a task of its own.
     pub fn new(
         upstream: UpstreamBody,
+        handed_over: bool,
         translator: Box<dyn StreamTranslator>,
         timing: StreamTiming,
         record: Arc<RequestRecord>,
@@ -92,6 +97,7 @@ impl RelayStream {
             failed: None,
             finished: false,
             flowing: false,
+            handed_over,
             read_since_yield: false,
             record,
             upstream_name,
@@ -163,12 +169,15 @@ impl RelayStream {
                     }
                 }
                 Poll::Pending => {
-                    if self.read_since_yield && !self.queue.is_empty() {
+                    if self.handed_over && self.read_since_yield && !self.queue.is_empty() {
                         // On hyper-util's client (https upstreams) the connection runs in its
                         // own task and hands over one chunk at a time, so `Pending` here often
                         // means "the next chunk of the same read is not handed over yet", not
                         // "nothing more arrived". One turn of the scheduler lets it catch up;
-                        // only a turn that brings nothing flushes.
+                        // only a turn that brings nothing flushes. A connection this body drives
+                        // itself (plain-http upstreams) has decoded all it read before saying
+                        // `Pending`, and that extra turn would only cost a poll of the whole
+                        // stack per chunk.
                         self.read_since_yield = false;
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
