@@ -121,6 +121,6 @@ async fn attempt_target(
         deadline: Instant::from_std(incoming.record.started()) + timeouts.total,
     };
     let policy =
-        AttemptPolicy::new(&params.retry, entry.budget.clone(), entry.upstream.name(), runtime.metrics.clone());
+        AttemptPolicy::new(&params.retry, entry.budget.clone(), entry.upstream.shared_name(), runtime.metrics.clone());
     tower::retry::Retry::new(policy, entry.balanced(runtime.metrics.clone())).oneshot(call).await
 }

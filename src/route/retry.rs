@@ -43,7 +43,7 @@ pub struct AttemptPolicy {
 
 impl AttemptPolicy {
     /// A policy for `params.attempts` tries.
-    pub fn new(params: &RetryParams, budget: Arc<TpsBudget>, upstream: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(params: &RetryParams, budget: Arc<TpsBudget>, upstream: Arc<str>, metrics: Arc<Metrics>) -> Self {
         let min = params.backoff_base;
         let max = params.backoff_max.max(min).max(Duration::from_millis(1));
         let backoff = ExponentialBackoffMaker::new(min, max, 1.0, HasherRng::default())
@@ -63,7 +63,7 @@ impl AttemptPolicy {
             budget,
             backoff,
             retry_after_max: params.retry_after_max,
-            upstream: Arc::from(upstream),
+            upstream,
             metrics,
         }
     }

@@ -81,6 +81,8 @@ pub struct Upstream {
     outgoing: headers::OutgoingHeaders,
     /// The upstream's name as the header that tells the client who answered, made once.
     name_header: Option<HeaderValue>,
+    /// The name again, for what each request keeps a handle on (retry policy, stream body).
+    shared_name: Arc<str>,
 }
 
 /// The base URL, split once: a request only appends its own path.
@@ -162,6 +164,11 @@ impl Upstream {
         &self.params.name
     }
 
+    /// The name as a shared handle, without an allocation per request.
+    pub fn shared_name(&self) -> Arc<str> {
+        self.shared_name.clone()
+    }
+
     /// Its validated settings.
     pub fn params(&self) -> &Arc<UpstreamParams> {
         &self.params
@@ -229,6 +236,7 @@ impl Upstream {
             base: params.base_url.as_ref().and_then(BaseUrl::of),
             outgoing: headers::OutgoingHeaders::new(&params),
             name_header: HeaderValue::try_from(params.name.as_str()).ok(),
+            shared_name: Arc::from(params.name.as_str()),
             params,
             transport,
         }
@@ -394,7 +402,7 @@ impl Upstream {
             let translator = self.dialect.stream_translator(&ctx);
             let handed_over = matches!(self.transport, Transport::Http(_));
             let mut stream =
-                RelayStream::new(body, handed_over, translator, timing, call.record.clone(), Arc::from(self.name()));
+                RelayStream::new(body, handed_over, translator, timing, call.record.clone(), self.shared_name());
             stream.wait_first_event().await?;
             call.record.set_stream(true);
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
