@@ -33,6 +33,12 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 const ERROR_BODY_LIMIT: usize = 256 * 1024;
 /// Non-streamed responses larger than this are refused rather than held in memory.
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Room in a response's header map. hyper keeps a written response's map to parse the next
+/// request on the same connection into, and the request-id layer then adds one header to it.
+/// A map sized by hyper for exactly the request's headers can be full at that point (6 headers,
+/// as many load generators send, fill a map of 8 slots), and growing it rehashes every header;
+/// 24 fits what the OpenAI SDKs send (about 17) plus the id.
+const RESPONSE_HEADER_ROOM: usize = 24;
 
 enum Transport {
     /// hyper-util's pooled client: `https` upstreams, where ALPN may choose HTTP/2.
@@ -373,6 +379,7 @@ impl Upstream {
         };
         // The body is set by the branch below; an empty one allocates nothing meanwhile.
         let mut response = Response::new(Body::default());
+        *response.headers_mut() = HeaderMap::with_capacity(RESPONSE_HEADER_ROOM);
         headers::to_client(&parts.headers, response.headers_mut());
         if let Some(name) = &self.name_header {
             response.headers_mut().insert(headers::UPSTREAM_HEADER, name.clone());
