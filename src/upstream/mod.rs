@@ -10,10 +10,12 @@ pub mod proxy;
 pub mod sigv4;
 pub mod stream;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::future::{Either, TryFutureExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use parking_lot::Mutex;
@@ -63,17 +65,25 @@ impl Transport {
         }
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, BoxError> {
+    /// The transport's own future rather than one wrapping it: an attempt holds this future, and
+    /// each level of nesting is one more copy of the whole state whenever a request starts.
+    fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send + '_ {
+        fn boxed<B>(response: Response<B>) -> Response<UpstreamBody>
+        where
+            B: http_body::Body<Data = Bytes> + Send + 'static,
+            B::Error: Into<BoxError>,
+        {
+            response.map(|body| body.map_err(Into::into).boxed_unsync())
+        }
         match self {
-            Transport::Http(client) => {
-                let response = client.request(request).await?;
-                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+            Transport::Http(client) => Either::Left(Either::Left(client.request(request).map_ok(boxed).err_into())),
+            Transport::Http1(pool) => Either::Left(Either::Right(pool.send(request).map_ok(boxed))),
+            Transport::Mock => {
+                Either::Right(std::future::ready(Err("the mock upstream answers without a connection".into())))
             }
-            Transport::Http1(pool) => {
-                let response = pool.send(request).await?;
-                Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
-            }
-            Transport::Mock => Err("the mock upstream answers without a connection".into()),
         }
     }
 }
@@ -323,13 +333,6 @@ impl Upstream {
         sigv4::sign(request, &credentials, region, "bedrock", SystemTime::now()).map_err(|e| unsigned(e.to_string()))
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>, body: &Bytes) -> Result<Response<UpstreamBody>, RelayError> {
-        match &self.transport {
-            Transport::Mock => Ok(mock::respond(body, unix_now())),
-            transport => transport.send(request).await.map_err(|error| classify::transport_error(error.as_ref())),
-        }
-    }
-
     async fn attempt_inner(&self, call: &Call, started: Instant) -> Result<Response<Body>, RelayError> {
         let chat = &call.chat;
         let simulate = chat.stream && self.params.stream_mode == StreamMode::Simulate;
@@ -359,9 +362,13 @@ impl Upstream {
                 )
             }
         };
-        let response = tokio::time::timeout_at(first_byte_deadline, self.send(request, &upstream_call.body))
-            .await
-            .map_err(|_| first_byte_error())??;
+        let response = match &self.transport {
+            Transport::Mock => mock::respond(&upstream_call.body, unix_now()),
+            transport => tokio::time::timeout_at(first_byte_deadline, transport.send(request))
+                .await
+                .map_err(|_| first_byte_error())?
+                .map_err(|error| classify::transport_error(error.as_ref()))?,
+        };
         let (parts, body) = response.into_parts();
         if !parts.status.is_success() {
             let body = tokio::time::timeout_at(first_byte_deadline, collect_limited(body, ERROR_BODY_LIMIT))
