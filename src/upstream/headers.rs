@@ -126,8 +126,12 @@ fn auth_header(style: AuthStyle, key: &Secret) -> Option<(HeaderName, HeaderValu
     Some((name, value))
 }
 
-/// Upstream response headers that pass to the client.
+/// Upstream response headers that pass to the client, and the upstream's own id for the request
+/// (`x-request-id`, else `request-id`) as `x-upstream-request-id`. One pass over the upstream's
+/// headers: this runs on every response.
 pub fn to_client(upstream: &HeaderMap, into: &mut HeaderMap) {
+    let mut upstream_id = None;
+    let mut from_x_request_id = false;
     for (name, value) in upstream {
         let name_str = name.as_str();
         if name_str.starts_with("x-ratelimit-")
@@ -136,9 +140,14 @@ pub fn to_client(upstream: &HeaderMap, into: &mut HeaderMap) {
             || name_str == "openai-processing-ms"
         {
             into.append(name.clone(), value.clone());
+        } else if name_str == "x-request-id" && !from_x_request_id {
+            upstream_id = Some(value);
+            from_x_request_id = true;
+        } else if name_str == "request-id" && upstream_id.is_none() {
+            upstream_id = Some(value);
         }
     }
-    if let Some(id) = upstream.get("x-request-id").or_else(|| upstream.get("request-id")) {
+    if let Some(id) = upstream_id {
         into.insert(HeaderName::from_static("x-upstream-request-id"), id.clone());
     }
 }
@@ -200,5 +209,26 @@ mod tests {
         assert_eq!(client["x-ratelimit-remaining-requests"], "9");
         assert_eq!(client["x-upstream-request-id"], "up-1");
         assert!(client.get("set-cookie").is_none());
+    }
+
+    #[test]
+    fn the_upstream_request_id_prefers_x_request_id_in_either_order() {
+        for order in [["request-id", "x-request-id"], ["x-request-id", "request-id"]] {
+            let mut upstream = HeaderMap::new();
+            for name in order {
+                let value = if name == "x-request-id" { "x-1" } else { "plain-1" };
+                upstream.insert(name, HeaderValue::from_static(value));
+            }
+            upstream.append("x-request-id", HeaderValue::from_static("x-2"));
+            let mut client = HeaderMap::new();
+            to_client(&upstream, &mut client);
+            assert_eq!(client["x-upstream-request-id"], "x-1", "{order:?}");
+        }
+        let mut upstream = HeaderMap::new();
+        upstream.insert("request-id", HeaderValue::from_static("plain-1"));
+        let mut client = HeaderMap::new();
+        to_client(&upstream, &mut client);
+        assert_eq!(client["x-upstream-request-id"], "plain-1");
+        assert_eq!(client.len(), 1);
     }
 }
