@@ -296,11 +296,11 @@ impl Upstream {
         if let Some(host) = self.base.as_ref().and_then(|base| base.host.clone()) {
             headers.insert(header::HOST, host);
         }
-        let mut request = Request::builder()
-            .method(call.method.clone())
-            .uri(uri)
-            .body(call.body.clone())
-            .map_err(|e| RelayError::new(ErrorCode::Internal, format!("building the upstream request: {e}")))?;
+        // Assembled from typed parts, which cannot fail: the builder would move the request
+        // through a `Result` at every step.
+        let mut request = Request::new(call.body.clone());
+        *request.method_mut() = call.method.clone();
+        *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         if self.params.auth == dialect::AuthStyle::SigV4 {
             // Signing covers every header, so it is the very last change to the request.
