@@ -137,17 +137,17 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if request.uri().path().starts_with("/v1/") {
-            match self.keys.keyring().authenticate(presented_key(&request)) {
-                // With auth off there is nobody to name and nothing to restrict: no principal
-                // is the same as the anonymous one below, and costs no extension.
-                Ok(principal) if principal.key_name.is_some() => {
+        let keyring = self.keys.keyring();
+        // With auth off there is no key to look for, nobody to name and nothing to restrict: no
+        // principal is the same as the anonymous one, and costs no extension.
+        if keyring.required && request.uri().path().starts_with("/v1/") {
+            match keyring.authenticate(presented_key(&request)) {
+                Ok(principal) => {
                     if let Some(record) = request.extensions().get::<Arc<RequestRecord>>() {
                         record.set_key(principal.key_name.as_deref());
                     }
                     request.extensions_mut().insert(principal);
                 }
-                Ok(_) => {}
                 Err(error) => return Either::Left(std::future::ready(Err(error))),
             }
         }
