@@ -76,8 +76,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
-        // Kept as the header (a reference count) and made text only for an error.
-        let request_id = request.headers().get(REQUEST_ID).cloned();
+        // The record carries the id; the header is read only without one (a stack without the
+        // access log), kept as a reference count and made text only for an error.
+        let request_id = if record.is_none() { request.headers().get(REQUEST_ID).cloned() } else { None };
         RecoverFuture { inner: self.inner.call(request), record, request_id }
     }
 }
@@ -110,7 +111,10 @@ where
                 record.set_upstream(upstream);
             }
         }
-        let request_id = this.request_id.as_ref().map(request_id::text).unwrap_or_default();
+        let request_id = match (this.record, this.request_id) {
+            (Some(record), _) => record.request_id().to_owned(),
+            (None, header) => header.as_ref().map(request_id::text).unwrap_or_default(),
+        };
         Poll::Ready(Ok(error_response(&error, &request_id)))
     }
 }
