@@ -6,7 +6,6 @@
 //! `p2c` and `PeakEwma`, themselves from Finagle): sample two targets, take the cheaper.
 
 use rand::Rng;
-use tower::load::Load;
 
 use super::health::Availability;
 use super::{Runtime, UpstreamEntry};
@@ -68,7 +67,7 @@ fn two_choices<'r>(
     if b == a {
         b = candidates[candidates.len() - 1];
     }
-    let cost = |i: usize| entry(&model.targets[i].upstream).map(|e| e.ewma.lock().load());
+    let cost = |i: usize| entry(&model.targets[i].upstream).and_then(UpstreamEntry::latency_cost);
     match (cost(a), cost(b)) {
         (Some(cost_a), Some(cost_b)) if cost_b < cost_a => Some(b),
         _ => Some(a),

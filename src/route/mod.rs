@@ -17,16 +17,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
-use tower::load::{CompleteOnResponse, PeakEwma};
+use tower::load::peak_ewma::Cost;
+use tower::load::{CompleteOnResponse, Load, PeakEwma};
 use tower::retry::budget::TpsBudget;
 use tower::Service;
 
 use crate::body::{collect_limited, full, Body, CollectError};
-use crate::config::Config;
+use crate::config::{Config, Strategy};
 use crate::dialect::json::{Layout, Text};
 use crate::error::{ErrorCode, RelayError};
 use crate::layer::auth::{KeySource, Keyring, Principal};
@@ -41,35 +43,59 @@ const DEFAULT_RTT: Duration = Duration::from_millis(500);
 /// How fast old latency samples fade (tower's PeakEwma decay).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 
+type LatencyTracker = Arc<Mutex<PeakEwma<Endpoint, CompleteOnResponse>>>;
+
 /// One upstream with the state that outlives single requests.
 pub struct UpstreamEntry {
     pub upstream: Arc<Upstream>,
     pub health: Arc<Health>,
     pub budget: Arc<TpsBudget>,
-    ewma: Arc<Mutex<PeakEwma<Endpoint, CompleteOnResponse>>>,
+    /// Its peak-EWMA latency, kept only when a `least-latency` model chooses between it and
+    /// another target: nothing else reads it, and measuring takes two clock reads, a lock and
+    /// the decay arithmetic on every attempt.
+    latency: Option<LatencyTracker>,
 }
 
 impl UpstreamEntry {
-    fn new(upstream: Arc<Upstream>, health: Arc<Health>, budget: Arc<TpsBudget>) -> Self {
-        let ewma = PeakEwma::new(
-            Endpoint(upstream.clone()),
-            DEFAULT_RTT,
-            EWMA_DECAY.as_nanos() as f64,
-            CompleteOnResponse::default(),
-        );
-        UpstreamEntry { upstream, health, budget, ewma: Arc::new(Mutex::new(ewma)) }
+    fn new(upstream: Arc<Upstream>, health: Arc<Health>, budget: Arc<TpsBudget>, track_latency: bool) -> Self {
+        let latency = track_latency.then(|| {
+            Arc::new(Mutex::new(PeakEwma::new(
+                Endpoint(upstream.clone()),
+                DEFAULT_RTT,
+                EWMA_DECAY.as_nanos() as f64,
+                CompleteOnResponse::default(),
+            )))
+        });
+        UpstreamEntry { upstream, health, budget, latency }
     }
 
-    /// The upstream as a service whose attempts feed its latency estimate and its health.
+    /// Its latency estimate (peak-EWMA), when it is tracked.
+    pub fn latency_cost(&self) -> Option<Cost> {
+        self.latency.as_ref().map(|tracker| tracker.lock().load())
+    }
+
+    /// The upstream as a service whose attempts feed its health, and its latency estimate when
+    /// that is tracked.
     pub fn balanced(&self, metrics: Arc<Metrics>) -> Balanced {
-        Balanced { ewma: self.ewma.clone(), health: self.health.clone(), metrics }
+        let attempts = match &self.latency {
+            Some(tracker) => Attempts::Measured(tracker.clone()),
+            None => Attempts::Direct(Endpoint(self.upstream.clone())),
+        };
+        Balanced { attempts, health: self.health.clone(), metrics }
     }
 }
 
-/// Attempts against one upstream, measured by peak-EWMA and observed by passive health checks.
+#[derive(Clone)]
+enum Attempts {
+    Measured(LatencyTracker),
+    Direct(Endpoint),
+}
+
+/// Attempts against one upstream, observed by passive health checks (and measured by
+/// peak-EWMA when a `least-latency` model reads it).
 #[derive(Clone)]
 pub struct Balanced {
-    ewma: Arc<Mutex<PeakEwma<Endpoint, CompleteOnResponse>>>,
+    attempts: Attempts,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 }
@@ -77,7 +103,9 @@ pub struct Balanced {
 impl Service<Call> for Balanced {
     type Response = Response<Body>;
     type Error = RelayError;
-    type Future = Observed<<PeakEwma<Endpoint, CompleteOnResponse> as Service<Call>>::Future>;
+    type Future = Observed<
+        Either<<PeakEwma<Endpoint, CompleteOnResponse> as Service<Call>>::Future, <Endpoint as Service<Call>>::Future>,
+    >;
 
     #[inline]
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
@@ -85,7 +113,10 @@ impl Service<Call> for Balanced {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        let attempt = self.ewma.lock().call(call);
+        let attempt = match &mut self.attempts {
+            Attempts::Measured(tracker) => Either::Left(tracker.lock().call(call)),
+            Attempts::Direct(endpoint) => Either::Right(endpoint.call(call)),
+        };
         Observed { attempt, health: self.health.clone(), metrics: self.metrics.clone() }
     }
 }
@@ -166,6 +197,12 @@ impl Runtime {
     /// Builds a runtime; unchanged upstreams of `previous` keep their connection pools, health
     /// and retry budgets.
     pub fn build(config: Arc<Config>, metrics: Arc<Metrics>, previous: Option<&Runtime>) -> Result<Self, RelayError> {
+        let chosen_by_latency: std::collections::BTreeSet<&str> = config
+            .models
+            .iter()
+            .filter(|model| model.strategy == Strategy::LeastLatency && model.targets.len() > 1)
+            .flat_map(|model| model.targets.iter().map(|target| target.upstream.as_str()))
+            .collect();
         let mut entries = BTreeMap::new();
         for (name, params) in &config.upstreams {
             let params = Arc::new(params.clone());
@@ -178,7 +215,8 @@ impl Runtime {
             };
             let health = old.map(|o| o.health.clone()).unwrap_or_else(|| Arc::new(Health::new(name, &metrics)));
             let budget = old.map(|o| o.budget.clone()).unwrap_or_else(|| retry::budget(&params.retry));
-            entries.insert(name.clone(), UpstreamEntry::new(Arc::new(upstream), health, budget));
+            let track_latency = chosen_by_latency.contains(name.as_str());
+            entries.insert(name.clone(), UpstreamEntry::new(Arc::new(upstream), health, budget, track_latency));
         }
         metrics.upstreams_disabled.set(config.disabled.len() as i64);
         metrics.upstream_disabled.reset();
@@ -416,4 +454,26 @@ fn metrics(runtime: &Runtime) -> Response<Body> {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_tracked_only_for_upstreams_a_least_latency_model_chooses_between() {
+        let upstream = |name: &str| {
+            format!("[upstreams.{name}]\ndialect = \"openai-completions\"\nbase_url = \"http://127.0.0.1:1/v1\"\n")
+        };
+        let source = ["fast", "slow", "solo", "ordered"].map(upstream).concat()
+            + "[[models]]\nname = \"pick\"\nstrategy = \"least-latency\"\ntargets = [{ upstream = \"fast\" }, { upstream = \"slow\" }]\n"
+            + "[[models]]\nname = \"single\"\nstrategy = \"least-latency\"\ntargets = [{ upstream = \"solo\" }]\n"
+            + "[[models]]\nname = \"chain\"\ntargets = [{ upstream = \"ordered\" }, { upstream = \"fast\" }]\n";
+        let config = Config::from_source(&source, None, &|_| None).unwrap();
+        let runtime = Runtime::build(Arc::new(config), Arc::new(Metrics::new()), None).unwrap();
+        let tracked = |name: &str| runtime.entry(name).unwrap().latency_cost().is_some();
+        assert!(tracked("fast") && tracked("slow"));
+        assert!(!tracked("solo"), "one target leaves nothing to choose");
+        assert!(!tracked("ordered"), "a failover model never reads latency");
+    }
 }
