@@ -8,7 +8,7 @@ pub mod health;
 pub mod retry;
 pub mod table;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub struct UpstreamEntry {
     pub health: Arc<Health>,
     pub budget: Arc<TpsBudget>,
     /// Its peak-EWMA latency, kept only when a `least-latency` model chooses between it and
-    /// another target: nothing else reads it, and measuring takes two clock reads, a lock and
+    /// another target: nothing else reads it, and measuring takes three clock reads, a lock and
     /// the decay arithmetic on every attempt.
     latency: Option<LatencyTracker>,
 }
@@ -197,7 +197,7 @@ impl Runtime {
     /// Builds a runtime; unchanged upstreams of `previous` keep their connection pools, health
     /// and retry budgets.
     pub fn build(config: Arc<Config>, metrics: Arc<Metrics>, previous: Option<&Runtime>) -> Result<Self, RelayError> {
-        let chosen_by_latency: std::collections::BTreeSet<&str> = config
+        let chosen_by_latency: BTreeSet<&str> = config
             .models
             .iter()
             .filter(|model| model.strategy == Strategy::LeastLatency && model.targets.len() > 1)
