@@ -65,8 +65,8 @@ impl Transport {
         }
     }
 
-    /// The transport's own future rather than one wrapping it: an attempt holds this future, and
-    /// each level of nesting is one more copy of the whole state whenever a request starts.
+    /// The client's or the pool's own future, not an async level around it that would hold the
+    /// request a second time; the attempt awaits it under its first-byte timeout.
     fn send(
         &self,
         request: Request<Full<Bytes>>,
