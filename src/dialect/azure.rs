@@ -183,13 +183,8 @@ mod tests {
         }
     }
 
-    fn ctx() -> ResponseContext {
-        ResponseContext {
-            id: "chatcmpl-x".into(),
-            created: 1,
-            upstream_model: "gpt-4o".into(),
-            client_wants_usage: false,
-        }
+    fn ctx() -> ResponseContext<'static> {
+        ResponseContext { request_id: "req_x", created: 1, upstream_model: "gpt-4o", client_wants_usage: false }
     }
 
     fn options(api_version: Option<&str>, deployment: Option<&str>) -> DialectOptions {

@@ -124,7 +124,7 @@ impl ChunkWriter {
 
     /// A writer using the context's id and model until [`ChunkWriter::identify`] says otherwise.
     pub fn for_context(ctx: &ResponseContext) -> Self {
-        ChunkWriter::new(ctx.id.clone(), ctx.upstream_model.clone(), ctx.created)
+        ChunkWriter::new(ctx.completion_id(), ctx.upstream_model.to_owned(), ctx.created)
     }
 
     /// Adopts the upstream's id and model; ignored once the first chunk is out, so every chunk
@@ -285,8 +285,8 @@ mod tests {
             .collect()
     }
 
-    fn ctx() -> ResponseContext {
-        ResponseContext { id: "chatcmpl-ctx".into(), created: 7, upstream_model: "m".into(), client_wants_usage: true }
+    fn ctx() -> ResponseContext<'static> {
+        ResponseContext { request_id: "req_ctx", created: 7, upstream_model: "m", client_wants_usage: true }
     }
 
     #[test]

@@ -161,9 +161,43 @@ impl UpstreamCall {
     }
 }
 
-/// What a response translation needs to know about the request.
+/// What a response translation needs to know about the request, borrowed from it: a
+/// pass-through response reads none of it but `client_wants_usage`, so nothing is copied or
+/// formatted until a translator asks.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseContext<'a> {
+    /// The relay's id for the request, from which [`ResponseContext::completion_id`] is made.
+    pub request_id: &'a str,
+    /// Unix seconds for `created` where the upstream gives none.
+    pub created: u64,
+    /// The model asked of the upstream, reported where the upstream names none.
+    pub upstream_model: &'a str,
+    /// Whether the client asked for the usage chunk at the end of a stream.
+    pub client_wants_usage: bool,
+}
+
+impl ResponseContext<'_> {
+    /// The `chat.completion` id to use where the upstream gives none: the request id under
+    /// OpenAI's `chatcmpl-` prefix.
+    pub fn completion_id(&self) -> String {
+        format!("chatcmpl-{}", self.request_id.strip_prefix("req_").unwrap_or(self.request_id))
+    }
+
+    /// The context with copies of its own, for a stream translator that keeps it past the
+    /// request's borrow.
+    pub fn owned(&self) -> OwnedResponseContext {
+        OwnedResponseContext {
+            id: self.completion_id(),
+            created: self.created,
+            upstream_model: self.upstream_model.to_owned(),
+            client_wants_usage: self.client_wants_usage,
+        }
+    }
+}
+
+/// A [`ResponseContext`] with its id made and its strings copied.
 #[derive(Debug, Clone)]
-pub struct ResponseContext {
+pub struct OwnedResponseContext {
     /// `chat.completion` id to use where the upstream gives none.
     pub id: String,
     /// Unix seconds for `created` where the upstream gives none.
@@ -268,6 +302,17 @@ pub fn build(kind: DialectKind, options: &DialectOptions) -> Arc<dyn Dialect> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_completion_id_is_the_request_id_under_openais_prefix() {
+        let ctx = ResponseContext { request_id: "req_7f3a", created: 9, upstream_model: "m", client_wants_usage: true };
+        assert_eq!(ctx.completion_id(), "chatcmpl-7f3a");
+        let client_chosen = ResponseContext { request_id: "trace-42", ..ctx };
+        assert_eq!(client_chosen.completion_id(), "chatcmpl-trace-42");
+        let owned = ctx.owned();
+        assert_eq!((owned.id.as_str(), owned.created, owned.upstream_model.as_str()), ("chatcmpl-7f3a", 9, "m"));
+        assert!(owned.client_wants_usage);
+    }
 
     #[test]
     fn dialect_names_round_trip() {

@@ -412,13 +412,8 @@ mod tests {
         }
     }
 
-    fn ctx(wants_usage: bool) -> ResponseContext {
-        ResponseContext {
-            id: "chatcmpl-x".into(),
-            created: 1,
-            upstream_model: "m".into(),
-            client_wants_usage: wants_usage,
-        }
+    fn ctx(wants_usage: bool) -> ResponseContext<'static> {
+        ResponseContext { request_id: "req_x", created: 1, upstream_model: "m", client_wants_usage: wants_usage }
     }
 
     fn routed(body: &str, upstream_model: &str) -> ChatRequest {

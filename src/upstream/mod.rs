@@ -377,11 +377,10 @@ impl Upstream {
                 .unwrap_or_default();
             return Err(classify::status_error(self.dialect.as_ref(), parts.status, &parts.headers, &body));
         }
-        let request_id = call.record.request_id();
         let ctx = ResponseContext {
-            id: format!("chatcmpl-{}", request_id.strip_prefix("req_").unwrap_or(request_id)),
+            request_id: call.record.request_id(),
             created: unix_now(),
-            upstream_model: chat.upstream_model.clone(),
+            upstream_model: &chat.upstream_model,
             client_wants_usage: chat.client_wants_usage,
         };
         // The body is set by the branch below; an empty one allocates nothing meanwhile.

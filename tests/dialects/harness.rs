@@ -209,11 +209,11 @@ impl Case {
 
     /// The response context the relay would build, for a client that does or does not want
     /// the usage chunk.
-    pub fn context(&self, wants_usage: bool) -> ResponseContext {
+    pub fn context(&self, wants_usage: bool) -> ResponseContext<'_> {
         ResponseContext {
-            id: "chatcmpl-case".into(),
+            request_id: "req_case",
             created: 1_700_000_000,
-            upstream_model: self.upstream_model(),
+            upstream_model: self.case["upstream_model"].as_str().unwrap_or_default(),
             client_wants_usage: wants_usage,
         }
     }

@@ -21,8 +21,8 @@ struct WireMessage {
 pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated, RelayError> {
     let message: WireMessage = serde_json::from_slice(body).map_err(|e| invalid_response("message", e, body))?;
     let mut completion = Completion {
-        id: message.id.unwrap_or_else(|| ctx.id.clone()),
-        model: message.model.unwrap_or_else(|| ctx.upstream_model.clone()),
+        id: message.id.unwrap_or_else(|| ctx.completion_id()),
+        model: message.model.unwrap_or_else(|| ctx.upstream_model.to_owned()),
         created: ctx.created,
         finish_reason: Some(finish_reason(message.stop_reason.as_deref())),
         usage: message.usage.map(WireUsage::to_usage),

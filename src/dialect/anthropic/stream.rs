@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::{arguments_string, finish_reason, invalid_response, ErrorBody, WireBlock, WireUsage};
 use crate::dialect::completion::ChunkWriter;
 use crate::dialect::framed::FrameTranslator;
-use crate::dialect::{ResponseContext, Usage};
+use crate::dialect::{OwnedResponseContext, ResponseContext, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse;
 
@@ -85,7 +85,7 @@ enum Block {
 
 /// The stream state machine.
 pub(super) struct AnthropicStream {
-    ctx: ResponseContext,
+    ctx: OwnedResponseContext,
     writer: Option<ChunkWriter>,
     blocks: HashMap<u64, Block>,
     usage: WireUsage,
@@ -97,7 +97,7 @@ pub(super) struct AnthropicStream {
 impl AnthropicStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
         AnthropicStream {
-            ctx: ctx.clone(),
+            ctx: ctx.owned(),
             writer: None,
             blocks: HashMap::new(),
             usage: WireUsage::default(),

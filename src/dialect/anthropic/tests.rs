@@ -26,11 +26,11 @@ fn translate_with(dialect: &AnthropicMessages, body: Value) -> Result<Value, Rel
     Ok(serde_json::from_slice(&call.body).unwrap())
 }
 
-fn ctx(wants_usage: bool) -> ResponseContext {
+fn ctx(wants_usage: bool) -> ResponseContext<'static> {
     ResponseContext {
-        id: "chatcmpl-ctx".into(),
+        request_id: "req_ctx",
         created: 42,
-        upstream_model: "claude-test".into(),
+        upstream_model: "claude-test",
         client_wants_usage: wants_usage,
     }
 }

@@ -63,8 +63,8 @@ struct WireReasoningText {
 pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated, RelayError> {
     let response: WireResponse = serde_json::from_slice(body).map_err(|e| invalid_response("response", e, body))?;
     let mut completion = Completion {
-        id: ctx.id.clone(),
-        model: ctx.upstream_model.clone(),
+        id: ctx.completion_id(),
+        model: ctx.upstream_model.to_owned(),
         created: ctx.created,
         finish_reason: Some(finish_reason(response.stop_reason.as_deref())),
         usage: response.usage.map(WireUsage::to_usage),

@@ -122,7 +122,7 @@ impl ConverseStream {
         ConverseStream {
             buffer: BytesMut::new(),
             decoder: MessageFrameDecoder::new(),
-            writer: ChunkWriter::new(ctx.id.clone(), ctx.upstream_model.clone(), ctx.created),
+            writer: ChunkWriter::for_context(ctx),
             client_wants_usage: ctx.client_wants_usage,
             tools: HashMap::new(),
             usage: None,

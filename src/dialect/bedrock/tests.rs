@@ -36,13 +36,8 @@ fn translate(body: Value) -> Result<Value, RelayError> {
     translate_with(&dialect(), body, NOVA)
 }
 
-fn ctx(wants_usage: bool) -> ResponseContext {
-    ResponseContext {
-        id: "chatcmpl-ctx".into(),
-        created: 42,
-        upstream_model: NOVA.into(),
-        client_wants_usage: wants_usage,
-    }
+fn ctx(wants_usage: bool) -> ResponseContext<'static> {
+    ResponseContext { request_id: "req_ctx", created: 42, upstream_model: NOVA, client_wants_usage: wants_usage }
 }
 
 fn frame(message_type: &str, kind: &str, payload: Value) -> Vec<u8> {

@@ -187,10 +187,10 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
     if let Some(error) = &response.error {
         return Err(in_band_error(error));
     }
-    let id = response.completion_id().unwrap_or_else(|| ctx.id.clone());
-    let model = response.model().unwrap_or_else(|| ctx.upstream_model.clone());
+    let id = response.completion_id().unwrap_or_else(|| ctx.completion_id());
+    let model = response.model().unwrap_or_else(|| ctx.upstream_model.to_owned());
     let usage = response.usage_metadata.as_ref().map(Usage::from);
-    let id_seed = response.response_id.clone().unwrap_or_else(|| ctx.id.clone());
+    let id_seed = response.response_id.clone().unwrap_or_else(|| ctx.completion_id());
     let block_reason = response.block_reason().map(str::to_owned);
 
     let mut completion = Completion { id, model, created: ctx.created, usage, ..Completion::default() };
@@ -284,13 +284,8 @@ fn retry_delay(error: &Value) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn ctx() -> ResponseContext {
-        ResponseContext {
-            id: "chatcmpl-ctx".into(),
-            created: 11,
-            upstream_model: "gemini-x".into(),
-            client_wants_usage: false,
-        }
+    fn ctx() -> ResponseContext<'static> {
+        ResponseContext { request_id: "req_ctx", created: 11, upstream_model: "gemini-x", client_wants_usage: false }
     }
 
     fn translate_value(body: Value) -> (Value, Option<Usage>) {

@@ -33,7 +33,7 @@ impl GeminiStream {
             writer: ChunkWriter::for_context(ctx),
             wants_usage: ctx.client_wants_usage,
             id_seed: None,
-            fallback_seed: ctx.id.clone(),
+            fallback_seed: ctx.completion_id(),
             finished: false,
             usage: None,
         }
@@ -118,11 +118,11 @@ mod tests {
     use crate::dialect::StreamTranslator;
     use serde_json::{json, Value};
 
-    fn ctx(wants_usage: bool) -> ResponseContext {
+    fn ctx(wants_usage: bool) -> ResponseContext<'static> {
         ResponseContext {
-            id: "chatcmpl-ctx".into(),
+            request_id: "req_ctx",
             created: 3,
-            upstream_model: "gemini-x".into(),
+            upstream_model: "gemini-x",
             client_wants_usage: wants_usage,
         }
     }

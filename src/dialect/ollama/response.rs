@@ -123,6 +123,7 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         .map_err(|e| RelayError::new(ErrorCode::UpstreamInvalidResponse, e.to_string()))?;
     lines.extend(decoder.finish());
 
+    let id = ctx.completion_id();
     let mut completion = Completion::default();
     let mut model = None;
     let mut last = None;
@@ -136,7 +137,7 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
             }
             for call in message.tool_calls.unwrap_or_default() {
                 let index = completion.tool_calls.len();
-                completion.tool_calls.push(tool_call(call, &ctx.id, index));
+                completion.tool_calls.push(tool_call(call, &id, index));
             }
         }
         if line.done {
@@ -149,8 +150,8 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
             format!("upstream answered 2xx without a final (done) response: {}", excerpt(body)),
         ));
     };
-    completion.id = ctx.id.clone();
-    completion.model = model.unwrap_or_else(|| ctx.upstream_model.clone());
+    completion.id = id;
+    completion.model = model.unwrap_or_else(|| ctx.upstream_model.to_owned());
     completion.created = ctx.created;
     completion.finish_reason = Some(finish_reason(done_reason.as_deref(), !completion.tool_calls.is_empty()));
     completion.usage = Some(usage);
@@ -179,7 +180,7 @@ impl OllamaStream {
         OllamaStream {
             writer: ChunkWriter::for_context(ctx),
             wants_usage: ctx.client_wants_usage,
-            id_seed: ctx.id.clone(),
+            id_seed: ctx.completion_id(),
             done: false,
             usage: None,
         }
@@ -234,13 +235,8 @@ mod tests {
     use crate::dialect::StreamTranslator;
     use serde_json::json;
 
-    fn ctx(wants_usage: bool) -> ResponseContext {
-        ResponseContext {
-            id: "chatcmpl-abc".into(),
-            created: 5,
-            upstream_model: "llama".into(),
-            client_wants_usage: wants_usage,
-        }
+    fn ctx(wants_usage: bool) -> ResponseContext<'static> {
+        ResponseContext { request_id: "req_abc", created: 5, upstream_model: "llama", client_wants_usage: wants_usage }
     }
 
     fn payloads(events: &[Bytes]) -> Vec<Value> {

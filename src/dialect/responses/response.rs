@@ -149,10 +149,10 @@ impl From<&ResponsesUsage> for Usage {
 }
 
 /// The chat-completion id for a response: `resp_x` becomes `chatcmpl-x`.
-pub(super) fn chat_id(response_id: Option<&str>, ctx: &ResponseContext) -> String {
+pub(super) fn chat_id(response_id: Option<&str>, fallback: impl FnOnce() -> String) -> String {
     match response_id.filter(|id| !id.is_empty()) {
         Some(id) => format!("chatcmpl-{}", id.strip_prefix("resp_").unwrap_or(id)),
-        None => ctx.id.clone(),
+        None => fallback(),
     }
 }
 
@@ -234,10 +234,10 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
 
     let usage = response.usage.as_ref().map(Usage::from);
     let mut completion = json!({
-        "id": chat_id(response.id.as_deref(), ctx),
+        "id": chat_id(response.id.as_deref(), || ctx.completion_id()),
         "object": "chat.completion",
         "created": ctx.created,
-        "model": response.model.as_deref().unwrap_or(&ctx.upstream_model),
+        "model": response.model.as_deref().unwrap_or(ctx.upstream_model),
         "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": finish }],
     });
     if let Some(usage) = &usage {

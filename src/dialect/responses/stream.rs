@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::super::framed::FrameTranslator;
-use super::super::{ResponseContext, Usage};
+use super::super::{OwnedResponseContext, ResponseContext, Usage};
 use super::response::{chat_id, failure, finish_reason, OutputItem, ResponseObject};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse;
@@ -55,7 +55,7 @@ struct ToolCall {
 
 /// Translates one Responses stream.
 pub(super) struct ResponsesStream {
-    ctx: ResponseContext,
+    ctx: OwnedResponseContext,
     /// Chunk id and model, fixed by the first chunk sent so every chunk carries the same.
     id: String,
     model: String,
@@ -70,10 +70,11 @@ pub(super) struct ResponsesStream {
 
 impl ResponsesStream {
     pub(super) fn new(ctx: &ResponseContext) -> Self {
+        let ctx = ctx.owned();
         ResponsesStream {
-            ctx: ctx.clone(),
             id: ctx.id.clone(),
             model: ctx.upstream_model.clone(),
+            ctx,
             identity_fixed: false,
             role_sent: false,
             tool_calls: Vec::new(),
@@ -87,7 +88,7 @@ impl ResponsesStream {
         if self.identity_fixed {
             return;
         }
-        self.id = chat_id(response.id.as_deref(), &self.ctx);
+        self.id = chat_id(response.id.as_deref(), || self.ctx.id.clone());
         if let Some(model) = response.model.as_deref().filter(|m| !m.is_empty()) {
             self.model = model.to_owned();
         }

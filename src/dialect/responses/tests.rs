@@ -16,13 +16,8 @@ fn chat(body: Value, stream: bool) -> ChatRequest {
     }
 }
 
-fn ctx(wants_usage: bool) -> ResponseContext {
-    ResponseContext {
-        id: "chatcmpl-ctx".into(),
-        created: 7,
-        upstream_model: "gpt-test".into(),
-        client_wants_usage: wants_usage,
-    }
+fn ctx(wants_usage: bool) -> ResponseContext<'static> {
+    ResponseContext { request_id: "req_ctx", created: 7, upstream_model: "gpt-test", client_wants_usage: wants_usage }
 }
 
 fn openai() -> Responses {
