@@ -12,7 +12,9 @@ samples (background-*.pct). Standard library only.
 Each measurement is run in several rounds; a figure in the summary is the best
 round for that figure (lowest latency, highest throughput, lowest CPU per
 request), since disturbance from other work only ever makes a figure worse.
-The details list every round.
+The details list every round. The targets are judged on those best-of figures,
+and again round by round (each round against the same round's nginx and direct,
+median over the rounds) as a check on how much a verdict owes to one round.
 """
 import json
 import os
@@ -131,6 +133,14 @@ def best(values, pick):
     return pick(values) if values else None
 
 
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def us(seconds):
     return None if seconds is None else seconds * 1e6
 
@@ -145,6 +155,52 @@ def fmt_signed(v, digits=0):
     if v is None:
         return "n/a"
     return f"{v:+,.{digits}f}"
+
+
+def paired_verdicts(w, p, rounds_of, rounds):
+    """The same targets judged round by round. Each round runs every path back to back, so
+    one round's relay, nginx and direct figures share that round's conditions; the best-of
+    table above takes each path's figures from whichever round suited it, and an unusually
+    quiet round for the direct path alone moves both added latencies at once."""
+    def per_round(path, m, k, key):
+        return [s[key] if s else None for s in rounds_of[(path, m, k)]]
+
+    def added(path, m, key):
+        return [None if a is None or d is None else us(a - d)
+                for a, d in zip(per_round(path, m, "rate", key), per_round("direct", m, "rate", key))]
+
+    def latency_cell(m, key, factor):
+        mine, ref = added(p, m, key), added("nginx", m, key)
+        wins = sum(1 for a, b in zip(mine, ref) if a is not None and b is not None and a <= factor * b)
+        judged = sum(1 for a, b in zip(mine, ref) if a is not None and b is not None)
+        mine_med, ref_med = median(mine), median(ref)
+        if mine_med is None or ref_med is None:
+            return "n/a"
+        if ref_med <= 0:
+            return f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs: n/a (nginx ≤ 0: noise)"
+        ok = mine_med <= factor * ref_med
+        return (f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs ({mine_med / ref_med:.2f}×, "
+                f"{wins} of {judged} rounds within) **{'PASS' if ok else 'FAIL'}**")
+
+    def throughput_cell(m):
+        ratios = [a / b for a, b in zip(per_round(p, m, "max", "rps"), per_round("nginx", m, "max", "rps"))
+                  if a is not None and b]
+        if not ratios:
+            return "n/a"
+        ratio = median(ratios)
+        spread = f"{min(ratios):.2f}–{max(ratios):.2f}"
+        ok = ratio >= RPS_FACTOR
+        return f"median {ratio:.2f}× (rounds {spread}) **{'PASS' if ok else 'FAIL'}**"
+
+    w(f"*{p}, paired by round* (a round's figures against the same round's nginx and direct; "
+      f"the median over {rounds} rounds):")
+    w("")
+    w("| Target | " + " | ".join(MODE_LABEL[m] for m in MODES) + " |")
+    w("|---|" + "---|" * len(MODES))
+    w(f"| added p50 ≤ {P50_FACTOR}× nginx | " + " | ".join(latency_cell(m, "p50", P50_FACTOR) for m in MODES) + " |")
+    w(f"| added p99 ≤ {P99_FACTOR}× nginx | " + " | ".join(latency_cell(m, "p99", P99_FACTOR) for m in MODES) + " |")
+    w(f"| max req/s ≥ {RPS_FACTOR}× nginx | " + " | ".join(throughput_cell(m) for m in MODES) + " |")
+    w("")
 
 
 def main():
@@ -369,6 +425,8 @@ def main():
         rss = "n/a" if mb is None else f"{mb:.1f} MB **{'PASS' if mb < RSS_LIMIT_MB else 'FAIL'}**"
         w(f"| peak RSS < {RSS_LIMIT_MB:g} MB (whole run) | " + " | ".join([rss] * len(MODES)) + " |")
         w("")
+        if nginx_ok and rounds > 1:
+            paired_verdicts(w, p, rounds_of, rounds)
 
     # Reading notes generated from the data.
     notes = []
