@@ -297,10 +297,16 @@ static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage
 /// Whether `data` holds the member `key` (its quoted name and colon) with a value that starts
 /// with `value_start`: one search, whatever the spacing after the colon.
 fn member_starting_with(data: &[u8], key: &Finder<'_>, value_start: u8) -> bool {
-    key.find_iter(data).any(|at| {
-        let value = &data[at + key.needle().len()..];
-        value.iter().find(|b| !b.is_ascii_whitespace()) == Some(&value_start)
-    })
+    // A loop of `find` rather than `find_iter`, whose set-up was about a third of this
+    // function's cost on a chunk-sized event.
+    let mut rest = data;
+    while let Some(at) = key.find(rest) {
+        rest = &rest[at + key.needle().len()..];
+        if rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&value_start) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Forwards OpenAI stream events as sliced from the upstream's reads.
