@@ -183,11 +183,18 @@ impl SseDecoder {
     fn scan(&mut self, buf: &[u8], from: usize) -> Scan {
         let mut line_start = from;
         loop {
-            let Some(rel) = memchr::memchr2(b'\n', b'\r', &buf[line_start..]) else {
-                if line_start < buf.len() {
-                    self.in_event = true;
-                }
-                return Scan::NeedMore(line_start);
+            // Each read usually holds one event, so its blank line and the empty rest after it
+            // are told apart by one byte, not by a search each.
+            let rel = match buf.get(line_start) {
+                None => return Scan::NeedMore(line_start),
+                Some(b'\n' | b'\r') => 0,
+                Some(_) => match memchr::memchr2(b'\n', b'\r', &buf[line_start..]) {
+                    Some(rel) => rel,
+                    None => {
+                        self.in_event = true;
+                        return Scan::NeedMore(line_start);
+                    }
+                },
             };
             let eol = line_start + rel;
             let next = if buf[eol] == b'\r' {
