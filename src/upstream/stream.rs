@@ -123,6 +123,11 @@ impl RelayStream {
         RelayError::new(code, format!("{what} after {after:?}"))
     }
 
+    fn total_timeout(&self) -> RelayError {
+        let total = self.timing.deadline.duration_since(self.record_started());
+        self.timeout(ErrorCode::UpstreamTimeoutTotal, total)
+    }
+
     /// Fills the queue with everything the upstream has already delivered (up to
     /// [`COALESCE_LIMIT`]): `Some(Ok)` when events are ready, `None` at the clean end. Events that
     /// arrived together leave together, in one write; nothing waits for data not yet arrived.
@@ -138,15 +143,17 @@ impl RelayStream {
             if self.upstream_done {
                 return ready(&self.queue).unwrap_or(Poll::Ready(None));
             }
-            if self.deadline.as_mut().poll(cx).is_ready() {
-                let total = self.timing.deadline.duration_since(self.record_started());
-                self.failed = Some(self.timeout(ErrorCode::UpstreamTimeoutTotal, total));
-                continue;
-            }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     self.last_data = Instant::now();
+                    // The total deadline is checked against the clock read for the chunk, and its
+                    // timer polled only before waiting: a timer poll per chunk cost about 120
+                    // instructions.
+                    if self.last_data >= self.timing.deadline {
+                        self.failed = Some(self.total_timeout());
+                        continue;
+                    }
                     self.read_since_yield = true;
                     if let Err(error) = self.translator.feed(data, &mut self.scratch) {
                         self.failed = Some(error);
@@ -169,6 +176,10 @@ impl RelayStream {
                     }
                 }
                 Poll::Pending => {
+                    if self.deadline.as_mut().poll(cx).is_ready() {
+                        self.failed = Some(self.total_timeout());
+                        continue;
+                    }
                     if self.handed_over && self.read_since_yield && !self.queue.is_empty() {
                         // On hyper-util's client (https upstreams) the connection runs in its
                         // own task and hands over one chunk at a time, so `Pending` here often
@@ -368,5 +379,39 @@ impl HttpBody for RelayStream {
 
     fn is_end_stream(&self) -> bool {
         self.finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+    use crate::dialect::{self, DialectKind, DialectOptions, ResponseContext};
+    use crate::error::BoxError;
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn chunks_that_arrive_past_the_total_deadline_end_the_stream_with_its_timeout() {
+        let chunk = || {
+            let event = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(event)))
+        };
+        // Every chunk is ready at once, so the upstream body never says `Pending`.
+        let upstream = StreamBody::new(futures_util::stream::iter([chunk(), chunk(), chunk()])).boxed_unsync();
+        let ctx = ResponseContext { request_id: "req_t", created: 1, upstream_model: "m", client_wants_usage: false };
+        let translator =
+            dialect::build(DialectKind::OpenAiCompletions, &DialectOptions::default()).stream_translator(&ctx);
+        let passed = Instant::now() - Duration::from_millis(5);
+        let timing = StreamTiming {
+            first_event_deadline: passed + Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            deadline: passed,
+            keepalive: Duration::from_secs(60),
+        };
+        let record = RequestRecord::start(Arc::new(Metrics::new()), "req_t".into(), http::Method::POST, "/v1/chat");
+        let mut stream = RelayStream::new(upstream, false, translator, timing, record, Arc::from("up"));
+        let error = stream.wait_first_event().await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::UpstreamTimeoutTotal);
     }
 }
