@@ -281,18 +281,12 @@ impl From<UsageJson> for Usage {
     }
 }
 
-#[derive(Deserialize)]
-struct UsageChunk {
-    #[serde(default)]
-    usage: Option<UsageJson>,
-    #[serde(default)]
-    choices: Vec<serde::de::IgnoredAny>,
-}
-
-// Every stream event is scanned for these; the searchers are built once, not per event.
+// Stream events are scanned for these (`choices` only in usage chunks); the searchers are built
+// once, not per event.
 static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\":"));
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":"));
+static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\":"));
 
 /// Whether `data` holds the member `key` (its quoted name and colon) with a value that starts
 /// with `value_start`: one search, whatever the spacing after the colon.
@@ -339,11 +333,9 @@ impl PassthroughStream {
             }
         }
         if member_starting_with(data, &USAGE, b'{') {
-            if let Ok(chunk) = serde_json::from_slice::<UsageChunk>(data) {
-                if let Some(usage) = chunk.usage {
-                    self.usage = Some(usage.into());
-                }
-                if self.strip_usage && chunk.choices.is_empty() {
+            if let Some(usage) = trailing_member(data, "usage").and_then(scan_usage) {
+                self.usage = Some(usage);
+                if self.strip_usage && has_no_choices(data) {
                     return Ok(());
                 }
             }
@@ -351,6 +343,23 @@ impl PassthroughStream {
         out.push(event.into_raw());
         Ok(())
     }
+}
+
+/// Whether a stream chunk carries no choices: every `choices` member in it, if any, is an empty
+/// array. That is the usage-only chunk `stream_options.include_usage` asks for, which a client
+/// that did not ask must not see. A search rather than a walk of the chunk's nesting: a `choices`
+/// nested deeper can only make this answer no, and the chunk is then forwarded.
+fn has_no_choices(data: &[u8]) -> bool {
+    let mut rest = data;
+    while let Some(at) = CHOICES.find(rest) {
+        rest = &rest[at + CHOICES.needle().len()..];
+        let empty_array =
+            rest.trim_ascii_start().strip_prefix(b"[").is_some_and(|inner| inner.trim_ascii_start().starts_with(b"]"));
+        if !empty_array {
+            return false;
+        }
+    }
+    true
 }
 
 /// An `{"error": {...}}` payload sent in-band by the upstream.
@@ -513,6 +522,25 @@ mod tests {
             let usage = translator.usage().unwrap();
             assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens), (3, 1, 2));
         }
+    }
+
+    #[test]
+    fn a_usage_chunk_is_hidden_only_when_it_carries_no_choices() {
+        // vLLM's continuous usage stats put `usage` on chunks that also carry choices.
+        let upstream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n\
+                        data: {\"id\":\"x\",\"choices\": [ ],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n\
+                        data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n\
+                        data: {\"choices\":[{\"delta\":{\"usage\":{\"prompt_tokens\":9}}}]}\n\n\
+                        data: [DONE]\n\n";
+        let mut translator = OpenAiChat::new(Compat::default()).stream_translator(&ctx(false));
+        let mut out = Vec::new();
+        translator.feed(Bytes::from(upstream), &mut out).unwrap();
+        let kept: Vec<_> = out.iter().map(|event| String::from_utf8_lossy(event).into_owned()).collect();
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(kept[0].contains("\"hi\"") && kept[1].contains("\"delta\":{\"usage\"") && kept[2].contains("[DONE]"));
+        // A `usage` nested in a choice is content, not the response's counts.
+        let usage = translator.usage().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 4));
     }
 
     #[test]
