@@ -8,6 +8,31 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     raw: Bytes,
+    /// What the decoder saw of the event's lines while it looked for the event's end.
+    shape: Shape,
+}
+
+/// The line structure of an event, as far as reading its data needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Shape {
+    /// No line ended yet.
+    #[default]
+    Empty,
+    /// One line, from the event's first byte to this offset, then only line breaks: nearly
+    /// every event an LLM streams.
+    OneLine(usize),
+    /// Anything else, or not known (an event cut short by the end of the stream).
+    Other,
+}
+
+impl Shape {
+    /// The shape once a non-blank line from `start` to `eol` has ended.
+    fn with_line(self, start: usize, eol: usize) -> Shape {
+        match self {
+            Shape::Empty if start == 0 => Shape::OneLine(eol),
+            _ => Shape::Other,
+        }
+    }
 }
 
 impl Event {
@@ -62,13 +87,15 @@ impl Event {
     }
 
     /// The value of an event that is one `data:` line and the line breaks that end it: nearly
-    /// every event an LLM streams. One search finds it, where walking the fields takes one per
-    /// line and an iterator chain per field, on every chunk of every stream.
+    /// every event an LLM streams. The decoder found where that line ends while it looked for the
+    /// event's end, so reading it takes no search; walking the fields takes one per line and an
+    /// iterator chain per field, on every chunk of every stream.
     fn single_data_line(&self) -> Option<&[u8]> {
-        let value = self.raw.strip_prefix(b"data:")?;
-        let value = value.strip_prefix(b" ").unwrap_or(value);
-        let end = memchr::memchr2(b'\n', b'\r', value).unwrap_or(value.len());
-        value[end..].iter().all(|&b| b == b'\n' || b == b'\r').then(|| &value[..end])
+        let Shape::OneLine(eol) = self.shape else {
+            return None;
+        };
+        let value = self.raw[..eol].strip_prefix(b"data:")?;
+        Some(value.strip_prefix(b" ").unwrap_or(value))
     }
 
     fn data_from_fields(&self) -> Option<Cow<'_, [u8]>> {
@@ -105,6 +132,8 @@ pub struct SseDecoder {
     line_start: usize,
     /// Whether the current event has a non-blank line yet.
     in_event: bool,
+    /// The current event's lines so far.
+    shape: Shape,
     max_event_bytes: usize,
 }
 
@@ -117,7 +146,7 @@ impl Default for SseDecoder {
 impl SseDecoder {
     /// A decoder that refuses events larger than `max_event_bytes`.
     pub fn new(max_event_bytes: usize) -> Self {
-        SseDecoder { pending: BytesMut::new(), line_start: 0, in_event: false, max_event_bytes }
+        SseDecoder { pending: BytesMut::new(), line_start: 0, in_event: false, shape: Shape::Empty, max_event_bytes }
     }
 
     /// Feeds one read; appends every event it completes to `out`.
@@ -128,8 +157,8 @@ impl SseDecoder {
             let mut scan_from = 0;
             loop {
                 match self.scan(&chunk, scan_from) {
-                    Scan::EventEnd(end) => {
-                        out.push(Event { raw: chunk.split_to(end) });
+                    Scan::EventEnd(end, shape) => {
+                        out.push(Event { raw: chunk.split_to(end), shape });
                         scan_from = 0;
                     }
                     Scan::NeedMore(line_start) => {
@@ -147,9 +176,9 @@ impl SseDecoder {
                 let pending = std::mem::take(&mut self.pending);
                 let pending = pending.freeze();
                 match self.scan(&pending, self.line_start) {
-                    Scan::EventEnd(end) => {
+                    Scan::EventEnd(end, shape) => {
                         let mut rest = pending;
-                        out.push(Event { raw: rest.split_to(end) });
+                        out.push(Event { raw: rest.split_to(end), shape });
                         self.pending = BytesMut::from(&rest[..]);
                         self.line_start = 0;
                     }
@@ -173,13 +202,15 @@ impl SseDecoder {
         let rest = std::mem::take(&mut self.pending);
         self.line_start = 0;
         self.in_event = false;
+        self.shape = Shape::Empty;
         let rest = rest.freeze();
         let trimmed = rest.iter().all(|b| b.is_ascii_whitespace());
-        (!trimmed).then_some(Event { raw: rest })
+        (!trimmed).then_some(Event { raw: rest, shape: Shape::Other })
     }
 
-    /// Scans lines from `from`; returns the end offset of the first complete event, or where
-    /// the next scan should resume.
+    /// Scans lines from `from`; returns the end offset and shape of the first complete event, or
+    /// where the next scan should resume. Offsets count from the start of `buf`, which is always
+    /// the start of the event being scanned.
     fn scan(&mut self, buf: &[u8], from: usize) -> Scan {
         let mut line_start = from;
         loop {
@@ -212,18 +243,19 @@ impl SseDecoder {
             if blank {
                 if self.in_event {
                     self.in_event = false;
-                    return Scan::EventEnd(next);
+                    return Scan::EventEnd(next, std::mem::take(&mut self.shape));
                 }
                 // Blank lines between events carry nothing; keep them with the next event.
                 continue;
             }
             self.in_event = true;
+            self.shape = self.shape.with_line(eol - rel, eol);
         }
     }
 }
 
 enum Scan {
-    EventEnd(usize),
+    EventEnd(usize, Shape),
     NeedMore(usize),
 }
 
@@ -304,8 +336,9 @@ mod tests {
                 raw.push_str(line);
                 raw.push_str(end);
             }
-            let event = Event { raw: Bytes::from(raw) };
-            prop_assert_eq!(event.data(), event.data_from_fields());
+            for event in decode_all(&[raw.as_bytes()]) {
+                prop_assert_eq!(event.data(), event.data_from_fields());
+            }
         }
 
         #[test]
@@ -322,6 +355,9 @@ mod tests {
             }
             parts.push(&input[last..]);
             let split = decode_all(&parts);
+            for event in &split {
+                prop_assert_eq!(event.data(), event.data_from_fields());
+            }
             let data = |events: &[Event]| events.iter().map(|e| e.data().map(|d| d.to_vec())).collect::<Vec<_>>();
             prop_assert_eq!(data(&whole), data(&split));
             let raw = |events: &[Event]| events.iter().flat_map(|e| e.raw().to_vec()).collect::<Vec<u8>>();
