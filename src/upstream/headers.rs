@@ -47,33 +47,68 @@ const SDK_FINGERPRINT_PREFIX: &str = "x-stainless-";
 /// request (agent, credentials) built once per config rather than per request.
 #[derive(Debug, Clone)]
 pub struct OutgoingHeaders {
-    user_agent: Option<HeaderValue>,
-    auth: Option<(HeaderName, HeaderValue)>,
+    /// The headers the relay itself sends on every request, `remove` and `set` already applied:
+    /// one map for requests answered with JSON, one for streams. A request's headers start as a
+    /// clone of one, which costs less than inserting them one by one.
+    fixed_json: HeaderMap,
+    fixed_stream: HeaderMap,
+    /// Names a dialect's own headers may not replace: the configured `set` and the credentials.
+    dialect_may_not_set: Vec<HeaderName>,
     keep_sdk_headers: bool,
     remove: Vec<Glob>,
-    set: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl OutgoingHeaders {
     /// The policy of `upstream`.
     pub fn new(upstream: &UpstreamParams) -> Self {
+        let user_agent = HeaderValue::try_from(upstream.user_agent.as_str()).ok();
+        let auth = upstream.api_key.as_ref().and_then(|key| auth_header(upstream.auth, key));
+        let remove = upstream.headers_remove.clone();
+        let fixed = |accept: &'static str| {
+            // A clone keeps the room: the client's headers, `host` and hyper's `content-length`
+            // are added to it without the map growing.
+            let mut headers = HeaderMap::with_capacity(16);
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            if let Some(agent) = &user_agent {
+                headers.insert(header::USER_AGENT, agent.clone());
+            }
+            if let Some((name, value)) = &auth {
+                headers.insert(name.clone(), value.clone());
+            }
+            let doomed: Vec<HeaderName> = headers.keys().filter(|name| removed(&remove, name)).cloned().collect();
+            for name in doomed {
+                headers.remove(name);
+            }
+            for (name, value) in &upstream.headers_set {
+                headers.insert(name.clone(), value.clone());
+            }
+            headers
+        };
+        let mut dialect_may_not_set: Vec<HeaderName> =
+            upstream.headers_set.iter().map(|(name, _)| name.clone()).collect();
+        dialect_may_not_set.extend(auth.as_ref().map(|(name, _)| name.clone()));
         OutgoingHeaders {
-            user_agent: HeaderValue::try_from(upstream.user_agent.as_str()).ok(),
-            auth: upstream.api_key.as_ref().and_then(|key| auth_header(upstream.auth, key)),
+            fixed_json: fixed("application/json"),
+            fixed_stream: fixed("text/event-stream"),
+            dialect_may_not_set,
             keep_sdk_headers: upstream.keep_sdk_headers,
-            remove: upstream.headers_remove.clone(),
-            set: upstream.headers_set.clone(),
+            remove,
         }
     }
 
-    /// The headers for a request to the upstream, from the client's.
+    /// The headers for a request to the upstream, from the client's. What wins when two set
+    /// the same name: the configured `set`, then the credentials, the dialect's own headers, the
+    /// relay's agent and content headers, and last the client's; `remove` applies to all but
+    /// `set`.
     pub fn to_upstream(
         &self,
         client: &HeaderMap,
         dialect_headers: &[(HeaderName, HeaderValue)],
         stream: bool,
     ) -> HeaderMap {
-        let mut headers = HeaderMap::with_capacity(client.len() + 8);
+        let fixed = if stream { &self.fixed_stream } else { &self.fixed_json };
+        let mut headers = fixed.clone();
         for (name, value) in client {
             let name_str = name.as_str();
             if NOT_FORWARDED.contains(&name_str) {
@@ -82,37 +117,22 @@ impl OutgoingHeaders {
             if !self.keep_sdk_headers && name_str.starts_with(SDK_FINGERPRINT_PREFIX) {
                 continue;
             }
+            if removed(&self.remove, name) || fixed.contains_key(name) {
+                continue;
+            }
             headers.append(name.clone(), value.clone());
         }
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
-        );
-        if let Some(agent) = &self.user_agent {
-            headers.insert(header::USER_AGENT, agent.clone());
-        }
         for (name, value) in dialect_headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        if let Some((name, value)) = &self.auth {
-            headers.insert(name.clone(), value.clone());
-        }
-        if !self.remove.is_empty() {
-            let doomed: Vec<HeaderName> = headers
-                .keys()
-                .filter(|name| self.remove.iter().any(|glob| glob.matches(name.as_str())))
-                .cloned()
-                .collect();
-            for name in doomed {
-                headers.remove(name);
+            if !removed(&self.remove, name) && !self.dialect_may_not_set.contains(name) {
+                headers.insert(name.clone(), value.clone());
             }
-        }
-        for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
         }
         headers
     }
+}
+
+fn removed(remove: &[Glob], name: &HeaderName) -> bool {
+    remove.iter().any(|glob| glob.matches(name.as_str()))
 }
 
 fn auth_header(style: AuthStyle, key: &Secret) -> Option<(HeaderName, HeaderValue)> {
@@ -196,6 +216,38 @@ mod tests {
         assert_eq!(headers["x-team"], "blue");
         assert!(headers.get("x-custom").is_none());
         assert_eq!(headers["accept"], "text/event-stream");
+    }
+
+    #[test]
+    fn set_beats_credentials_beat_the_dialect_beats_the_relay_and_the_client() {
+        let params = upstream(
+            "headers.set = { \"x-team\" = \"blue\" }\nheaders.remove = [\"x-drop*\", \"x-custom\"]\n",
+        );
+        let dialect = [
+            (HeaderName::from_static("x-team"), HeaderValue::from_static("dialect")),
+            (header::AUTHORIZATION, HeaderValue::from_static("Bearer dialect")),
+            (header::ACCEPT, HeaderValue::from_static("application/x-ndjson")),
+            (HeaderName::from_static("x-request-id"), HeaderValue::from_static("dialect-id")),
+            (HeaderName::from_static("x-dropped"), HeaderValue::from_static("dialect")),
+        ];
+        let mut client = client_headers();
+        client.insert("x-team", HeaderValue::from_static("client"));
+        let headers = OutgoingHeaders::new(&params).to_upstream(&client, &dialect, false);
+        assert_eq!(headers.get_all("x-team").iter().collect::<Vec<_>>(), ["blue"]);
+        assert_eq!(headers["authorization"], "Bearer upstream-key");
+        assert_eq!(headers["accept"], "application/x-ndjson");
+        assert_eq!(headers.get_all("x-request-id").iter().collect::<Vec<_>>(), ["dialect-id"]);
+        assert!(headers.get("x-dropped").is_none());
+        assert!(headers.get("x-custom").is_none());
+        assert_eq!(headers["content-type"], "application/json");
+    }
+
+    #[test]
+    fn a_removed_agent_is_not_sent_at_all() {
+        let params = upstream("headers.remove = [\"user-*\"]\n");
+        let headers = OutgoingHeaders::new(&params).to_upstream(&client_headers(), &[], false);
+        assert!(headers.get("user-agent").is_none());
+        assert_eq!(headers["authorization"], "Bearer upstream-key");
     }
 
     #[test]
