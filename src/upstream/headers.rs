@@ -220,9 +220,8 @@ mod tests {
 
     #[test]
     fn set_beats_credentials_beat_the_dialect_beats_the_relay_and_the_client() {
-        let params = upstream(
-            "headers.set = { \"x-team\" = \"blue\" }\nheaders.remove = [\"x-drop*\", \"x-custom\"]\n",
-        );
+        let params =
+            upstream("headers.set = { \"x-team\" = \"blue\" }\nheaders.remove = [\"x-drop*\", \"x-custom\"]\n");
         let dialect = [
             (HeaderName::from_static("x-team"), HeaderValue::from_static("dialect")),
             (header::AUTHORIZATION, HeaderValue::from_static("Bearer dialect")),
