@@ -6,7 +6,6 @@
 //! ends it with an in-band `data: {"error": ...}` event and no `[DONE]`, so SDKs raise instead of
 //! returning a truncated answer as complete.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -44,8 +43,10 @@ pub struct StreamTiming {
 pub struct RelayStream {
     upstream: UpstreamBody,
     translator: Box<dyn StreamTranslator>,
-    queue: VecDeque<Bytes>,
-    scratch: Vec<Bytes>,
+    /// Client events ready to send; the translator appends to it and a frame takes it all.
+    queue: Vec<Bytes>,
+    /// The bytes in `queue`, against [`COALESCE_LIMIT`].
+    queued_bytes: usize,
     timing: StreamTiming,
     /// Armed lazily: chunks only record `last_data`; the timer is moved when it fires early.
     idle_timer: Pin<Box<Sleep>>,
@@ -85,8 +86,8 @@ impl RelayStream {
         RelayStream {
             upstream,
             translator,
-            queue: VecDeque::new(),
-            scratch: Vec::new(),
+            queue: Vec::new(),
+            queued_bytes: 0,
             idle_timer: Box::pin(tokio::time::sleep_until(timing.first_event_deadline.min(timing.deadline))),
             keepalive_timer: Box::pin(tokio::time::sleep_until(now + timing.keepalive)),
             last_data: now,
@@ -132,12 +133,12 @@ impl RelayStream {
     /// [`COALESCE_LIMIT`]): `Some(Ok)` when events are ready, `None` at the clean end. Events that
     /// arrived together leave together, in one write; nothing waits for data not yet arrived.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), RelayError>>> {
-        let ready = |queue: &VecDeque<Bytes>| if queue.is_empty() { None } else { Some(Poll::Ready(Some(Ok(())))) };
+        let ready = |queue: &Vec<Bytes>| if queue.is_empty() { None } else { Some(Poll::Ready(Some(Ok(())))) };
         loop {
             if let Some(error) = self.queue.is_empty().then(|| self.failed.take()).flatten() {
                 return Poll::Ready(Some(Err(error)));
             }
-            if self.failed.is_some() || self.queue.iter().map(Bytes::len).sum::<usize>() >= COALESCE_LIMIT {
+            if self.failed.is_some() || self.queued_bytes >= COALESCE_LIMIT {
                 return Poll::Ready(Some(Ok(())));
             }
             if self.upstream_done {
@@ -155,10 +156,11 @@ impl RelayStream {
                         continue;
                     }
                     self.read_since_yield = true;
-                    if let Err(error) = self.translator.feed(data, &mut self.scratch) {
+                    let before = self.queue.len();
+                    if let Err(error) = self.translator.feed(data, &mut self.queue) {
                         self.failed = Some(error);
                     }
-                    self.take_scratch();
+                    self.count_queued(before);
                 }
                 Poll::Ready(Some(Err(error))) => {
                     let message = format!("the upstream connection failed mid-stream: {error}");
@@ -167,10 +169,11 @@ impl RelayStream {
                 Poll::Ready(None) => {
                     self.upstream_done = true;
                     self.record.add_upstream_wait(self.opened.elapsed());
-                    if let Err(error) = self.translator.finish(&mut self.scratch) {
+                    let before = self.queue.len();
+                    if let Err(error) = self.translator.finish(&mut self.queue) {
                         self.failed = Some(error);
                     }
-                    self.take_scratch();
+                    self.count_queued(before);
                     if let Some(usage) = self.translator.usage() {
                         self.record.set_usage(usage);
                     }
@@ -219,26 +222,29 @@ impl RelayStream {
         Instant::from_std(self.record.started())
     }
 
-    fn take_scratch(&mut self) {
-        if self.scratch.is_empty() {
+    /// Accounts for the events the translator queued from index `from` on.
+    fn count_queued(&mut self, from: usize) {
+        let added = &self.queue[from..];
+        if added.is_empty() {
             return;
         }
+        self.queued_bytes += added.iter().map(Bytes::len).sum::<usize>();
         if !self.flowing {
             self.flowing = true;
             self.record.mark_first_token();
             let next = Instant::now() + self.timing.idle;
             self.idle_timer.as_mut().reset(next);
         }
-        self.queue.extend(self.scratch.drain(..));
     }
 
     /// Everything ready to send, as one frame: events that arrived in one read leave in one
     /// write instead of one write (and one chunk header) each.
     fn take_queued(&mut self) -> Option<Bytes> {
+        let bytes = std::mem::take(&mut self.queued_bytes);
         if self.queue.len() <= 1 {
-            return self.queue.pop_front();
+            return self.queue.pop();
         }
-        let mut joined = bytes::BytesMut::with_capacity(self.queue.iter().map(Bytes::len).sum());
+        let mut joined = bytes::BytesMut::with_capacity(bytes);
         for event in self.queue.drain(..) {
             joined.extend_from_slice(&event);
         }
@@ -359,6 +365,7 @@ impl HttpBody for RelayStream {
             }
             Poll::Ready(Some(Err(error))) => {
                 this.queue.clear();
+                this.queued_bytes = 0;
                 Poll::Ready(Some(Ok(Frame::data(this.fail(error)))))
             }
             Poll::Pending => {
@@ -391,6 +398,41 @@ mod tests {
     use crate::error::BoxError;
     use crate::metrics::Metrics;
 
+    fn relay(upstream: UpstreamBody, deadline: Instant) -> RelayStream {
+        let ctx = ResponseContext { request_id: "req_t", created: 1, upstream_model: "m", client_wants_usage: false };
+        let translator =
+            dialect::build(DialectKind::OpenAiCompletions, &DialectOptions::default()).stream_translator(&ctx);
+        let timing = StreamTiming {
+            first_event_deadline: Instant::now() + Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            deadline,
+            keepalive: Duration::from_secs(60),
+        };
+        let record = RequestRecord::start(Arc::new(Metrics::new()), "req_t".into(), http::Method::POST, "/v1/chat");
+        RelayStream::new(upstream, false, translator, timing, record, Arc::from("up"))
+    }
+
+    #[tokio::test]
+    async fn events_that_arrived_together_leave_together_up_to_the_coalescing_limit() {
+        let event =
+            format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n", "x".repeat(8000));
+        let mut sent = vec![event.clone(); 20];
+        sent.push("data: [DONE]\n\n".to_owned());
+        let chunks: Vec<Result<_, BoxError>> = sent.iter().map(|e| Ok(Frame::data(Bytes::from(e.clone())))).collect();
+        // Every chunk is ready at once, as when one read brought them all.
+        let upstream = StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+        let mut stream = relay(upstream, Instant::now() + Duration::from_secs(60));
+        let mut frames = Vec::new();
+        while let Some(frame) = stream.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        let per_frame = COALESCE_LIMIT.div_ceil(event.len());
+        let sizes: Vec<usize> = frames.iter().map(Bytes::len).collect();
+        assert_eq!(frames.len(), 20_usize.div_ceil(per_frame), "{sizes:?}");
+        assert!(frames[..frames.len() - 1].iter().all(|frame| frame.len() == per_frame * event.len()), "{sizes:?}");
+        assert_eq!(frames.concat(), sent.concat().into_bytes());
+    }
+
     #[tokio::test]
     async fn chunks_that_arrive_past_the_total_deadline_end_the_stream_with_its_timeout() {
         let chunk = || {
@@ -399,18 +441,7 @@ mod tests {
         };
         // Every chunk is ready at once, so the upstream body never says `Pending`.
         let upstream = StreamBody::new(futures_util::stream::iter([chunk(), chunk(), chunk()])).boxed_unsync();
-        let ctx = ResponseContext { request_id: "req_t", created: 1, upstream_model: "m", client_wants_usage: false };
-        let translator =
-            dialect::build(DialectKind::OpenAiCompletions, &DialectOptions::default()).stream_translator(&ctx);
-        let passed = Instant::now() - Duration::from_millis(5);
-        let timing = StreamTiming {
-            first_event_deadline: passed + Duration::from_secs(60),
-            idle: Duration::from_secs(60),
-            deadline: passed,
-            keepalive: Duration::from_secs(60),
-        };
-        let record = RequestRecord::start(Arc::new(Metrics::new()), "req_t".into(), http::Method::POST, "/v1/chat");
-        let mut stream = RelayStream::new(upstream, false, translator, timing, record, Arc::from("up"));
+        let mut stream = relay(upstream, Instant::now() - Duration::from_millis(5));
         let error = stream.wait_first_event().await.unwrap_err();
         assert_eq!(error.code, ErrorCode::UpstreamTimeoutTotal);
     }
