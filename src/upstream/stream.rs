@@ -35,7 +35,7 @@ pub struct StreamTiming {
     pub idle: Duration,
     /// End of the whole request.
     pub deadline: Instant,
-    /// Silence after which a keep-alive comment is sent to the client.
+    /// Silence after which a keep-alive comment is sent to the client; zero sends none.
     pub keepalive: Duration,
 }
 
@@ -48,13 +48,14 @@ pub struct RelayStream {
     /// The bytes in `queue`, against [`COALESCE_LIMIT`].
     queued_bytes: usize,
     timing: StreamTiming,
-    /// Armed lazily: chunks only record `last_data`; the timer is moved when it fires early.
-    idle_timer: Pin<Box<Sleep>>,
+    /// One timer for every limit (first event or idle gap, keep-alive, total deadline), armed
+    /// at or before the earliest and moved on when it fires early: a chunk only records the
+    /// clock. Polling three timers each time the upstream had nothing more cost more than the
+    /// rest of the wait (callgrind, chunks arriving 2 ms apart).
+    timer: Pin<Box<Sleep>>,
     last_data: Instant,
-    /// Likewise lazy, against `last_sent`.
-    keepalive_timer: Pin<Box<Sleep>>,
+    /// When events or a keep-alive were last queued for the client.
     last_sent: Instant,
-    deadline: Pin<Box<Sleep>>,
     upstream_done: bool,
     /// A failure seen after events that are still to be sent; reported once they are.
     failed: Option<RelayError>,
@@ -88,11 +89,9 @@ impl RelayStream {
             translator,
             queue: Vec::new(),
             queued_bytes: 0,
-            idle_timer: Box::pin(tokio::time::sleep_until(timing.first_event_deadline.min(timing.deadline))),
-            keepalive_timer: Box::pin(tokio::time::sleep_until(now + timing.keepalive)),
+            timer: Box::pin(tokio::time::sleep_until(timing.first_event_deadline.min(timing.deadline))),
             last_data: now,
             last_sent: now,
-            deadline: Box::pin(tokio::time::sleep_until(timing.deadline)),
             timing,
             upstream_done: false,
             failed: None,
@@ -148,8 +147,8 @@ impl RelayStream {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     self.last_data = Instant::now();
-                    // The total deadline is checked against the clock read for the chunk, and its
-                    // timer polled only before waiting: a timer poll per chunk cost about 120
+                    // The total deadline is checked against the clock read for the chunk; the
+                    // timer is polled only before waiting: a timer poll per chunk cost about 120
                     // instructions.
                     if self.last_data >= self.timing.deadline {
                         self.failed = Some(self.total_timeout());
@@ -179,10 +178,6 @@ impl RelayStream {
                     }
                 }
                 Poll::Pending => {
-                    if self.deadline.as_mut().poll(cx).is_ready() {
-                        self.failed = Some(self.total_timeout());
-                        continue;
-                    }
                     if self.handed_over && self.read_since_yield && !self.queue.is_empty() {
                         // On hyper-util's client (https upstreams) the connection runs in its
                         // own task and hands over one chunk at a time, so `Pending` here often
@@ -199,23 +194,54 @@ impl RelayStream {
                     if let Some(ready) = ready(&self.queue) {
                         return ready;
                     }
-                    while self.idle_timer.as_mut().poll(cx).is_ready() {
-                        if !self.flowing {
+                    while self.timer.as_mut().poll(cx).is_ready() {
+                        let now = Instant::now();
+                        if now >= self.timing.deadline {
+                            return Poll::Ready(Some(Err(self.total_timeout())));
+                        }
+                        if !self.flowing && now >= self.timing.first_event_deadline {
                             let waited = self.timing.first_event_deadline.duration_since(self.record_started());
                             return Poll::Ready(Some(Err(self.timeout(ErrorCode::UpstreamTimeoutFirstByte, waited))));
                         }
-                        let due = self.last_data + self.timing.idle;
-                        if Instant::now() >= due {
+                        if self.flowing && now >= self.last_data + self.timing.idle {
                             return Poll::Ready(Some(Err(
                                 self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle)
                             )));
                         }
-                        self.idle_timer.as_mut().reset(due);
+                        if self.keepalive_due().is_some_and(|due| now >= due) {
+                            let comment = sse::comment("keep-alive");
+                            self.queued_bytes += comment.len();
+                            self.queue.push(comment);
+                            self.last_sent = now;
+                            self.rearm();
+                            return Poll::Ready(Some(Ok(())));
+                        }
+                        self.rearm();
                     }
                     return Poll::Pending;
                 }
             }
         }
+    }
+
+    /// When a keep-alive comment is next due: only once the stream flows (the client has its
+    /// headers), and never with a zero interval.
+    fn keepalive_due(&self) -> Option<Instant> {
+        (self.flowing && !self.timing.keepalive.is_zero()).then(|| self.last_sent + self.timing.keepalive)
+    }
+
+    fn rearm(&mut self) {
+        let due = self.next_due();
+        self.timer.as_mut().reset(due);
+    }
+
+    /// The earliest limit: the first event's deadline or the idle gap's end, a keep-alive, the
+    /// total deadline.
+    fn next_due(&self) -> Instant {
+        let wait_limit =
+            if self.flowing { self.last_data + self.timing.idle } else { self.timing.first_event_deadline };
+        let due = wait_limit.min(self.timing.deadline);
+        self.keepalive_due().map_or(due, |keepalive| keepalive.min(due))
     }
 
     fn record_started(&self) -> Instant {
@@ -229,11 +255,13 @@ impl RelayStream {
             return;
         }
         self.queued_bytes += added.iter().map(Bytes::len).sum::<usize>();
+        self.last_sent = self.last_data;
         if !self.flowing {
             self.flowing = true;
             self.record.mark_first_token();
-            let next = Instant::now() + self.timing.idle;
-            self.idle_timer.as_mut().reset(next);
+            // The limits change from the first event's deadline to the idle gap and the
+            // keep-alive, either of which may come sooner.
+            self.rearm();
         }
     }
 
@@ -355,10 +383,7 @@ impl HttpBody for RelayStream {
             return Poll::Ready(None);
         }
         match this.poll_fill(cx) {
-            Poll::Ready(Some(Ok(()))) => {
-                this.last_sent = Instant::now();
-                Poll::Ready(this.take_queued().map(|events| Ok(Frame::data(events))))
-            }
+            Poll::Ready(Some(Ok(()))) => Poll::Ready(this.take_queued().map(|events| Ok(Frame::data(events)))),
             Poll::Ready(None) => {
                 this.finished = true;
                 Poll::Ready(None)
@@ -368,19 +393,7 @@ impl HttpBody for RelayStream {
                 this.queued_bytes = 0;
                 Poll::Ready(Some(Ok(Frame::data(this.fail(error)))))
             }
-            Poll::Pending => {
-                while this.keepalive_timer.as_mut().poll(cx).is_ready() {
-                    let now = Instant::now();
-                    let due = this.last_sent + this.timing.keepalive;
-                    if now >= due {
-                        this.last_sent = now;
-                        this.keepalive_timer.as_mut().reset(now + this.timing.keepalive);
-                        return Poll::Ready(Some(Ok(Frame::data(sse::comment("keep-alive")))));
-                    }
-                    this.keepalive_timer.as_mut().reset(due);
-                }
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -391,6 +404,7 @@ impl HttpBody for RelayStream {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
     use http_body_util::{BodyExt, StreamBody};
 
     use super::*;
@@ -398,18 +412,99 @@ mod tests {
     use crate::error::BoxError;
     use crate::metrics::Metrics;
 
+    const EVENT: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
     fn relay(upstream: UpstreamBody, deadline: Instant) -> RelayStream {
-        let ctx = ResponseContext { request_id: "req_t", created: 1, upstream_model: "m", client_wants_usage: false };
-        let translator =
-            dialect::build(DialectKind::OpenAiCompletions, &DialectOptions::default()).stream_translator(&ctx);
         let timing = StreamTiming {
             first_event_deadline: Instant::now() + Duration::from_secs(60),
             idle: Duration::from_secs(60),
             deadline,
             keepalive: Duration::from_secs(60),
         };
+        relay_timed(upstream, timing)
+    }
+
+    fn relay_timed(upstream: UpstreamBody, timing: StreamTiming) -> RelayStream {
+        let ctx = ResponseContext { request_id: "req_t", created: 1, upstream_model: "m", client_wants_usage: false };
+        let translator =
+            dialect::build(DialectKind::OpenAiCompletions, &DialectOptions::default()).stream_translator(&ctx);
         let record = RequestRecord::start(Arc::new(Metrics::new()), "req_t".into(), http::Method::POST, "/v1/chat");
         RelayStream::new(upstream, false, translator, timing, record, Arc::from("up"))
+    }
+
+    /// An upstream that sends each event after its gap.
+    fn dripping(events: Vec<(u64, &'static str)>) -> UpstreamBody {
+        let frames = futures_util::stream::iter(events).then(|(gap_ms, event)| async move {
+            tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(event.as_bytes())))
+        });
+        StreamBody::new(frames).boxed_unsync()
+    }
+
+    fn timing(first_event_ms: u64, idle_ms: u64, keepalive_ms: u64) -> StreamTiming {
+        let now = Instant::now();
+        StreamTiming {
+            first_event_deadline: now + Duration::from_millis(first_event_ms),
+            idle: Duration::from_millis(idle_ms),
+            deadline: now + Duration::from_secs(3600),
+            keepalive: Duration::from_millis(keepalive_ms),
+        }
+    }
+
+    /// Everything the client receives, after the first event was waited for.
+    async fn received(mut stream: RelayStream) -> Vec<String> {
+        stream.wait_first_event().await.unwrap();
+        let mut frames = Vec::new();
+        while let Some(frame) = stream.frame().await {
+            frames.push(String::from_utf8(frame.unwrap().into_data().unwrap().to_vec()).unwrap());
+        }
+        frames
+    }
+
+    fn keepalives(frames: &[String]) -> usize {
+        frames.iter().filter(|frame| frame.as_str() == ": keep-alive\n\n").count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silence_is_filled_with_a_keepalive_per_interval() {
+        let upstream = dripping(vec![(0, EVENT), (350, DONE)]);
+        let frames = received(relay_timed(upstream, timing(1_000, 1_000, 100))).await;
+        assert_eq!(keepalives(&frames), 3, "{frames:?}");
+        assert_eq!(frames.first().map(String::as_str), Some(EVENT));
+        assert_eq!(frames.last().map(String::as_str), Some(DONE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_keepalive_interval_sends_none() {
+        let upstream = dripping(vec![(0, EVENT), (350, DONE)]);
+        let frames = received(relay_timed(upstream, timing(1_000, 1_000, 0))).await;
+        assert_eq!(frames, [EVENT, DONE]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalives_do_not_hold_off_the_idle_timeout() {
+        let upstream = dripping(vec![(0, EVENT), (10_000, DONE)]);
+        let frames = received(relay_timed(upstream, timing(1_000, 250, 100))).await;
+        assert_eq!(keepalives(&frames), 2, "{frames:?}");
+        let last = frames.last().unwrap();
+        assert!(last.contains("upstream_timeout_idle") && !frames.iter().any(|f| f == DONE), "{frames:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_keepalive_is_sent_before_the_first_event() {
+        let upstream = dripping(vec![(500, EVENT), (100, DONE)]);
+        let frames = received(relay_timed(upstream, timing(1_000, 5_000, 80))).await;
+        assert_eq!(frames.first().map(String::as_str), Some(EVENT), "{frames:?}");
+        assert_eq!(keepalives(&frames), 1, "{frames:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_event_deadline_holds_whatever_the_keepalive_interval() {
+        let upstream = dripping(vec![(1_000, EVENT), (0, DONE)]);
+        let mut stream = relay_timed(upstream, timing(200, 5_000, 50));
+        let error = stream.wait_first_event().await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::UpstreamTimeoutFirstByte);
     }
 
     #[tokio::test]
