@@ -22,6 +22,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -37,9 +38,19 @@ thread_local! {
 }
 
 /// The waker a [`Gated`] future hands to what it polls.
-#[derive(Default)]
 struct Gate {
     task: AtomicWaker,
+    /// Tells gates apart for [`WakeCount`], where an address could be reused.
+    id: u64,
+    /// Wake-ups passed on to the task so far.
+    wakes: AtomicU64,
+}
+
+impl Gate {
+    fn new() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Gate { task: AtomicWaker::new(), id: NEXT_ID.fetch_add(1, Ordering::Relaxed), wakes: AtomicU64::new(0) }
+    }
 }
 
 /// Looks at the gate of the task being polled on this thread, leaving it in place.
@@ -67,6 +78,7 @@ impl Wake for Gate {
         if HOLDING.get() && self.is_polling() {
             HELD.set(true);
         } else {
+            self.wakes.fetch_add(1, Ordering::Release);
             self.task.wake();
         }
     }
@@ -84,7 +96,7 @@ pin_project_lite::pin_project! {
 
 impl<F> Gated<F> {
     pub fn new(inner: F) -> Self {
-        let gate = Arc::new(Gate::default());
+        let gate = Arc::new(Gate::new());
         let waker = Waker::from(Arc::clone(&gate));
         Gated { inner, gate, waker }
     }
@@ -99,6 +111,24 @@ impl<F: Future> Future for Gated<F> {
         let _polling = Polling(POLLING.replace(Some(Arc::clone(this.gate))));
         this.inner.poll(&mut Context::from_waker(this.waker))
     }
+}
+
+/// Which [`Gated`] task a waker belongs to and how many wake-ups had reached it when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeCount {
+    gate: u64,
+    wakes: u64,
+}
+
+/// The wake-up count of the task being polled on this thread, when it is a [`Gated`] task and
+/// `waker` is the one it handed down. If the count read just before a read said `Pending` is
+/// still the count, nothing that read waits for has happened: polling it again would only say
+/// `Pending` again. `None` elsewhere, where nothing can be told.
+pub fn wake_count(waker: &Waker) -> Option<WakeCount> {
+    with_polling(|current| {
+        let gate = current.filter(|gate| std::ptr::eq(waker.data(), Arc::as_ptr(gate).cast()))?;
+        Some(WakeCount { gate: gate.id, wakes: gate.wakes.load(Ordering::Acquire) })
+    })
 }
 
 /// Puts back the task that was being polled on this thread before, even if the poll panicked:
@@ -304,5 +334,36 @@ mod tests {
             ((), false)
         });
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_wake_count_moves_with_wakes_that_reach_the_task_and_only_for_its_own_waker() {
+        let mut seen = Vec::new();
+        wakes_reaching_the_task(|cx| {
+            let own = cx.waker().clone();
+            seen.push(wake_count(&own));
+            // Held, then dropped with the completed read: the task is not woken.
+            hold(|| {
+                own.wake_by_ref();
+                ((), false)
+            });
+            seen.push(wake_count(&own));
+            own.wake_by_ref();
+            seen.push(wake_count(&own));
+            seen.push(wake_count(Waker::noop()));
+        });
+        let counts: Vec<Option<u64>> = seen.iter().map(|count| count.map(|c| c.wakes)).collect();
+        assert_eq!(counts, [Some(0), Some(0), Some(1), None]);
+        assert_eq!(wake_count(Waker::noop()), None, "outside a Gated task nothing can be told");
+    }
+
+    #[test]
+    fn two_tasks_never_share_a_wake_count() {
+        let mut first = None;
+        let mut second = None;
+        wakes_reaching_the_task(|cx| first = wake_count(cx.waker()));
+        wakes_reaching_the_task(|cx| second = wake_count(cx.waker()));
+        assert!(first.is_some() && second.is_some());
+        assert_ne!(first, second);
     }
 }

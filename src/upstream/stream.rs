@@ -19,9 +19,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::UpstreamBody;
 use crate::dialect::StreamTranslator;
-use crate::error::{ErrorCode, RelayError};
+use crate::error::{BoxError, ErrorCode, RelayError};
 use crate::record::RequestRecord;
 use crate::sse;
+use crate::wake::{self, WakeCount};
 
 /// Events already read are joined into one write up to this size.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -66,6 +67,9 @@ pub struct RelayStream {
     handed_over: bool,
     /// Data arrived since the body last gave the upstream connection a turn (see `poll_fill`).
     read_since_yield: bool,
+    /// The task's wake-up count (see [`wake::wake_count`]) just before the upstream last said
+    /// `Pending`; `None` once it said anything else, or where wake-ups cannot be counted.
+    upstream_pending_at: Option<WakeCount>,
     record: Arc<RequestRecord>,
     upstream_name: Arc<str>,
     opened: Instant,
@@ -99,6 +103,7 @@ impl RelayStream {
             flowing: false,
             handed_over,
             read_since_yield: false,
+            upstream_pending_at: None,
             record,
             upstream_name,
             opened: now,
@@ -143,7 +148,7 @@ impl RelayStream {
             if self.upstream_done {
                 return ready(&self.queue).unwrap_or(Poll::Ready(None));
             }
-            match Pin::new(&mut self.upstream).poll_frame(cx) {
+            match self.poll_upstream(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     self.last_data = Instant::now();
@@ -222,6 +227,20 @@ impl RelayStream {
                 }
             }
         }
+    }
+
+    /// The upstream's next frame. After the frame a client write follows, hyper polls the body
+    /// again at once; when nothing has woken the task since the upstream said `Pending`, that
+    /// poll would only drive the upstream connection through a read that finds nothing, about a
+    /// third of a slowly streamed chunk's cost, so it is answered without one.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let wakes = wake::wake_count(cx.waker());
+        if wakes.is_some() && wakes == self.upstream_pending_at {
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut self.upstream).poll_frame(cx);
+        self.upstream_pending_at = if polled.is_pending() { wakes } else { None };
+        polled
     }
 
     /// When a keep-alive comment is next due: only once the stream flows (the client has its
@@ -505,6 +524,45 @@ mod tests {
         let mut stream = relay_timed(upstream, timing(200, 5_000, 50));
         let error = stream.wait_first_event().await.unwrap_err();
         assert_eq!(error.code, ErrorCode::UpstreamTimeoutFirstByte);
+    }
+
+    /// Counts the upstream body's polls.
+    struct Counted {
+        inner: UpstreamBody,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl HttpBody for Counted {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Pin::new(&mut self.inner).poll_frame(cx)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_a_gated_task_a_poll_right_after_a_frame_does_not_read_the_upstream_again() {
+        let events = vec![(0, EVENT), (10, EVENT), (10, EVENT), (10, EVENT), (10, DONE)];
+        let run = |gated: bool| {
+            let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let upstream = Counted { inner: dripping(events.clone()), polls: Arc::clone(&polls) }.boxed_unsync();
+            let stream = relay_timed(upstream, timing(1_000, 1_000, 0));
+            async move {
+                let frames =
+                    if gated { crate::wake::Gated::new(received(stream)).await } else { received(stream).await };
+                (frames, polls.load(std::sync::atomic::Ordering::SeqCst))
+            }
+        };
+        let (frames, plain_polls) = tokio::time::timeout(Duration::from_secs(5), run(false)).await.unwrap();
+        let (gated_frames, gated_polls) = tokio::time::timeout(Duration::from_secs(5), run(true)).await.unwrap();
+        assert_eq!(frames, [EVENT, EVENT, EVENT, EVENT, DONE]);
+        assert_eq!(gated_frames, frames);
+        // Each event: the read that brings it, and the one that finds nothing more before the
+        // frame leaves. Without the count, also the read right after the frame.
+        assert!(gated_polls < plain_polls, "{gated_polls} polls in a Gated task, {plain_polls} outside");
+        assert!(gated_polls <= 2 * frames.len() + 1, "{gated_polls} polls for {} events", frames.len());
     }
 
     #[tokio::test]
