@@ -3,8 +3,8 @@
 //! Not part of the relay. It answers as quickly as it can so that the benchmark
 //! measures the proxy in front of it, not the upstream.
 //!
-//! Usage: `bench_upstream [ADDR] [--threads N]` (default ADDR `127.0.0.1:9101`,
-//! default threads = CPUs this process may run on).
+//! Usage: `bench_upstream [ADDR] [--threads N] [--gap-ms N]` (default ADDR
+//! `127.0.0.1:9101`, default threads = CPUs this process may run on, no gap).
 //!
 //! Routes (matched on the path suffix, so a base URL with or without `/v1` works):
 //! - `POST …/chat/completions` — OpenAI chat completions. A fixed small
@@ -18,11 +18,15 @@
 //!
 //! Every SSE event is its own body frame, and the body returns `Pending` (after
 //! waking itself) between frames, so hyper flushes each event in its own write,
-//! as a real token stream would arrive. There is no artificial delay.
+//! as a real token stream would arrive. There is no artificial delay, unless
+//! `--gap-ms N` asks for one between a stream's events: a model emitting tokens
+//! one at a time, so that a proxy reads each event on its own (`bench/callgrind.sh
+//! drip`).
 //!
 //! The request body is only sniffed for `"stream": true`; nothing is parsed.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -42,6 +46,13 @@ use tokio::net::TcpListener;
 const CHUNKS: usize = 20;
 const MODEL: &str = "bench-model";
 const CREATED: u64 = 1_700_000_000;
+
+/// The pause between a stream's events (`--gap-ms`), if any.
+static EVENT_GAP: OnceLock<Option<std::time::Duration>> = OnceLock::new();
+
+fn event_gap() -> Option<std::time::Duration> {
+    EVENT_GAP.get().copied().flatten()
+}
 
 struct Canned {
     openai_json: Bytes,
@@ -187,10 +198,11 @@ fn sse(event: Option<&str>, data: &str) -> Bytes {
 
 /// Response body: either one buffer (with an exact size, so hyper sends
 /// `content-length`) or a sequence of SSE events, one frame each, with a
-/// `Pending` between frames so each one is flushed on its own.
+/// `Pending` between frames so each one is flushed on its own (and, with
+/// `--gap-ms`, a timer's wait).
 enum MockBody {
     Full(Option<Bytes>),
-    Events { frames: &'static [Bytes], next: usize, yield_before_next: bool },
+    Events { frames: &'static [Bytes], next: usize, yield_before_next: bool, gap: Option<Pin<Box<tokio::time::Sleep>>> },
 }
 
 impl MockBody {
@@ -198,7 +210,8 @@ impl MockBody {
         MockBody::Full(Some(b.clone()))
     }
     fn events(frames: &'static [Bytes]) -> Self {
-        MockBody::Events { frames, next: 0, yield_before_next: false }
+        let gap = event_gap().map(|gap| Box::pin(tokio::time::sleep(gap)));
+        MockBody::Events { frames, next: 0, yield_before_next: false, gap }
     }
 }
 
@@ -209,19 +222,33 @@ impl Body for MockBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             MockBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            MockBody::Events { frames, next, yield_before_next } => {
+            MockBody::Events { frames, next, yield_before_next, gap } => {
                 if *next >= frames.len() {
                     return Poll::Ready(None);
                 }
                 if *yield_before_next {
-                    // Let hyper flush what it has, then come straight back.
-                    *yield_before_next = false;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                    match gap.as_mut() {
+                        // Let hyper flush what it has, then come back when the gap has passed.
+                        Some(sleep) => {
+                            if sleep.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            *yield_before_next = false;
+                        }
+                        // Let hyper flush what it has, then come straight back.
+                        None => {
+                            *yield_before_next = false;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                    }
                 }
                 let frame = frames[*next].clone();
                 *next += 1;
                 *yield_before_next = true;
+                if let (Some(sleep), Some(pause)) = (gap.as_mut(), event_gap()) {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + pause);
+                }
                 Poll::Ready(Some(Ok(Frame::data(frame))))
             }
         }
@@ -318,6 +345,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<MockBody>, Infallible
 fn main() {
     let mut addr: SocketAddr = "127.0.0.1:9101".parse().unwrap();
     let mut threads: Option<usize> = None;
+    let mut gap = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -328,8 +356,15 @@ fn main() {
                     std::process::exit(2);
                 }
             }
+            "--gap-ms" => match args.next().and_then(|v| v.parse::<u64>().ok()) {
+                Some(ms) => gap = Some(std::time::Duration::from_millis(ms)),
+                None => {
+                    eprintln!("bench_upstream: --gap-ms needs a number");
+                    std::process::exit(2);
+                }
+            },
             "-h" | "--help" => {
-                println!("usage: bench_upstream [ADDR] [--threads N]");
+                println!("usage: bench_upstream [ADDR] [--threads N] [--gap-ms N]");
                 return;
             }
             other => match other.parse() {
@@ -343,6 +378,7 @@ fn main() {
     }
 
     let _ = canned(); // build the canned responses before serving
+    EVENT_GAP.set(gap).expect("set once, before serving");
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
