@@ -71,6 +71,16 @@ body() {
     echo "{\"model\":\"bench-model\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello.\"}],\"max_tokens\":64$( ((stream)) && echo ',"stream":true')}"
 }
 
+# wait_healthy PORT SECONDS: until /healthz on PORT answers, or fails.
+wait_healthy() {
+    local port=$1 seconds=$2
+    for _ in $(seq 1 $((seconds * 10))); do
+        curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
+        sleep 0.1
+    done
+    die "nothing answered on 127.0.0.1:$port/healthz within $seconds s"
+}
+
 # oha_checked N CONNS BODY: sends N requests and fails unless all N answered 200.
 oha_checked() {
     local n=$1 conns=$2 payload=$3
@@ -94,10 +104,7 @@ measure() {
     taskset -c 0 "$MOCK" "127.0.0.1:$MOCK_PORT" --threads 1 "${gap[@]}" 2> "$work/mock.log" &
     local mock=$!
     pids+=("$mock")
-    for _ in $(seq 1 50); do
-        curl -sf -o /dev/null "http://127.0.0.1:$MOCK_PORT/healthz" && break
-        sleep 0.1
-    done
+    wait_healthy "$MOCK_PORT" 5
     local profile
     profile="$OUT/$mode.$(basename "$BIN").out"
     rm -f "$profile" "$profile".*
@@ -105,10 +112,7 @@ measure() {
         "$BIN" serve --config "$work/switchyard.toml" --listen "127.0.0.1:$RELAY_PORT" > "$work/relay.log" 2>&1 &
     local relay=$!
     pids+=("$relay")
-    for _ in $(seq 1 150); do
-        curl -sf -o /dev/null "http://127.0.0.1:$RELAY_PORT/healthz" && break
-        sleep 0.2
-    done
+    wait_healthy "$RELAY_PORT" 30
     local payload
     payload=$(body "$stream")
     local answer

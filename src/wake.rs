@@ -18,6 +18,10 @@
 //! from timers, and any wake-up raised outside a `hold`, reach the task as before. Outside a
 //! [`Gated`] task (tests, HTTP/2 streams, which hyper runs in tasks of their own) `hold` only
 //! runs the read.
+//!
+//! The gate also counts the wake-ups it passes on ([`wake_count`]). A read that said `Pending`,
+//! with the count unmoved since, has nothing new to say: a relayed stream skips polling its
+//! upstream when hyper asks for the next frame right after taking one.
 
 use std::cell::Cell;
 use std::future::Future;

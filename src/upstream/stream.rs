@@ -287,11 +287,11 @@ impl RelayStream {
     /// Everything ready to send, as one frame: events that arrived in one read leave in one
     /// write instead of one write (and one chunk header) each.
     fn take_queued(&mut self) -> Option<Bytes> {
-        let bytes = std::mem::take(&mut self.queued_bytes);
+        let total = std::mem::take(&mut self.queued_bytes);
         if self.queue.len() <= 1 {
             return self.queue.pop();
         }
-        let mut joined = bytes::BytesMut::with_capacity(bytes);
+        let mut joined = bytes::BytesMut::with_capacity(total);
         for event in self.queue.drain(..) {
             joined.extend_from_slice(&event);
         }
