@@ -15,6 +15,11 @@ request), since disturbance from other work only ever makes a figure worse.
 The details list every round. The targets are judged on those best-of figures,
 and again round by round (each round against the same round's nginx and direct,
 median over the rounds) as a check on how much a verdict owes to one round.
+
+paired-<mode>.json, when present, is examples/bench_paired.rs's output: the
+fixed-rate latencies of every path measured in one interleaved run, with 95 %
+confidence intervals. The latency targets are judged on it a third time, and
+that verdict is the one that holds when the views disagree (bench/README.md).
 """
 import json
 import os
@@ -203,6 +208,74 @@ def paired_verdicts(w, p, rounds_of, rounds):
     w("")
 
 
+def fmt_ci(ci, digits=0, signed=False):
+    if not ci or any(v is None for v in ci):
+        return "n/a"
+    f = fmt_signed if signed else fmt
+    return f"[{f(ci[0], digits)}, {f(ci[1], digits)}]"
+
+
+def interleaved_results(w, paired, rate, rate_conns):
+    """The interleaved run's figures: every path's percentiles and what it adds to direct."""
+    settings = next(iter(paired.values()))["settings"]
+    w("## Interleaved latency")
+    w("")
+    w(f"One run per mode with every path: {rate} req/s on {rate_conns} connections per path, "
+      f"{settings['seconds_per_path']} s per path in slices of {settings['slice_ms']} ms that go to "
+      f"the paths in turn, in a shuffled order in each of {settings['cycles']} cycles (the first "
+      f"{settings['warmup_ms']} ms of each slice and a first cycle not counted). Latency counts from "
+      f"when a request was due. 95 % confidence intervals from {settings['resamples']:,} resamples "
+      f"of whole cycles (`examples/bench_paired.rs`).")
+    w("")
+    w("| Path | Mode | p50 | p99 | p99.9 | added p50 [95 % CI] | added p99 [95 % CI] | TTFB p50 | TTFB p99 |")
+    w("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    for m in MODES:
+        doc = paired.get(m)
+        if not doc:
+            continue
+        for name, v in doc["total"]["paths"].items():
+            fb = doc["first_byte"]["paths"][name]
+            if "added_p50" in v:
+                a50 = f"{fmt_signed(v['added_p50'])} µs {fmt_ci(v['added_p50_ci95'], signed=True)}"
+                a99 = f"{fmt_signed(v['added_p99'])} µs {fmt_ci(v['added_p99_ci95'], signed=True)}"
+            else:
+                a50 = a99 = "—"
+            w(f"| {name} | {MODE_LABEL[m]} | {fmt(v['p50'])} µs | {fmt(v['p99'])} µs | {fmt(v['p99.9'])} µs "
+              f"| {a50} | {a99} | {fmt(fb['p50'])} µs | {fmt(fb['p99'])} µs |")
+    w("")
+
+
+def interleaved_verdicts(w, p, paired):
+    """The latency targets on the interleaved run: the ratio of the two added latencies with its
+    confidence interval. A target passes when the whole interval is within it, fails when the
+    whole interval is beyond it, and is not settled by this run otherwise."""
+    def cell(m, key, factor):
+        doc = paired.get(m)
+        c = doc and doc["total"]["compare"].get(f"{p}:nginx")
+        if not c:
+            return "n/a"
+        diff = f"{fmt_signed(c[f'{key}_difference'])} µs {fmt_ci(c[f'{key}_difference_ci95'], signed=True)}"
+        ratio, ci = c.get(f"{key}_ratio"), c.get(f"{key}_ratio_ci95")
+        if ratio is None or not ci or None in ci:
+            return f"{diff} over nginx: n/a (nginx's added latency not clearly above zero)"
+        if ci[1] <= factor:
+            verdict = "PASS"
+        elif ci[0] > factor:
+            verdict = "FAIL"
+        else:
+            verdict = "NOT SETTLED"
+        return f"{ratio:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}] ({diff} over nginx) **{verdict}**"
+
+    w(f"*{p}, interleaved* (one run, every path in turn; the ratio of added latencies with its "
+      f"95 % confidence interval; PASS or FAIL only when the whole interval is on one side):")
+    w("")
+    w("| Target | " + " | ".join(MODE_LABEL[m] for m in MODES) + " |")
+    w("|---|" + "---|" * len(MODES))
+    w(f"| added p50 ≤ {P50_FACTOR}× nginx | " + " | ".join(cell(m, "p50", P50_FACTOR) for m in MODES) + " |")
+    w(f"| added p99 ≤ {P99_FACTOR}× nginx | " + " | ".join(cell(m, "p99", P99_FACTOR) for m in MODES) + " |")
+    w("")
+
+
 def main():
     raw = sys.argv[1]
     run = read_env(os.path.join(raw, "run.env"))
@@ -217,6 +290,9 @@ def main():
     client_cpus = parse_cpus(run.get("client_cpus"))
 
     meta = {p: read_env(os.path.join(raw, f"{p}.env")) for p in paths}
+    paired = {m: doc for m in MODES if (doc := read_json(os.path.join(raw, f"paired-{m}.json")))}
+    paired_failed = {m: open(os.path.join(raw, f"paired-{m}.err")).read().strip()[:300]
+                     for m in MODES if m not in paired and os.path.exists(os.path.join(raw, f"paired-{m}.err"))}
     ok_paths = [p for p in paths if meta[p].get("status") == "ok"]
 
     # rounds_of[(path, mode, kind)] = [per-round dict or None]
@@ -368,6 +444,11 @@ def main():
     w("")
     w("</details>")
     w("")
+    if paired:
+        interleaved_results(w, paired, rate, rate_conns)
+    for m, why in paired_failed.items():
+        w(f"> **Interleaved {m} run failed**: {why or 'no output'}")
+        w("")
 
     # Verdicts.
     w("## Targets")
@@ -427,6 +508,8 @@ def main():
         w("")
         if nginx_ok and rounds > 1:
             paired_verdicts(w, p, rounds_of, rounds)
+        if nginx_ok and paired:
+            interleaved_verdicts(w, p, paired)
 
     # Reading notes generated from the data.
     notes = []

@@ -3,13 +3,15 @@
 #
 #   bench/run.sh [--paths direct,nginx,switchyard[,switchyard-anthropic]]
 #                [--duration SECONDS] [--rounds N] [--rate REQ_PER_S] [--conns N]
-#                [--no-build] [--no-install]
+#                [--paired-seconds N] [--no-build] [--no-install]
 #
 # Each measurement runs --rounds times (default 3) for --duration seconds (default 5); the
-# report keeps the best round of each figure.
+# report keeps the best round of each figure. Then the fixed-rate latencies are measured once
+# more with every path interleaved in one run (examples/bench_paired.rs), for --paired-seconds
+# per path (default 20; 0 skips it).
 # Environment overrides (flags win): BENCH_PATHS, BENCH_DURATION (5), BENCH_ROUNDS (3),
 # BENCH_WARMUP (s, 2), BENCH_RATE (1000), BENCH_CONNS (64), BENCH_RATE_CONNS (16),
-# BENCH_PORT_BASE (19100), BENCH_PIN (1), BENCH_PROXY_CPUS (0), BENCH_CLIENT_CPUS (1),
+# BENCH_PORT_BASE (19100), BENCH_PAIRED_SECONDS (20), BENCH_PIN (1), BENCH_PROXY_CPUS (0), BENCH_CLIENT_CPUS (1),
 # BENCH_MOCK_CPUS (= proxy CPUs),
 # BENCH_BUILD (pgo: scripts/pgo-build, the binary the container image ships; release: a plain
 # cargo build --release), BENCH_SWITCHYARD_LOG (warn), BENCH_OHA (path to an oha binary), BENCH_WAIT_IDLE (s, 120),
@@ -34,6 +36,7 @@ WARMUP=${BENCH_WARMUP:-2}
 RATE=${BENCH_RATE:-1000}
 CONNS=${BENCH_CONNS:-64}
 RATE_CONNS=${BENCH_RATE_CONNS:-16}
+PAIRED_SECONDS=${BENCH_PAIRED_SECONDS:-20}
 PORT_BASE=${BENCH_PORT_BASE:-19100}
 PIN=${BENCH_PIN:-1}
 PROXY_CPUS=${BENCH_PROXY_CPUS:-0}
@@ -57,6 +60,8 @@ while [[ $# -gt 0 ]]; do
         --rate=*) RATE=${1#*=}; shift ;;
         --conns) CONNS=$2; shift 2 ;;
         --conns=*) CONNS=${1#*=}; shift ;;
+        --paired-seconds) PAIRED_SECONDS=$2; shift 2 ;;
+        --paired-seconds=*) PAIRED_SECONDS=${1#*=}; shift ;;
         --no-build) DO_BUILD=0; shift ;;
         --no-install) DO_INSTALL=0; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -68,6 +73,9 @@ for v in DURATION ROUNDS WARMUP RATE CONNS RATE_CONNS PORT_BASE; do
     [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || { echo "run.sh: $v must be a positive integer (got '${!v}')" >&2; exit 2; }
 done
 (( DURATION <= 60 && ROUNDS <= 10 )) || { echo "run.sh: at most 60 s per measurement and 10 rounds" >&2; exit 2; }
+if ! [[ $PAIRED_SECONDS =~ ^[0-9]+$ ]] || (( PAIRED_SECONDS > 120 )); then
+    echo "run.sh: --paired-seconds must be 0 to 120 (got '$PAIRED_SECONDS')" >&2; exit 2
+fi
 
 # Path list: validate, de-duplicate, and always measure "direct" first (it is the
 # baseline every "added" figure is computed from).
@@ -125,6 +133,7 @@ fi
 cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 MOCK_BIN=${BENCH_MOCK_BIN:-$TARGET_DIR/release/examples/bench_upstream}
+PAIRED_BIN=$TARGET_DIR/release/examples/bench_paired
 SY_BUILD=${BENCH_BUILD:-pgo}
 case $SY_BUILD in
     pgo) SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/pgo-use/release/switchyard}; SY_BUILD_CMD=(scripts/pgo-build) ;;
@@ -137,13 +146,14 @@ SY_BUILD_NOTE=""
 want_sy=0
 for p in "${PATH_LIST[@]}"; do [[ $p == switchyard* ]] && want_sy=1; done
 if (( DO_BUILD )); then
-    log "building the mock upstream (cargo build --release --example bench_upstream)"
-    # The example links the crate's library, so a broken src/ breaks it too: fall back to an
-    # existing binary if there is one.
-    if ! nice -n 19 cargo build --release --example bench_upstream > "$BENCH/results/build-mock.log" 2>&1; then
+    log "building the mock upstream and the interleaving client (cargo build --release --example bench_upstream --example bench_paired)"
+    # The examples link the crate's library, so a broken src/ breaks them too: fall back to
+    # existing binaries if there are some.
+    if ! nice -n 19 cargo build --release --example bench_upstream --example bench_paired \
+        > "$BENCH/results/build-mock.log" 2>&1; then
         tail -30 "$BENCH/results/build-mock.log" >&2
         [[ -x $MOCK_BIN ]] || die "building examples/bench_upstream failed"
-        log "WARNING: building examples/bench_upstream failed; using the existing $MOCK_BIN"
+        log "WARNING: building the examples failed; using the existing binaries"
     fi
     if (( want_sy )); then
         log "building switchyard (${SY_BUILD_CMD[*]})"
@@ -424,6 +434,32 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+# 3b. The fixed-rate latencies once more, every path in one run: time is cut into slices that
+#     go to the paths in turn (bench/README.md), so that the same drifts hit all of them and
+#     the differences between paths come with confidence intervals.
+rm -f "$RAW"/paired-*.json "$RAW"/paired-*.err
+if (( PAIRED_SECONDS > 0 )) && (( ${#ACTIVE[@]} >= 2 )) && [[ ${ACTIVE[0]} == direct ]]; then
+    if [[ -x $PAIRED_BIN ]]; then
+        compare=()
+        if [[ " ${ACTIVE[*]} " == *" nginx "* ]]; then
+            for name in "${ACTIVE[@]}"; do [[ $name == switchyard* ]] && compare+=(--compare "$name:nginx"); done
+        fi
+        targets=()
+        for name in "${ACTIVE[@]}"; do targets+=("$name=${URL_OF[$name]}"); done
+        for mode in nonstream stream; do
+            [[ $mode == stream ]] && body=$BODY_S || body=$BODY_NS
+            log "interleaved $mode: ${RATE} req/s on ${RATE_CONNS} connections per path, ${PAIRED_SECONDS}s per path (${ACTIVE[*]})"
+            "${pin_client[@]}" "$PAIRED_BIN" --rate "$RATE" --connections "$RATE_CONNS" \
+                --seconds "$PAIRED_SECONDS" "${compare[@]}" --body "$body" "${targets[@]}" \
+                > "$RAW/paired-$mode.json" 2> "$RAW/paired-$mode.err" \
+                || { log "interleaved $mode failed: $(head -c 300 "$RAW/paired-$mode.err")"; rm -f "$RAW/paired-$mode.json"; }
+        done
+    else
+        echo "$PAIRED_BIN was not built" > "$RAW/paired-nonstream.err"
+        log "WARNING: $PAIRED_BIN missing (run without --no-build); no interleaved measurement"
+    fi
+fi
+
 # 4. Peak memory, then stop the proxies.
 for name in "${ACTIVE[@]}"; do
     mapfile -t pids < <(proxy_pids "$name")
@@ -456,6 +492,7 @@ SY_VERSION=$([[ -x $SY_BIN ]] && "$SY_BIN" --version 2>/dev/null | head -1 || tr
     echo "rounds=$ROUNDS"
     echo "rate=$RATE"
     echo "rate_conns=$RATE_CONNS"
+    echo "paired_seconds=$PAIRED_SECONDS"
     echo "conns=$CONNS"
     echo "proxy_cpus=$( [[ $PIN_DESC != "no CPU pinning" ]] && echo "$PROXY_CPUS" || echo all)"
     echo "client_cpus=$( [[ $PIN_DESC != "no CPU pinning" ]] && echo "$CLIENT_CPUS" || echo all)"
