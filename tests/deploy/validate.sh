@@ -185,7 +185,7 @@ switchyard_check() {
 
 step "hadolint Dockerfile" "$VENV/bin/hadolint" Dockerfile
 step "Dockerfile contract" "$PY" "$HERE/check_deploy.py" dockerfile
-step "shellcheck" "$VENV/bin/shellcheck" "$HERE/validate.sh" deploy/compose/load.sh scripts/pgo-build bench/run.sh bench/callgrind.sh
+step "shellcheck" "$VENV/bin/shellcheck" "$HERE/validate.sh" deploy/compose/load.sh scripts/pgo-build bench/run.sh bench/callgrind.sh bench/segments.sh
 step "kustomize render (base + overlays)" render_kustomize
 step "Kubernetes schemas and policy" "$PY" "$HERE/check_deploy.py" k8s "$WORK/render"
 step "PrometheusRule == dashboards/alerts/switchyard.rules.yml" "$PY" "$HERE/gen_prometheusrule.py" --check
