@@ -16,8 +16,11 @@
 #   same way. The figures in the README are of the profile-guided binary (scripts/pgo-build, in
 #   target/pgo-use/release), which the container image ships. A build with the same profile but
 #   CARGO_PROFILE_RELEASE_STRIP=false (for symbols) measured 30% more code and 32% more
-#   instructions per request: the profile does not seem to apply to it. Use such a build to see
-#   where instructions go (callgrind_annotate), not how many there are.
+#   instructions per request: the profile does not apply to it. To see where the shipped code's
+#   instructions go (callgrind_annotate), keep the symbols with RUSTFLAGS instead, which leaves
+#   cargo's profile as it is: RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/merged.profdata
+#   -Cstrip=none" cargo build --release --target-dir target/prof-sym; each of its loaded sections
+#   is the same size as the shipped binary's.
 #
 # Each mode warms up first, then counts; the profile is kept in bench/results/callgrind/ for
 # callgrind_annotate. Every answer counted must be a 200 (the streams end with [DONE]), or the
