@@ -162,6 +162,17 @@ def fmt_signed(v, digits=0):
     return f"{v:+,.{digits}f}"
 
 
+def targets_table(w, caption, rows):
+    """A verdict table: the caption, then one row per (label, cell for a mode) target."""
+    w(caption)
+    w("")
+    w("| Target | " + " | ".join(MODE_LABEL[m] for m in MODES) + " |")
+    w("|---|" + "---|" * len(MODES))
+    for label, cell in rows:
+        w(f"| {label} | " + " | ".join(cell(m) for m in MODES) + " |")
+    w("")
+
+
 def paired_verdicts(w, p, rounds_of, rounds):
     """The same targets judged round by round. Each round runs every path back to back, so
     one round's relay, nginx and direct figures share that round's conditions; the best-of
@@ -197,15 +208,12 @@ def paired_verdicts(w, p, rounds_of, rounds):
         ok = ratio >= RPS_FACTOR
         return f"median {ratio:.2f}× (rounds {spread}) **{'PASS' if ok else 'FAIL'}**"
 
-    w(f"*{p}, paired by round* (a round's figures against the same round's nginx and direct; "
-      f"the median over {rounds} rounds):")
-    w("")
-    w("| Target | " + " | ".join(MODE_LABEL[m] for m in MODES) + " |")
-    w("|---|" + "---|" * len(MODES))
-    w(f"| added p50 ≤ {P50_FACTOR}× nginx | " + " | ".join(latency_cell(m, "p50", P50_FACTOR) for m in MODES) + " |")
-    w(f"| added p99 ≤ {P99_FACTOR}× nginx | " + " | ".join(latency_cell(m, "p99", P99_FACTOR) for m in MODES) + " |")
-    w(f"| max req/s ≥ {RPS_FACTOR}× nginx | " + " | ".join(throughput_cell(m) for m in MODES) + " |")
-    w("")
+    targets_table(w, f"*{p}, paired by round* (a round's figures against the same round's nginx and "
+                     f"direct; the median over {rounds} rounds):", [
+        (f"added p50 ≤ {P50_FACTOR}× nginx", lambda m: latency_cell(m, "p50", P50_FACTOR)),
+        (f"added p99 ≤ {P99_FACTOR}× nginx", lambda m: latency_cell(m, "p99", P99_FACTOR)),
+        (f"max req/s ≥ {RPS_FACTOR}× nginx", throughput_cell),
+    ])
 
 
 def fmt_ci(ci, digits=0, signed=False):
@@ -266,14 +274,12 @@ def interleaved_verdicts(w, p, paired):
             verdict = "NOT SETTLED"
         return f"{ratio:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}] ({diff} over nginx) **{verdict}**"
 
-    w(f"*{p}, interleaved* (one run, every path in turn; the ratio of added latencies with its "
-      f"95 % confidence interval; PASS or FAIL only when the whole interval is on one side):")
-    w("")
-    w("| Target | " + " | ".join(MODE_LABEL[m] for m in MODES) + " |")
-    w("|---|" + "---|" * len(MODES))
-    w(f"| added p50 ≤ {P50_FACTOR}× nginx | " + " | ".join(cell(m, "p50", P50_FACTOR) for m in MODES) + " |")
-    w(f"| added p99 ≤ {P99_FACTOR}× nginx | " + " | ".join(cell(m, "p99", P99_FACTOR) for m in MODES) + " |")
-    w("")
+    targets_table(w, f"*{p}, interleaved* (one run, every path in turn; the ratio of added latencies "
+                     f"with its 95 % confidence interval; PASS or FAIL only when the whole interval is "
+                     f"on one side):", [
+        (f"added p50 ≤ {P50_FACTOR}× nginx", lambda m: cell(m, "p50", P50_FACTOR)),
+        (f"added p99 ≤ {P99_FACTOR}× nginx", lambda m: cell(m, "p99", P99_FACTOR)),
+    ])
 
 
 def main():
