@@ -232,7 +232,7 @@ def interleaved_results(w, paired, rate, rate_conns):
       f"{settings['seconds_per_path']} s per path in slices of {settings['slice_ms']} ms that go to "
       f"the paths in turn, in a shuffled order in each of {settings['cycles']} cycles (the first "
       f"{settings['warmup_ms']} ms of each slice and a first cycle not counted). Latency counts from "
-      f"when a request was due. 95 % confidence intervals from {settings['resamples']:,} resamples "
+      f"when the schedule released a request. 95 % confidence intervals from {settings['resamples']:,} resamples "
       f"of whole cycles (`examples/bench_paired.rs`).")
     w("")
     w("| Path | Mode | p50 | p99 | p99.9 | added p50 [95 % CI] | added p99 [95 % CI] | TTFB p50 | TTFB p99 |")

@@ -12,16 +12,18 @@
 //!
 //! - Each path sees `--rate` requests per second while its slice runs, over `--connections`
 //!   keep-alive connections of its own, as with `oha -q RATE -c CONNECTIONS`.
-//! - A request's latency counts from the moment it was due, so a request that waits for a free
-//!   connection is charged for the wait (open loop, like oha's `--latency-correction`).
+//! - A request's latency counts from the moment the schedule released it, so a request that
+//!   waits for a free connection is charged for the wait (open loop, like oha's
+//!   `--latency-correction`, which also starts the clock when its rate ticker fires).
 //! - The first `--warmup-ms` of every slice is sent but not counted: the path's caches are cold
 //!   after the other paths' slices.
 //! - The first path is the baseline. A path's *added* latency is its percentile minus the
 //!   baseline's. `--compare A:B` reports A's added latency over B's.
 //! - Confidence intervals (95 %) come from resampling whole cycles with replacement.
 //!
-//! Every response must be a 200, and a stream must end with `data: [DONE]`; otherwise the tool
-//! exits non-zero. It prints one JSON document on stdout.
+//! A body containing `"stream":true` asks for streams. Every response must be a 200, a stream
+//! must end with `data: [DONE]`, and every request must be answered within 10 s of the last
+//! slice; otherwise the tool exits non-zero. It prints one JSON document on stdout.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -130,7 +132,7 @@ struct Sample {
     first_byte_us: f64,
 }
 
-/// A request the schedule has made due: when, in which cycle, and whether it counts.
+/// A request the schedule has released: when, in which cycle, and whether it counts.
 struct Due {
     at: Instant,
     cycle: usize,
@@ -146,7 +148,8 @@ struct Tally {
 
 struct Path {
     name: String,
-    uri: Uri,
+    /// The request target: the URL's path and query.
+    target: Uri,
     host: HeaderValue,
     address: SocketAddr,
 }
@@ -173,10 +176,7 @@ async fn exchange(
     sender.ready().await.map_err(|e| format!("connection: {e}"))?;
     let mut request = Request::new(Full::new(body.clone()));
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = path
-        .uri
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |pq| pq.as_str().parse().expect("a path parses"));
+    *request.uri_mut() = path.target.clone();
     let headers = request.headers_mut();
     headers.insert(HOST, path.host.clone());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -400,9 +400,13 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
             .map_err(|e| format!("{name}: {e}"))?
             .next()
             .ok_or_else(|| format!("{name}: no address"))?;
+        let target = match uri.path_and_query() {
+            Some(path_and_query) => path_and_query.as_str().parse().map_err(|e| format!("{name}: {e}"))?,
+            None => Uri::from_static("/"),
+        };
         let path = Rc::new(Path {
             name: name.clone(),
-            uri: uri.clone(),
+            target,
             host: HeaderValue::from_str(authority.as_str()).map_err(|e| format!("{name}: {e}"))?,
             address,
         });
@@ -448,7 +452,10 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     drop(queues);
     // Let the last answers arrive; the workers end when their queue is closed and empty.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tallies.iter().any(|t| Rc::strong_count(t) > 1) && Instant::now() < deadline {
+    while tallies.iter().any(|t| Rc::strong_count(t) > 1) {
+        if Instant::now() >= deadline {
+            return Err("requests still unanswered 10 s after the last slice".to_owned());
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let tallies: Vec<Tally> = tallies.into_iter().map(|t| std::mem::take(&mut *t.borrow_mut())).collect();
