@@ -11,8 +11,8 @@
 # per path (default 20; 0 skips it).
 # Environment overrides (flags win): BENCH_PATHS, BENCH_DURATION (5), BENCH_ROUNDS (3),
 # BENCH_WARMUP (s, 2), BENCH_RATE (1000), BENCH_CONNS (64), BENCH_RATE_CONNS (16),
-# BENCH_PORT_BASE (19100), BENCH_PAIRED_SECONDS (20), BENCH_PIN (1), BENCH_PROXY_CPUS (0), BENCH_CLIENT_CPUS (1),
-# BENCH_MOCK_CPUS (= proxy CPUs),
+# BENCH_PAIRED_SECONDS (20), BENCH_PORT_BASE (19100), BENCH_PIN (1), BENCH_PROXY_CPUS (0),
+# BENCH_CLIENT_CPUS (1), BENCH_MOCK_CPUS (= proxy CPUs),
 # BENCH_BUILD (pgo: scripts/pgo-build, the binary the container image ships; release: a plain
 # cargo build --release), BENCH_SWITCHYARD_LOG (warn), BENCH_OHA (path to an oha binary), BENCH_WAIT_IDLE (s, 120),
 # BENCH_IDLE_MAX_PCT (15), BENCH_NICE (-10 as root, else 0), BENCH_MOCK_BIN,
