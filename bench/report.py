@@ -58,6 +58,14 @@ def read_json(path):
         return None
 
 
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def read_pct(path):
     try:
         with open(path) as f:
@@ -297,8 +305,8 @@ def main():
 
     meta = {p: read_env(os.path.join(raw, f"{p}.env")) for p in paths}
     paired = {m: doc for m in MODES if (doc := read_json(os.path.join(raw, f"paired-{m}.json")))}
-    paired_failed = {m: open(os.path.join(raw, f"paired-{m}.err")).read().strip()[:300]
-                     for m in MODES if m not in paired and os.path.exists(os.path.join(raw, f"paired-{m}.err"))}
+    paired_failed = {m: err.strip()[:300] for m in MODES
+                     if m not in paired and (err := read_text(os.path.join(raw, f"paired-{m}.err"))) is not None}
     ok_paths = [p for p in paths if meta[p].get("status") == "ok"]
 
     # rounds_of[(path, mode, kind)] = [per-round dict or None]
