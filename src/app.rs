@@ -9,7 +9,6 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::body::Body;
 use crate::config::Config;
@@ -17,7 +16,7 @@ use crate::error::BoxError;
 use crate::layer::access_log::AccessLogLayer;
 use crate::layer::auth::AuthLayer;
 use crate::layer::recover::RecoverLayer;
-use crate::layer::request_id::{MakeRandomId, REQUEST_ID};
+use crate::layer::request_id::RequestIdLayer;
 use crate::metrics::Metrics;
 use crate::route::{Router, Runtime, SharedRuntime};
 
@@ -33,8 +32,7 @@ where
 {
     ServiceBuilder::new()
         // Outermost, so every log line, error body and response carries the id.
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRandomId))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(RequestIdLayer)
         // Sees every response, including errors turned into responses below it.
         .layer(AccessLogLayer::new(metrics))
         // The one place errors become OpenAI-shaped responses; nothing below may drop a connection.
