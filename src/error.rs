@@ -5,6 +5,7 @@
 //! report as a bare "Connection error", so every error path ends in [`RelayError::to_response_body`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -130,7 +131,8 @@ impl fmt::Display for ErrorCode {
 /// One attempt against one upstream, listed in the final error after several attempts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
-    pub upstream: String,
+    /// Shared with the upstream: recording an attempt copies no text.
+    pub upstream: Arc<str>,
     /// `success` or the error code.
     pub code: &'static str,
     pub status: Option<u16>,

@@ -278,7 +278,7 @@ impl Upstream {
         }
         call.record.add_upstream_wait(elapsed);
         call.record.add_attempt(Attempt {
-            upstream: name.to_owned(),
+            upstream: self.shared_name(),
             code,
             status,
             duration_ms: elapsed.as_millis() as u64,
