@@ -12,10 +12,10 @@
 //! `https` upstreams keep hyper-util's client: ALPN may choose HTTP/2, whose connections are
 //! multiplexed and need a task of their own.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,24 +66,30 @@ impl H1Pool {
     /// Sends `request` (whose URI may be absolute: only its path and query are sent) on an idle
     /// connection, or on a new one. A request that a reused connection turned out to be closed
     /// for, before any of it was sent, is sent again on a new connection.
-    pub(super) async fn send(
+    pub(super) fn send(
         self: &Arc<Self>,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<Response<PooledBody>, BoxError> {
+    ) -> Sending<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
         if let Some(path) = request.uri().path_and_query().cloned() {
             *request.uri_mut() = Uri::from(path);
         }
-        if let Some(idle) = self.checkout() {
-            match Exchange::new(idle.sender, idle.connection).send(request, self).await {
-                Ok(response) => return Ok(response),
-                Err(Failed::Unsent(returned)) => request = returned,
-                Err(Failed::Error(error)) => return Err(error),
-            }
+        match self.checkout() {
+            Some(idle) => Sending::Reused {
+                exchanging: Exchange::new(idle.sender, idle.connection).send(request, self),
+                pool: Arc::clone(self),
+            },
+            None => Sending::Fresh { sending: Box::pin(Arc::clone(self).send_on_new_connection(request)) },
         }
-        // Boxed: connecting (TLS included) is the rare path and its future is larger than the
-        // rest of this one; inline, it would be copied with every request's attempt.
-        let (sender, connection) = Box::pin(self.connect()).await?;
-        match Exchange::new(sender, connection).send(request, self).await {
+    }
+
+    /// The rare path, boxed: connecting (TLS included) has a future larger than the rest of a
+    /// request's, which inline would be copied with every attempt.
+    async fn send_on_new_connection(
+        self: Arc<Self>,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<PooledBody>, BoxError> {
+        let (sender, connection) = self.connect().await?;
+        match Exchange::new(sender, connection).send(request, &self).await {
             Ok(response) => Ok(response),
             Err(Failed::Unsent(_)) => Err("the new upstream connection closed before the request was sent".into()),
             Err(Failed::Error(error)) => Err(error),
@@ -139,29 +145,94 @@ impl Exchange {
         Exchange { sender, connection: Some(connection) }
     }
 
-    async fn send(mut self, request: Request<Full<Bytes>>, pool: &Arc<H1Pool>) -> Result<Response<PooledBody>, Failed> {
-        let mut sending = std::pin::pin!(self.sender.try_send_request(request));
+    /// Hands `request` to the connection now; the future waits for the response head.
+    fn send(
+        mut self,
+        request: Request<Full<Bytes>>,
+        pool: &Arc<H1Pool>,
+    ) -> Exchanging<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
+        let sending = self.sender.try_send_request(request);
+        Exchanging { sending, exchange: Some(self), pool: Arc::downgrade(pool) }
+    }
+}
+
+type TrySendError = hyper::client::conn::TrySendError<Request<Full<Bytes>>>;
+
+pin_project_lite::pin_project! {
+    /// A request on its connection until the response head arrives: hyper's future for the
+    /// head, and the connection, driven meanwhile. A named future rather than an `async fn`:
+    /// those keep their arguments (here the 256-byte request) for their whole life beside the
+    /// futures they await, and the request was held four times over.
+    struct Exchanging<F> {
+        #[pin]
+        sending: F,
+        exchange: Option<Exchange>,
+        pool: Weak<H1Pool>,
+    }
+}
+
+impl<F> Future for Exchanging<F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    type Output = Result<Response<PooledBody>, Failed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut sending = this.sending;
+        let exchange = this.exchange;
         // The connection answering wakes this task; the response is taken in the same poll.
-        let response = poll_fn(|cx| {
-            crate::wake::hold(|| {
-                drive(&mut self.connection, cx);
-                let polled = sending.as_mut().poll(cx);
-                let pending = polled.is_pending();
-                (polled, pending)
-            })
-        })
-        .await;
-        match response {
+        let polled = crate::wake::hold(|| {
+            if let Some(exchange) = exchange.as_mut() {
+                drive(&mut exchange.connection, cx);
+            }
+            let polled = sending.as_mut().poll(cx);
+            let pending = polled.is_pending();
+            (polled, pending)
+        });
+        Poll::Ready(match ready!(polled) {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let body = PooledBody { body, exchange: Some(self), pool: Arc::downgrade(pool) };
+                let body = PooledBody { body, exchange: exchange.take(), pool: this.pool.clone() };
                 Ok(Response::from_parts(parts, body))
             }
             Err(mut error) => match error.take_message() {
                 Some(request) => Err(Failed::Unsent(request)),
                 None => Err(Failed::Error(error.into_error().into())),
             },
-        }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`H1Pool::send`].
+    #[project = SendingProjection]
+    pub(super) enum Sending<F> {
+        /// On an idle connection; a request it turns out to be closed for goes to a new one.
+        Reused { #[pin] exchanging: Exchanging<F>, pool: Arc<H1Pool> },
+        /// On a new connection.
+        Fresh { sending: Pin<Box<dyn Future<Output = Result<Response<PooledBody>, BoxError>> + Send>> },
+    }
+}
+
+impl<F> Future for Sending<F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    type Output = Result<Response<PooledBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let request = match self.as_mut().project() {
+            SendingProjection::Reused { exchanging, pool } => match ready!(exchanging.poll(cx)) {
+                Ok(response) => return Poll::Ready(Ok(response)),
+                Err(Failed::Error(error)) => return Poll::Ready(Err(error)),
+                Err(Failed::Unsent(request)) => (request, Arc::clone(pool)),
+            },
+            SendingProjection::Fresh { sending } => return sending.as_mut().poll(cx),
+        };
+        let (request, pool) = request;
+        self.set(Sending::Fresh { sending: Box::pin(pool.send_on_new_connection(request)) });
+        self.poll(cx)
     }
 }
 
