@@ -336,17 +336,14 @@ impl Upstream {
     async fn attempt_inner(&self, call: &Call, started: Instant) -> Result<Response<Body>, RelayError> {
         let chat = &call.chat;
         let simulate = chat.stream && self.params.stream_mode == StreamMode::Simulate;
-        let upstream_chat;
-        let chat_for_upstream: &ChatRequest = if simulate {
-            upstream_chat = ChatRequest { stream: false, ..ChatRequest::clone(chat) };
-            &upstream_chat
+        let upstream_call = if simulate {
+            let mut translated =
+                self.dialect.translate_request(&ChatRequest { stream: false, ..ChatRequest::clone(chat) })?;
+            translated.body = set_stream_false(&translated.body);
+            translated
         } else {
-            chat
+            self.dialect.translate_request(chat)?
         };
-        let mut upstream_call = self.dialect.translate_request(chat_for_upstream)?;
-        if simulate {
-            upstream_call.body = set_stream_false(&upstream_call.body);
-        }
         let request = self.build_request(&upstream_call, &call.client_headers)?;
         let first_byte_deadline = (started + call.timeouts.first_byte).min(call.deadline);
         let first_byte_error = || {
@@ -363,7 +360,11 @@ impl Upstream {
             }
         };
         let response = match &self.transport {
-            Transport::Mock => mock::respond(&upstream_call.body, unix_now()),
+            Transport::Mock => {
+                // Consumed on every path, so that no later state of this future keeps room for it.
+                drop(request);
+                mock::respond(&upstream_call.body, unix_now())
+            }
             transport => tokio::time::timeout_at(first_byte_deadline, transport.send(request))
                 .await
                 .map_err(|_| first_byte_error())?
@@ -394,8 +395,10 @@ impl Upstream {
         if upstream_call.stream && !chat.stream {
             // An upstream that only streams, serving a client that asked for one completion.
             let translator = self.dialect.stream_translator(&ResponseContext { client_wants_usage: true, ..ctx });
+            // Boxed: a rare path, whose future would otherwise widen every attempt's.
             let aggregated =
-                stream::aggregate(body, translator, first_byte_deadline, call.timeouts.idle, call.deadline).await?;
+                Box::pin(stream::aggregate(body, translator, first_byte_deadline, call.timeouts.idle, call.deadline))
+                    .await?;
             if let Some(usage) = aggregated.usage {
                 call.record.set_usage(usage);
             }
