@@ -18,7 +18,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
@@ -278,23 +278,21 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let runtime = self.runtime.load_full();
-        Box::pin(async move {
-            // Checked first and without copying the path: this is nearly every request.
-            if request.method() == Method::POST && request.uri().path() == "/v1/chat/completions" {
-                return chat(runtime, request).await;
-            }
-            let path = request.uri().path().to_owned();
-            match (request.method(), path.as_str()) {
-                (&Method::GET, "/v1/models") => Ok(models(&runtime, &request)),
-                (&Method::GET, p) if p.starts_with("/v1/models/") => {
-                    model(&runtime, &request, &p["/v1/models/".len()..])
-                }
-                (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "status": "ok" }))),
-                (&Method::GET, "/readyz") => Ok(readyz(&runtime)),
-                (&Method::GET, "/metrics") => Ok(metrics(&runtime)),
-                (_, p) => Err(RelayError::new(ErrorCode::NotFound, format!("no route for {} {p}", request.method()))),
-            }
-        })
+        // Checked first and without copying the path: this is nearly every request.
+        if request.method() == Method::POST && request.uri().path() == "/v1/chat/completions" {
+            return Box::pin(chat(runtime, request));
+        }
+        // Every other endpoint answers at once.
+        let path = request.uri().path();
+        let answer = match (request.method(), path) {
+            (&Method::GET, "/v1/models") => Ok(models(&runtime, &request)),
+            (&Method::GET, p) if p.starts_with("/v1/models/") => model(&runtime, &request, &p["/v1/models/".len()..]),
+            (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({ "status": "ok" }))),
+            (&Method::GET, "/readyz") => Ok(readyz(&runtime)),
+            (&Method::GET, "/metrics") => Ok(metrics(&runtime)),
+            (_, p) => Err(RelayError::new(ErrorCode::NotFound, format!("no route for {} {p}", request.method()))),
+        };
+        Box::pin(std::future::ready(answer))
     }
 }
 
@@ -321,15 +319,34 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-async fn chat<B>(runtime: Arc<Runtime>, request: Request<B>) -> Result<Response<Body>, RelayError>
+/// Splits the request before the first await: an `async fn` keeps its arguments for its whole
+/// life, and the request's method, URI and version are not needed past this point.
+fn chat<B>(
+    runtime: Arc<Runtime>,
+    request: Request<B>,
+) -> impl Future<Output = Result<Response<Body>, RelayError>> + Send
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
-    let (parts, body) = request.into_parts();
-    let record = parts.extensions.get::<Arc<RequestRecord>>().cloned().unwrap_or_else(|| {
+    let (http::request::Parts { headers, extensions, .. }, body) = request.into_parts();
+    let record = extensions.get::<Arc<RequestRecord>>().cloned().unwrap_or_else(|| {
         RequestRecord::start(runtime.metrics.clone(), String::new(), http::Method::POST, "/v1/chat/completions")
     });
+    serve_chat(runtime, Arc::new(headers), extensions, record, body)
+}
+
+async fn serve_chat<B>(
+    runtime: Arc<Runtime>,
+    headers: Arc<HeaderMap>,
+    extensions: http::Extensions,
+    record: Arc<RequestRecord>,
+    body: B,
+) -> Result<Response<Body>, RelayError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
     let body = collect_limited(body, runtime.config.server.max_body_bytes).await.map_err(|error| match error {
         CollectError::TooLarge { limit } => RelayError::new(
             ErrorCode::BodyTooLarge,
@@ -362,7 +379,7 @@ where
         )
         .with_param("model"));
     };
-    if let Some(principal) = parts.extensions.get::<Principal>() {
+    if let Some(principal) = extensions.get::<Principal>() {
         if !principal.may_use(requested) {
             return Err(RelayError::new(
                 ErrorCode::ModelNotAllowed,
@@ -379,7 +396,7 @@ where
         stream,
         client_wants_usage: stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         layout: Arc::new(layout),
-        headers: Arc::new(parts.headers),
+        headers,
         record,
         body: body.clone(),
     };
