@@ -4,7 +4,7 @@
 # per request), so it tells apart changes of 1% that bench/run.sh cannot. It counts user-space
 # instructions only: not system time, not cache misses.
 #
-#   bench/callgrind.sh [--bin PATH] MODE...
+#   bench/callgrind.sh [--bin PATH] [--nginx] [--cache] MODE...
 #
 # MODE:
 #   nonstream  2,000 non-stream requests
@@ -12,6 +12,12 @@
 #              chunks arrive together and are read a few at a time
 #   drip       200 streams whose 22 events arrive 2 ms apart (the mock's --gap-ms 2), each read
 #              on its own: how a model emits tokens, and the per-chunk path a relay runs most
+# --nginx: measure nginx instead, configured as bench/run.sh runs it (bench/nginx.conf.template,
+#   one worker; without a master process, so that valgrind follows the process that serves).
+# --cache: also simulate this machine's caches (32 KiB L1 instruction and data caches, 1 MiB L2;
+#   valgrind sees only the measured process, not what other processes evict) and print the L1
+#   misses per request: how much code and data a request touches, which the instruction count
+#   does not say.
 # --bin: the relay binary (default target/release/switchyard). Compare only binaries built the
 #   same way. The figures in the README are of the profile-guided binary (scripts/pgo-build, in
 #   target/pgo-use/release), which the container image ships. A build with the same profile but
@@ -40,15 +46,24 @@ RELAY_PORT=19405
 die() { echo "callgrind.sh: $*" >&2; exit 1; }
 
 modes=()
+NGINX=0
+CACHE=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --bin) BIN=$2; shift 2 ;;
+        --nginx) NGINX=1; shift ;;
+        --cache) CACHE=("--cache-sim=yes" "--I1=32768,8,64" "--D1=32768,8,64" "--LL=1048576,16,64"); shift ;;
         nonstream|stream|drip) modes+=("$1"); shift ;;
         *) die "unknown argument $1 (see the header of $0)" ;;
     esac
 done
 (( ${#modes[@]} )) || die "name at least one mode: nonstream, stream, drip"
-[[ -x $BIN ]] || die "$BIN not found: build the relay first"
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+if ((NGINX)); then
+    [[ -x $NGINX_BIN ]] || die "nginx not found (bench/run.sh installs it)"
+else
+    [[ -x $BIN ]] || die "$BIN not found: build the relay first"
+fi
 [[ -x $MOCK ]] || die "$MOCK not found: cargo build --release --example bench_upstream"
 [[ -x $OHA ]] || die "oha not found at $OHA: bench/run.sh installs it (or set BENCH_OHA)"
 if ! command -v valgrind >/dev/null; then
@@ -108,11 +123,19 @@ measure() {
     local mock=$!
     pids+=("$mock")
     wait_healthy "$MOCK_PORT" 5
-    local profile
+    local profile served=("$BIN" serve --config "$work/switchyard.toml" --listen "127.0.0.1:$RELAY_PORT")
     profile="$OUT/$mode.$(basename "$BIN").out"
+    if ((NGINX)); then
+        mkdir -p "$work/nginx"
+        sed -e "s#@PREFIX@#$work/nginx#g" -e "s#@NGINX_WORKERS@#1#g" -e "s#@UPSTREAM_PORT@#$MOCK_PORT#g" \
+            -e "s#@NGINX_PORT@#$RELAY_PORT#g" -e "s#^master_process on;#master_process off;#" \
+            bench/nginx.conf.template > "$work/nginx/nginx.conf"
+        served=("$NGINX_BIN" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log")
+        profile="$OUT/$mode.nginx.out"
+    fi
     rm -f "$profile" "$profile".*
-    SWITCHYARD_LOG=warn taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$profile" \
-        "$BIN" serve --config "$work/switchyard.toml" --listen "127.0.0.1:$RELAY_PORT" > "$work/relay.log" 2>&1 &
+    SWITCHYARD_LOG=warn taskset -c 0 valgrind --tool=callgrind "${CACHE[@]}" --callgrind-out-file="$profile" \
+        "${served[@]}" > "$work/relay.log" 2>&1 &
     local relay=$!
     pids+=("$relay")
     wait_healthy "$RELAY_PORT" 30
@@ -132,10 +155,25 @@ measure() {
     # The dump requested above is part 1; the relay's exit writes the rest to "$profile".
     local dump="$profile.1"
     [[ -f $dump ]] || die "$mode: callgrind wrote no $dump"
-    local total
-    total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
-    [[ -n $total ]] || die "$mode: no total in $dump"
-    printf '%-9s %9d instructions per request (%d requests; %s)\n' "$mode" $((total / n)) "$n" "$dump"
+    # The dump's header names its events (Ir, then the cache misses with --cache); its
+    # `summary:` line holds the totals in that order.
+    python3 - "$dump" "$mode" "$n" <<'PY' || die "$mode: no totals in $dump"
+import sys
+path, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+events = totals = None
+for line in open(path, errors="replace"):
+    if line.startswith("events:"):
+        events = line.split()[1:]
+    elif line.startswith(("summary:", "totals:")) and totals is None:
+        totals = [int(v) for v in line.split()[1:]]
+if not events or not totals:
+    sys.exit(1)
+per = dict(zip(events, (t / n for t in totals)))
+misses = ""
+if "D1mr" in per:
+    misses = f", L1 misses: {per['I1mr']:.0f} instruction, {per['D1mr'] + per['D1mw']:.0f} data"
+print(f"{mode:<9} {per['Ir']:9.0f} instructions per request{misses} ({n} requests; {path})")
+PY
 }
 
 for mode in "${modes[@]}"; do
