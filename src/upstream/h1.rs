@@ -69,14 +69,14 @@ impl H1Pool {
     pub(super) fn send(
         self: &Arc<Self>,
         mut request: Request<Full<Bytes>>,
-    ) -> Sending<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
+    ) -> Sending<'_, impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
         if let Some(path) = request.uri().path_and_query().cloned() {
             *request.uri_mut() = Uri::from(path);
         }
         match self.checkout() {
             Some(idle) => Sending::Reused {
                 exchanging: Exchange::new(idle.sender, idle.connection).send(request, self),
-                pool: Arc::clone(self),
+                pool: self,
             },
             None => Sending::Fresh { sending: Box::pin(Arc::clone(self).send_on_new_connection(request)) },
         }
@@ -193,7 +193,7 @@ where
         Poll::Ready(match ready!(polled) {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let body = PooledBody { body, exchange: exchange.take(), pool: this.pool.clone() };
+                let body = PooledBody { body, exchange: exchange.take(), pool: std::mem::take(this.pool) };
                 Ok(Response::from_parts(parts, body))
             }
             Err(mut error) => match error.take_message() {
@@ -207,15 +207,15 @@ where
 pin_project_lite::pin_project! {
     /// The future of [`H1Pool::send`].
     #[project = SendingProjection]
-    pub(super) enum Sending<F> {
+    pub(super) enum Sending<'a, F> {
         /// On an idle connection; a request it turns out to be closed for goes to a new one.
-        Reused { #[pin] exchanging: Exchanging<F>, pool: Arc<H1Pool> },
+        Reused { #[pin] exchanging: Exchanging<F>, pool: &'a Arc<H1Pool> },
         /// On a new connection.
         Fresh { sending: Pin<Box<dyn Future<Output = Result<Response<PooledBody>, BoxError>> + Send>> },
     }
 }
 
-impl<F> Future for Sending<F>
+impl<F> Future for Sending<'_, F>
 where
     F: Future<Output = Result<Response<Incoming>, TrySendError>>,
 {
@@ -226,7 +226,7 @@ where
             SendingProjection::Reused { exchanging, pool } => match ready!(exchanging.poll(cx)) {
                 Ok(response) => return Poll::Ready(Ok(response)),
                 Err(Failed::Error(error)) => return Poll::Ready(Err(error)),
-                Err(Failed::Unsent(request)) => (request, Arc::clone(pool)),
+                Err(Failed::Unsent(request)) => (request, Arc::clone(*pool)),
             },
             SendingProjection::Fresh { sending } => return sending.as_mut().poll(cx),
         };
