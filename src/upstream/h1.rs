@@ -222,7 +222,7 @@ where
     type Output = Result<Response<PooledBody>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let request = match self.as_mut().project() {
+        let (request, pool) = match self.as_mut().project() {
             SendingProjection::Reused { exchanging, pool } => match ready!(exchanging.poll(cx)) {
                 Ok(response) => return Poll::Ready(Ok(response)),
                 Err(Failed::Error(error)) => return Poll::Ready(Err(error)),
@@ -230,7 +230,6 @@ where
             },
             SendingProjection::Fresh { sending } => return sending.as_mut().poll(cx),
         };
-        let (request, pool) = request;
         self.set(Sending::Fresh { sending: Box::pin(pool.send_on_new_connection(request)) });
         self.poll(cx)
     }
