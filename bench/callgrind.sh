@@ -19,14 +19,14 @@
 #   misses per request: how much code and data a request touches, which the instruction count
 #   does not say.
 # --bin: the relay binary (default target/release/switchyard). Compare only binaries built the
-#   same way. The figures in the README are of the profile-guided binary (scripts/pgo-build, in
-#   target/pgo-use/release), which the container image ships. A build with the same profile but
-#   CARGO_PROFILE_RELEASE_STRIP=false (for symbols) measured 30% more code and 32% more
-#   instructions per request: the profile does not apply to it. To see where the shipped code's
-#   instructions go (callgrind_annotate), keep the symbols with RUSTFLAGS instead, which leaves
-#   cargo's profile as it is: RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/merged.profdata
-#   -Cstrip=none" cargo build --release --target-dir target/prof-sym; each of its loaded sections
-#   is the same size as the shipped binary's.
+#   same way. The figures in the README are of the binary the container image ships
+#   (scripts/pgo-build: target/pgo-bolt/switchyard). To see where its instructions go
+#   (callgrind_annotate), measure the same code with its symbols: target/pgo/bolt/optimised
+#   (BOLT's output before stripping), or target/pgo-use/release/switchyard (the profile-guided
+#   build before BOLT); BOLT needs the symbols, so pgo-build keeps them until the end. A profile
+#   only applies to a build with the same cargo profile settings: one recorded on a stripped build
+#   and used on a CARGO_PROFILE_RELEASE_STRIP=false one gave 30% more code and 32% more
+#   instructions per request. (RUSTFLAGS="-Cstrip=none" leaves cargo's profile as it is.)
 #
 # Each mode warms up first, then counts; the profile is kept in bench/results/callgrind/ for
 # callgrind_annotate. Every answer counted must be a 200 (the streams end with [DONE]), or the

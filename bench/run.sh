@@ -13,7 +13,8 @@
 # BENCH_WARMUP (s, 2), BENCH_RATE (1000), BENCH_CONNS (64), BENCH_RATE_CONNS (16),
 # BENCH_PAIRED_SECONDS (20), BENCH_PORT_BASE (19100), BENCH_PIN (1), BENCH_PROXY_CPUS (0),
 # BENCH_CLIENT_CPUS (1), BENCH_MOCK_CPUS (= proxy CPUs),
-# BENCH_BUILD (pgo: scripts/pgo-build, the binary the container image ships; release: a plain
+# BENCH_BUILD (pgo: scripts/pgo-build, the binary the container image ships, with BOLT from
+# Debian's bolt-15, installed when missing; release: a plain
 # cargo build --release), BENCH_SWITCHYARD_LOG (warn), BENCH_OHA (path to an oha binary), BENCH_WAIT_IDLE (s, 120),
 # BENCH_IDLE_MAX_PCT (15), BENCH_NICE (-10 as root, else 0), BENCH_MOCK_BIN,
 # BENCH_SWITCHYARD_BIN, CARGO_TARGET_DIR.
@@ -136,7 +137,7 @@ MOCK_BIN=${BENCH_MOCK_BIN:-$TARGET_DIR/release/examples/bench_upstream}
 PAIRED_BIN=$TARGET_DIR/release/examples/bench_paired
 SY_BUILD=${BENCH_BUILD:-pgo}
 case $SY_BUILD in
-    pgo) SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/pgo-use/release/switchyard}; SY_BUILD_CMD=(scripts/pgo-build) ;;
+    pgo) SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/pgo-bolt/switchyard}; SY_BUILD_CMD=(scripts/pgo-build) ;;
     release) SY_BIN=${BENCH_SWITCHYARD_BIN:-$TARGET_DIR/release/switchyard}; SY_BUILD_CMD=(cargo build --release) ;;
     *) die "BENCH_BUILD must be pgo or release (got '$SY_BUILD')" ;;
 esac
@@ -156,6 +157,9 @@ if (( DO_BUILD )); then
         log "WARNING: building the examples failed; using the existing binaries"
     fi
     if (( want_sy )); then
+        if [[ $SY_BUILD == pgo ]] && ! command -v llvm-bolt >/dev/null && ! command -v llvm-bolt-15 >/dev/null; then
+            apt_install bolt-15
+        fi
         log "building switchyard (${SY_BUILD_CMD[*]})"
         if ! nice -n 19 "${SY_BUILD_CMD[@]}" > "$BENCH/results/build-switchyard.log" 2>&1; then
             tail -15 "$BENCH/results/build-switchyard.log" >&2
