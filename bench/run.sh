@@ -157,7 +157,8 @@ if (( DO_BUILD )); then
         log "WARNING: building the examples failed; using the existing binaries"
     fi
     if (( want_sy )); then
-        if [[ $SY_BUILD == pgo ]] && ! command -v llvm-bolt >/dev/null && ! command -v llvm-bolt-15 >/dev/null; then
+        # What scripts/pgo-build looks for.
+        if [[ $SY_BUILD == pgo ]] && ! command -v llvm-bolt-15 >/dev/null && ! command -v llvm-bolt >/dev/null; then
             apt_install bolt-15
         fi
         log "building switchyard (${SY_BUILD_CMD[*]})"
