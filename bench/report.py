@@ -20,6 +20,8 @@ paired-<mode>.json, when present, is examples/bench_paired.rs's output: the
 fixed-rate latencies of every path measured in one interleaved run, with 95 %
 confidence intervals. The latency targets are judged on it a third time, and
 that verdict is the one that holds when the views disagree (bench/README.md).
+paired-max-<mode>.json is the same tool's --max run: nginx's and the relay's max
+throughput, interleaved, which judges the throughput target the same way.
 """
 import json
 import os
@@ -261,7 +263,32 @@ def interleaved_results(w, paired, rate, rate_conns):
     w("")
 
 
-def interleaved_verdicts(w, p, paired):
+def interleaved_throughput(w, paired_max, conns):
+    """The interleaved max-throughput run's req/s per path."""
+    settings = next(iter(paired_max.values()))["settings"]
+    w("## Interleaved throughput")
+    w("")
+    w(f"One run per mode with nginx and every relay path: closed loop on {conns} connections per path "
+      f"(each sends its next request when the last is answered), {settings['seconds_per_path']} s per "
+      f"path in slices of {settings['slice_ms']} ms taken in turn in a shuffled order in each of "
+      f"{settings['cycles']} cycles; the answers within the first {settings['warmup_ms']} ms of a "
+      f"slice and the first cycle are not counted (`examples/bench_paired.rs --max`).")
+    w("")
+    w("| Path | " + " | ".join(f"{MODE_LABEL[m]} req/s" for m in MODES) + " |")
+    w("|---|" + "--:|" * len(MODES))
+    names = []
+    for doc in paired_max.values():
+        names += [n for n in doc["throughput"]["paths"] if n not in names]
+    for name in names:
+        cells = []
+        for m in MODES:
+            v = paired_max.get(m, {}).get("throughput", {}).get("paths", {}).get(name)
+            cells.append(fmt(v["req_per_s"]) if v else "n/a")
+        w(f"| {name} | " + " | ".join(cells) + " |")
+    w("")
+
+
+def interleaved_verdicts(w, p, paired, paired_max):
     """The latency targets on the interleaved run: the ratio of the two added latencies with its
     confidence interval. A target passes when the whole interval is within it, fails when the
     whole interval is beyond it, and is not settled by this run otherwise."""
@@ -282,11 +309,28 @@ def interleaved_verdicts(w, p, paired):
             verdict = "NOT SETTLED"
         return f"{ratio:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}] ({diff} over nginx) **{verdict}**"
 
-    targets_table(w, f"*{p}, interleaved* (one run, every path in turn; the ratio of added latencies "
-                     f"with its 95 % confidence interval; PASS or FAIL only when the whole interval is "
-                     f"on one side):", [
+    def throughput_cell(m):
+        doc = paired_max.get(m)
+        c = doc and doc["throughput"]["compare"].get(f"{p}:nginx")
+        if not c or c.get("ratio") is None or None in (c.get("ratio_ci95") or [None]):
+            return "n/a"
+        ratio, ci = c["ratio"], c["ratio_ci95"]
+        paths = doc["throughput"]["paths"]
+        if ci[0] >= RPS_FACTOR:
+            verdict = "PASS"
+        elif ci[1] < RPS_FACTOR:
+            verdict = "FAIL"
+        else:
+            verdict = "NOT SETTLED"
+        return (f"{ratio:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}] ({fmt(paths[p]['req_per_s'])} vs nginx "
+                f"{fmt(paths['nginx']['req_per_s'])} req/s) **{verdict}**")
+
+    targets_table(w, f"*{p}, interleaved* (one run, every path in turn; the ratio of added latencies, "
+                     f"or of req/s, with its 95 % confidence interval; PASS or FAIL only when the whole "
+                     f"interval is on one side):", [
         (f"added p50 ≤ {P50_FACTOR}× nginx", lambda m: cell(m, "p50", P50_FACTOR)),
         (f"added p99 ≤ {P99_FACTOR}× nginx", lambda m: cell(m, "p99", P99_FACTOR)),
+        (f"max req/s ≥ {RPS_FACTOR}× nginx", throughput_cell),
     ])
 
 
@@ -307,6 +351,10 @@ def main():
     paired = {m: doc for m in MODES if (doc := read_json(os.path.join(raw, f"paired-{m}.json")))}
     paired_failed = {m: err.strip()[:300] for m in MODES
                      if m not in paired and (err := read_text(os.path.join(raw, f"paired-{m}.err"))) is not None}
+    paired_max = {m: doc for m in MODES if (doc := read_json(os.path.join(raw, f"paired-max-{m}.json")))}
+    for m in MODES:
+        if m not in paired_max and (err := read_text(os.path.join(raw, f"paired-max-{m}.err"))) is not None:
+            paired_failed[f"max {m}"] = err.strip()[:300]
     ok_paths = [p for p in paths if meta[p].get("status") == "ok"]
 
     # rounds_of[(path, mode, kind)] = [per-round dict or None]
@@ -460,6 +508,8 @@ def main():
     w("")
     if paired:
         interleaved_results(w, paired, rate, rate_conns)
+    if paired_max:
+        interleaved_throughput(w, paired_max, conns)
     for m, why in paired_failed.items():
         w(f"> **Interleaved {m} run failed**: {why or 'no output'}")
         w("")
@@ -522,8 +572,8 @@ def main():
         w("")
         if nginx_ok and rounds > 1:
             paired_verdicts(w, p, rounds_of, rounds)
-        if nginx_ok and paired:
-            interleaved_verdicts(w, p, paired)
+        if nginx_ok and (paired or paired_max):
+            interleaved_verdicts(w, p, paired, paired_max)
 
     # Reading notes generated from the data.
     notes = []

@@ -6,9 +6,9 @@
 #                [--paired-seconds N] [--no-build] [--no-install]
 #
 # Each measurement runs --rounds times (default 3) for --duration seconds (default 5); the
-# report keeps the best round of each figure. Then the fixed-rate latencies are measured once
-# more with every path interleaved in one run (examples/bench_paired.rs), for --paired-seconds
-# per path (default 20; 0 skips it).
+# report keeps the best round of each figure. Then the fixed-rate latencies, and the max
+# throughput of nginx and the relay, are measured once more with every path interleaved in one
+# run (examples/bench_paired.rs), for --paired-seconds per path (default 20; 0 skips it).
 # Environment overrides (flags win): BENCH_PATHS, BENCH_DURATION (5), BENCH_ROUNDS (3),
 # BENCH_WARMUP (s, 2), BENCH_RATE (1000), BENCH_CONNS (64), BENCH_RATE_CONNS (16),
 # BENCH_PAIRED_SECONDS (20), BENCH_PORT_BASE (19100), BENCH_PIN (1), BENCH_PROXY_CPUS (0),
@@ -459,6 +459,19 @@ if (( PAIRED_SECONDS > 0 )) && (( ${#ACTIVE[@]} >= 2 )) && [[ ${ACTIVE[0]} == di
                 > "$RAW/paired-$mode.json" 2> "$RAW/paired-$mode.err" \
                 || { log "interleaved $mode failed: $(head -c 300 "$RAW/paired-$mode.err")"; rm -f "$RAW/paired-$mode.json"; }
         done
+        # Max throughput the same way, closed loop (direct left out: it measures the mock).
+        if (( ${#compare[@]} > 0 )); then
+            max_targets=()
+            for name in "${ACTIVE[@]}"; do [[ $name != direct ]] && max_targets+=("$name=${URL_OF[$name]}"); done
+            for mode in nonstream stream; do
+                [[ $mode == stream ]] && body=$BODY_S || body=$BODY_NS
+                log "interleaved $mode: max throughput on ${CONNS} connections per path, ${PAIRED_SECONDS}s per path (${max_targets[*]%%=*})"
+                "${pin_client[@]}" "$PAIRED_BIN" --max --connections "$CONNS" \
+                    --seconds "$PAIRED_SECONDS" "${compare[@]}" --body "$body" "${max_targets[@]}" \
+                    > "$RAW/paired-max-$mode.json" 2> "$RAW/paired-max-$mode.err" \
+                    || { log "interleaved max $mode failed: $(head -c 300 "$RAW/paired-max-$mode.err")"; rm -f "$RAW/paired-max-$mode.json"; }
+            done
+        fi
     else
         echo "$PAIRED_BIN was not built" > "$RAW/paired-nonstream.err"
         log "WARNING: $PAIRED_BIN missing (run without --no-build); no interleaved measurement"

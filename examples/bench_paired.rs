@@ -7,7 +7,7 @@
 //! A drift then hits every path alike, and the paired unit (one cycle) is what the confidence
 //! intervals resample.
 //!
-//! Usage: `bench_paired [--rate N] [--connections N] [--seconds N] [--slice-ms N]
+//! Usage: `bench_paired [--rate N | --max] [--connections N] [--seconds N] [--slice-ms N]
 //! [--warmup-ms N] [--resamples N] [--compare A:B]... --body JSON NAME=URL...`
 //!
 //! - Each path sees `--rate` requests per second while its slice runs, over `--connections`
@@ -20,6 +20,11 @@
 //! - The first path is the baseline. A path's *added* latency is its percentile minus the
 //!   baseline's. `--compare A:B` reports A's added latency over B's.
 //! - Confidence intervals (95 %) come from resampling whole cycles with replacement.
+//! - `--max` measures throughput instead, closed loop, as `oha -c CONNECTIONS` does: while a
+//!   path's slice runs, each of its connections sends its next request as soon as the last one is
+//!   answered, and when the slice ends they stop. The requests answered after a slice's warm-up
+//!   and before its end count. The report gives each path's req/s and, for `--compare A:B`, A's
+//!   req/s over B's, with the same cycle-resampled intervals.
 //!
 //! A body containing `"stream":true` asks for streams. Every response must be a 200, a stream
 //! must end with `data: [DONE]`, and every request must be answered within 10 s of the last
@@ -48,6 +53,7 @@ const STREAM_END: &[u8] = b"data: [DONE]\n\n";
 
 struct Options {
     rate: u32,
+    max: bool,
     connections: usize,
     seconds: u32,
     slice: Duration,
@@ -61,7 +67,7 @@ struct Options {
 fn usage(problem: &str) -> ! {
     eprintln!("bench_paired: {problem}");
     eprintln!(
-        "usage: bench_paired [--rate N] [--connections N] [--seconds N] [--slice-ms N] \
+        "usage: bench_paired [--rate N | --max] [--connections N] [--seconds N] [--slice-ms N] \
          [--warmup-ms N] [--resamples N] [--compare A:B]... --body JSON NAME=URL..."
     );
     std::process::exit(2);
@@ -70,6 +76,7 @@ fn usage(problem: &str) -> ! {
 fn parse_options() -> Options {
     let mut options = Options {
         rate: 1000,
+        max: false,
         connections: 16,
         seconds: 10,
         slice: Duration::from_millis(500),
@@ -87,6 +94,7 @@ fn parse_options() -> Options {
         }
         match arg.as_str() {
             "--rate" => options.rate = number("--rate", value("--rate")),
+            "--max" => options.max = true,
             "--connections" => options.connections = number("--connections", value("--connections")),
             "--seconds" => options.seconds = number("--seconds", value("--seconds")),
             "--slice-ms" => options.slice = Duration::from_millis(number("--slice-ms", value("--slice-ms"))),
@@ -142,8 +150,27 @@ struct Due {
 #[derive(Default)]
 struct Tally {
     samples: Vec<Sample>,
+    /// With `--max`: requests answered within each cycle's counted part of the path's slice.
+    completions: Vec<u64>,
     errors: BTreeMap<String, u64>,
     sent: u64,
+}
+
+/// With `--max`: the slice that is running, which the closed-loop workers follow.
+#[derive(Clone, Copy)]
+struct Slice {
+    path: usize,
+    cycle: usize,
+    counted: bool,
+    count_from: Instant,
+    ends: Instant,
+}
+
+struct Turns {
+    running: std::cell::Cell<Option<Slice>>,
+    /// Per path: its slice has started.
+    started: Vec<tokio::sync::Notify>,
+    finished: std::cell::Cell<bool>,
 }
 
 struct Path {
@@ -236,6 +263,54 @@ async fn worker(
     }
 }
 
+/// A closed-loop connection of `--max`: sends while its path's slice runs, one request after
+/// another, and waits for the path's next slice otherwise.
+async fn max_worker(
+    index: usize,
+    path: Rc<Path>,
+    turns: Rc<Turns>,
+    tally: Rc<std::cell::RefCell<Tally>>,
+    body: Bytes,
+    stream: bool,
+) {
+    let mut sender = None;
+    loop {
+        let slice = match turns.running.get() {
+            Some(slice) if slice.path == index && Instant::now() < slice.ends => slice,
+            _ if turns.finished.get() => return,
+            // Single-threaded: no slice can start between the check above and this wait.
+            _ => {
+                turns.started[index].notified().await;
+                continue;
+            }
+        };
+        if sender.is_none() {
+            match connect(&path).await {
+                Ok(connected) => sender = Some(connected),
+                Err(error) => {
+                    *tally.borrow_mut().errors.entry(error).or_default() += 1;
+                    continue;
+                }
+            }
+        }
+        let sent = Instant::now();
+        let result = exchange(sender.as_mut().expect("connected above"), &path, &body, stream, sent).await;
+        let answered = Instant::now();
+        let mut tally = tally.borrow_mut();
+        tally.sent += 1;
+        match result {
+            Ok(_) if slice.counted && answered >= slice.count_from && answered <= slice.ends => {
+                tally.completions[slice.cycle] += 1;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                *tally.errors.entry(error).or_default() += 1;
+                sender = None;
+            }
+        }
+    }
+}
+
 /// The index of the `q`-quantile among `len` sorted values, by the nearest rank (as oha and
 /// most load generators do).
 fn rank(len: usize, q: f64) -> usize {
@@ -289,12 +364,85 @@ fn pooled(groups: &[Vec<f64>], cycles: &[usize]) -> Vec<f64> {
     cycles.iter().flat_map(|&c| groups[c].iter().copied()).collect()
 }
 
-fn analyse(options: &Options, tallies: &[Tally], cycles: usize) -> serde_json::Value {
+/// `resamples` draws of `cycles` cycle numbers with replacement.
+fn resampled_cycles(cycles: usize, resamples: usize) -> Vec<Vec<usize>> {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let all_cycles: Vec<usize> = (0..cycles).collect();
-    let resampled: Vec<Vec<usize>> = (0..options.resamples)
+    (0..resamples)
         .map(|_| (0..cycles).map(|_| *all_cycles.choose(&mut rng).expect("at least one cycle")).collect())
+        .collect()
+}
+
+fn counts_and_settings(
+    options: &Options,
+    tallies: &[Tally],
+    cycles: usize,
+    report: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    report.insert(
+        "counts".to_owned(),
+        options
+            .paths
+            .iter()
+            .zip(tallies)
+            .map(|((name, _), t)| {
+                let counted = if options.max { t.completions.iter().sum::<u64>() as usize } else { t.samples.len() };
+                (name.clone(), serde_json::json!({ "counted": counted, "sent": t.sent, "errors": t.errors }))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    report.insert(
+        "settings".to_owned(),
+        serde_json::json!({
+            "rate": if options.max { serde_json::Value::Null } else { options.rate.into() },
+            "max": options.max, "connections": options.connections, "seconds_per_path": options.seconds,
+            "slice_ms": options.slice.as_millis() as u64, "warmup_ms": options.warmup.as_millis() as u64,
+            "cycles": cycles, "resamples": options.resamples,
+        }),
+    );
+}
+
+/// `--max`: each path's req/s over the counted parts of its slices, and the compared paths'
+/// ratios, with intervals from resampled cycles.
+fn analyse_throughput(options: &Options, tallies: &[Tally], cycles: usize) -> serde_json::Value {
+    let counted_seconds = (options.slice - options.warmup).as_secs_f64();
+    let rate = |tally: &Tally, drawn: &[usize]| {
+        drawn.iter().map(|&c| tally.completions[c]).sum::<u64>() as f64 / (drawn.len() as f64 * counted_seconds)
+    };
+    let all_cycles: Vec<usize> = (0..cycles).collect();
+    let resampled = resampled_cycles(cycles, options.resamples);
+    let paths: serde_json::Map<_, _> = options
+        .paths
+        .iter()
+        .zip(tallies)
+        .map(|((name, _), tally)| {
+            (name.clone(), serde_json::json!({ "req_per_s": json_number(rate(tally, &all_cycles)) }))
+        })
         .collect();
+    let mut comparisons = serde_json::Map::new();
+    for (a, b) in &options.compare {
+        let ia = options.paths.iter().position(|(n, _)| n == a).expect("checked");
+        let ib = options.paths.iter().position(|(n, _)| n == b).expect("checked");
+        let ratio = |drawn: &[usize]| rate(&tallies[ia], drawn) / rate(&tallies[ib], drawn);
+        let ratios = resampled.iter().map(|drawn| ratio(drawn)).collect();
+        comparisons.insert(
+            format!("{a}:{b}"),
+            serde_json::json!({
+                "ratio": json_number(ratio(&all_cycles)),
+                "ratio_ci95": interval(ratios).map(json_number),
+            }),
+        );
+    }
+    let mut report = serde_json::Map::new();
+    report.insert("throughput".to_owned(), serde_json::json!({ "paths": paths, "compare": comparisons }));
+    counts_and_settings(options, tallies, cycles, &mut report);
+    serde_json::Value::Object(report)
+}
+
+fn analyse(options: &Options, tallies: &[Tally], cycles: usize) -> serde_json::Value {
+    let all_cycles: Vec<usize> = (0..cycles).collect();
+    let resampled = resampled_cycles(cycles, options.resamples);
     let mut report = serde_json::Map::new();
     for (metric, pick) in
         [("total", (|s: &Sample| s.total_us) as fn(&Sample) -> f64), ("first_byte", |s: &Sample| s.first_byte_us)]
@@ -366,34 +514,22 @@ fn analyse(options: &Options, tallies: &[Tally], cycles: usize) -> serde_json::V
         }
         report.insert(metric.to_owned(), serde_json::json!({ "paths": paths, "compare": comparisons }));
     }
-    report.insert(
-        "counts".to_owned(),
-        options
-            .paths
-            .iter()
-            .zip(tallies)
-            .map(|((name, _), t)| {
-                (name.clone(), serde_json::json!({ "counted": t.samples.len(), "sent": t.sent, "errors": t.errors }))
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-    );
-    report.insert(
-        "settings".to_owned(),
-        serde_json::json!({
-            "rate": options.rate, "connections": options.connections, "seconds_per_path": options.seconds,
-            "slice_ms": options.slice.as_millis() as u64, "warmup_ms": options.warmup.as_millis() as u64,
-            "cycles": cycles, "resamples": options.resamples,
-        }),
-    );
+    counts_and_settings(options, tallies, cycles, &mut report);
     serde_json::Value::Object(report)
 }
 
 async fn run(options: Options) -> Result<serde_json::Value, String> {
     let stream = std::str::from_utf8(&options.body).is_ok_and(|b| b.contains("\"stream\":true"));
+    let slices_per_path =
+        (Duration::from_secs(u64::from(options.seconds)).as_nanos() / options.slice.as_nanos()).max(1) as usize;
+    let turns = Rc::new(Turns {
+        running: std::cell::Cell::new(None),
+        started: options.paths.iter().map(|_| tokio::sync::Notify::new()).collect(),
+        finished: std::cell::Cell::new(false),
+    });
     let mut queues = Vec::new();
     let mut tallies = Vec::new();
-    for (name, uri) in &options.paths {
+    for (index, (name, uri)) in options.paths.iter().enumerate() {
         let authority = uri.authority().ok_or_else(|| format!("{name}: URL without host"))?;
         let address = tokio::net::lookup_host(authority.as_str())
             .await
@@ -412,23 +548,23 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         });
         let (sender, receiver) = mpsc::unbounded_channel();
         let receiver = Rc::new(Mutex::new(receiver));
-        let tally = Rc::new(std::cell::RefCell::new(Tally::default()));
+        let tally = Rc::new(std::cell::RefCell::new(Tally {
+            completions: vec![0; if options.max { slices_per_path } else { 0 }],
+            ..Tally::default()
+        }));
         for _ in 0..options.connections {
-            tokio::task::spawn_local(worker(
-                path.clone(),
-                receiver.clone(),
-                tally.clone(),
-                options.body.clone(),
-                stream,
-            ));
+            let body = options.body.clone();
+            if options.max {
+                tokio::task::spawn_local(max_worker(index, path.clone(), turns.clone(), tally.clone(), body, stream));
+            } else {
+                tokio::task::spawn_local(worker(path.clone(), receiver.clone(), tally.clone(), body, stream));
+            }
         }
         queues.push((path, sender));
         tallies.push(tally);
     }
 
     let interval = Duration::from_secs(1) / options.rate;
-    let slices_per_path =
-        (Duration::from_secs(u64::from(options.seconds)).as_nanos() / options.slice.as_nanos()).max(1) as usize;
     let mut rng = StdRng::seed_from_u64(0xbe9c);
     let mut order: Vec<usize> = (0..queues.len()).collect();
     // Cycle 0 is a warm-up for every path and is not counted.
@@ -436,6 +572,20 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         order.shuffle(&mut rng);
         for &index in &order {
             let slice_start = Instant::now();
+            if options.max {
+                let ends = slice_start + options.slice;
+                turns.running.set(Some(Slice {
+                    path: index,
+                    cycle: cycle.saturating_sub(1),
+                    counted: cycle > 0,
+                    count_from: slice_start + options.warmup,
+                    ends,
+                }));
+                turns.started[index].notify_waiters();
+                tokio::time::sleep_until(tokio::time::Instant::from_std(ends)).await;
+                turns.running.set(None);
+                continue;
+            }
             let mut due = tokio::time::Instant::from_std(slice_start);
             while due.into_std() < slice_start + options.slice {
                 tokio::time::sleep_until(due).await;
@@ -450,7 +600,12 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
         }
     }
     drop(queues);
-    // Let the last answers arrive; the workers end when their queue is closed and empty.
+    turns.finished.set(true);
+    for started in &turns.started {
+        started.notify_waiters();
+    }
+    // Let the last answers arrive; the workers end when their queue is closed and empty (with
+    // `--max`: when the run is over).
     let deadline = Instant::now() + Duration::from_secs(10);
     while tallies.iter().any(|t| Rc::strong_count(t) > 1) {
         if Instant::now() >= deadline {
@@ -469,7 +624,11 @@ async fn run(options: Options) -> Result<serde_json::Value, String> {
     if !failed.is_empty() {
         return Err(format!("requests failed: {}", failed.join("; ")));
     }
-    Ok(analyse(&options, &tallies, slices_per_path))
+    Ok(if options.max {
+        analyse_throughput(&options, &tallies, slices_per_path)
+    } else {
+        analyse(&options, &tallies, slices_per_path)
+    })
 }
 
 fn main() {
@@ -492,6 +651,7 @@ mod tests {
     fn options(paths: &[&str], compare: (&str, &str)) -> Options {
         Options {
             rate: 1000,
+            max: false,
             connections: 1,
             seconds: 1,
             slice: Duration::from_millis(500),
@@ -518,10 +678,35 @@ mod tests {
                         })
                     })
                     .collect(),
+                completions: Vec::new(),
                 errors: BTreeMap::new(),
                 sent: 100 * cycles as u64,
             })
             .collect()
+    }
+
+    #[test]
+    fn throughput_ratios_pair_cycles_so_a_shared_drift_drops_out() {
+        let options = Options { max: true, ..options(&["nginx", "relay"], ("relay", "nginx")) };
+        let cycles = 10;
+        // The machine's speed moves from cycle to cycle; the relay always does 80 % of nginx's work.
+        let tallies: Vec<Tally> = [1.0, 0.8]
+            .iter()
+            .map(|share| Tally {
+                completions: (0..cycles).map(|c| ((1000 + 300 * ((c * 7) % 5)) as f64 * share) as u64).collect(),
+                ..Tally::default()
+            })
+            .collect();
+        let report = analyse_throughput(&options, &tallies, cycles);
+        let compared = &report["throughput"]["compare"]["relay:nginx"];
+        assert_eq!(compared["ratio"], 0.8);
+        assert_eq!(compared["ratio_ci95"], serde_json::json!([0.8, 0.8]));
+        // 480 ms counted per slice (500 ms, 20 ms warm-up).
+        let nginx: u64 = tallies[0].completions.iter().sum();
+        let expected = nginx as f64 / (cycles as f64 * 0.48);
+        assert_eq!(report["throughput"]["paths"]["nginx"]["req_per_s"], json_number(expected));
+        assert_eq!(report["counts"]["relay"]["counted"], tallies[1].completions.iter().sum::<u64>());
+        assert_eq!(report["settings"]["max"], true);
     }
 
     #[test]
