@@ -192,6 +192,24 @@ async fn connect(path: &Path) -> Result<hyper::client::conn::http1::SendRequest<
     Ok(sender)
 }
 
+/// The worker's connection, opened first if it has none; a failure to open it is counted.
+async fn connected<'a>(
+    sender: &'a mut Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    path: &Path,
+    tally: &std::cell::RefCell<Tally>,
+) -> Option<&'a mut hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    if sender.is_none() {
+        match connect(path).await {
+            Ok(opened) => *sender = Some(opened),
+            Err(error) => {
+                *tally.borrow_mut().errors.entry(error).or_default() += 1;
+                return None;
+            }
+        }
+    }
+    sender.as_mut()
+}
+
 /// Sends one request and reads its whole answer: (time to the response head, time to the end).
 async fn exchange(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -236,16 +254,8 @@ async fn worker(
     let mut sender = None;
     loop {
         let Some(due) = queue.lock().await.recv().await else { return };
-        if sender.is_none() {
-            match connect(&path).await {
-                Ok(connected) => sender = Some(connected),
-                Err(error) => {
-                    *tally.borrow_mut().errors.entry(error).or_default() += 1;
-                    continue;
-                }
-            }
-        }
-        let result = exchange(sender.as_mut().expect("connected above"), &path, &body, stream, due.at).await;
+        let Some(connection) = connected(&mut sender, &path, &tally).await else { continue };
+        let result = exchange(connection, &path, &body, stream, due.at).await;
         let mut tally = tally.borrow_mut();
         tally.sent += 1;
         match result {
@@ -284,17 +294,9 @@ async fn max_worker(
                 continue;
             }
         };
-        if sender.is_none() {
-            match connect(&path).await {
-                Ok(connected) => sender = Some(connected),
-                Err(error) => {
-                    *tally.borrow_mut().errors.entry(error).or_default() += 1;
-                    continue;
-                }
-            }
-        }
+        let Some(connection) = connected(&mut sender, &path, &tally).await else { continue };
         let sent = Instant::now();
-        let result = exchange(sender.as_mut().expect("connected above"), &path, &body, stream, sent).await;
+        let result = exchange(connection, &path, &body, stream, sent).await;
         let answered = Instant::now();
         let mut tally = tally.borrow_mut();
         tally.sent += 1;
@@ -364,6 +366,11 @@ fn pooled(groups: &[Vec<f64>], cycles: &[usize]) -> Vec<f64> {
     cycles.iter().flat_map(|&c| groups[c].iter().copied()).collect()
 }
 
+/// The index of a path `--compare` names (checked when the options were parsed).
+fn path_index(options: &Options, name: &str) -> usize {
+    options.paths.iter().position(|(n, _)| n == name).expect("checked when parsed")
+}
+
 /// `resamples` draws of `cycles` cycle numbers with replacement.
 fn resampled_cycles(cycles: usize, resamples: usize) -> Vec<Vec<usize>> {
     let mut rng = StdRng::seed_from_u64(0x5eed);
@@ -422,8 +429,7 @@ fn analyse_throughput(options: &Options, tallies: &[Tally], cycles: usize) -> se
         .collect();
     let mut comparisons = serde_json::Map::new();
     for (a, b) in &options.compare {
-        let ia = options.paths.iter().position(|(n, _)| n == a).expect("checked");
-        let ib = options.paths.iter().position(|(n, _)| n == b).expect("checked");
+        let (ia, ib) = (path_index(options, a), path_index(options, b));
         let ratio = |drawn: &[usize]| rate(&tallies[ia], drawn) / rate(&tallies[ib], drawn);
         let ratios = resampled.iter().map(|drawn| ratio(drawn)).collect();
         comparisons.insert(
@@ -479,8 +485,7 @@ fn analyse(options: &Options, tallies: &[Tally], cycles: usize) -> serde_json::V
         }
         let mut comparisons = serde_json::Map::new();
         for (a, b) in &options.compare {
-            let ia = options.paths.iter().position(|(n, _)| n == a).expect("checked");
-            let ib = options.paths.iter().position(|(n, _)| n == b).expect("checked");
+            let (ia, ib) = (path_index(options, a), path_index(options, b));
             let mut entry = serde_json::Map::new();
             for (k, (label, _)) in COMPARED.iter().enumerate() {
                 let added = |i: usize, e: &[Vec<Vec<f64>>], r: usize| e[i][r][k] - e[0][r][k];
