@@ -300,7 +300,10 @@ def interleaved_verdicts(w, p, paired, paired_max):
         diff = f"{fmt_signed(c[f'{key}_difference'])} µs {fmt_ci(c[f'{key}_difference_ci95'], signed=True)}"
         ratio, ci = c.get(f"{key}_ratio"), c.get(f"{key}_ratio_ci95")
         if ratio is None or not ci or None in ci:
-            return f"{diff} over nginx: n/a (nginx's added latency not clearly above zero)"
+            paths = doc["total"]["paths"]
+            unclear = [name for name in (p, "nginx") if not paths[name][f"added_{key}_ci95"][0] > 0]
+            return (f"{diff} over nginx: n/a ({' and '.join(unclear)}'s added latency not clearly above "
+                    f"zero: the run's noise swamps it)")
         if ci[1] <= factor:
             verdict = "PASS"
         elif ci[0] > factor:

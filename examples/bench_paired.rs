@@ -494,14 +494,18 @@ fn analyse(options: &Options, tallies: &[Tally], cycles: usize) -> serde_json::V
                 let ratios =
                     (0..options.resamples).map(|r| added(ia, &estimates, r) / added(ib, &estimates, r)).collect();
                 let differences = (0..options.resamples).map(|r| estimates[ia][r][k] - estimates[ib][r][k]).collect();
-                let baseline_ci = interval((0..options.resamples).map(|r| added(ib, &estimates, r)).collect());
+                let clearly_above_zero =
+                    |i: usize| interval((0..options.resamples).map(|r| added(i, &estimates, r)).collect())[0] > 0.0;
                 entry.insert(format!("{label}_difference"), json_number(difference));
                 entry.insert(
                     format!("{label}_difference_ci95"),
                     serde_json::json!(interval(differences).map(json_number)),
                 );
-                // A ratio means something only while the denominator is clearly above zero.
-                let ratio_defined = baseline_ci[0] > 0.0;
+                // A proxy cannot answer sooner than the upstream it calls, so an added latency
+                // whose interval reaches zero or below is the run's noise, not the proxy's: a
+                // ratio with either side so is not a measurement (it would divide by noise, or
+                // pass on it).
+                let ratio_defined = clearly_above_zero(ia) && clearly_above_zero(ib);
                 entry.insert(
                     format!("{label}_ratio"),
                     if ratio_defined { json_number(ratio) } else { serde_json::Value::Null },
@@ -756,6 +760,19 @@ mod tests {
         assert_eq!(compared["p50_ratio"], serde_json::Value::Null);
         assert_eq!(compared["p50_ratio_ci95"], serde_json::Value::Null);
         assert_eq!(compared["p50_difference"], 5.0);
+    }
+
+    #[test]
+    fn no_ratio_when_the_compared_path_adds_nothing_clear() {
+        let report = analyse(
+            &options(&["direct", "nginx", "relay"], ("relay", "nginx")),
+            &drifting_tallies(&[0.0, 40.0, 0.0], 8),
+            8,
+        );
+        let compared = &report["total"]["compare"]["relay:nginx"];
+        assert_eq!(compared["p99_ratio"], serde_json::Value::Null);
+        assert_eq!(compared["p99_ratio_ci95"], serde_json::Value::Null);
+        assert_eq!(compared["p99_difference"], -40.0);
     }
 
     #[test]
