@@ -205,7 +205,7 @@ def paired_verdicts(w, p, rounds_of, rounds):
         if ref_med <= 0:
             return f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs: n/a (nginx ≤ 0: noise)"
         ok = mine_med <= factor * ref_med
-        return (f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs ({mine_med / ref_med:.2f}×, "
+        return (f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs ({fmt_ratio(mine_med / ref_med, factor)}×, "
                 f"{wins} of {judged} rounds within) **{'PASS' if ok else 'FAIL'}**")
 
     def throughput_cell(m):
@@ -214,9 +214,9 @@ def paired_verdicts(w, p, rounds_of, rounds):
         if not ratios:
             return "n/a"
         ratio = median(ratios)
-        spread = f"{min(ratios):.2f}–{max(ratios):.2f}"
+        spread = f"{fmt_ratio(min(ratios), RPS_FACTOR)}–{fmt_ratio(max(ratios), RPS_FACTOR)}"
         ok = ratio >= RPS_FACTOR
-        return f"median {ratio:.2f}× (rounds {spread}) **{'PASS' if ok else 'FAIL'}**"
+        return f"median {fmt_ratio(ratio, RPS_FACTOR)}× (rounds {spread}) **{'PASS' if ok else 'FAIL'}**"
 
     targets_table(w, f"*{p}, paired by round* (a round's figures against the same round's nginx and "
                      f"direct; the median over {rounds} rounds):", [
@@ -224,6 +224,20 @@ def paired_verdicts(w, p, rounds_of, rounds):
         (f"added p99 ≤ {P99_FACTOR}× nginx", lambda m: latency_cell(m, "p99", P99_FACTOR)),
         (f"max req/s ≥ {RPS_FACTOR}× nginx", throughput_cell),
     ])
+
+
+def fmt_ratio(value, target):
+    """Two decimals, or as many more as it takes not to print a value beside a target as the
+    target itself (0.7996 next to 0.8 is not 0.80)."""
+    for digits in (2, 3, 4):
+        text = f"{value:.{digits}f}"
+        if value == target or float(text) != target:
+            return text
+    return text
+
+
+def fmt_ratios(ratio, ci, target):
+    return f"{fmt_ratio(ratio, target)}× [{fmt_ratio(ci[0], target)}, {fmt_ratio(ci[1], target)}]"
 
 
 def fmt_ci(ci, digits=0, signed=False):
@@ -301,8 +315,9 @@ def interleaved_verdicts(w, p, paired, paired_max):
         ratio, ci = c.get(f"{key}_ratio"), c.get(f"{key}_ratio_ci95")
         if ratio is None or not ci or None in ci:
             paths = doc["total"]["paths"]
-            unclear = [name for name in (p, "nginx") if not paths[name][f"added_{key}_ci95"][0] > 0]
-            return (f"{diff} over nginx: n/a ({' and '.join(unclear)}'s added latency not clearly above "
+            unclear = [f"{name}'s" for name in (p, "nginx") if not paths[name][f"added_{key}_ci95"][0] > 0]
+            latency = "latencies" if len(unclear) > 1 else "latency"
+            return (f"{diff} over nginx: n/a ({' and '.join(unclear)} added {latency} not clearly above "
                     f"zero: the run's noise swamps it)")
         if ci[1] <= factor:
             verdict = "PASS"
@@ -310,7 +325,7 @@ def interleaved_verdicts(w, p, paired, paired_max):
             verdict = "FAIL"
         else:
             verdict = "NOT SETTLED"
-        return f"{ratio:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}] ({diff} over nginx) **{verdict}**"
+        return f"{fmt_ratios(ratio, ci, factor)} ({diff} over nginx) **{verdict}**"
 
     def throughput_cell(m):
         doc = paired_max.get(m)
@@ -325,7 +340,7 @@ def interleaved_verdicts(w, p, paired, paired_max):
             verdict = "FAIL"
         else:
             verdict = "NOT SETTLED"
-        return (f"{ratio:.2f}× [{ci[0]:.2f}, {ci[1]:.2f}] ({fmt(paths[p]['req_per_s'])} vs nginx "
+        return (f"{fmt_ratios(ratio, ci, RPS_FACTOR)} ({fmt(paths[p]['req_per_s'])} vs nginx "
                 f"{fmt(paths['nginx']['req_per_s'])} req/s) **{verdict}**")
 
     targets_table(w, f"*{p}, interleaved* (one run, every path in turn; the ratio of added latencies, "
@@ -547,7 +562,7 @@ def main():
             ratio = mine / ref
             ok = mine >= factor * ref if higher_is_better else mine <= factor * ref
             return (f"{fmt(mine, digits)}{unit} vs nginx {fmt(ref, digits)}{unit} "
-                    f"({ratio:.2f}×) **{'PASS' if ok else 'FAIL'}**")
+                    f"({fmt_ratio(ratio, factor)}×) **{'PASS' if ok else 'FAIL'}**")
 
         rows = {"p50": [], "p99": [], "rps": [], "cpu": []}
         for m in MODES:

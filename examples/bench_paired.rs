@@ -348,8 +348,19 @@ fn interval(mut estimates: Vec<f64>) -> [f64; 2] {
     [quantile(&estimates, 0.025), quantile(&estimates, 0.975)]
 }
 
+/// Microseconds and req/s, to two decimals.
 fn json_number(value: f64) -> serde_json::Value {
-    serde_json::Number::from_f64((value * 100.0).round() / 100.0)
+    rounded(value, 100.0)
+}
+
+/// Ratios, to four decimals: the report judges them against a target, and a bound of 0.795 or
+/// 1.2549 rounded to two decimals would land on it.
+fn json_ratio(value: f64) -> serde_json::Value {
+    rounded(value, 10_000.0)
+}
+
+fn rounded(value: f64, scale: f64) -> serde_json::Value {
+    serde_json::Number::from_f64((value * scale).round() / scale)
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
@@ -435,8 +446,8 @@ fn analyse_throughput(options: &Options, tallies: &[Tally], cycles: usize) -> se
         comparisons.insert(
             format!("{a}:{b}"),
             serde_json::json!({
-                "ratio": json_number(ratio(&all_cycles)),
-                "ratio_ci95": interval(ratios).map(json_number),
+                "ratio": json_ratio(ratio(&all_cycles)),
+                "ratio_ci95": interval(ratios).map(json_ratio),
             }),
         );
     }
@@ -508,12 +519,12 @@ fn analyse(options: &Options, tallies: &[Tally], cycles: usize) -> serde_json::V
                 let ratio_defined = clearly_above_zero(ia) && clearly_above_zero(ib);
                 entry.insert(
                     format!("{label}_ratio"),
-                    if ratio_defined { json_number(ratio) } else { serde_json::Value::Null },
+                    if ratio_defined { json_ratio(ratio) } else { serde_json::Value::Null },
                 );
                 entry.insert(
                     format!("{label}_ratio_ci95"),
                     if ratio_defined {
-                        serde_json::json!(interval(ratios).map(json_number))
+                        serde_json::json!(interval(ratios).map(json_ratio))
                     } else {
                         serde_json::Value::Null
                     },
@@ -716,6 +727,19 @@ mod tests {
         assert_eq!(report["throughput"]["paths"]["nginx"]["req_per_s"], json_number(expected));
         assert_eq!(report["counts"]["relay"]["counted"], tallies[1].completions.iter().sum::<u64>());
         assert_eq!(report["settings"]["max"], true);
+    }
+
+    #[test]
+    fn ratios_keep_the_precision_a_verdict_needs() {
+        let options = Options { max: true, ..options(&["nginx", "relay"], ("relay", "nginx")) };
+        let tallies: Vec<Tally> = [10_000, 7_960]
+            .iter()
+            .map(|&answered| Tally { completions: vec![answered; 4], ..Tally::default() })
+            .collect();
+        let report = analyse_throughput(&options, &tallies, 4);
+        let compared = &report["throughput"]["compare"]["relay:nginx"];
+        assert_eq!(compared["ratio"], serde_json::json!(0.796), "not rounded up onto the 0.8 target");
+        assert_eq!(compared["ratio_ci95"], serde_json::json!([0.796, 0.796]));
     }
 
     #[test]
