@@ -774,29 +774,20 @@ mod tests {
     }
 
     #[test]
-    fn no_ratio_against_a_path_that_adds_nothing() {
-        let report = analyse(
-            &options(&["direct", "nginx", "relay"], ("relay", "nginx")),
-            &drifting_tallies(&[0.0, 0.0, 5.0], 8),
-            8,
-        );
-        let compared = &report["first_byte"]["compare"]["relay:nginx"];
-        assert_eq!(compared["p50_ratio"], serde_json::Value::Null);
-        assert_eq!(compared["p50_ratio_ci95"], serde_json::Value::Null);
-        assert_eq!(compared["p50_difference"], 5.0);
-    }
-
-    #[test]
-    fn no_ratio_when_the_compared_path_adds_nothing_clear() {
-        let report = analyse(
-            &options(&["direct", "nginx", "relay"], ("relay", "nginx")),
-            &drifting_tallies(&[0.0, 40.0, 0.0], 8),
-            8,
-        );
-        let compared = &report["total"]["compare"]["relay:nginx"];
-        assert_eq!(compared["p99_ratio"], serde_json::Value::Null);
-        assert_eq!(compared["p99_ratio_ci95"], serde_json::Value::Null);
-        assert_eq!(compared["p99_difference"], -40.0);
+    fn no_ratio_unless_both_paths_add_latency_clearly_above_zero() {
+        // (direct, nginx, relay) offsets: nginx adds nothing, then the relay adds nothing.
+        for (offsets, difference) in [([0.0, 0.0, 5.0], 5.0), ([0.0, 40.0, 0.0], -40.0)] {
+            let report =
+                analyse(&options(&["direct", "nginx", "relay"], ("relay", "nginx")), &drifting_tallies(&offsets, 8), 8);
+            for metric in ["total", "first_byte"] {
+                let compared = &report[metric]["compare"]["relay:nginx"];
+                for label in ["p50", "p99"] {
+                    assert_eq!(compared[format!("{label}_ratio")], serde_json::Value::Null, "{offsets:?}");
+                    assert_eq!(compared[format!("{label}_ratio_ci95")], serde_json::Value::Null, "{offsets:?}");
+                    assert_eq!(compared[format!("{label}_difference")], difference, "{offsets:?}");
+                }
+            }
+        }
     }
 
     #[test]
