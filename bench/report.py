@@ -316,6 +316,8 @@ def interleaved_verdicts(w, p, paired, paired_max):
         if ratio is None or not ci or None in ci:
             paths = doc["total"]["paths"]
             unclear = [f"{name}'s" for name in (p, "nginx") if not paths[name][f"added_{key}_ci95"][0] > 0]
+            if not unclear:
+                return f"{diff} over nginx: n/a (no interval for the ratio)"
             latency = "latencies" if len(unclear) > 1 else "latency"
             return (f"{diff} over nginx: n/a ({' and '.join(unclear)} added {latency} not clearly above "
                     f"zero: the run's noise swamps it)")
