@@ -205,8 +205,9 @@ def paired_verdicts(w, p, rounds_of, rounds):
         if ref_med <= 0:
             return f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs: n/a (nginx ≤ 0: noise)"
         ok = mine_med <= factor * ref_med
-        return (f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs ({fmt_ratio(mine_med / ref_med, factor)}×, "
-                f"{wins} of {judged} rounds within) **{'PASS' if ok else 'FAIL'}**")
+        return (f"{fmt_signed(mine_med)} vs nginx {fmt_signed(ref_med)} µs "
+                f"({fmt_ratio(mine_med / ref_med, factor)}×, {wins} of {judged} rounds within) "
+                f"**{'PASS' if ok else 'FAIL'}**")
 
     def throughput_cell(m):
         ratios = [a / b for a, b in zip(per_round(p, m, "max", "rps"), per_round("nginx", m, "max", "rps"))
@@ -302,6 +303,19 @@ def interleaved_throughput(w, paired_max, conns):
     w("")
 
 
+def interval_verdict(ci, target, higher_is_better):
+    """PASS when the whole interval is on the target's good side, FAIL when it is all beyond it."""
+    low, high = ci
+    if higher_is_better:
+        # Negated, a floor becomes a ceiling.
+        low, high, target = -high, -low, -target
+    if high <= target:
+        return "PASS"
+    if low > target:
+        return "FAIL"
+    return "NOT SETTLED"
+
+
 def interleaved_verdicts(w, p, paired, paired_max):
     """The latency targets on the interleaved run: the ratio of the two added latencies with its
     confidence interval. A target passes when the whole interval is within it, fails when the
@@ -321,13 +335,7 @@ def interleaved_verdicts(w, p, paired, paired_max):
             latency = "latencies" if len(unclear) > 1 else "latency"
             return (f"{diff} over nginx: n/a ({' and '.join(unclear)} added {latency} not clearly above "
                     f"zero: the run's noise swamps it)")
-        if ci[1] <= factor:
-            verdict = "PASS"
-        elif ci[0] > factor:
-            verdict = "FAIL"
-        else:
-            verdict = "NOT SETTLED"
-        return f"{fmt_ratios(ratio, ci, factor)} ({diff} over nginx) **{verdict}**"
+        return f"{fmt_ratios(ratio, ci, factor)} ({diff} over nginx) **{interval_verdict(ci, factor, False)}**"
 
     def throughput_cell(m):
         doc = paired_max.get(m)
@@ -336,14 +344,8 @@ def interleaved_verdicts(w, p, paired, paired_max):
             return "n/a"
         ratio, ci = c["ratio"], c["ratio_ci95"]
         paths = doc["throughput"]["paths"]
-        if ci[0] >= RPS_FACTOR:
-            verdict = "PASS"
-        elif ci[1] < RPS_FACTOR:
-            verdict = "FAIL"
-        else:
-            verdict = "NOT SETTLED"
         return (f"{fmt_ratios(ratio, ci, RPS_FACTOR)} ({fmt(paths[p]['req_per_s'])} vs nginx "
-                f"{fmt(paths['nginx']['req_per_s'])} req/s) **{verdict}**")
+                f"{fmt(paths['nginx']['req_per_s'])} req/s) **{interval_verdict(ci, RPS_FACTOR, True)}**")
 
     targets_table(w, f"*{p}, interleaved* (one run, every path in turn; the ratio of added latencies, "
                      f"or of req/s, with its 95 % confidence interval; PASS or FAIL only when the whole "
