@@ -58,7 +58,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(switchyard::app::serve(config, listen, allow_unauthenticated)) {
+            let served = runtime.block_on(switchyard::app::serve(config, listen, allow_unauthenticated));
+            // Dropping a runtime waits for its blocking tasks, and a config read stuck on a hung
+            // filesystem would never let the process exit. The drain is over by now.
+            runtime.shutdown_background();
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error}");

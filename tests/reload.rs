@@ -218,3 +218,127 @@ fn sighup_reloads_the_running_binary() {
     assert!(status.success(), "SIGTERM drains and exits 0: {status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The config file turned into one whose read hangs, as on a hung NFS or FUSE mount: a FIFO
+/// that this test keeps open for writing, so a reader's `read` waits for data until released.
+struct HungConfig {
+    writer: std::sync::Mutex<Option<std::fs::File>>,
+    released: AtomicBool,
+}
+
+impl HungConfig {
+    fn replace(path: &Path) -> Arc<Self> {
+        let fifo = path.with_extension("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let made =
+            std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils) must be installed");
+        assert!(made.success(), "mkfifo {} failed", fifo.display());
+        // Read and write: opening a FIFO so does not wait for a reader (Linux), and while it is
+        // open a reader's `read` waits instead of seeing the end of the file.
+        let writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+        std::fs::rename(&fifo, path).unwrap();
+        Arc::new(HungConfig { writer: std::sync::Mutex::new(Some(writer)), released: AtomicBool::new(false) })
+    }
+
+    /// Lets the hung read end (it sees the end of the file).
+    fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.writer.lock().unwrap().take();
+    }
+
+    /// Releases the read after `after` whatever happens, so that a relay that blocked on it
+    /// shows up as a failed assertion rather than a test that never ends.
+    fn release_after(self: &Arc<Self>, after: Duration) {
+        let hung = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            hung.release();
+        });
+    }
+
+    fn was_released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
+    }
+}
+
+/// How many of process `pid`'s open files are `path`.
+fn open_count(pid: u32, path: &Path) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+/// Waits until process `pid` has `path` open at least `count` times.
+fn wait_for_open(pid: u32, path: &Path, count: usize) {
+    for _ in 0..400 {
+        if open_count(pid, path) >= count {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("process {pid} never opened {}", path.display());
+}
+
+// The default test runtime has one thread, as the relay has in a 1-CPU container: a read of the
+// config on that thread would stall every request.
+#[tokio::test]
+async fn a_config_read_that_hangs_stalls_no_request() {
+    let dir = std::env::temp_dir().join(format!("switchyard-hung-read-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config(&["one"])).unwrap();
+    let relay = Relay::start_watching(&path).await;
+    assert!(serves(&relay, "one").await);
+
+    let hung = HungConfig::replace(&path);
+    hung.release_after(Duration::from_secs(10));
+    // Opened by the test's own writer, then by the watcher, whose read now waits.
+    let watched = tokio::task::spawn_blocking({
+        let path = path.canonicalize().unwrap();
+        move || wait_for_open(std::process::id(), &path, 2)
+    });
+    watched.await.unwrap();
+    for _ in 0..5 {
+        assert!(serves(&relay, "one").await);
+    }
+    assert!(!hung.was_released(), "requests were answered only once the hung config read had ended");
+
+    save(&path, &config(&["one", "two"]));
+    hung.release();
+    wait_until(&relay, "two", true).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_config_read_that_hangs_does_not_hold_up_shutdown() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = std::env::temp_dir().join(format!("switchyard-hung-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config(&["one"])).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    assert!(lines.by_ref().any(|line| line.unwrap().contains("switchyard listening")), "the relay never started");
+    // Keep draining stderr so the relay never blocks writing its logs.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let hung = HungConfig::replace(&path);
+    hung.release_after(Duration::from_secs(10));
+    wait_for_open(child.id(), &path.canonicalize().unwrap(), 1);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(!hung.was_released(), "the relay exited only once the hung config read had ended");
+    assert!(status.success(), "SIGTERM drains and exits 0: {status}");
+    hung.release();
+    let _ = std::fs::remove_dir_all(&dir);
+}

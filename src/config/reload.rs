@@ -28,6 +28,14 @@ fn digest(path: &PathBuf) -> Option<[u8; 32]> {
     std::fs::read(path).ok().map(|bytes| Sha256::digest(&bytes).into())
 }
 
+/// [`digest`] on the blocking pool: the runtime thread also serves requests (it is the only one
+/// in a 1-CPU container), and a read from a slow or hung filesystem (NFS, FUSE) would stall
+/// every request for as long as it takes. One read at a time: the loop awaits it.
+async fn digest_off_thread(path: &PathBuf) -> Option<[u8; 32]> {
+    let path = path.clone();
+    tokio::task::spawn_blocking(move || digest(&path)).await.ok().flatten()
+}
+
 /// Watches `path`; sends a validated config (or the rejection) on every change or SIGHUP.
 /// `poll` is how often the file is checked; `debounce` how long it must stay unchanged.
 pub fn watch(path: PathBuf, poll: Duration, debounce: Duration) -> mpsc::Receiver<Reloaded> {
@@ -55,19 +63,19 @@ pub fn watch(path: PathBuf, poll: Duration, debounce: Duration) -> mpsc::Receive
             let trigger = tokio::select! {
                 Some(()) = signalled => Trigger::Signal,
                 _ = ticker.tick() => {
-                    let current = digest(&path);
+                    let current = digest_off_thread(&path).await;
                     if current.is_none() || current == applied {
                         continue;
                     }
                     tokio::time::sleep(debounce).await;
-                    if digest(&path) != current {
+                    if digest_off_thread(&path).await != current {
                         // Still being written; look again on the next tick.
                         continue;
                     }
                     Trigger::FileChanged
                 }
             };
-            applied = digest(&path);
+            applied = digest_off_thread(&path).await;
             let loaded = {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || Config::load(&path)).await
