@@ -265,7 +265,9 @@ async fn client_errors_are_openai_shaped() {
     );
     let relay = Relay::start_with_env(&toml, &[("TEAM_KEY", "team-secret")]).await;
     let auth = [("authorization", "Bearer team-secret")];
-    let cases: Vec<(Vec<(&str, &str)>, Bytes, u16, &str)> = vec![
+    // (request headers, body, status, error code)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Bytes, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![], Bytes::from(json!({"model": "gpt", "messages": []}).to_string()), 401, "invalid_api_key"),
         (
             vec![("authorization", "Bearer wrong")],

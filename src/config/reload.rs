@@ -6,7 +6,7 @@
 //! first update. A change is applied once the content has stayed the same for one debounce
 //! interval, so a half-written file is never loaded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -24,15 +24,15 @@ pub enum Trigger {
 /// A reload attempt: the newly validated config, or why it was rejected.
 pub type Reloaded = (Trigger, Result<Config, ConfigError>);
 
-fn digest(path: &PathBuf) -> Option<[u8; 32]> {
+fn digest(path: &Path) -> Option<[u8; 32]> {
     std::fs::read(path).ok().map(|bytes| Sha256::digest(&bytes).into())
 }
 
 /// [`digest`] on the blocking pool: the runtime thread also serves requests (it is the only one
 /// in a 1-CPU container), and a read from a slow or hung filesystem (NFS, FUSE) would stall
 /// every request for as long as it takes. One read at a time: the loop awaits it.
-async fn digest_off_thread(path: &PathBuf) -> Option<[u8; 32]> {
-    let path = path.clone();
+async fn digest_off_thread(path: &Path) -> Option<[u8; 32]> {
+    let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || digest(&path)).await.ok().flatten()
 }
 

@@ -129,8 +129,9 @@ impl H1Pool {
 }
 
 enum Failed {
-    /// The connection was closed before the request was written; here it is back.
-    Unsent(Request<Full<Bytes>>),
+    /// The connection was closed before the request was written; here it is back. Boxed: it is
+    /// rare, and the unboxed request would make every attempt's result 256 bytes.
+    Unsent(Box<Request<Full<Bytes>>>),
     Error(BoxError),
 }
 
@@ -197,7 +198,7 @@ where
                 Ok(Response::from_parts(parts, body))
             }
             Err(mut error) => match error.take_message() {
-                Some(request) => Err(Failed::Unsent(request)),
+                Some(request) => Err(Failed::Unsent(Box::new(request))),
                 None => Err(Failed::Error(error.into_error().into())),
             },
         })
@@ -226,7 +227,7 @@ where
             SendingProjection::Reused { exchanging, pool } => match ready!(exchanging.poll(cx)) {
                 Ok(response) => return Poll::Ready(Ok(response)),
                 Err(Failed::Error(error)) => return Poll::Ready(Err(error)),
-                Err(Failed::Unsent(request)) => (request, Arc::clone(*pool)),
+                Err(Failed::Unsent(request)) => (*request, Arc::clone(*pool)),
             },
             SendingProjection::Fresh { sending } => return sending.as_mut().poll(cx),
         };

@@ -42,6 +42,8 @@ const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// 24 fits what the OpenAI SDKs send (about 17) plus the id.
 const RESPONSE_HEADER_ROOM: usize = 24;
 
+// One per upstream, built once and never moved: the https client's size costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     /// hyper-util's pooled client: `https` upstreams, where ALPN may choose HTTP/2.
     Http(client::HttpClient),

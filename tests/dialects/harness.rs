@@ -554,7 +554,7 @@ pub fn translate_stream(case: &Case, reads: &[Bytes], wants_usage: bool) -> Stre
 fn stream_error(case: &Case, body: &Bytes) -> Option<RelayError> {
     let mut translator = case.dialect().stream_translator(&case.context(case.client_wants_usage()));
     let mut out = Vec::new();
-    translator.feed(body.clone(), &mut out).and_then(|()| translator.finish(&mut out)).err()
+    translator.feed(body.clone(), &mut out).err().or_else(|| translator.finish(&mut out).err())
 }
 
 /// Runs one case's response side: the error, the complete body, or the stream (read with and

@@ -161,7 +161,7 @@ impl Builder<'_> {
                 self.unsupported(penalty, "the Responses API has no sampling penalties")?;
             }
         }
-        if self.param("logit_bias").is_some_and(|bias| bias.as_object().map_or(true, |b| !b.is_empty())) {
+        if self.param("logit_bias").is_some_and(|bias| bias.as_object().is_none_or(|b| !b.is_empty())) {
             self.unsupported("logit_bias", "the Responses API has no logit bias")?;
         }
         if self.param("logprobs").is_some_and(|logprobs| logprobs != &Value::Bool(false)) {
