@@ -181,42 +181,70 @@ async fn a_configmap_symlink_swap_is_reloaded() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn sighup_reloads_the_running_binary() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+/// The relay binary serving `config(&["one"])` from a file of its own, its log read line by line.
+struct Binary {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    child: std::process::Child,
+    log: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+}
 
-    let dir = std::env::temp_dir().join(format!("switchyard-sighup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("switchyard.toml");
-    std::fs::write(&path, config(&["one"])).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("SWITCHYARD_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut wait_for = |needle: &str| -> String {
-        for line in lines.by_ref() {
+impl Binary {
+    /// Started and listening.
+    fn start(test: &str) -> Binary {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let dir = std::env::temp_dir().join(format!("switchyard-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("switchyard.toml");
+        std::fs::write(&path, config(&["one"])).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut binary = Binary { dir, path, child, log };
+        binary.wait_for("switchyard listening");
+        binary
+    }
+
+    /// The next log line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        for line in self.log.by_ref() {
             let line = line.unwrap();
             if line.contains(needle) {
                 return line;
             }
         }
         panic!("the relay never logged {needle:?}");
-    };
-    wait_for("switchyard listening");
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    let reloaded = wait_for("config reloaded");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args([name, &pid]).status().unwrap().success());
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn sighup_reloads_the_running_binary() {
+    let mut relay = Binary::start("sighup");
+    relay.signal("-HUP");
+    let reloaded = relay.wait_for("config reloaded");
     assert!(reloaded.contains("Signal"), "{reloaded}");
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP must not stop the relay");
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = child.wait().unwrap();
+    assert!(relay.child.try_wait().unwrap().is_none(), "SIGHUP must not stop the relay");
+    relay.signal("-TERM");
+    let status = relay.child.wait().unwrap();
     assert!(status.success(), "SIGTERM drains and exits 0: {status}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The config file turned into one whose read hangs, as on a hung NFS or FUSE mount: a FIFO
@@ -313,32 +341,13 @@ async fn a_config_read_that_hangs_stalls_no_request() {
 
 #[test]
 fn a_config_read_that_hangs_does_not_hold_up_shutdown() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    let dir = std::env::temp_dir().join(format!("switchyard-hung-exit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("switchyard.toml");
-    std::fs::write(&path, config(&["one"])).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut lines = stderr.lines();
-    assert!(lines.by_ref().any(|line| line.unwrap().contains("switchyard listening")), "the relay never started");
-    // Keep draining stderr so the relay never blocks writing its logs.
-    std::thread::spawn(move || lines.for_each(drop));
-
-    let hung = HungConfig::replace(&path);
+    let mut relay = Binary::start("hung-exit");
+    let hung = HungConfig::replace(&relay.path);
     hung.release_after(Duration::from_secs(10));
-    wait_for_open(child.id(), &path.canonicalize().unwrap(), 1);
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let status = child.wait().unwrap();
+    wait_for_open(relay.child.id(), &relay.path.canonicalize().unwrap(), 1);
+    relay.signal("-TERM");
+    let status = relay.child.wait().unwrap();
     assert!(!hung.was_released(), "the relay exited only once the hung config read had ended");
     assert!(status.success(), "SIGTERM drains and exits 0: {status}");
     hung.release();
-    let _ = std::fs::remove_dir_all(&dir);
 }
