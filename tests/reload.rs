@@ -181,7 +181,8 @@ async fn a_configmap_symlink_swap_is_reloaded() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The relay binary serving `config(&["one"])` from a file of its own, its log read line by line.
+/// The relay binary serving `config(&["one"])` from a file of its own, its JSON log read line
+/// by line.
 struct Binary {
     dir: std::path::PathBuf,
     path: std::path::PathBuf,
@@ -202,6 +203,8 @@ impl Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&path)
+            // As the deployments log.
+            .env("SWITCHYARD_LOG_FORMAT", "json")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
