@@ -1,0 +1,70 @@
+//! A bare hyper reverse proxy, for the benchmark only: what hyper's HTTP/1 server and client cost
+//! on their own, as a floor under the relay (README, Performance, "What remains").
+//!
+//! Usage: `bare_proxy LISTEN UPSTREAM` (both `host:port`). Each client connection gets one
+//! upstream connection, opened on its first request; request and response bodies pass through
+//! untouched. No routing, body parse, header policy, retry, timeout, metrics or logs, and no
+//! error handling beyond what keeps it answering the benchmark: a failure drops the connection.
+//! One thread, as the relay runs on one CPU.
+
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1 as client;
+use hyper::server::conn::http1 as server;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+type Sender = client::SendRequest<Incoming>;
+
+/// Sends `request` on the client connection's upstream connection (`slot`), opening it first if
+/// needed. The sender goes back into the slot once the response head is in; the next request on
+/// the connection waits (`ready`) until this response's body has been read.
+async fn forward(
+    upstream: &'static str,
+    slot: Arc<Mutex<Option<Sender>>>,
+    request: Request<Incoming>,
+) -> Result<Response<Incoming>, Box<dyn std::error::Error + Send + Sync>> {
+    let taken = slot.lock().map_err(|_| "poisoned")?.take();
+    let mut sender = match taken {
+        Some(sender) => sender,
+        None => {
+            let stream = TcpStream::connect(upstream).await?;
+            stream.set_nodelay(true)?;
+            let (sender, connection) = client::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            sender
+        }
+    };
+    sender.ready().await?;
+    let (mut parts, body) = request.into_parts();
+    parts.uri = parts.uri.path_and_query().map_or("/", |path| path.as_str()).parse()?;
+    parts.headers.insert(hyper::header::HOST, upstream.parse()?);
+    let response = sender.send_request(Request::from_parts(parts, body)).await;
+    *slot.lock().map_err(|_| "poisoned")? = Some(sender);
+    Ok(response?)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
+        eprintln!("usage: bare_proxy LISTEN UPSTREAM (host:port each)");
+        std::process::exit(2);
+    };
+    let upstream: &'static str = Box::leak(upstream.into_boxed_str());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(listen).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            let slot = Arc::new(Mutex::new(None));
+            tokio::spawn(async move {
+                let service = service_fn(move |request| forward(upstream, slot.clone(), request));
+                let _ = server::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}
