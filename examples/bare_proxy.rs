@@ -1,5 +1,6 @@
 //! A bare hyper reverse proxy, for the benchmark only: what hyper's HTTP/1 server and client cost
-//! on their own, as a floor under the relay (README, Performance, "What remains").
+//! on their own, as a floor under the relay (README, Performance: "How much of the relay's extra
+//! over nginx is hyper's own?").
 //!
 //! Usage: `bare_proxy LISTEN UPSTREAM` (both `host:port`). Each client connection gets one
 //! upstream connection, opened on its first request; request and response bodies pass through
