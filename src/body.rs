@@ -1,10 +1,13 @@
 //! The response body type shared by every layer, and bounded collection of request bodies.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use tokio::time::Sleep;
 
 /// Every response body the relay sends. Its error type is `Infallible`: failures inside a body are
 /// turned into in-band SSE error events before they reach hyper, so a connection is never cut.
@@ -20,13 +23,34 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub enum CollectError {
     #[error("body exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("error reading body: {0}")]
+    #[error("{0}")]
     Read(String),
+    #[error("no data for {0:?}")]
+    Idle(Duration),
 }
 
 /// Collects a body into one buffer, failing as soon as it grows past `limit` so a huge upload
 /// cannot exhaust memory.
 pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    collect(body, limit, None).await
+}
+
+/// [`collect_limited`], failing with [`CollectError::Idle`] when the body stalls for `idle`
+/// between frames: an upstream that sent its headers and then stopped is named as such, not
+/// left to the request's much longer total limit.
+pub async fn collect_limited_idle<B>(body: B, limit: usize, idle: Duration) -> Result<Bytes, CollectError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    collect(body, limit, Some(idle)).await
+}
+
+async fn collect<B>(body: B, limit: usize, idle: Option<Duration>) -> Result<Bytes, CollectError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -37,16 +61,32 @@ where
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
-    // hyper's server wakes itself when its chunk is taken; at the end of the body that wake-up
-    // is for a sender already gone.
+    // Armed only when a read has to wait, so a body that is already in (the common case)
+    // costs no clock read and no timer.
+    let mut stall = std::pin::pin!(None::<Sleep>);
+    let mut progressed = true;
     let mut next_frame = std::future::poll_fn(|cx| {
-        crate::wake::hold(|| {
+        // hyper's server wakes itself when its chunk is taken; at the end of the body that
+        // wake-up is for a sender already gone.
+        let polled = crate::wake::hold(|| {
             let polled = body.as_mut().poll_frame(cx);
             let finished = matches!(polled, Poll::Ready(None)) || body.is_end_stream();
             (polled, !finished)
-        })
+        });
+        if polled.is_ready() {
+            progressed = true;
+            return polled.map(Ok);
+        }
+        let Some(idle) = idle else { return Poll::Pending };
+        if std::mem::take(&mut progressed) {
+            stall.set(Some(tokio::time::sleep(idle)));
+        }
+        match stall.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(CollectError::Idle(idle))),
+            _ => Poll::Pending,
+        }
     });
-    while let Some(frame) = (&mut next_frame).await {
+    while let Some(frame) = (&mut next_frame).await? {
         let frame = frame.map_err(|e| CollectError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else { continue };
         let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + data.len();
@@ -85,6 +125,30 @@ mod tests {
     async fn collects_many_frames_in_order() {
         let body = collect_limited(chunked(&["ab", "cd", "e"]), 10).await.unwrap();
         assert_eq!(&body[..], b"abcde");
+    }
+
+    /// One frame, then nothing: the stream never ends.
+    fn stalls_after(part: &'static str) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
+        let first = futures_util::stream::iter([Ok(http_body::Frame::data(Bytes::from_static(part.as_bytes())))]);
+        StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stalls_fails_after_the_idle_limit() {
+        let started = tokio::time::Instant::now();
+        let err = collect_limited_idle(stalls_after("{\"id\":"), 100, Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(err, CollectError::Idle(idle) if idle == Duration::from_secs(2)), "{err:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_within_the_idle_limit_are_collected() {
+        let frames = futures_util::StreamExt::then(futures_util::stream::iter(["ab", "cd", "e"]), |part| async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(part.as_bytes())))
+        });
+        let body = collect_limited_idle(StreamBody::new(frames), 10, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(&body[..], b"abcde", "each gap is under the limit, though the whole body takes longer");
     }
 
     #[tokio::test]

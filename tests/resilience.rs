@@ -204,6 +204,21 @@ async fn failover_on_is_configurable() {
 }
 
 #[tokio::test]
+async fn a_refused_request_is_not_sent_to_the_next_target() {
+    for status in [409u16, 413, 415] {
+        let refusing = MockUpstream::always(Reply::json(status, r#"{"error":{"message":"refused"}}"#)).await;
+        let good = MockUpstream::always(Reply::json(200, OK)).await;
+        let config = upstream_toml("first", &refusing.url(), "retry = { attempts = 3, backoff_base = \"1ms\" }")
+            + &upstream_toml("second", &good.url(), "")
+            + &model_toml("m", &["first", "second"], "");
+        let relay = Relay::start(&config).await;
+        let (got, headers, _) = relay.chat(&[], &request(false)).await;
+        assert_eq!((got.as_u16(), headers["x-switchyard-upstream"].to_str().unwrap()), (status, "first"));
+        assert_eq!((refusing.received().len(), good.received().len()), (1, 0), "{status}: sent once, to one target");
+    }
+}
+
+#[tokio::test]
 async fn a_hang_before_headers_times_out_then_fails_over() {
     let hang = MockUpstream::always(Reply::Hang).await;
     let good = MockUpstream::always(Reply::json(200, OK)).await;
@@ -250,6 +265,27 @@ async fn a_stream_that_hangs_mid_way_ends_with_an_idle_timeout_event() {
     assert_eq!(last["error"]["code"], "upstream_timeout_idle");
     assert!(!data.iter().any(|d| d == "[DONE]"));
     assert_eq!(relay.running.metrics.upstream_timeouts.with_label_values(&["a", "idle"]).get(), 1);
+}
+
+#[tokio::test]
+async fn a_non_streamed_body_that_stalls_ends_with_an_idle_timeout_and_fails_over() {
+    let parts = vec![(Duration::ZERO, Bytes::from_static(b"{\"id\":")), (Duration::from_secs(3600), Bytes::new())];
+    let stalled =
+        MockUpstream::always(Reply::Chunks { status: 200, content_type: "application/json", parts }).await;
+    let good = MockUpstream::always(Reply::json(200, OK)).await;
+    let stalling = upstream_toml("a", &stalled.url(), "timeouts = { idle = \"300ms\", total = \"60s\" }");
+    let alone = Relay::start(&(stalling.clone() + &model_toml("m", &["a"], ""))).await;
+    let started = Instant::now();
+    let (status, headers, body) = alone.chat(&[], &request(false)).await;
+    assert_eq!((status.as_u16(), error_of(&body)["code"].as_str().unwrap()), (504, "upstream_timeout_idle"));
+    assert_eq!(headers["x-switchyard-upstream"], "a");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(alone.running.metrics.upstream_timeouts.with_label_values(&["a", "idle"]).get(), 1);
+
+    let with_backup =
+        Relay::start(&(stalling + &upstream_toml("good", &good.url(), "") + &model_toml("m", &["a", "good"], ""))).await;
+    let (status, headers, _) = with_backup.chat(&[], &request(false)).await;
+    assert_eq!((status.as_u16(), headers["x-switchyard-upstream"].to_str().unwrap()), (200, "good"));
 }
 
 #[tokio::test]

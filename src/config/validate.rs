@@ -54,6 +54,7 @@ const FAILOVER_CLASSES: &[&str] = &[
     "403",
     "404",
     "422",
+    "4xx",
     "stream",
 ];
 

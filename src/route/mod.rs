@@ -352,8 +352,8 @@ where
             ErrorCode::BodyTooLarge,
             format!("request body exceeds server.max_body_bytes ({limit} bytes)"),
         ),
-        CollectError::Read(e) => {
-            RelayError::new(ErrorCode::InvalidRequest, format!("reading the request body failed: {e}"))
+        error @ (CollectError::Read(_) | CollectError::Idle(_)) => {
+            RelayError::new(ErrorCode::InvalidRequest, format!("reading the request body failed: {error}"))
         }
     })?;
     // The one parse of the body: the router reads three fields from it, and a pass-through

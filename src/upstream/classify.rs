@@ -185,6 +185,7 @@ pub fn failover_class(error: &RelayError) -> &'static str {
         ErrorCode::UpstreamOverloaded => "5xx",
         ErrorCode::UpstreamBlocked403Html => "403",
         _ => match error.status {
+            408 => "timeout",
             429 => "429",
             500..=599 => "5xx",
             400 => "400",
@@ -192,6 +193,9 @@ pub fn failover_class(error: &RelayError) -> &'static str {
             403 => "403",
             404 => "404",
             422 => "422",
+            // The request itself was refused (409, 413, 415, ...): another target would most
+            // likely refuse it too, and may already have acted on it.
+            400..=499 => "4xx",
             _ => "invalid_response",
         },
     }
@@ -250,6 +254,10 @@ mod tests {
         }
         assert_eq!(failover_class(&http(503)), "5xx");
         assert_eq!(failover_class(&http(401)), "401");
+        assert_eq!(failover_class(&http(408)), "timeout");
+        for status in [409, 410, 413, 415] {
+            assert_eq!(failover_class(&http(status)), "4xx", "{status}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::body::{collect_limited, full, Body};
+use crate::body::{collect_limited, collect_limited_idle, full, Body, CollectError};
 use crate::config::{StreamMode, Timeouts, UpstreamParams};
 use crate::dialect::{self, ChatRequest, Dialect, DialectKind, ResponseContext, UpstreamCall};
 use crate::error::{Attempt, BoxError, ErrorCode, RelayError};
@@ -429,7 +429,8 @@ impl Upstream {
             return Ok(response);
         }
 
-        let body = tokio::time::timeout_at(call.deadline, collect_limited(body, RESPONSE_BODY_LIMIT))
+        let idle = call.timeouts.idle;
+        let body = tokio::time::timeout_at(call.deadline, collect_limited_idle(body, RESPONSE_BODY_LIMIT, idle))
             .await
             .map_err(|_| {
                 RelayError::new(
@@ -437,8 +438,15 @@ impl Upstream {
                     "the request's total time limit reached while reading the response",
                 )
             })?
-            .map_err(|e| {
-                RelayError::new(ErrorCode::UpstreamReset, format!("reading the upstream response failed: {e}"))
+            .map_err(|error| match error {
+                CollectError::Idle(idle) => RelayError::new(
+                    ErrorCode::UpstreamTimeoutIdle,
+                    format!("no data from the upstream for {idle:?} while reading the response"),
+                ),
+                error => RelayError::new(
+                    ErrorCode::UpstreamReset,
+                    format!("reading the upstream response failed: {error}"),
+                ),
             })?;
         let translated = self.dialect.translate_response(body, &ctx)?;
         if let Some(usage) = translated.usage {
