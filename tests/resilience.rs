@@ -104,6 +104,57 @@ async fn retry_after_is_honoured() {
     assert_eq!(upstream.received().len(), 2);
 }
 
+#[tokio::test]
+async fn a_retry_after_longer_than_the_time_left_fails_over_at_once() {
+    let limited = MockUpstream::always(Reply::json(429, r#"{"error":{"message":"slow down"}}"#)).await;
+    let proxy = RetryAfterProxy::start(limited.url(), "5000").await;
+    let good = MockUpstream::always(Reply::json(200, OK)).await;
+    let limits = "timeouts = { total = \"2s\" }";
+    let config =
+        upstream_toml("limited", &proxy, &format!("{limits}\nretry = {{ attempts = 2, retry_after_max = \"10s\" }}"))
+            + &upstream_toml("good", &good.url(), limits)
+            + &model_toml("m", &["limited", "good"], "");
+    let relay = Relay::start(&config).await;
+    let started = Instant::now();
+    let (status, headers, _) = relay.chat(&[], &request(false)).await;
+    assert_eq!((status.as_u16(), headers["x-switchyard-upstream"].to_str().unwrap()), (200, "good"));
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_eq!(limited.received().len(), 1, "no retry that could only start after the total limit");
+}
+
+#[tokio::test]
+async fn a_target_is_not_tried_once_the_total_limit_has_passed() {
+    let hang = MockUpstream::always(Reply::Hang).await;
+    let good = MockUpstream::always(Reply::json(200, OK)).await;
+    let limits = "timeouts = { first_byte = \"60s\", total = \"500ms\" }\nretry = { attempts = 1 }";
+    let config = upstream_toml("slow", &hang.url(), limits)
+        + &upstream_toml("good", &good.url(), limits)
+        + &model_toml("m", &["slow", "good"], "");
+    let relay = Relay::start(&config).await;
+    let (status, headers, body) = relay.chat(&[], &request(false)).await;
+    let error = error_of(&body);
+    assert_eq!((status.as_u16(), error["code"].as_str().unwrap()), (504, "upstream_timeout_total"));
+    assert_eq!(headers["x-switchyard-upstream"], "slow", "the error names the target that used the time up");
+    assert_eq!(good.received().len(), 0);
+    let attempts = &relay.running.metrics.upstream_attempts;
+    assert_eq!(attempts.with_label_values(&["good", "upstream_timeout_total"]).get(), 0, "no phantom attempt");
+}
+
+#[tokio::test]
+async fn a_backoff_longer_than_the_time_left_returns_the_upstreams_own_error() {
+    let failing = MockUpstream::always(Reply::json(500, r#"{"error":{"message":"boom"}}"#)).await;
+    let config = upstream_toml(
+        "a",
+        &failing.url(),
+        "timeouts = { total = \"1500ms\" }\nretry = { attempts = 10, backoff_base = \"1s\", backoff_max = \"1s\" }",
+    ) + &model_toml("m", &["a"], "");
+    let relay = Relay::start(&config).await;
+    let started = Instant::now();
+    let (status, _, body) = relay.chat(&[], &request(false)).await;
+    assert_eq!((status.as_u16(), error_of(&body)["message"].as_str().unwrap()), (500, "boom"));
+    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+}
+
 /// Forwards to an upstream, adding `retry-after-ms` to 429 answers.
 struct RetryAfterProxy;
 
@@ -270,8 +321,7 @@ async fn a_stream_that_hangs_mid_way_ends_with_an_idle_timeout_event() {
 #[tokio::test]
 async fn a_non_streamed_body_that_stalls_ends_with_an_idle_timeout_and_fails_over() {
     let parts = vec![(Duration::ZERO, Bytes::from_static(b"{\"id\":")), (Duration::from_secs(3600), Bytes::new())];
-    let stalled =
-        MockUpstream::always(Reply::Chunks { status: 200, content_type: "application/json", parts }).await;
+    let stalled = MockUpstream::always(Reply::Chunks { status: 200, content_type: "application/json", parts }).await;
     let good = MockUpstream::always(Reply::json(200, OK)).await;
     let stalling = upstream_toml("a", &stalled.url(), "timeouts = { idle = \"300ms\", total = \"60s\" }");
     let alone = Relay::start(&(stalling.clone() + &model_toml("m", &["a"], ""))).await;
@@ -283,7 +333,8 @@ async fn a_non_streamed_body_that_stalls_ends_with_an_idle_timeout_and_fails_ove
     assert_eq!(alone.running.metrics.upstream_timeouts.with_label_values(&["a", "idle"]).get(), 1);
 
     let with_backup =
-        Relay::start(&(stalling + &upstream_toml("good", &good.url(), "") + &model_toml("m", &["a", "good"], ""))).await;
+        Relay::start(&(stalling + &upstream_toml("good", &good.url(), "") + &model_toml("m", &["a", "good"], "")))
+            .await;
     let (status, headers, _) = with_backup.chat(&[], &request(false)).await;
     assert_eq!((status.as_u16(), headers["x-switchyard-upstream"].to_str().unwrap()), (200, "good"));
 }

@@ -41,7 +41,13 @@ pub async fn serve(
     let mut last_error: Option<RelayError> = None;
     for (position, &index) in order.iter().enumerate() {
         let target = &model.targets[index];
-        let result = match runtime.entry(&target.upstream) {
+        let entry = runtime.entry(&target.upstream);
+        if position > 0 && entry.is_some_and(|entry| Instant::now() >= deadline(entry, target, &incoming.record)) {
+            // Out of time: an attempt would only fail at once as a timeout of a target never
+            // called, hiding the previous target's real error.
+            break;
+        }
+        let result = match entry {
             None => Err(disabled_error(runtime, &target.upstream)),
             Some(entry) => attempt_target(runtime, entry, target, passed_name, &incoming).await,
         };
@@ -96,6 +102,13 @@ fn disabled_error(runtime: &Runtime, upstream: &str) -> RelayError {
     RelayError::new(ErrorCode::UpstreamDisabled, reason).with_upstream(upstream)
 }
 
+/// When a request to `target` must be over: its `total` limit counts from the request's start,
+/// so retries and earlier targets use it up.
+fn deadline(entry: &UpstreamEntry, target: &crate::config::TargetParams, record: &RequestRecord) -> Instant {
+    let timeouts = target.timeouts.unwrap_or(entry.upstream.params().timeouts);
+    Instant::from_std(record.started()) + timeouts.total
+}
+
 async fn attempt_target(
     runtime: &Runtime,
     entry: &UpstreamEntry,
@@ -105,6 +118,7 @@ async fn attempt_target(
 ) -> Result<Response<Body>, RelayError> {
     let params = entry.upstream.params();
     let timeouts = target.timeouts.unwrap_or(params.timeouts);
+    let deadline = deadline(entry, target, &incoming.record);
     let chat = ChatRequest {
         body: incoming.body.clone(),
         upstream_model: target.model.clone().unwrap_or_else(|| passed_name.to_owned()),
@@ -118,7 +132,7 @@ async fn attempt_target(
         record: incoming.record.clone(),
         timeouts,
         keepalive: runtime.config.server.keepalive_interval,
-        deadline: Instant::from_std(incoming.record.started()) + timeouts.total,
+        deadline,
     };
     let policy =
         AttemptPolicy::new(&params.retry, entry.budget.clone(), entry.upstream.shared_name(), runtime.metrics.clone());

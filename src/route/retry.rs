@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Response;
+use tokio::time::Instant;
 use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::Policy;
@@ -86,13 +87,20 @@ impl Policy<Call, Response<Body>, RelayError> for AttemptPolicy {
             tracing::debug!(upstream = %self.upstream, ?wait, "retry-after beyond the cap; moving on");
             return None;
         }
+        let backoff = self.backoff.next_backoff();
+        let resume = wait.map_or_else(|| backoff.deadline(), |wait| Instant::now() + wait);
+        if resume >= call.deadline {
+            // A retry that could only start after the total limit would fail as a timeout of its
+            // own and hide this error, the real one.
+            tracing::debug!(upstream = %self.upstream, ?wait, "no time left for a retry; moving on");
+            return None;
+        }
         if !self.budget.withdraw() {
             tracing::warn!(upstream = %self.upstream, "retry budget exhausted; not retrying");
             return None;
         }
         self.remaining -= 1;
         self.metrics.upstream_retries.with_label_values(&[&self.upstream]).inc();
-        let backoff = self.backoff.next_backoff();
         let record = call.record.clone();
         Some(Box::pin(async move {
             // Waiting out an upstream's backoff is upstream time, not relay overhead.

@@ -443,10 +443,9 @@ impl Upstream {
                     ErrorCode::UpstreamTimeoutIdle,
                     format!("no data from the upstream for {idle:?} while reading the response"),
                 ),
-                error => RelayError::new(
-                    ErrorCode::UpstreamReset,
-                    format!("reading the upstream response failed: {error}"),
-                ),
+                error => {
+                    RelayError::new(ErrorCode::UpstreamReset, format!("reading the upstream response failed: {error}"))
+                }
             })?;
         let translated = self.dialect.translate_response(body, &ctx)?;
         if let Some(usage) = translated.usage {
