@@ -301,6 +301,25 @@ async fn a_stream_that_fails_before_its_first_event_fails_over_invisibly() {
 }
 
 #[tokio::test]
+async fn a_stream_request_answered_without_events_is_an_invalid_response_and_fails_over() {
+    let page = Reply::Full { status: 200, content_type: "text/html", body: Bytes::from_static(b"<html>hi</html>") };
+    for not_a_stream in [page, Reply::json(204, "")] {
+        let broken = MockUpstream::always(not_a_stream).await;
+        let good = MockUpstream::always(good_stream()).await;
+        let broken_toml = upstream_toml("broken", &broken.url(), "retry = { attempts = 1 }");
+        let alone = Relay::start(&(broken_toml.clone() + &model_toml("m", &["broken"], ""))).await;
+        let (status, _, body) = alone.chat(&[], &request(true)).await;
+        assert_eq!((status.as_u16(), error_of(&body)["code"].as_str().unwrap()), (502, "upstream_invalid_response"));
+
+        let config = broken_toml + &upstream_toml("good", &good.url(), "") + &model_toml("m", &["broken", "good"], "");
+        let relay = Relay::start(&config).await;
+        let (status, headers, body) = relay.chat(&[], &request(true)).await;
+        assert_eq!((status.as_u16(), headers["x-switchyard-upstream"].to_str().unwrap()), (200, "good"));
+        assert_eq!(sse_data(&body).last().unwrap(), "[DONE]");
+    }
+}
+
+#[tokio::test]
 async fn a_stream_that_hangs_mid_way_ends_with_an_idle_timeout_event() {
     let parts = vec![(Duration::ZERO, Bytes::from(chunk("partial"))), (Duration::from_secs(3600), Bytes::new())];
     let upstream = MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;

@@ -113,8 +113,18 @@ impl RelayStream {
     /// Reads until the first event is ready to send. Until then nothing has reached the client,
     /// so a failure here can still be retried or failed over invisibly.
     pub async fn wait_first_event(&mut self) -> Result<(), RelayError> {
+        let nothing = |why: &str| {
+            RelayError::new(
+                ErrorCode::UpstreamInvalidResponse,
+                format!("the upstream answered a stream request with no stream events: {why}"),
+            )
+        };
         match poll_fn(|cx| self.poll_fill(cx)).await {
-            Some(Ok(())) | None => Ok(()),
+            Some(Ok(())) => Ok(()),
+            // A 2xx that is not a stream at all (an HTML page, a 204) is a bad answer, which
+            // counts against the upstream's health and may fail over; it is not a stream cut short.
+            None => Err(nothing("the body ended")),
+            Some(Err(error)) if error.code == ErrorCode::UpstreamStreamTruncated => Err(nothing(&error.message)),
             Some(Err(error)) => Err(error),
         }
     }
