@@ -58,13 +58,62 @@ pub enum StartError {
     Runtime(String),
 }
 
-/// Checks the bind policy: a non-loopback address needs client keys unless explicitly allowed.
-pub fn check_exposure(config: &Config, listen: SocketAddr, allow_unauthenticated: bool) -> Result<(), StartError> {
-    let exposed = !listen.ip().is_loopback();
-    if exposed && !config.auth_required && !(allow_unauthenticated || config.server.allow_unauthenticated) {
-        return Err(StartError::Unauthenticated(listen));
+/// What the relay is bound to, which a reload cannot change (a restart does), with the command
+/// line's `--allow-unauthenticated`: the exposure rule applies to every config served on them.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub listen: SocketAddr,
+    /// The admin listener, which serves the same endpoints.
+    pub admin: Option<SocketAddr>,
+    pub allow_unauthenticated: bool,
+}
+
+impl Bound {
+    /// Where `config` would be served, with `listen` overriding its own address.
+    pub fn of(config: &Config, listen: SocketAddr, allow_unauthenticated: bool) -> Self {
+        Bound { listen, admin: config.server.admin_listen, allow_unauthenticated }
     }
-    Ok(())
+
+    /// A non-loopback address that `config` would serve without client keys, unless allowed.
+    fn exposed_without_keys(&self, config: &Config) -> Option<SocketAddr> {
+        if config.auth_required || self.allow_unauthenticated || config.server.allow_unauthenticated {
+            return None;
+        }
+        std::iter::once(self.listen).chain(self.admin).find(|address| !address.ip().is_loopback())
+    }
+}
+
+/// Checks the bind policy: a non-loopback address needs client keys unless explicitly allowed.
+pub fn check_exposure(config: &Config, bound: &Bound) -> Result<(), StartError> {
+    match bound.exposed_without_keys(config) {
+        Some(address) => Err(StartError::Unauthenticated(address)),
+        None => Ok(()),
+    }
+}
+
+/// Why a reloaded config must not replace the one serving, if it must not. Startup skips a bad
+/// part and serves the rest; a reload has a last good version to keep, so it refuses a file that
+/// would open the relay to anyone, take a serving upstream out, or serve nothing.
+pub fn reload_refusal(current: &Config, next: &Config, bound: &Bound) -> Option<String> {
+    if let Some(address) = bound.exposed_without_keys(next) {
+        return Some(format!(
+            "it has no client keys, and the relay listens on {address}: add [[keys]], or set \
+             server.allow_unauthenticated = true if this is intended"
+        ));
+    }
+    let taken_out: Vec<String> = next
+        .disabled
+        .iter()
+        .filter(|(name, _)| current.upstreams.contains_key(*name))
+        .map(|(name, problem)| format!("{name}: {problem}"))
+        .collect();
+    if !taken_out.is_empty() {
+        return Some(format!("it disables upstreams that serve now:\n{}", taken_out.join("\n")));
+    }
+    if next.models.is_empty() && !current.models.is_empty() {
+        return Some("it serves no models (an empty or truncated file?)".into());
+    }
+    None
 }
 
 /// A running relay: its address and the live runtime (for reloads and tests).
@@ -140,13 +189,15 @@ pub fn log_config(config: &Config) {
 /// Serve-command entry point.
 pub async fn serve(config: Config, listen: Option<SocketAddr>, allow_unauthenticated: bool) -> Result<(), BoxError> {
     let listen = listen.unwrap_or(config.server.listen);
-    check_exposure(&config, listen, allow_unauthenticated)?;
+    let bound = Bound::of(&config, listen, allow_unauthenticated);
+    check_exposure(&config, &bound)?;
     log_config(&config);
     let source = config.source.clone();
     let (running, task) = start(config, listen, crate::server::shutdown::signal()).await?;
     if let Some(path) = source {
         let updates = crate::config::reload::watch(path, RELOAD_POLL, RELOAD_DEBOUNCE);
-        tokio::spawn(apply_reloads(running.runtime.clone(), running.metrics.clone(), updates));
+        let bound = Bound { listen: running.addr, ..bound };
+        tokio::spawn(apply_reloads(running.runtime.clone(), running.metrics.clone(), bound, updates));
     }
     tracing::info!(addr = %running.addr, "switchyard listening; OpenAI base URL http://{}/v1", running.addr);
     task.await?;
@@ -208,6 +259,7 @@ pub fn describe_change(old: &Config, new: &Config) -> String {
 pub async fn apply_reloads(
     runtime: SharedRuntime,
     metrics: Arc<Metrics>,
+    bound: Bound,
     mut updates: tokio::sync::mpsc::Receiver<crate::config::reload::Reloaded>,
 ) {
     while let Some((trigger, loaded)) = updates.recv().await {
@@ -220,6 +272,11 @@ pub async fn apply_reloads(
                 let current = runtime.load_full();
                 if config.server.listen != current.config.server.listen {
                     tracing::warn!("server.listen changed; it takes effect on restart");
+                }
+                if let Some(why) = reload_refusal(&current.config, &config, &bound) {
+                    metrics.config_reloads.with_label_values(&["failure"]).inc();
+                    tracing::error!(?trigger, "config reload rejected; the last good config keeps serving: {why}");
+                    continue;
                 }
                 let summary = describe_change(&current.config, &config);
                 for warning in &config.warnings {
@@ -238,5 +295,53 @@ pub async fn apply_reloads(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(source: &str) -> Config {
+        Config::from_source(source, None, &|_| None).unwrap()
+    }
+
+    const SERVED: &str =
+        "[upstreams.m]\ndialect = \"mock\"\n\n[[models]]\nname = \"m\"\ntargets = [{ upstream = \"m\" }]\n";
+    const KEYED: &str =
+        "[[keys]]\nname = \"ops\"\nsha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n";
+
+    fn bound(listen: &str, admin: Option<&str>) -> Bound {
+        Bound {
+            listen: listen.parse().unwrap(),
+            admin: admin.map(|a| a.parse().unwrap()),
+            allow_unauthenticated: false,
+        }
+    }
+
+    #[test]
+    fn no_address_beyond_loopback_serves_without_keys_unless_allowed() {
+        let open = config(SERVED);
+        assert!(check_exposure(&open, &bound("127.0.0.1:8080", None)).is_ok());
+        assert!(check_exposure(&open, &bound("0.0.0.0:8080", None)).is_err());
+        let admin = check_exposure(&open, &bound("127.0.0.1:8080", Some("0.0.0.0:9090")));
+        assert!(
+            matches!(admin, Err(StartError::Unauthenticated(a)) if a.port() == 9090),
+            "the admin listener serves the same endpoints"
+        );
+        assert!(check_exposure(&config(&format!("{KEYED}{SERVED}")), &bound("0.0.0.0:8080", None)).is_ok());
+        let allowed = Bound { allow_unauthenticated: true, ..bound("0.0.0.0:8080", None) };
+        assert!(check_exposure(&open, &allowed).is_ok());
+    }
+
+    #[test]
+    fn a_reload_may_not_drop_the_keys_of_an_exposed_relay() {
+        let keyed = config(&format!("{KEYED}{SERVED}"));
+        let open = config(SERVED);
+        let why = reload_refusal(&keyed, &open, &bound("0.0.0.0:8080", None)).expect("refused");
+        assert!(why.contains("no client keys") && why.contains("0.0.0.0:8080"), "{why}");
+        assert_eq!(reload_refusal(&keyed, &open, &bound("127.0.0.1:8080", None)), None, "loopback only");
+        let allowing = config(&format!("[server]\nallow_unauthenticated = true\n{SERVED}"));
+        assert_eq!(reload_refusal(&keyed, &allowing, &bound("0.0.0.0:8080", None)), None);
     }
 }

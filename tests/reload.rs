@@ -87,6 +87,39 @@ async fn a_reload_that_moves_an_upstream_sends_to_its_new_address() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[tokio::test]
+async fn a_reload_that_would_take_a_serving_upstream_out_or_serve_nothing_is_rejected() {
+    let dir = std::env::temp_dir().join(format!("switchyard-reload-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config(&["first"])).unwrap();
+    let relay = Relay::start_watching(&path).await;
+    assert!(serves(&relay, "first").await);
+
+    async fn wait_for_failures(relay: &Relay, count: u64) {
+        for _ in 0..200 {
+            if reloads(relay, "failure") >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("reload failures stayed below {count}");
+    }
+    // A typo in the serving upstream would disable it: a startup skips it, a reload keeps the last good.
+    save(&path, &config(&["first"]).replace("dialect = \"mock\"", "dialect = \"mock\"\nbase_ulr = \"http://x\""));
+    wait_for_failures(&relay, 1).await;
+    assert!(serves(&relay, "first").await, "the upstream still serves");
+    // A file truncated to nothing.
+    save(&path, "");
+    wait_for_failures(&relay, 2).await;
+    assert!(serves(&relay, "first").await, "the last good config keeps serving");
+    assert_eq!(reloads(&relay, "success"), 0);
+
+    save(&path, &config(&["first", "second"]));
+    wait_until(&relay, "second", true).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_lose_no_request() {
     let dir = std::env::temp_dir().join(format!("switchyard-reload-{}", std::process::id()));

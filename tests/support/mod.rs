@@ -278,7 +278,8 @@ impl Relay {
         .unwrap();
         let updates =
             switchyard::config::reload::watch(path.to_owned(), Duration::from_millis(50), Duration::from_millis(30));
-        tokio::spawn(switchyard::app::apply_reloads(running.runtime.clone(), running.metrics.clone(), updates));
+        let bound = switchyard::app::Bound { listen: running.addr, admin: None, allow_unauthenticated: false };
+        tokio::spawn(switchyard::app::apply_reloads(running.runtime.clone(), running.metrics.clone(), bound, updates));
         Relay { addr: running.addr, running, stop: Some(stop) }
     }
 }
