@@ -456,11 +456,7 @@ impl Parser {
                     .map(|call| ToolCall {
                         id: call.id,
                         name: call.function.name,
-                        arguments: match call.function.arguments {
-                            Value::Null => String::new(),
-                            Value::String(encoded) => encoded,
-                            object => object.to_string(),
-                        },
+                        arguments: tool_arguments_json(call.function.arguments),
                         extra_content: call.extra_content,
                     })
                     .collect(),
@@ -579,6 +575,16 @@ pub fn parse_data_url(url: &str) -> Option<(String, String)> {
     let media_type = media_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let media_type = if media_type.is_empty() { "application/octet-stream".to_owned() } else { media_type };
     Some((media_type, data.to_owned()))
+}
+
+/// A tool call's `arguments` as the JSON text the API specifies: a string as sent, an object
+/// (as some clients send it) or any other value encoded, none as empty.
+pub fn tool_arguments_json(arguments: Value) -> String {
+    match arguments {
+        Value::Null => String::new(),
+        Value::String(encoded) => encoded,
+        object => object.to_string(),
+    }
 }
 
 fn parse_image_url(url: &str) -> Option<ImageSource> {

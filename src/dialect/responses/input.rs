@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::request::{invalid, Builder};
+use crate::dialect::client_request::tool_arguments_json;
 use crate::error::RelayError;
 
 impl Builder<'_> {
@@ -136,7 +137,11 @@ impl Builder<'_> {
                 .ok_or_else(|| invalid(format!("messages[{index}].tool_calls[].id is missing"), "messages"))?;
             let function = call.get("function");
             let name = function.and_then(|f| f.get("name")).and_then(Value::as_str).unwrap_or_default();
-            let arguments = function.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or("{}");
+            // Responses takes the arguments as JSON text, and absent ones as an empty object.
+            let arguments = function
+                .and_then(|f| f.get("arguments"))
+                .filter(|arguments| !arguments.is_null())
+                .map_or_else(|| "{}".to_owned(), |arguments| tool_arguments_json(arguments.clone()));
             input.push(json!({ "type": "function_call", "call_id": id, "name": name, "arguments": arguments }));
         }
         Ok(())

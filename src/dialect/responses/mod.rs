@@ -16,7 +16,8 @@
 //!   default `auto`), `file` -> `input_file`. Audio input is unsupported (400).
 //! - `assistant` messages: text -> a `message` item with `output_text` parts (refusals as
 //!   `refusal` parts), each tool call -> a `function_call` item whose `call_id` is the chat
-//!   tool-call id. `reasoning_content` in history is not sent back (reasoning items need the
+//!   tool-call id and whose `arguments` are JSON text (an object the client sent is encoded,
+//!   none is `{}`). `reasoning_content` in history is not sent back (reasoning items need the
 //!   upstream's ids and encrypted content). `tool` messages -> `function_call_output` items.
 //! - `tools` are flattened to `{type: function, name, description, parameters, strict}`;
 //!   `strict` defaults to `false` as in chat completions. Non-function tools are unsupported.

@@ -80,6 +80,24 @@ fn a_conversation_becomes_instructions_and_input_items() {
 }
 
 #[test]
+fn tool_call_arguments_sent_as_an_object_reach_the_upstream_as_json_text() {
+    let call = |id: &str, arguments: Value| json!({"id": id, "type": "function", "function": {"name": "f", "arguments": arguments}});
+    let body = json!({"messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            call("c1", json!({"city": "Paris"})),
+            call("c2", json!("{\"city\":\"Oslo\"}")),
+            call("c3", Value::Null)
+        ]}
+    ]});
+    let arguments: Vec<Value> = sent(&openai(), body, false)["input"].as_array().unwrap()[1..]
+        .iter()
+        .map(|item| item["arguments"].clone())
+        .collect();
+    assert_eq!(arguments, [json!("{\"city\":\"Paris\"}"), json!("{\"city\":\"Oslo\"}"), json!("{}")]);
+}
+
+#[test]
 fn tools_choices_formats_and_limits_are_mapped() {
     let body = json!({
         "messages": [{"role": "user", "content": "hi"}],
