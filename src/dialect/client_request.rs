@@ -577,6 +577,19 @@ pub fn parse_data_url(url: &str) -> Option<(String, String)> {
     Some((media_type, data.to_owned()))
 }
 
+/// The format (`png`, `jpeg`, `gif` or `webp`) of a base64 image for an upstream that accepts
+/// only those four (Anthropic, Bedrock), with `image/jpg`, which some clients write, as `jpeg`.
+/// Any other type is refused here, where the error can say which types `upstream` accepts.
+pub fn web_image_format(media_type: &str, upstream: &str) -> Result<&'static str, RelayError> {
+    match media_type {
+        "image/png" => Ok("png"),
+        "image/jpeg" | "image/jpg" => Ok("jpeg"),
+        "image/gif" => Ok("gif"),
+        "image/webp" => Ok("webp"),
+        _ => Err(invalid("messages", format!("{upstream} accepts png, jpeg, gif and webp images, not {media_type}"))),
+    }
+}
+
 /// A tool call's `arguments` as the JSON text the API specifies: a string as sent, an object
 /// (as some clients send it) or any other value encoded, none as empty.
 pub fn tool_arguments_json(arguments: Value) -> String {

@@ -4,8 +4,8 @@ use serde_json::{json, Map, Value};
 
 use super::AnthropicMessages;
 use crate::dialect::client_request::{
-    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool, ImageSource, Message,
-    Part, ResponseFormat, ToolChoice,
+    plan_thinking, schema_or_any_object, unsupported, web_image_format, ClientRequest, Expressible, FunctionTool,
+    ImageSource, Message, Part, ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
 use crate::error::RelayError;
@@ -98,15 +98,15 @@ fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, 
             Message::System(parts) => {
                 for part in parts {
                     match part {
-                        Part::Text { .. } => system.extend(convert_part(part)),
+                        Part::Text { .. } => system.extend(convert_part(part)?),
                         _ => unsupported(drop, "messages", "images or files in system messages")?,
                     }
                 }
                 continue;
             }
-            Message::User(parts) => ("user", parts.iter().filter_map(convert_part).collect()),
+            Message::User(parts) => ("user", convert_parts(parts)?),
             Message::Assistant { content, tool_calls, .. } => {
-                let mut blocks: Vec<Value> = content.iter().filter_map(convert_part).collect();
+                let mut blocks = convert_parts(content)?;
                 for call in tool_calls {
                     blocks.push(json!({
                         "type": "tool_use",
@@ -127,8 +127,7 @@ fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, 
                         block.insert("content".into(), text.clone().into());
                     }
                     parts => {
-                        block
-                            .insert("content".into(), parts.iter().filter_map(convert_part).collect::<Vec<_>>().into());
+                        block.insert("content".into(), convert_parts(parts)?.into());
                     }
                 }
                 ("user", vec![Value::Object(block)])
@@ -164,12 +163,16 @@ fn in_tool_loop(messages: &[Value]) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|block| block["type"] == "tool_use"))
 }
 
+fn convert_parts(parts: &[Part]) -> Result<Vec<Value>, RelayError> {
+    parts.iter().filter_map(|part| convert_part(part).transpose()).collect()
+}
+
 /// One content block; `None` for empty text, which Anthropic rejects.
-fn convert_part(part: &Part) -> Option<Value> {
-    match part {
+fn convert_part(part: &Part) -> Result<Option<Value>, RelayError> {
+    Ok(match part {
         Part::Text { text, cache_control } => {
             if text.is_empty() {
-                return None;
+                return Ok(None);
             }
             let mut block = json!({"type": "text", "text": text});
             if let Some(cache_control) = cache_control {
@@ -179,7 +182,11 @@ fn convert_part(part: &Part) -> Option<Value> {
         }
         Part::Image(ImageSource::Base64 { media_type, data }) => Some(json!({
             "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
+            "source": {
+                "type": "base64",
+                "media_type": format!("image/{}", web_image_format(media_type, "Anthropic")?),
+                "data": data,
+            },
         })),
         Part::Image(ImageSource::Url(url)) => Some(json!({
             "type": "image",
@@ -197,7 +204,7 @@ fn convert_part(part: &Part) -> Option<Value> {
         }
         // Refused while parsing: audio input is not expressible here.
         Part::Audio { .. } => None,
-    }
+    })
 }
 
 fn convert_tool(tool: &FunctionTool) -> Value {

@@ -134,6 +134,27 @@ fn images_and_pdfs_become_blocks() {
 }
 
 #[test]
+fn image_media_types_are_the_four_anthropic_accepts() {
+    let image = |url: &str| json!({"type": "image_url", "image_url": {"url": url}});
+    let body = translate(json!({"messages": [
+        {"role": "user", "content": [image("data:image/jpg;base64,AAAA"), image("data:image/JPEG;base64,BBBB")]},
+        {"role": "assistant", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t", "content": [image("data:image/webp;base64,CCCC")]}
+    ]}))
+    .unwrap();
+    let media_type = |block: &Value| block["source"]["media_type"].clone();
+    let user = body["messages"][0]["content"].as_array().unwrap();
+    assert_eq!(user.iter().map(media_type).collect::<Vec<_>>(), [json!("image/jpeg"), json!("image/jpeg")]);
+    assert_eq!(media_type(&body["messages"][2]["content"][0]["content"][0]), "image/webp");
+
+    let lenient = AnthropicMessages::new(&DialectOptions { drop_unsupported: true, ..DialectOptions::default() });
+    let svg = json!({"messages": [{"role": "user", "content": [image("data:image/svg+xml;base64,PHN2Zz4=")]}]});
+    let error = translate_with(&lenient, svg).unwrap_err();
+    assert_eq!((error.code, error.status, error.param.as_deref()), (ErrorCode::InvalidRequest, 400, Some("messages")));
+    assert_eq!(error.message, "Anthropic accepts png, jpeg, gif and webp images, not image/svg+xml");
+}
+
+#[test]
 fn tools_tool_choice_and_parallel_calls_map() {
     let tools = json!([{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}, "strict": true}},
                        {"type": "function", "function": {"name": "g"}}]);

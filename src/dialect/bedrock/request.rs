@@ -4,11 +4,11 @@ use serde_json::{json, Map, Value};
 
 use super::BedrockConverse;
 use crate::dialect::client_request::{
-    plan_thinking, schema_or_any_object, unsupported, ClientRequest, Expressible, FunctionTool, ImageSource, Message,
-    Part, ReasoningEffort, ResponseFormat, ToolChoice,
+    plan_thinking, schema_or_any_object, unsupported, web_image_format, ClientRequest, Expressible, FunctionTool,
+    ImageSource, Message, Part, ReasoningEffort, ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
-use crate::error::{ErrorCode, RelayError};
+use crate::error::RelayError;
 
 /// The model families whose reasoning switch differs, recognised from the model id (which may
 /// be an inference profile such as `us.anthropic.claude-...` or an ARN).
@@ -265,14 +265,10 @@ fn convert_part(part: &Part, documents: &mut usize, drop: bool) -> Result<Vec<Va
             }
             Ok(blocks)
         }
-        Part::Image(ImageSource::Base64 { media_type, data }) => match image_format(media_type) {
-            Some(format) => Ok(vec![json!({"image": {"format": format, "source": {"bytes": data}}})]),
-            None => Err(RelayError::new(
-                ErrorCode::InvalidRequest,
-                format!("Bedrock accepts png, jpeg, gif and webp images, not {media_type}"),
-            )
-            .with_param("messages")),
-        },
+        Part::Image(ImageSource::Base64 { media_type, data }) => {
+            let format = web_image_format(media_type, "Bedrock")?;
+            Ok(vec![json!({"image": {"format": format, "source": {"bytes": data}}})])
+        }
         Part::Image(ImageSource::Url(_)) => {
             unsupported(drop, "messages", "image URLs (Bedrock needs the image bytes: send a data: URL)")?;
             Ok(Vec::new())
@@ -293,16 +289,6 @@ fn convert_part(part: &Part, documents: &mut usize, drop: bool) -> Result<Vec<Va
         },
         // Refused while parsing: audio input is not expressible here.
         Part::Audio { .. } => Ok(Vec::new()),
-    }
-}
-
-fn image_format(media_type: &str) -> Option<&'static str> {
-    match media_type {
-        "image/png" => Some("png"),
-        "image/jpeg" | "image/jpg" => Some("jpeg"),
-        "image/gif" => Some("gif"),
-        "image/webp" => Some("webp"),
-        _ => None,
     }
 }
 
