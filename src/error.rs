@@ -176,6 +176,17 @@ impl RelayError {
         self
     }
 
+    /// Scrubs `redactor`'s secrets from the message and from an upstream body passed through.
+    pub fn redacted(mut self, redactor: &crate::config::Redactor) -> Self {
+        if let Some(message) = redactor.text(&self.message) {
+            self.message = message;
+        }
+        if let Some(body) = self.passthrough_body.as_ref().and_then(|body| redactor.bytes(body)) {
+            self.passthrough_body = Some(body.into());
+        }
+        self
+    }
+
     /// Names the request parameter at fault.
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());

@@ -373,6 +373,38 @@ async fn an_upstream_json_error_passes_through_with_its_status() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_quotes_its_credentials_back_does_not_show_them_to_the_client() {
+    let quoting = |received: &support::Received, index: usize| {
+        let sent: Vec<String> =
+            received.headers.iter().map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or(""))).collect();
+        let quoted = sent.join("; ");
+        match index {
+            0 => Reply::json(
+                401,
+                json!({"error": {"message": format!("Incorrect API key provided: {quoted}")}}).to_string(),
+            ),
+            _ => Reply::Full { status: 500, content_type: "text/html", body: format!("<pre>{quoted}</pre>").into() },
+        }
+    };
+    let upstream = MockUpstream::start(quoting).await;
+    let config = format!(
+        "[upstreams.up]\ndialect = \"openai-completions\"\nbase_url = \"{}/v1\"\napi_key = \"sk-UPSTREAM-SECRET-401\"\n\
+         headers.set = {{ \"cf-access-client-secret\" = \"HDRSECRET-777\", \"x-title\" = \"switchyard-test\" }}\n\
+         retry = {{ attempts = 1 }}\n\n[[models]]\nname = \"m\"\ntargets = [{{ upstream = \"up\" }}]\n",
+        upstream.url()
+    );
+    let relay = Relay::start(&config).await;
+    for expected in [401u16, 500] {
+        let (status, _, body) =
+            relay.chat(&[], &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status.as_u16(), expected, "{text}");
+        assert!(text.contains("[redacted]") && text.contains("switchyard-test"), "{text}");
+        assert!(!text.contains("SECRET"), "a secret reached the client: {text}");
+    }
+}
+
+#[tokio::test]
 async fn health_readiness_and_models() {
     let relay = Relay::start(include_str!("../src/config/default.toml")).await;
     let (status, _, body) = relay.send("GET", "/healthz", &[], "").await;

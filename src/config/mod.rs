@@ -22,7 +22,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 pub use diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
 pub use glob::Glob;
-pub use secret::{expand, MissingVar, Secret};
+pub use secret::{expand, is_credential_header, MissingVar, Redactor, Secret};
 pub use validate::{parse_duration, LEGACY_DIALECTS, RETRYABLE_BY_DEFAULT};
 
 use crate::dialect::{AuthStyle, DialectKind, DialectOptions};
@@ -186,6 +186,30 @@ pub struct UpstreamParams {
     pub stream_mode: StreamMode,
     pub health_check: Option<HealthCheckParams>,
     pub aws: Option<AwsParams>,
+}
+
+impl UpstreamParams {
+    /// Every secret this upstream is configured with: its key, AWS secrets, credentials in
+    /// `headers.set`, and the user-info of its URLs.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut found: Vec<String> = self.api_key.iter().map(|key| key.expose().to_owned()).collect();
+        if let Some(aws) = &self.aws {
+            found.push(aws.secret_access_key.expose().to_owned());
+            found.extend(aws.session_token.iter().map(|token| token.expose().to_owned()));
+        }
+        for (name, value) in &self.headers_set {
+            if is_credential_header(name.as_str()) {
+                found.extend(value.to_str().ok().map(str::to_owned));
+            }
+        }
+        for url in self.proxy.iter().chain(self.base_url.iter()) {
+            if let Some((userinfo, _)) = url.authority().and_then(|a| a.as_str().rsplit_once('@')) {
+                found.push(userinfo.to_owned());
+                found.extend(userinfo.split_once(':').map(|(_, password)| password.to_owned()));
+            }
+        }
+        found
+    }
 }
 
 /// How a model chooses among its targets.

@@ -24,6 +24,63 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Whether a header's value is a credential by its name: what `headers.set` puts in such a
+/// header is treated like `api_key`.
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie")
+        || ["key", "secret", "token", "password", "signature", "auth"].iter().any(|part| name.contains(part))
+}
+
+/// Replaces configured secrets with `[redacted]` in text that came from outside: an upstream's
+/// error body may quote the request it got, credentials included.
+#[derive(Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so a secret that contains another is replaced whole.
+    secrets: Vec<String>,
+}
+
+/// What a secret is replaced with.
+const REDACTED: &[u8] = b"[redacted]";
+
+impl Redactor {
+    /// A redactor for `values`; values shorter than six bytes are ignored: they would blank out
+    /// ordinary words, and real secrets are longer.
+    pub fn new(values: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = values.into_iter().filter(|value| value.len() >= 6).collect();
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// `text` with every secret replaced, or `None` when it holds none.
+    pub fn bytes(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let mut changed: Option<Vec<u8>> = None;
+        for secret in &self.secrets {
+            let current = changed.as_deref().unwrap_or(text);
+            if memchr::memmem::find(current, secret.as_bytes()).is_none() {
+                continue;
+            }
+            let mut out = Vec::with_capacity(current.len());
+            let mut rest = current;
+            while let Some(at) = memchr::memmem::find(rest, secret.as_bytes()) {
+                out.extend_from_slice(&rest[..at]);
+                out.extend_from_slice(REDACTED);
+                rest = &rest[at + secret.len()..];
+            }
+            out.extend_from_slice(rest);
+            changed = Some(out);
+        }
+        changed
+    }
+
+    /// [`Redactor::bytes`] for text.
+    pub fn text(&self, text: &str) -> Option<String> {
+        // Whole UTF-8 sequences are replaced by ASCII, so the result is still UTF-8.
+        self.bytes(text.as_bytes()).map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
 /// A `${VAR}` reference that is not set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingVar(pub String);
@@ -56,6 +113,26 @@ mod tests {
         assert_eq!(expand("Bearer ${KEY}", &env).unwrap(), "Bearer s3cret");
         assert_eq!(expand("plain", &env).unwrap(), "plain");
         assert_eq!(expand("${NOPE}", &env), Err(MissingVar("NOPE".into())));
+    }
+
+    #[test]
+    fn every_secret_is_redacted_longest_first() {
+        let redactor =
+            Redactor::new(["sk-live-123456".to_owned(), "sk-live-123456-extra".to_owned(), "short".to_owned()]);
+        let shown =
+            redactor.text("key sk-live-123456-extra, then sk-live-123456 twice: sk-live-123456; short").unwrap();
+        assert_eq!(shown, "key [redacted], then [redacted] twice: [redacted]; short");
+        assert_eq!(redactor.text("nothing here"), None);
+    }
+
+    #[test]
+    fn credential_headers_are_known_by_name() {
+        for name in ["Authorization", "x-api-key", "cf-access-client-secret", "X-Auth-Token", "cookie"] {
+            assert!(is_credential_header(name), "{name}");
+        }
+        for name in ["x-title", "http-referer", "openai-organization"] {
+            assert!(!is_credential_header(name), "{name}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::body::{collect_limited, collect_limited_idle, full, Body, CollectError};
-use crate::config::{StreamMode, Timeouts, UpstreamParams};
+use crate::config::{Redactor, StreamMode, Timeouts, UpstreamParams};
 use crate::dialect::{self, ChatRequest, Dialect, DialectKind, ResponseContext, UpstreamCall};
 use crate::error::{Attempt, BoxError, ErrorCode, RelayError};
 use crate::record::RequestRecord;
@@ -101,6 +101,9 @@ pub struct Upstream {
     name_header: Option<HeaderValue>,
     /// The name again, for what each request keeps a handle on (retry policy, stream body).
     shared_name: Arc<str>,
+    /// Its secrets, scrubbed from every error it causes: an upstream's error body may quote the
+    /// credentials it was sent.
+    redactor: Arc<Redactor>,
 }
 
 /// The base URL, split once: a request only appends its own path.
@@ -255,6 +258,7 @@ impl Upstream {
             outgoing: headers::OutgoingHeaders::new(&params),
             name_header: HeaderValue::try_from(params.name.as_str()).ok(),
             shared_name: Arc::from(params.name.as_str()),
+            redactor: Arc::new(Redactor::new(params.secret_values())),
             params,
             transport,
         }
@@ -285,7 +289,7 @@ impl Upstream {
             status,
             duration_ms: elapsed.as_millis() as u64,
         });
-        result.map_err(|error| error.with_upstream(name))
+        result.map_err(|error| error.redacted(&self.redactor).with_upstream(name))
     }
 
     fn build_request(
@@ -420,7 +424,8 @@ impl Upstream {
             let translator = self.dialect.stream_translator(&ctx);
             let handed_over = matches!(self.transport, Transport::Http(_));
             let mut stream =
-                RelayStream::new(body, handed_over, translator, timing, call.record.clone(), self.shared_name());
+                RelayStream::new(body, handed_over, translator, timing, call.record.clone(), self.shared_name())
+                    .redacting(self.redactor.clone());
             stream.wait_first_event().await?;
             call.record.set_stream(true);
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

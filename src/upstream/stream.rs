@@ -18,6 +18,7 @@ use http_body::{Body as HttpBody, Frame};
 use tokio::time::{Instant, Sleep};
 
 use super::UpstreamBody;
+use crate::config::Redactor;
 use crate::dialect::StreamTranslator;
 use crate::error::{BoxError, ErrorCode, RelayError};
 use crate::record::RequestRecord;
@@ -72,6 +73,8 @@ pub struct RelayStream {
     upstream_pending_at: Option<WakeCount>,
     record: Arc<RequestRecord>,
     upstream_name: Arc<str>,
+    /// Scrubs the upstream's secrets from an error it reports mid-stream.
+    redactor: Option<Arc<Redactor>>,
     opened: Instant,
 }
 
@@ -106,8 +109,15 @@ impl RelayStream {
             upstream_pending_at: None,
             record,
             upstream_name,
+            redactor: None,
             opened: now,
         }
+    }
+
+    /// Scrubs `redactor`'s secrets from the errors this stream reports.
+    pub fn redacting(mut self, redactor: Arc<Redactor>) -> Self {
+        self.redactor = Some(redactor);
+        self
     }
 
     /// Reads until the first event is ready to send. Until then nothing has reached the client,
@@ -310,7 +320,10 @@ impl RelayStream {
 
     fn fail(&mut self, error: RelayError) -> Bytes {
         self.finished = true;
-        let error = error.with_upstream(self.upstream_name.as_ref());
+        let mut error = error.with_upstream(self.upstream_name.as_ref());
+        if let Some(redactor) = &self.redactor {
+            error = error.redacted(redactor);
+        }
         tracing::warn!(
             request_id = self.record.request_id(),
             upstream = %self.upstream_name,
