@@ -12,10 +12,12 @@ use switchyard::dialect::Usage;
 use switchyard::error::Attempt;
 use switchyard::metrics::{Metrics, ModelSeries};
 use switchyard::record::RequestRecord;
+use switchyard::server::shutdown::Cutoff;
 
-fn one_request(metrics: &Arc<Metrics>, model: &ModelSeries) {
+fn one_request(metrics: &Arc<Metrics>, cutoff: &Cutoff, model: &ModelSeries) {
     let record = RequestRecord::start(
         metrics.clone(),
+        cutoff.clone(),
         "req_0123456789abcdef01234567".into(),
         http::Method::POST,
         "/v1/chat/completions",
@@ -35,13 +37,14 @@ fn one_request(metrics: &Arc<Metrics>, model: &ModelSeries) {
 fn main() {
     let iterations: u32 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     let metrics = Arc::new(Metrics::new());
+    let cutoff = Cutoff::default();
     let model = ModelSeries::new("gpt", 1);
     for _ in 0..10_000 {
-        one_request(&metrics, &model);
+        one_request(&metrics, &cutoff, &model);
     }
     let started = Instant::now();
     for _ in 0..iterations {
-        one_request(&metrics, &model);
+        one_request(&metrics, &cutoff, &model);
     }
     let per_request = started.elapsed() / iterations;
     let rendered = metrics.render().len();

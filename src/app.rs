@@ -19,12 +19,14 @@ use crate::layer::recover::RecoverLayer;
 use crate::layer::request_id::RequestIdLayer;
 use crate::metrics::Metrics;
 use crate::route::{Router, Runtime, SharedRuntime};
+use crate::server::shutdown::Cutoff;
 
 /// The whole middleware stack over the router. The order is the contract documented in
 /// `layer/mod.rs`; each layer says why it sits where it does.
 pub fn stack<B>(
     runtime: SharedRuntime,
     metrics: Arc<Metrics>,
+    cutoff: Cutoff,
 ) -> impl Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -34,7 +36,7 @@ where
         // Outermost, so every log line, error body and response carries the id.
         .layer(RequestIdLayer)
         // Sees every response, including errors turned into responses below it.
-        .layer(AccessLogLayer::new(metrics))
+        .layer(AccessLogLayer::new(metrics, cutoff))
         // The one place errors become OpenAI-shaped responses; nothing below may drop a connection.
         .layer(RecoverLayer)
         // Needs the live keys; rejections become 401 responses in Recover above.
@@ -143,10 +145,11 @@ pub async fn start(
     let listener = TcpListener::bind(listen).await.map_err(|e| StartError::Bind(listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind(listen, e))?;
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let cutoff = Cutoff::default();
     if let Some(admin) = admin {
         let admin_listener = TcpListener::bind(admin).await.map_err(|e| StartError::Bind(admin, e))?;
         let mut stop = stop_tx.subscribe();
-        let service = stack(runtime.clone(), metrics.clone());
+        let service = stack(runtime.clone(), metrics.clone(), cutoff.clone());
         tokio::spawn(crate::server::serve(
             admin_listener,
             service,
@@ -154,16 +157,17 @@ pub async fn start(
                 let _ = stop.recv().await;
             },
             grace,
+            cutoff.clone(),
         ));
         tracing::info!(%admin, "admin listener (/metrics, /healthz, /readyz)");
     }
-    let service = stack(runtime.clone(), metrics.clone());
+    let service = stack(runtime.clone(), metrics.clone(), cutoff.clone());
     let task = tokio::spawn(async move {
         let stop = async move {
             shutdown.await;
             let _ = stop_tx.send(());
         };
-        crate::server::serve(listener, service, stop, grace).await;
+        crate::server::serve(listener, service, stop, grace, cutoff).await;
     });
     Ok((Running { addr, runtime, metrics }, task))
 }

@@ -42,6 +42,7 @@ pub enum ErrorCode {
     UpstreamInvalidResponse,
     UpstreamStreamError,
     UpstreamStreamTruncated,
+    ShuttingDown,
     Internal,
 }
 
@@ -75,6 +76,7 @@ impl ErrorCode {
             ErrorCode::UpstreamInvalidResponse => "upstream_invalid_response",
             ErrorCode::UpstreamStreamError => "upstream_stream_error",
             ErrorCode::UpstreamStreamTruncated => "upstream_stream_truncated",
+            ErrorCode::ShuttingDown => "relay_shutting_down",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -88,7 +90,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UpstreamRateLimited => 429,
-            ErrorCode::UpstreamDisabled | ErrorCode::UpstreamOverloaded => 503,
+            ErrorCode::UpstreamDisabled | ErrorCode::UpstreamOverloaded | ErrorCode::ShuttingDown => 503,
             ErrorCode::UpstreamConnectTimeout
             | ErrorCode::UpstreamTimeoutFirstByte
             | ErrorCode::UpstreamTimeoutIdle

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use crate::dialect::Usage;
 use crate::error::{Attempt, ErrorCode};
 use crate::metrics::{Metrics, ServedSeries, TOKEN_DIRECTIONS};
+use crate::server::shutdown::Cutoff;
 
 /// Label for requests whose model is not configured.
 pub const OTHER_MODEL: &str = "other";
@@ -19,6 +20,7 @@ pub const OTHER_MODEL: &str = "other";
 #[derive(Debug)]
 pub struct RequestRecord {
     metrics: Arc<Metrics>,
+    cutoff: Cutoff,
     started: Instant,
     request_id: String,
     method: http::Method,
@@ -46,10 +48,17 @@ struct Fields {
 
 impl RequestRecord {
     /// Starts a record; counts the request in flight until the record is dropped.
-    pub fn start(metrics: Arc<Metrics>, request_id: String, method: http::Method, path: &str) -> Arc<Self> {
+    pub fn start(
+        metrics: Arc<Metrics>,
+        cutoff: Cutoff,
+        request_id: String,
+        method: http::Method,
+        path: &str,
+    ) -> Arc<Self> {
         metrics.in_flight.inc();
         Arc::new(RequestRecord {
             metrics,
+            cutoff,
             started: Instant::now(),
             request_id,
             method,
@@ -71,6 +80,11 @@ impl RequestRecord {
     /// The metrics this record reports to.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Whether the relay's drain is over, so a request still waiting must be answered now.
+    pub fn cut_off(&self) -> bool {
+        self.cutoff.reached()
     }
 
     /// The client key's name.
@@ -249,7 +263,13 @@ mod tests {
     use crate::metrics::ModelSeries;
 
     fn served_record(metrics: &Arc<Metrics>, model: &ModelSeries, status: u16) -> Arc<RequestRecord> {
-        let record = RequestRecord::start(metrics.clone(), "req_1".into(), http::Method::POST, "/v1/chat/completions");
+        let record = RequestRecord::start(
+            metrics.clone(),
+            Cutoff::default(),
+            "req_1".into(),
+            http::Method::POST,
+            "/v1/chat/completions",
+        );
         record.set_model(model.label().clone());
         record.set_key(Some("team-a"));
         record.set_served(model.served(metrics, 0, "up"));
@@ -282,7 +302,13 @@ mod tests {
     #[test]
     fn an_unserved_request_counts_under_the_upstream_its_error_names() {
         let metrics = Arc::new(Metrics::new());
-        let record = RequestRecord::start(metrics.clone(), "req_2".into(), http::Method::POST, "/v1/chat/completions");
+        let record = RequestRecord::start(
+            metrics.clone(),
+            Cutoff::default(),
+            "req_2".into(),
+            http::Method::POST,
+            "/v1/chat/completions",
+        );
         record.set_upstream("down");
         record.set_error(ErrorCode::UpstreamConnectRefused);
         record.set_status(502);

@@ -541,3 +541,55 @@ async fn hundreds_of_streams_survive_a_half_broken_target() {
     assert_eq!(lost, 0, "requests lost");
     assert!(relay.running.metrics.failovers.with_label_values(&["m", "flaky"]).get() > 0);
 }
+
+#[tokio::test]
+async fn what_is_in_flight_when_the_drain_ends_is_answered_not_cut() {
+    use http_body_util::BodyExt;
+    let opened = vec![(Duration::ZERO, Bytes::from(chunk("partial"))), (Duration::from_secs(3600), Bytes::new())];
+    let endless =
+        MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts: opened }).await;
+    let silent = MockUpstream::always(Reply::Hang).await;
+    let config = "[server]\nshutdown_grace = \"1s\"\n".to_owned()
+        + &upstream_toml("endless", &endless.url(), "")
+        + &upstream_toml("silent", &silent.url(), "")
+        + &model_toml("stream", &["endless"], "")
+        + &model_toml("wait", &["silent"], "");
+    let config = switchyard::config::Config::from_source(&config, None, &|_| None).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (running, server) = switchyard::app::start(config, "127.0.0.1:0".parse().unwrap(), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let send = |model: &str, stream: bool| {
+        let body = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let request = http::Request::post(format!("http://{}/v1/chat/completions", running.addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        client.request(request)
+    };
+    let mut streamed = send("stream", true).await.expect("the stream starts").into_body();
+    let first = streamed.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("partial"));
+    let waiting = tokio::spawn(send("wait", false));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    let rest = streamed.collect().await.expect("the stream ends cleanly, not cut").to_bytes();
+    let data = sse_data(&rest);
+    let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "relay_shutting_down", "{data:?}");
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+
+    let answered = waiting.await.unwrap().expect("answered, not a dropped connection");
+    assert_eq!(answered.status(), 503);
+    let body = answered.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(error_of(&body)["code"], "relay_shutting_down");
+
+    tokio::time::timeout(Duration::from_secs(3), server).await.expect("the server stops").unwrap();
+    assert!(stopping.elapsed() < Duration::from_millis(1500), "within the grace period: {:?}", stopping.elapsed());
+}

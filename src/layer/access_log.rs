@@ -18,17 +18,19 @@ use tower::{Layer, Service};
 use crate::body::Body;
 use crate::metrics::Metrics;
 use crate::record::RequestRecord;
+use crate::server::shutdown::Cutoff;
 
 /// Adds [`AccessLog`].
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     metrics: Arc<Metrics>,
+    cutoff: Cutoff,
 }
 
 impl AccessLogLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        AccessLogLayer { metrics }
+    /// Records into `metrics`; each record knows the server's drain `cutoff`.
+    pub fn new(metrics: Arc<Metrics>, cutoff: Cutoff) -> Self {
+        AccessLogLayer { metrics, cutoff }
     }
 }
 
@@ -36,7 +38,7 @@ impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner, metrics: self.metrics.clone() }
+        AccessLog { inner, metrics: self.metrics.clone(), cutoff: self.cutoff.clone() }
     }
 }
 
@@ -45,6 +47,7 @@ impl<S> Layer<S> for AccessLogLayer {
 pub struct AccessLog<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    cutoff: Cutoff,
 }
 
 // === impl AccessLog ===
@@ -71,6 +74,7 @@ where
         }
         let record = RequestRecord::start(
             self.metrics.clone(),
+            self.cutoff.clone(),
             crate::layer::request_id::of(&request),
             request.method().clone(),
             request.uri().path(),

@@ -6,14 +6,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{full, Body};
-use crate::error::RelayError;
+use crate::error::{ErrorCode, RelayError};
 use crate::layer::request_id::{self, REQUEST_ID};
 use crate::record::RequestRecord;
 
@@ -101,9 +101,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let error = match ready!(this.inner.poll(cx)) {
-            Ok(response) => return Poll::Ready(Ok(response)),
-            Err(error) => error,
+        let error = match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+            Poll::Ready(Err(error)) => error,
+            // The drain is over: an answer now beats a connection closed under the request.
+            Poll::Pending => match this.record {
+                Some(record) if record.cut_off() => RelayError::new(
+                    ErrorCode::ShuttingDown,
+                    "the relay is shutting down, and its drain period ended before this request was answered",
+                ),
+                _ => return Poll::Pending,
+            },
         };
         if let Some(record) = this.record {
             record.set_error(error.code);
@@ -122,7 +130,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

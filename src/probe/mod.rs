@@ -570,6 +570,7 @@ impl Probe<'_> {
         };
         let record = RequestRecord::start(
             self.metrics.clone(),
+            Default::default(),
             format!("req_probe{serial}"),
             http::Method::POST,
             "/v1/chat/completions",

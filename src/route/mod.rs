@@ -331,7 +331,13 @@ where
 {
     let (http::request::Parts { headers, extensions, .. }, body) = request.into_parts();
     let record = extensions.get::<Arc<RequestRecord>>().cloned().unwrap_or_else(|| {
-        RequestRecord::start(runtime.metrics.clone(), String::new(), http::Method::POST, "/v1/chat/completions")
+        RequestRecord::start(
+            runtime.metrics.clone(),
+            Default::default(),
+            String::new(),
+            http::Method::POST,
+            "/v1/chat/completions",
+        )
     });
     serve_chat(runtime, Arc::new(headers), extensions, record, body)
 }

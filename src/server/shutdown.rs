@@ -1,6 +1,32 @@
-//! The signals that stop the server: SIGTERM (Kubernetes, Docker) and SIGINT (Ctrl-C).
+//! The signals that stop the server: SIGTERM (Kubernetes, Docker) and SIGINT (Ctrl-C); and the
+//! cutoff at the end of the drain.
 
 use std::future::Future;
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// The end of a drain. Requests still in flight when it is reached are answered instead of cut:
+/// one waiting for its upstream gets a 503 `relay_shutting_down`, a stream ends with that error
+/// in-band. A connection closed under a request is what SDKs report as a bare "Connection error".
+#[derive(Debug, Clone, Default)]
+pub struct Cutoff(CancellationToken);
+
+impl Cutoff {
+    /// Whether the drain is over: checked by whatever waits on an upstream when it is polled.
+    pub fn reached(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    pub(crate) fn reach(&self) {
+        self.0.cancel();
+    }
+
+    /// Resolves when the cutoff is reached; a connection's task waits on it, so that reaching it
+    /// wakes every connection once and its requests find it reached.
+    pub(crate) fn wait(&self) -> WaitForCancellationFutureOwned {
+        self.0.clone().cancelled_owned()
+    }
+}
 
 /// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is called, not
 /// when the future is first polled, so a signal that arrives right after startup drains the

@@ -195,7 +195,7 @@ pub fn failover_class(error: &RelayError) -> &'static str {
             422 => "422",
             // The request itself was refused (409, 413, 415, ...): another target would most
             // likely refuse it too, and may already have acted on it.
-            400..=499 => "4xx",
+            status if (400..500).contains(&status) => "4xx",
             _ => "invalid_response",
         },
     }

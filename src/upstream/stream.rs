@@ -243,6 +243,12 @@ impl RelayStream {
                         }
                         self.rearm();
                     }
+                    if self.record.cut_off() {
+                        return Poll::Ready(Some(Err(RelayError::new(
+                            ErrorCode::ShuttingDown,
+                            "the relay is shutting down, and its drain period ended before the stream did",
+                        ))));
+                    }
                     return Poll::Pending;
                 }
             }
@@ -471,7 +477,13 @@ mod tests {
         let ctx = ResponseContext { request_id: "req_t", created: 1, upstream_model: "m", client_wants_usage: false };
         let translator =
             dialect::build(DialectKind::OpenAiCompletions, &DialectOptions::default()).stream_translator(&ctx);
-        let record = RequestRecord::start(Arc::new(Metrics::new()), "req_t".into(), http::Method::POST, "/v1/chat");
+        let record = RequestRecord::start(
+            Arc::new(Metrics::new()),
+            Default::default(),
+            "req_t".into(),
+            http::Method::POST,
+            "/v1/chat",
+        );
         RelayStream::new(upstream, false, translator, timing, record, Arc::from("up"))
     }
 
