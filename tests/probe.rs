@@ -512,10 +512,12 @@ async fn the_proxy_environment_is_honoured_and_no_proxy_bypasses_it() {
     let through = proxy.connects().len();
     assert!(through >= 3, "models, chat and stream went through the proxy: {:?}", proxy.connects());
 
-    let (ok, report, _) = probe_with_env(&toml, &[("http_proxy", &proxy_url), ("NO_PROXY", "127.0.0.1")]).await;
-    assert!(ok, "{report:#}");
-    assert!(report["upstreams"][0].get("proxy").is_none(), "{report:#}");
-    assert_eq!(proxy.connects().len(), through, "NO_PROXY bypasses the proxy");
+    for no_proxy in [("NO_PROXY", "127.0.0.1"), ("NO_PROXY", "*"), ("no_proxy", "*")] {
+        let (ok, report, _) = probe_with_env(&toml, &[("http_proxy", &proxy_url), no_proxy]).await;
+        assert!(ok, "{no_proxy:?}: {report:#}");
+        assert!(report["upstreams"][0].get("proxy").is_none(), "{no_proxy:?}: {report:#}");
+        assert_eq!(proxy.connects().len(), through, "{no_proxy:?} bypasses the proxy");
+    }
 }
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 //!
 //! The rules come from an upstream's `proxy = "http://[user:pass@]host:port"` or, when that is
 //! unset, from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` (upper or lower case),
-//! read once when the client is built. hyper-util's [`Matcher`] interprets them exactly as curl
-//! does (`NO_PROXY` domains, subdomains, CIDR ranges and `*`; userinfo decoded into a Basic
-//! `Proxy-Authorization`).
+//! read once when the client is built. hyper-util's [`Matcher`] interprets them as curl does
+//! (`NO_PROXY` domains, subdomains and CIDR ranges; userinfo decoded into a Basic
+//! `Proxy-Authorization`), except for a `NO_PROXY` `*`, which [`ProxyRules::resolve`] handles.
 //!
 //! Every proxied destination, `http` and `https` alike, is reached through a CONNECT tunnel, so
 //! TLS stays end to end and the same connection code serves both. The handshake is done here
@@ -75,7 +75,10 @@ impl ProxyRules {
             first(["HTTPS_PROXY", "https_proxy"], true),
             first(["NO_PROXY", "no_proxy"], false),
         );
-        if all.is_empty() && http.is_empty() && https.is_empty() {
+        // hyper-util's matcher applies a `*` entry to host names only, so an IP-literal base_url
+        // would still be proxied; curl's `*` means every destination.
+        let bypasses_every_host = no.split(',').any(|entry| entry.trim() == "*");
+        if (all.is_empty() && http.is_empty() && https.is_empty()) || bypasses_every_host {
             return ProxyRules::default();
         }
         let matcher = Matcher::builder().all(all).http(http).https(https).no(no).build();
@@ -355,6 +358,21 @@ mod tests {
         assert_eq!(rules.for_destination(&dst("http://api.example.com/v1")).unwrap().display(), "http://plain:8080");
         assert!(rules.for_destination(&dst("https://llm.internal.example/v1")).is_none());
         assert!(rules.for_destination(&dst("http://10.1.2.3:8000/v1")).is_none());
+    }
+
+    #[test]
+    fn a_no_proxy_star_bypasses_ip_literals_as_well_as_names() {
+        const CASES: &[&[(&str, &str)]] = &[
+            &[("HTTP_PROXY", "http://plain:8080"), ("NO_PROXY", "*")],
+            &[("http_proxy", "http://plain:8080"), ("no_proxy", " * ")],
+            &[("ALL_PROXY", "http://plain:8080"), ("NO_PROXY", "internal.example,*")],
+        ];
+        for pairs in CASES {
+            let rules = ProxyRules::resolve(None, &env(pairs));
+            for url in ["http://127.0.0.1:22012/v1", "https://[::1]:22012/v1", "http://localhost:22012/v1"] {
+                assert!(rules.for_destination(&dst(url)).is_none(), "{pairs:?} proxies {url}");
+            }
+        }
     }
 
     #[test]
