@@ -122,6 +122,11 @@ impl RequestRecord {
         self.fields.lock().error = Some(code);
     }
 
+    /// The error class the client saw, once there is one.
+    pub fn error(&self) -> Option<ErrorCode> {
+        self.fields.lock().error
+    }
+
     /// One attempt against an upstream.
     pub fn add_attempt(&self, attempt: Attempt) {
         self.fields.lock().attempts.push(attempt);

@@ -62,8 +62,8 @@ targets = [{{ upstream = "primary", model = "real-model" }}]
 const PROXY_VARS: &[&str] =
     &["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"];
 
-/// Runs `switchyard probe --json` on a config; returns whether it exited 0, and its report.
-async fn probe_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, Value, String) {
+/// Runs `switchyard probe` with `args` on a config; returns whether it exited 0, and its stdout.
+async fn run_probe(toml: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     static SERIAL: AtomicUsize = AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(
         "switchyard-probe-{}-{}.toml",
@@ -73,9 +73,10 @@ async fn probe_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, Value, Strin
     std::fs::write(&path, toml).unwrap();
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let run_path = path.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let output = tokio::task::spawn_blocking(move || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        command.args(["probe", "--json", "--config"]).arg(&run_path);
+        command.arg("probe").args(args).arg("--config").arg(&run_path);
         for name in PROXY_VARS {
             command.env_remove(name);
         }
@@ -86,10 +87,16 @@ async fn probe_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, Value, Strin
     .unwrap();
     let _ = std::fs::remove_file(&path);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("probe --json printed JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&output.stderr))
-    });
-    (output.status.success(), report, stdout)
+    assert!(!stdout.is_empty(), "probe printed nothing; stderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), stdout)
+}
+
+/// Runs `switchyard probe --json` on a config; returns whether it exited 0, and its report.
+async fn probe_with_env(toml: &str, env: &[(&str, &str)]) -> (bool, Value, String) {
+    let (ok, stdout) = run_probe(toml, env, &["--json"]).await;
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("probe --json printed JSON ({e}):\n{stdout}"));
+    (ok, report, stdout)
 }
 
 async fn probe(toml: &str) -> (bool, Value, String) {
@@ -148,7 +155,10 @@ async fn refused_port() {
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "tcp", "connect_refused", "check the port");
+    assert_eq!(step(&report, "tcp")["code"], error["code"], "{report:#}");
     assert_eq!(step(&report, "chat")["status"], "skipped");
+    let (_, text) = run_probe(&toml, &[], &[]).await;
+    assert!(text.contains("class: connect_refused (relay error code upstream_connect_refused)"), "{text}");
 }
 
 #[tokio::test]
@@ -159,6 +169,40 @@ async fn unresolvable_host() {
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "dns", "dns", "host name");
+    assert_eq!(step(&report, "dns")["code"], error["code"], "{report:#}");
+}
+
+/// Accepts connections and never says a word.
+async fn silent_peer() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_silent_tls_server_or_proxy_is_a_connect_timeout_for_the_relay_and_the_probe() {
+    let silent = silent_peer().await;
+    let upstream = MockUpstream::start(|r, _| healthy(r)).await;
+    let cases = [
+        ("tls", config(&format!("https://{silent}/v1"), "")),
+        ("proxy", config(&format!("{}/v1", upstream.url()), &format!("proxy = \"http://{silent}\""))),
+    ];
+    for (failing_step, toml) in cases {
+        let toml = toml.replace("connect = \"2s\"", "connect = \"300ms\"");
+        let (status, error) = relay_error(&toml, false).await;
+        assert_eq!((status, error["code"].as_str().unwrap()), (504, "upstream_timeout_connect"), "{error}");
+        let (ok, report, _) = probe(&toml).await;
+        assert!(!ok);
+        let failed = step(&report, failing_step);
+        assert_eq!(failed["status"], "failed", "{report:#}");
+        assert_eq!(failed["code"], error["code"], "{report:#}");
+    }
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, made fresh for each test.
@@ -250,6 +294,7 @@ async fn self_signed_tls_is_untrusted_until_its_ca_is_configured() {
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "tls", "tls_untrusted_certificate", "tls.ca_file");
+    assert_eq!(step(&report, "tls")["code"], error["code"], "{report:#}");
     let detail = step(&report, "tls")["detail"].as_str().unwrap();
     assert!(detail.contains("CN=probe-test-upstream") && detail.contains("CN=Switchyard Probe Test CA"), "{detail}");
 
@@ -369,6 +414,35 @@ async fn a_stream_that_never_sends_an_event() {
     assert_eq!(sse_data(&body).last().unwrap(), "[DONE]");
     let (ok, report, _) = probe(&simulated).await;
     assert!(ok, "{report:#}");
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_before_its_final_event() {
+    let upstream = MockUpstream::start(|r, _| {
+        let streamed = serde_json::from_slice::<Value>(&r.body).map(|b| b["stream"] == json!(true)).unwrap_or(false);
+        if streamed {
+            Reply::sse(&[
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"O\"},\"finish_reason\":null}]}\n\n",
+            ])
+        } else {
+            healthy(r)
+        }
+    })
+    .await;
+    let toml = config(&format!("{}/v1", upstream.url()), "");
+    let relay = Relay::start(&toml).await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "stream": true, "messages": []})).await;
+    assert_eq!(status, 200);
+    let in_band: Value = serde_json::from_str(sse_data(&body).last().unwrap()).unwrap();
+    assert_eq!(in_band["error"]["code"], "upstream_stream_truncated", "{in_band}");
+
+    let (ok, report, _) = probe(&toml).await;
+    assert!(!ok);
+    let stream = step(&report, "stream");
+    assert_eq!(stream["status"], "failed", "{report:#}");
+    assert_eq!(stream["class"], "invalid_response", "{report:#}");
+    assert_eq!(stream["code"], in_band["error"]["code"], "{report:#}");
+    assert_eq!(stream["http_status"], 200, "{report:#}");
 }
 
 #[tokio::test]
@@ -548,6 +622,7 @@ async fn a_refusing_or_absent_proxy_is_a_proxy_error() {
     let (ok, report, _) = probe(&toml).await;
     assert!(!ok);
     assert_failed(&report, "tcp", "proxy", "proxy address");
+    assert_eq!(step(&report, "tcp")["code"], error["code"], "{report:#}");
 }
 
 #[tokio::test]

@@ -107,16 +107,16 @@ impl Class {
 pub struct Diagnosis {
     pub class: Class,
     /// The relay's error code for the same failure, as clients see it.
-    pub code: Option<&'static str>,
+    pub code: ErrorCode,
     pub http_status: Option<u16>,
     pub message: String,
     pub fix: Option<String>,
 }
 
 impl Diagnosis {
-    /// A diagnosis without a relay error behind it.
-    pub fn new(class: Class, message: impl Into<String>, fix: Option<String>) -> Self {
-        Diagnosis { class, code: None, http_status: None, message: message.into(), fix }
+    /// A diagnosis of a failure the probe met on its own; `code` is what the relay answers for it.
+    pub fn new(class: Class, code: ErrorCode, message: impl Into<String>, fix: Option<String>) -> Self {
+        Diagnosis { class, code, http_status: None, message: message.into(), fix }
     }
 }
 
@@ -235,13 +235,7 @@ pub fn relay_error(error: &RelayError, ctx: &Context<'_>) -> Diagnosis {
         Class::UpstreamError => Some("the upstream failed on its side: check its status or logs".to_owned()),
         other => transport_fix(other, ctx),
     };
-    Diagnosis {
-        class,
-        code: Some(error.code.as_str()),
-        http_status: Some(error.status),
-        message: error.message.clone(),
-        fix,
-    }
+    Diagnosis { class, code: error.code, http_status: Some(error.status), message: error.message.clone(), fix }
 }
 
 /// TLS errors reach the relay's classification as text; the probe's own TLS step sees the typed

@@ -138,7 +138,7 @@ impl Step {
     fn failed(step: &'static str, elapsed: Option<Duration>, diagnosis: Diagnosis) -> Self {
         Step {
             class: Some(diagnosis.class),
-            code: diagnosis.code,
+            code: Some(diagnosis.code.as_str()),
             http_status: diagnosis.http_status,
             fix: diagnosis.fix,
             ..Step::new(step, Status::Failed, elapsed, diagnosis.message)
@@ -348,7 +348,12 @@ impl Probe<'_> {
         let client = match client::build(&params.tls, params.timeouts.connect, rules) {
             Ok(client) => client,
             Err(error) => {
-                let diagnosis = Diagnosis::new(Class::TlsHandshake, format!("building the client: {error}"), None);
+                let diagnosis = Diagnosis::new(
+                    Class::TlsHandshake,
+                    ErrorCode::Internal,
+                    format!("building the client: {error}"),
+                    None,
+                );
                 self.steps.push(Step::failed("models", None, diagnosis));
                 return;
             }
@@ -460,7 +465,7 @@ impl Probe<'_> {
                         self.listed = Some(model_ids(&v1_body));
                         let diagnosis = Diagnosis {
                             class: Class::BaseUrlMissingV1,
-                            code: Some(error.code.as_str()),
+                            code: error.code,
                             http_status: Some(404),
                             message: format!("GET {url} answered 404, but GET {with_v1} answered {v1_status}"),
                             fix: Some(format!(
@@ -607,7 +612,12 @@ impl Probe<'_> {
         let upstream = match Upstream::new(Arc::new(self.params.clone())) {
             Ok(upstream) => upstream,
             Err(error) => {
-                let diagnosis = Diagnosis::new(Class::TlsHandshake, format!("building the client: {error}"), None);
+                let diagnosis = Diagnosis::new(
+                    Class::TlsHandshake,
+                    ErrorCode::Internal,
+                    format!("building the client: {error}"),
+                    None,
+                );
                 self.steps.push(Step::failed("chat", None, diagnosis));
                 return;
             }
@@ -645,19 +655,27 @@ impl Probe<'_> {
         };
 
         let started = Instant::now();
-        match upstream.attempt(self.call(&model, true, true, 2)).await {
+        let call = self.call(&model, true, true, 2);
+        // A failure after the stream started reaches the client in-band, as JSON; the record
+        // keeps the relay's own code for it.
+        let record = call.record.clone();
+        match upstream.attempt(call).await {
             Ok(response) => {
+                let status = response.status().as_u16();
                 let first_event = started.elapsed();
                 let (events, done, in_band) = read_stream(response.into_body()).await;
                 let data = json!({ "first_event_ms": millis(first_event), "events": events, "done": done });
-                match in_band {
-                    Some(error) => {
-                        let code =
-                            error.pointer("/error/code").and_then(Value::as_str).unwrap_or("upstream_stream_error");
-                        let message = error.pointer("/error/message").and_then(Value::as_str).unwrap_or("").to_owned();
-                        let class = if code.contains("timeout") { Class::Timeout } else { Class::InvalidResponse };
-                        let diagnosis =
-                            Diagnosis::new(class, format!("the stream started, then failed: {code}: {message}"), None);
+                match record.error() {
+                    Some(code) => {
+                        let message = in_band
+                            .as_ref()
+                            .and_then(|error| error.pointer("/error/message"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let failure =
+                            RelayError::new(code, format!("the stream started, then failed: {code}: {message}"))
+                                .with_status(status);
+                        let diagnosis = diagnose::relay_error(&failure, &self.ctx(chat_ok));
                         self.steps.push(Step::failed("stream", Some(started.elapsed()), diagnosis).with_data(data));
                     }
                     None => {

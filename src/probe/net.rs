@@ -18,8 +18,9 @@ use super::cert;
 use super::diagnose::{transport_fix, Class, Context, Diagnosis};
 use super::{Step, Steps};
 use crate::config::UpstreamParams;
-use crate::upstream::client;
+use crate::error::ErrorCode;
 use crate::upstream::proxy::{ProxyFailure, ProxyTarget};
+use crate::upstream::{classify, client};
 
 /// Runs DNS, TCP, CONNECT (when proxied) and TLS (for https) toward `base`; false when one
 /// failed, and the HTTP steps would only repeat it.
@@ -44,6 +45,7 @@ pub(super) async fn connection_steps(
     };
     // Failures toward the proxy are the proxy's class: the upstream itself was never reached.
     let class_or_proxy = |class: Class| if proxy.is_some() { Class::Proxy } else { class };
+    let code_as_relay = |code: ErrorCode| relay_connect_code(code, proxy.is_some());
 
     let started = Instant::now();
     let resolved = timeout(limit, tokio::net::lookup_host((host.as_str(), port))).await;
@@ -51,8 +53,12 @@ pub(super) async fn connection_steps(
         Ok(Ok(found)) => found.collect(),
         Ok(Err(error)) => {
             let class = class_or_proxy(Class::Dns);
-            let diagnosis =
-                Diagnosis::new(class, format!("could not resolve {what}: {error}"), transport_fix(class, ctx));
+            let diagnosis = Diagnosis::new(
+                class,
+                code_as_relay(ErrorCode::UpstreamDns),
+                format!("could not resolve {what}: {error}"),
+                transport_fix(class, ctx),
+            );
             steps.push(Step::failed("dns", Some(started.elapsed()), diagnosis));
             return false;
         }
@@ -60,6 +66,7 @@ pub(super) async fn connection_steps(
             let class = class_or_proxy(Class::Dns);
             let diagnosis = Diagnosis::new(
                 class,
+                ErrorCode::UpstreamConnectTimeout,
                 format!("resolving {what} took longer than {limit:?}"),
                 transport_fix(class, ctx),
             );
@@ -76,10 +83,14 @@ pub(super) async fn connection_steps(
     let started = Instant::now();
     let mut stream = match connect_any(&addresses, limit).await {
         Ok(stream) => stream,
-        Err((class, detail)) => {
+        Err((class, code, detail)) => {
             let class = class_or_proxy(class);
-            let diagnosis =
-                Diagnosis::new(class, format!("connecting to {what} port {port}: {detail}"), transport_fix(class, ctx));
+            let diagnosis = Diagnosis::new(
+                class,
+                code_as_relay(code),
+                format!("connecting to {what} port {port}: {detail}"),
+                transport_fix(class, ctx),
+            );
             steps.push(Step::failed("tcp", Some(started.elapsed()), diagnosis));
             return false;
         }
@@ -116,8 +127,8 @@ pub(super) async fn connection_steps(
                     ),
                     None => transport_fix(Class::Proxy, ctx).unwrap_or_default(),
                 };
-                let mut diagnosis = Diagnosis::new(Class::Proxy, error.to_string(), Some(fix));
-                diagnosis.code = Some("upstream_proxy");
+                let mut diagnosis =
+                    Diagnosis::new(Class::Proxy, ErrorCode::UpstreamProxy, error.to_string(), Some(fix));
                 diagnosis.http_status = status;
                 steps.push(Step::failed("proxy", Some(started.elapsed()), diagnosis));
                 return false;
@@ -125,6 +136,7 @@ pub(super) async fn connection_steps(
             Err(_) => {
                 let diagnosis = Diagnosis::new(
                     Class::Proxy,
+                    ErrorCode::UpstreamConnectTimeout,
                     format!("{} did not answer CONNECT within {limit:?}", proxy.display()),
                     transport_fix(Class::Proxy, ctx),
                 );
@@ -155,7 +167,6 @@ pub(super) async fn connection_steps(
                 }
             }
             diagnosis.fix = diagnosis.fix.or_else(|| transport_fix(diagnosis.class, ctx));
-            diagnosis.code = Some("upstream_tls");
             steps.push(Step::failed("tls", Some(elapsed), diagnosis));
             false
         }
@@ -170,21 +181,42 @@ fn default_port(uri: &Uri) -> u16 {
     }
 }
 
-/// Tries each address in order, as the client does, within one time limit.
-async fn connect_any(addresses: &[SocketAddr], limit: Duration) -> Result<TcpStream, (Class, String)> {
+/// The relay's code for a failure while connecting, from its code when the host is reached
+/// directly: one timeout bounds the relay's whole connect (DNS, TCP, CONNECT, TLS), and through
+/// a proxy any other failure is the proxy's.
+fn relay_connect_code(direct: ErrorCode, proxied: bool) -> ErrorCode {
+    match direct {
+        ErrorCode::UpstreamConnectTimeout => direct,
+        _ if proxied => ErrorCode::UpstreamProxy,
+        _ => direct,
+    }
+}
+
+/// Tries each address in order, as the client does, within one time limit. A failure comes
+/// with the relay's code for it, as if reached directly.
+async fn connect_any(addresses: &[SocketAddr], limit: Duration) -> Result<TcpStream, (Class, ErrorCode, String)> {
     let deadline = Instant::now() + limit;
-    let mut last = (Class::ConnectRefused, "no address".to_owned());
+    let mut last = (Class::ConnectRefused, ErrorCode::UpstreamConnectRefused, "no address".to_owned());
     for address in addresses {
         match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                last = (Class::ConnectRefused, format!("{address}: connection refused"));
+            Ok(Err(error)) => {
+                let code = classify::transport_code(&error);
+                last = match error.kind() {
+                    std::io::ErrorKind::ConnectionRefused => {
+                        (Class::ConnectRefused, code, format!("{address}: connection refused"))
+                    }
+                    std::io::ErrorKind::TimedOut => (Class::ConnectTimeout, code, format!("{address}: {error}")),
+                    _ => (Class::ConnectRefused, code, format!("{address}: {error}")),
+                };
             }
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
-                last = (Class::ConnectTimeout, format!("{address}: {error}"));
+            Err(_) => {
+                return Err((
+                    Class::ConnectTimeout,
+                    ErrorCode::UpstreamConnectTimeout,
+                    format!("no connection within {limit:?}"),
+                ))
             }
-            Ok(Err(error)) => last = (Class::ConnectRefused, format!("{address}: {error}")),
-            Err(_) => return Err((Class::ConnectTimeout, format!("no connection within {limit:?}"))),
         }
     }
     Err(last)
@@ -192,8 +224,9 @@ async fn connect_any(addresses: &[SocketAddr], limit: Duration) -> Result<TcpStr
 
 /// The TLS config the client uses, with the ALPN offer hyper-rustls makes.
 fn client_tls(params: &UpstreamParams) -> Result<rustls::ClientConfig, Diagnosis> {
+    // The relay cannot build the upstream's client with these settings at all.
     let mut config = client::tls_config(&params.tls)
-        .map_err(|e| Diagnosis::new(Class::TlsHandshake, format!("TLS settings: {e}"), None))?;
+        .map_err(|e| Diagnosis::new(Class::TlsHandshake, ErrorCode::Internal, format!("TLS settings: {e}"), None))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -205,8 +238,10 @@ async fn tls(
     limit: Duration,
 ) -> Result<(String, serde_json::Value), Diagnosis> {
     let config = client_tls(params)?;
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| Diagnosis::new(Class::TlsHandshake, format!("{host:?} is not a TLS server name: {e}"), None))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        let code = classify::transport_code(&e);
+        Diagnosis::new(Class::TlsHandshake, code, format!("{host:?} is not a TLS server name: {e}"), None)
+    })?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let connected = match timeout(limit, connector.connect(name, stream)).await {
         Ok(Ok(connected)) => connected,
@@ -216,6 +251,7 @@ async fn tls(
         Err(_) => {
             return Err(Diagnosis::new(
                 Class::ConnectTimeout,
+                ErrorCode::UpstreamConnectTimeout,
                 format!("the TLS handshake with {host} did not complete within {limit:?}"),
                 Some("the port may not speak TLS (use http:// in base_url if it is plain HTTP), or a middlebox stalls the handshake".to_owned()),
             ))
@@ -302,7 +338,7 @@ fn tls_failure(host: &str, error: &std::io::Error) -> Diagnosis {
         ),
         _ => (Class::TlsHandshake, "handshake failed", None),
     };
-    Diagnosis::new(class, format!("TLS with {host}: {what}: {error}"), fix)
+    Diagnosis::new(class, classify::transport_code(error), format!("TLS with {host}: {what}: {error}"), fix)
 }
 
 fn unix_now() -> i64 {

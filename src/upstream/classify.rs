@@ -36,7 +36,8 @@ const TLS_MARKERS: &[&str] = &[
     "received fatal alert",
 ];
 
-fn transport_code(error: &(dyn StdError + 'static)) -> ErrorCode {
+/// The code of a transport failure, from the error and its causes.
+pub fn transport_code(error: &(dyn StdError + 'static)) -> ErrorCode {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     let mut code = None;
     while let Some(e) = current {
