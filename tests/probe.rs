@@ -205,6 +205,43 @@ async fn a_silent_tls_server_or_proxy_is_a_connect_timeout_for_the_relay_and_the
     }
 }
 
+#[tokio::test]
+async fn secrets_in_headers_set_are_redacted_and_scrubbed() {
+    // Refuses everything, quoting the credentials it was sent, as some upstreams do.
+    let upstream = MockUpstream::start(|r, _| {
+        let sent = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let message = format!(
+            "Incorrect API key provided: {}; key {}; client secret {}",
+            sent("authorization"),
+            sent("authorization").trim_start_matches("Bearer "),
+            sent("cf-access-client-secret")
+        );
+        Reply::json(401, json!({ "error": { "message": message, "code": "invalid_api_key" } }).to_string())
+    })
+    .await;
+    let headers = r#"auth = "none"
+headers.set = { "authorization" = "Bearer sk-IN-HEADERS-SET", "cf-access-client-secret" = "${HK2}", "x-team" = "blue" }"#;
+    let toml = config(&format!("{}/v1", upstream.url()), headers);
+    let env = [("HK2", "ENVSECRET-TWO")];
+
+    let (ok, report, json_text) = probe_with_env(&toml, &env).await;
+    assert!(!ok);
+    assert_failed(&report, "models", "auth", "");
+    let sent = &step(&report, "models")["data"]["sent_headers"];
+    assert_eq!(sent["authorization"], "[redacted]", "{sent:#}");
+    assert_eq!(sent["cf-access-client-secret"], "[redacted]", "{sent:#}");
+    assert_eq!(sent["x-team"], "blue", "{sent:#}");
+    let (_, text) = run_probe(&toml, &env, &[]).await;
+    assert!(text.contains("Incorrect API key provided: [redacted]; key [redacted]"), "{text}");
+    for output in [json_text, text] {
+        assert!(!output.contains("sk-IN-HEADERS-SET"), "a headers.set credential leaked:\n{output}");
+        assert!(!output.contains("ENVSECRET-TWO"), "a headers.set ${{VAR}} value leaked:\n{output}");
+    }
+    let received = upstream.received();
+    assert_eq!(received[0].headers["authorization"], "Bearer sk-IN-HEADERS-SET");
+    assert_eq!(received[0].headers["cf-access-client-secret"], "ENVSECRET-TWO");
+}
+
 /// A CA and a server certificate for 127.0.0.1 signed by it, made fresh for each test.
 struct TestPki {
     ca_pem: String,

@@ -197,10 +197,12 @@ impl UpstreamParams {
             found.push(aws.secret_access_key.expose().to_owned());
             found.extend(aws.session_token.iter().map(|token| token.expose().to_owned()));
         }
-        for (name, value) in &self.headers_set {
-            if is_credential_header(name.as_str()) {
-                found.extend(value.to_str().ok().map(str::to_owned));
-            }
+        // Validation marks `headers.set` values that are credentials (by name, or from `${VAR}`).
+        for (_, value) in self.headers_set.iter().filter(|(_, value)| value.is_sensitive()) {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            // An upstream quoting a credential it refused often leaves out the `Bearer ` scheme.
+            found.extend(value.split_once(' ').map(|(_, credential)| credential.trim().to_owned()));
+            found.push(value);
         }
         for url in self.proxy.iter().chain(self.base_url.iter()) {
             if let Some((userinfo, _)) = url.authority().and_then(|a| a.as_str().rsplit_once('@')) {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use http::HeaderName;
+
 /// A value that must never be printed: `Debug` and `Display` show `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -24,12 +26,13 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Whether a header's value is a credential by its name: what `headers.set` puts in such a
-/// header is treated like `api_key`.
-pub fn is_credential_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie")
-        || ["key", "secret", "token", "password", "signature", "auth"].iter().any(|part| name.contains(part))
+/// Whether a header's name says its value is a credential: the auth and cookie headers, and any
+/// name containing `key`, `secret`, `token`, `password` or `signature`.
+pub fn is_credential_header(name: &HeaderName) -> bool {
+    const NAMES: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+    const PARTS: &[&str] = &["key", "secret", "token", "password", "signature"];
+    let name = name.as_str();
+    NAMES.contains(&name) || PARTS.iter().any(|part| name.contains(part))
 }
 
 /// Replaces configured secrets with `[redacted]` in text that came from outside: an upstream's
@@ -126,12 +129,21 @@ mod tests {
     }
 
     #[test]
-    fn credential_headers_are_known_by_name() {
-        for name in ["Authorization", "x-api-key", "cf-access-client-secret", "X-Auth-Token", "cookie"] {
-            assert!(is_credential_header(name), "{name}");
+    fn credential_header_names_are_told_by_name() {
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-api-key",
+            "cf-access-client-secret",
+            "x-auth-token",
+            "x-db-password",
+            "x-signature",
+        ] {
+            assert!(is_credential_header(&HeaderName::from_static(name)), "{name}");
         }
-        for name in ["x-title", "http-referer", "openai-organization"] {
-            assert!(!is_credential_header(name), "{name}");
+        for name in ["x-team", "user-agent", "anthropic-version", "x-request-id"] {
+            assert!(!is_credential_header(&HeaderName::from_static(name)), "{name}");
         }
     }
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
 use super::schema::{RawConfig, RawTimeouts, RawUpstream};
-use super::secret::{expand, MissingVar};
+use super::secret::{expand, is_credential_header, MissingVar};
 use super::{
     AwsParams, Config, ConfigError, Glob, HealthCheckParams, KeyParams, ModelParams, ModelPattern, RetryParams, Secret,
     ServerParams, Strategy, StreamMode, TargetParams, Timeouts, TlsParams, UpstreamParams,
@@ -402,12 +402,16 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
     };
 
     let mut headers_set = Vec::new();
-    for (header, value) in &raw.headers.set {
-        let value = expand_field("headers.set", value)?;
+    for (header, written) in &raw.headers.set {
+        let value = expand_field("headers.set", written)?;
+        let from_variable = value != *written;
         let header_name = HeaderName::try_from(header.as_str())
             .map_err(|_| disabled("headers.set", format!("{header:?} is not a header name")))?;
-        let header_value = HeaderValue::try_from(value)
+        let mut header_value = HeaderValue::try_from(value)
             .map_err(|_| disabled("headers.set", format!("the value of {header:?} is not a valid header value")))?;
+        // The mark is what keeps the value out of `probe`'s output and Debug: secrets come from
+        // the environment or sit under a credential's name.
+        header_value.set_sensitive(from_variable || is_credential_header(&header_name));
         headers_set.push((header_name, header_value));
     }
 
@@ -654,6 +658,39 @@ mod tests {
 
     fn load(source: &str) -> Result<Config, ConfigError> {
         validate(source, Some(Path::new("switchyard.toml")), &env)
+    }
+
+    #[test]
+    fn headers_set_values_from_variables_or_under_credential_names_are_sensitive() {
+        let config = load(
+            r#"
+[upstreams.a]
+dialect = "openai-completions"
+base_url = "http://127.0.0.1:1/v1"
+auth = "none"
+headers.set = { "x-team" = "blue", "x-org" = "org-${CLIENT_KEY}", "authorization" = "Bearer literal", "cf-access-client-secret" = "s", "x-session-token" = "t", "x-api-key" = "k", "cookie" = "c", "x-signature" = "g", "x-db-password" = "p" }
+"#,
+        )
+        .unwrap();
+        let sensitive: Vec<&str> = config.upstreams["a"]
+            .headers_set
+            .iter()
+            .filter(|(_, value)| value.is_sensitive())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(
+            sensitive,
+            [
+                "authorization",
+                "cf-access-client-secret",
+                "cookie",
+                "x-api-key",
+                "x-db-password",
+                "x-org",
+                "x-session-token",
+                "x-signature"
+            ]
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! as for real traffic. When a WAF answers, the step is retried once with a neutral User-Agent and
 //! no fingerprint headers to tell whether the fingerprint is the cause.
 //!
-//! Secrets never appear in the output: keys are not printed, auth header values are redacted, and
-//! every configured secret is scrubbed from the final text (upstream error messages included).
+//! Secrets never appear in the output: keys are not printed, credential header values (and every
+//! `headers.set` value the config marked sensitive) are redacted, and every configured secret is
+//! scrubbed from the final text (upstream error messages included).
 
 pub mod cert;
 pub mod diagnose;
@@ -33,7 +34,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::body::collect_limited;
-use crate::config::{Config, ModelPattern, UpstreamParams};
+use crate::config::{is_credential_header, Config, ModelPattern, UpstreamParams};
 use crate::dialect::{self, ChatRequest, Dialect};
 use crate::error::{ErrorCode, RelayError};
 use crate::metrics::Metrics;
@@ -58,10 +59,6 @@ const SDK_HEADERS: &[(&str, &str)] = &[
     ("x-stainless-runtime-version", "v20.11.0"),
     ("x-stainless-retry-count", "0"),
 ];
-
-/// Headers whose values are credentials.
-const SECRET_HEADERS: &[&str] =
-    &["authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"];
 
 /// Probe requests wait at most this long for an answer, whatever the upstream's own timeouts:
 /// a diagnosis that takes five minutes is not one.
@@ -762,7 +759,7 @@ fn shown_headers(headers: &HeaderMap) -> serde_json::Map<String, Value> {
     headers
         .iter()
         .map(|(name, value)| {
-            let shown = if value.is_sensitive() || SECRET_HEADERS.contains(&name.as_str()) {
+            let shown = if value.is_sensitive() || is_credential_header(name) {
                 "[redacted]".to_owned()
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -831,17 +828,7 @@ async fn read_stream(body: crate::body::Body) -> (usize, bool, Option<Value>) {
 fn secrets(config: &Config) -> Vec<String> {
     let mut found = Vec::new();
     for params in config.upstreams.values() {
-        found.extend(params.api_key.iter().map(|k| k.expose().to_owned()));
-        if let Some(aws) = &params.aws {
-            found.push(aws.secret_access_key.expose().to_owned());
-            found.extend(aws.session_token.iter().map(|t| t.expose().to_owned()));
-        }
-        for proxy in params.proxy.iter().chain(params.base_url.iter()) {
-            if let Some((userinfo, _)) = proxy.authority().and_then(|a| a.as_str().rsplit_once('@')) {
-                found.push(userinfo.to_owned());
-                found.extend(userinfo.split_once(':').map(|(_, password)| password.to_owned()));
-            }
-        }
+        found.extend(params.secret_values());
     }
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
         if let Some(value) = process_env(name) {
@@ -968,8 +955,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("Bearer sk-secret-123"));
         headers.insert("user-agent", HeaderValue::from_static("curl/8.5.0"));
+        headers.insert("cf-access-client-secret", HeaderValue::from_static("cf-secret"));
+        let mut from_variable = HeaderValue::from_static("org-1234");
+        from_variable.set_sensitive(true);
+        headers.insert("x-org", from_variable);
         let shown = shown_headers(&headers);
         assert_eq!(shown["authorization"], "[redacted]");
+        assert_eq!(shown["cf-access-client-secret"], "[redacted]");
+        assert_eq!(shown["x-org"], "[redacted]");
         assert_eq!(shown["user-agent"], "curl/8.5.0");
         let secrets = vec!["sk-secret-123".to_owned()];
         assert_eq!(
