@@ -198,14 +198,33 @@ pub async fn serve(config: Config, listen: Option<SocketAddr>, allow_unauthentic
     log_config(&config);
     let source = config.source.clone();
     let (running, task) = start(config, listen, crate::server::shutdown::signal()).await?;
-    if let Some(path) = source {
-        let updates = crate::config::reload::watch(path, RELOAD_POLL, RELOAD_DEBOUNCE);
-        let bound = Bound { listen: running.addr, ..bound };
-        tokio::spawn(apply_reloads(running.runtime.clone(), running.metrics.clone(), bound, updates));
+    match source {
+        Some(path) => {
+            let updates = crate::config::reload::watch(path, RELOAD_POLL, RELOAD_DEBOUNCE);
+            let bound = Bound { listen: running.addr, ..bound };
+            tokio::spawn(apply_reloads(running.runtime.clone(), running.metrics.clone(), bound, updates));
+        }
+        None => ignore_hangups(),
     }
     tracing::info!(addr = %running.addr, "switchyard listening; OpenAI base URL http://{}/v1", running.addr);
     task.await?;
     Ok(())
+}
+
+/// With no config file there is nothing to reload, but a SIGHUP's default action would still
+/// kill the relay without a drain (a `kill -HUP` meant for every process, a terminal closing).
+fn ignore_hangups() {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::warn!("SIGHUP ignored: serving the embedded default, there is no config file to reload");
+                }
+            });
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
+    }
 }
 
 /// One line saying what a new config changes.

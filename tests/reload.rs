@@ -226,6 +226,15 @@ struct Binary {
 impl Binary {
     /// Started and listening.
     fn start(test: &str) -> Binary {
+        Binary::spawn(test, true)
+    }
+
+    /// Started and listening on the embedded default config, with no file to reload.
+    fn start_embedded(test: &str) -> Binary {
+        Binary::spawn(test, false)
+    }
+
+    fn spawn(test: &str, with_file: bool) -> Binary {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
 
@@ -233,9 +242,12 @@ impl Binary {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("switchyard.toml");
         std::fs::write(&path, config(&["one"])).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if with_file {
+            command.arg("--config").arg(&path);
+        }
+        let mut child = command
             // As the deployments log.
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .stderr(Stdio::piped())
@@ -277,6 +289,18 @@ fn sighup_reloads_the_running_binary() {
     relay.signal("-HUP");
     let reloaded = relay.wait_for("config reloaded");
     assert!(reloaded.contains("Signal"), "{reloaded}");
+    assert!(relay.child.try_wait().unwrap().is_none(), "SIGHUP must not stop the relay");
+    relay.signal("-TERM");
+    let status = relay.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM drains and exits 0: {status}");
+}
+
+#[test]
+fn sighup_without_a_config_file_is_ignored_not_fatal() {
+    let mut relay = Binary::start_embedded("sighup-embedded");
+    relay.signal("-HUP");
+    let ignored = relay.wait_for("SIGHUP ignored");
+    assert!(ignored.contains("no config file"), "{ignored}");
     assert!(relay.child.try_wait().unwrap().is_none(), "SIGHUP must not stop the relay");
     relay.signal("-TERM");
     let status = relay.child.wait().unwrap();
