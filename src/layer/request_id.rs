@@ -51,8 +51,8 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let id = match request.headers().get(REQUEST_ID) {
-            Some(sent) => sent.clone(),
-            None => {
+            Some(sent) if usable(sent) => sent.clone(),
+            _ => {
                 let made = random_id();
                 request.headers_mut().insert(REQUEST_ID, made.clone());
                 made
@@ -99,8 +99,20 @@ fn random_id() -> HeaderValue {
     HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
 
-/// Longest request id the relay repeats back (a client's id is otherwise taken as sent).
+/// Longest request id the relay takes from a client.
 const MAX_LEN: usize = 128;
+
+/// Whether a client's id is taken as sent: short, and only characters that ids are made of
+/// (UUIDs, `req_…`, base64), so that it cannot forge fields in a log line or fill one with
+/// kilobytes. Any other id is replaced by a fresh one, which the response carries.
+fn usable(sent: &HeaderValue) -> bool {
+    let id = sent.as_bytes();
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=' | b'@'))
+}
 
 /// The request id of a request, after [`SetRequestId`] has run.
 pub fn of<B>(request: &Request<B>) -> String {
@@ -153,6 +165,21 @@ mod tests {
         assert_eq!(id.len(), 28);
         assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(second.headers()[REQUEST_ID], first.headers()[REQUEST_ID]);
+    }
+
+    #[tokio::test]
+    async fn a_client_id_that_could_forge_a_log_field_or_flood_one_is_replaced() {
+        for sent in ["x\" key=\"admin", "two words", &"a".repeat(MAX_LEN + 1), "caf\u{e9}"] {
+            let request = Request::builder().header(REQUEST_ID, sent).body(()).unwrap();
+            let (seen, response) = through(request).await;
+            let id = response.headers()[REQUEST_ID].to_str().unwrap();
+            assert!(id.starts_with("req_") && seen.unwrap() == id, "{sent:?} became {id:?}");
+        }
+        let uuid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
+        assert_eq!(
+            through(Request::builder().header(REQUEST_ID, uuid).body(()).unwrap()).await.1.headers()[REQUEST_ID],
+            uuid
+        );
     }
 
     #[test]
