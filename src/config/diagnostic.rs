@@ -100,12 +100,13 @@ impl<'s> Locator<'s> {
         Locator { source, document: ImDocument::parse(source).ok() }
     }
 
-    /// 1-based line and column of a byte offset.
+    /// 1-based line and column of a byte offset. The column counts characters, as editors do:
+    /// bytes would put it too far right after any non-ASCII text on the line.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = &self.source[..offset.min(self.source.len())];
         let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
-        (line, col)
+        let line_start = before.rfind('\n').map_or(0, |nl| nl + 1);
+        (line, before[line_start..].chars().count() + 1)
     }
 
     /// Where the deepest existing part of a dotted path is written: the key itself when found,
@@ -168,6 +169,12 @@ mod tests {
         assert_eq!(locator.locate("server.listen"), Some((3, 1)));
         assert_eq!(locator.locate("upstreams.openai.dialect"), Some((6, 1)));
         assert_eq!(locator.locate("upstreams.openai.missing"), Some((5, 12)));
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let locator = Locator::new("[upstreams]\na = { dialect = \"héllo→\", base_ulr = \"x\" }\n");
+        assert_eq!(locator.locate("upstreams.a.base_ulr"), Some((2, 27)));
     }
 
     #[test]
