@@ -331,6 +331,10 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         let mut diagnostic = disabled(&key, message.clone());
         let renamed = super::migrate::UPSTREAM_KEY_RENAMES.iter().find(|(old, _, _)| *old == field && key == field);
         diagnostic.suggestion = match renamed {
+            // Doctor leaves this to the user: which of the two values is meant is a guess.
+            Some((old, new, _)) if value.as_table().is_some_and(|table| table.contains_key(*new)) => {
+                Some(format!("`{old}` is `{new}` here, and `{new}` is also set: keep one of them and delete the other"))
+            }
             Some((old, new, _)) => {
                 let config = checker.file.map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
                 Some(format!("`{old}` is `{new}` here; run `switchyard doctor --fix --config {config}`"))
@@ -773,6 +777,15 @@ targets = [{ upstream = "openai" }]
         let config = load("[upstreams.b]\ndialect = \"mock\"\napi_base = \"http://x\"\n").unwrap();
         let text = config.disabled["b"].to_string();
         assert!(text.contains("`api_base` is `base_url` here") && text.contains("doctor --fix"), "{text}");
+    }
+
+    #[test]
+    fn a_renamed_key_next_to_its_new_name_asks_to_delete_one() {
+        let config =
+            load("[upstreams.b]\ndialect = \"mock\"\napi_base = \"http://x\"\nbase_url = \"http://y\"\n").unwrap();
+        let text = config.disabled["b"].to_string();
+        assert!(text.contains("`base_url` is also set: keep one of them and delete the other"), "{text}");
+        assert!(!text.contains("doctor --fix"), "{text}");
     }
 
     #[test]
