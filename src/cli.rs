@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ConfigError, Severity};
+use crate::config::{Config, ConfigError};
 
 /// Switchyard: an OpenAI-compatible LLM relay.
 #[derive(Debug, Parser)]
@@ -115,25 +115,29 @@ pub fn check(path: &std::path::Path) -> ExitCode {
             }
             if config.auth_required {
                 let names: Vec<&str> = config.keys.iter().map(|k| k.name.as_str()).collect();
-                println!(
-                    "keys: {}",
-                    if names.is_empty() {
-                        "(none usable: every request is refused)".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                );
+                let usable = if names.is_empty() {
+                    "(none usable: every request is refused)".to_owned()
+                } else {
+                    names.join(", ")
+                };
+                let skipped = if config.skipped_keys.is_empty() {
+                    String::new()
+                } else {
+                    format!("; SKIPPED: {}", config.skipped_keys.join(", "))
+                };
+                println!("keys: {usable}{skipped}");
             } else {
                 println!("keys: none (auth off)");
             }
-            let errors = config.warnings.iter().filter(|d| d.severity == Severity::Error).count();
-            let disabled = config.disabled.len();
-            if errors + disabled > 0 {
-                eprintln!("\n{disabled} upstream(s) disabled; the rest would be served");
-                ExitCode::FAILURE
-            } else {
-                println!("\nok");
-                ExitCode::SUCCESS
+            match config.problems_summary() {
+                Some(summary) => {
+                    eprintln!("\n{summary}");
+                    ExitCode::FAILURE
+                }
+                None => {
+                    println!("\nok");
+                    ExitCode::SUCCESS
+                }
             }
         }
     }
@@ -202,7 +206,7 @@ pub fn doctor(path: &std::path::Path, fix: bool) -> ExitCode {
 }
 
 /// Prints validation problems as `check` does, but on stdout so that they stay in order with the
-/// findings above them; true when nothing is disabled or in error.
+/// findings above them; true when validation has nothing to report.
 fn validation_report(loaded: Result<Config, ConfigError>) -> bool {
     match loaded {
         Err(ConfigError { diagnostics }) => {
@@ -216,13 +220,15 @@ fn validation_report(loaded: Result<Config, ConfigError>) -> bool {
             for problem in &config.warnings {
                 println!("{problem}");
             }
-            let errors = config.warnings.iter().filter(|d| d.severity == Severity::Error).count();
-            if errors + config.disabled.len() > 0 {
-                println!("{} upstream(s) disabled; the rest would be served", config.disabled.len());
-                false
-            } else {
-                println!("validation: ok");
-                true
+            match config.problems_summary() {
+                Some(summary) => {
+                    println!("{summary}");
+                    false
+                }
+                None => {
+                    println!("validation: ok");
+                    true
+                }
             }
         }
     }

@@ -119,6 +119,32 @@ fn doctor_fix_leaves_a_guess_for_the_user_and_exits_1() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn check_fails_and_says_why_when_a_client_key_is_skipped() {
+    let dir = scratch("key");
+    let config = dir.join("switchyard.toml");
+    let source = "[[keys]]\nname = \"only\"\nkey = \"${ONLY_KEY_UNSET}\"\n\n[upstreams.demo]\ndialect = \"mock\"\n\n[[models]]\nname = \"mock\"\ntargets = [{ upstream = \"demo\" }]\n";
+    std::fs::write(&config, source).unwrap();
+    let path = config.to_str().unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config", path])
+        .env_remove("SWITCHYARD_CONFIG")
+        .env_remove("ONLY_KEY_UNSET")
+        .output()
+        .unwrap();
+    let out = text(&check);
+    assert_eq!(check.status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("{path}:3:1: warning: keys.0.key: key \"only\" is disabled")), "{out}");
+    assert!(out.contains("keys: (none usable: every request is refused); SKIPPED: only"), "{out}");
+    assert!(out.contains("1 client key(s) skipped"), "{out}");
+    assert!(!out.contains("\nok"), "{out}");
+
+    let doctor = switchyard(&["doctor", "--config", path]);
+    assert_eq!(doctor.status.code(), Some(1), "{}", text(&doctor));
+    assert!(!text(&doctor).contains("validation: ok"), "{}", text(&doctor));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The relay process, killed when the test ends however it ends.
 struct Relay(Child);
 

@@ -50,6 +50,8 @@ pub struct Config {
     /// Whether the file configures client keys at all. Stays true when every key was skipped, so
     /// that a broken key list fails closed rather than turning auth off.
     pub auth_required: bool,
+    /// Names of the client keys that were configured but skipped; the reasons are in `warnings`.
+    pub skipped_keys: Vec<String>,
     /// Upstreams that passed validation, by name.
     pub upstreams: BTreeMap<String, UpstreamParams>,
     /// Upstreams that were configured but disabled, with the reason.
@@ -321,5 +323,24 @@ impl Config {
     /// Upstreams usable right now.
     pub fn usable_upstreams(&self) -> usize {
         self.upstreams.len()
+    }
+
+    /// What validation skipped or warned about, as one line; `None` for a clean config.
+    pub fn problems_summary(&self) -> Option<String> {
+        if self.warnings.is_empty() {
+            return None;
+        }
+        // Disabled upstreams and skipped keys each have their diagnostic in `warnings` too.
+        let other = self.warnings.len().saturating_sub(self.disabled.len() + self.skipped_keys.len());
+        let parts: Vec<String> = [
+            (self.disabled.len(), "upstream(s) disabled"),
+            (self.skipped_keys.len(), "client key(s) skipped"),
+            (other, "other warning(s)"),
+        ]
+        .into_iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, what)| format!("{count} {what}"))
+        .collect();
+        Some(format!("{}; the rest would be served", parts.join(", ")))
     }
 }

@@ -181,7 +181,7 @@ pub(super) fn validate(
     };
 
     let server = check_server(&mut checker, &raw);
-    let (keys, auth_configured) = check_keys(&mut checker, &raw);
+    let (keys, skipped_keys) = check_keys(&mut checker, &raw);
     let mut upstreams = BTreeMap::new();
     let mut disabled = BTreeMap::new();
     for (name, value) in &raw.upstreams {
@@ -205,7 +205,8 @@ pub(super) fn validate(
     Ok(Config {
         server,
         keys,
-        auth_required: auth_configured,
+        auth_required: !raw.keys.is_empty(),
+        skipped_keys,
         upstreams,
         disabled,
         models,
@@ -256,8 +257,10 @@ fn check_server(checker: &mut Checker<'_>, raw: &RawConfig) -> ServerParams {
     }
 }
 
-fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, bool) {
+/// The usable client keys, and the names of those skipped with a warning.
+fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Vec<String>) {
     let mut keys = Vec::new();
+    let mut skipped = Vec::new();
     for (index, key) in raw.keys.iter().enumerate() {
         let path = format!("keys.{index}");
         if keys.iter().any(|k: &KeyParams| k.name == key.name) {
@@ -275,6 +278,7 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, bo
                         )
                         .suggest(format!("export {var}=... before starting, or use `sha256 = \"...\"`")),
                     );
+                    skipped.push(key.name.clone());
                     continue;
                 }
             },
@@ -302,7 +306,7 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, bo
         let models = key.models.clone().unwrap_or_else(|| vec!["*".into()]);
         keys.push(KeyParams { name: key.name.clone(), sha256, models: models.iter().map(|m| Glob::new(m)).collect() });
     }
-    (keys, !raw.keys.is_empty())
+    (keys, skipped)
 }
 
 fn default_base_url(kind: DialectKind, region: Option<&str>) -> Option<String> {
