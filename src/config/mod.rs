@@ -2,8 +2,8 @@
 //! crate accepts), legacy-value migration and hot reload.
 //!
 //! One bad upstream never takes the service down: an upstream whose table is invalid, whose
-//! dialect is unknown or legacy, or whose secret reference is unset is disabled with a warning,
-//! and everything else serves.
+//! dialect is unknown or legacy, or whose secret reference is unset, empty or malformed is
+//! disabled with a warning, and everything else serves.
 
 mod diagnostic;
 mod glob;
@@ -22,7 +22,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 pub use diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
 pub use glob::Glob;
-pub use secret::{expand, is_credential_header, MissingVar, Redactor, Secret};
+pub use secret::{expand, is_credential_header, Redactor, Secret, VarError};
 pub use validate::{parse_duration, LEGACY_DIALECTS, RETRYABLE_BY_DEFAULT};
 
 use crate::dialect::{AuthStyle, DialectKind, DialectOptions};

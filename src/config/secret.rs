@@ -84,26 +84,93 @@ impl Redactor {
     }
 }
 
-/// A `${VAR}` reference that is not set.
+/// Why a `${VAR}` reference could not be expanded. No variant holds the text after a default's
+/// operator or after an unclosed `${`: that text may be a secret written inline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingVar(pub String);
+pub enum VarError {
+    /// `${NAME}` where `NAME` is not in the environment.
+    Unset(String),
+    /// `${NAME}` where `NAME` is set to the empty string.
+    Empty(String),
+    /// `${` without a closing `}`; the name, when what follows is one.
+    Unclosed(Option<String>),
+    /// A shell form such as `${NAME:-default}`: the operator, e.g. `:-`.
+    ShellForm { name: String, operator: String },
+}
+
+impl fmt::Display for VarError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VarError::Unset(name) => write!(f, "${{{name}}} is not set"),
+            VarError::Empty(name) => write!(f, "${{{name}}} is empty"),
+            VarError::Unclosed(Some(name)) => write!(f, "`${{{name}` has no closing `}}`"),
+            VarError::Unclosed(None) => f.write_str("a `${` has no closing `}`"),
+            VarError::ShellForm { name, operator } => {
+                write!(f, "`${{{name}{operator}...}}` is a shell form; only ${{{name}}} is supported")
+            }
+        }
+    }
+}
+
+impl VarError {
+    /// What to do about it.
+    pub fn suggestion(&self) -> String {
+        match self {
+            VarError::Unset(name) => format!("export {name}=... or remove the reference"),
+            VarError::Empty(name) => format!("give {name} a value (it is set, but empty) or remove the reference"),
+            VarError::Unclosed(Some(name)) => format!("write ${{{name}}}"),
+            VarError::Unclosed(None) => "write ${NAME}".to_owned(),
+            // A default for a secret would serve with the fallback when the secret is missing,
+            // hiding exactly the mistake this diagnostic is for.
+            VarError::ShellForm { name, .. } => {
+                format!("write ${{{name}}} and export {name}=...; there are no defaults")
+            }
+        }
+    }
+}
+
+/// Whether `text` can be an environment variable's name, as `${...}` expects.
+fn is_var_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// Replaces every `${VAR}` in `text` using `env`.
-pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, MissingVar> {
+pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, VarError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start + 2..].find('}') else { break };
+        let after = &rest[start + 2..];
+        let Some(len) = after.find('}') else {
+            return Err(VarError::Unclosed(is_var_name(after).then(|| after.to_owned())));
+        };
         out.push_str(&rest[..start]);
-        let name = &rest[start + 2..start + 2 + len];
-        match env(name) {
-            Some(value) if !value.is_empty() => out.push_str(&value),
-            _ => return Err(MissingVar(name.to_owned())),
+        let inside = &after[..len];
+        let name_len = inside.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(inside.len());
+        let (name, tail) = inside.split_at(name_len);
+        if is_var_name(name) {
+            if let Some(operator) =
+                [":-", ":=", ":?", ":+", "-", "=", "?", "+"].iter().find(|op| tail.starts_with(**op))
+            {
+                return Err(VarError::ShellForm { name: name.to_owned(), operator: (*operator).to_owned() });
+            }
         }
-        rest = &rest[start + 3 + len..];
+        match env(inside) {
+            None => return Err(VarError::Unset(inside.to_owned())),
+            Some(value) if value.is_empty() => return Err(VarError::Empty(inside.to_owned())),
+            Some(value) => out.push_str(&value),
+        }
+        rest = &after[len + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The name in a value that is exactly `$NAME`: most likely a `${NAME}` missing its braces, which
+/// would otherwise be used literally.
+pub(super) fn bare_reference(text: &str) -> Option<&str> {
+    text.strip_prefix('$').filter(|name| is_var_name(name))
 }
 
 #[cfg(test)]
@@ -115,7 +182,35 @@ mod tests {
         let env = |name: &str| (name == "KEY").then(|| "s3cret".to_owned());
         assert_eq!(expand("Bearer ${KEY}", &env).unwrap(), "Bearer s3cret");
         assert_eq!(expand("plain", &env).unwrap(), "plain");
-        assert_eq!(expand("${NOPE}", &env), Err(MissingVar("NOPE".into())));
+        assert_eq!(expand("${NOPE}", &env), Err(VarError::Unset("NOPE".into())));
+    }
+
+    #[test]
+    fn reference_mistakes_are_named_without_showing_what_follows() {
+        let env = |name: &str| match name {
+            "EMPTY" => Some(String::new()),
+            "KEY" => Some("s3cret".to_owned()),
+            _ => None,
+        };
+        assert_eq!(expand("${EMPTY}", &env), Err(VarError::Empty("EMPTY".into())));
+        assert_eq!(expand("${C_KEY", &env), Err(VarError::Unclosed(Some("C_KEY".into()))));
+        let unclosed = expand("${KEY}-${sk live", &env).unwrap_err();
+        assert_eq!(unclosed, VarError::Unclosed(None));
+        for (written, operator) in [("${A_KEY:-sk-fallback}", ":-"), ("${A_KEY-sk-fallback}", "-")] {
+            let error = expand(written, &env).unwrap_err();
+            assert_eq!(error, VarError::ShellForm { name: "A_KEY".into(), operator: operator.into() });
+            let shown = format!("{error} {}", error.suggestion());
+            assert!(!shown.contains("fallback") && shown.contains("export A_KEY="), "{shown}");
+        }
+        assert_eq!(VarError::Empty("EMPTY".into()).to_string(), "${EMPTY} is empty");
+    }
+
+    #[test]
+    fn a_bare_dollar_name_is_told_apart() {
+        assert_eq!(bare_reference("$B_KEY"), Some("B_KEY"));
+        for text in ["${B_KEY}", "$", "$5", "sk-$B_KEY", "$B KEY"] {
+            assert_eq!(bare_reference(text), None, "{text}");
+        }
     }
 
     #[test]

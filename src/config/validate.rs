@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
 use super::schema::{RawConfig, RawTimeouts, RawUpstream};
-use super::secret::{expand, is_credential_header, MissingVar};
+use super::secret::{bare_reference, expand, is_credential_header, VarError};
 use super::{
     AwsParams, Config, ConfigError, Glob, HealthCheckParams, KeyParams, ModelParams, ModelPattern, RetryParams, Secret,
     ServerParams, Strategy, StreamMode, TargetParams, Timeouts, TlsParams, UpstreamParams,
@@ -104,8 +104,18 @@ impl Checker<'_> {
         }
     }
 
-    fn expand(&self, text: &str) -> Result<String, MissingVar> {
+    fn expand(&self, text: &str) -> Result<String, VarError> {
         expand(text, self.env)
+    }
+
+    /// Warns about a value that is exactly `$NAME`, which is used as written.
+    fn warn_if_bare_reference(&mut self, path: &str, owner: &str, text: &str) {
+        if let Some(name) = bare_reference(text) {
+            self.contained(
+                Diagnostic::warning(path, format!("{owner} uses \"${name}\" as written, not the variable {name}"))
+                    .suggest(format!("did you mean ${{{name}}}?")),
+            );
+        }
     }
 }
 
@@ -269,14 +279,21 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
         }
         let sha256 = match (&key.key, &key.sha256) {
             (Some(value), None) => match checker.expand(value) {
-                Ok(value) => Sha256::digest(value.as_bytes()).into(),
-                Err(MissingVar(var)) => {
+                Ok(expanded) => {
+                    checker.warn_if_bare_reference(&format!("{path}.key"), &format!("key {:?}", key.name), value);
+                    Sha256::digest(expanded.as_bytes()).into()
+                }
+                Err(error) => {
+                    let suggestion = match &error {
+                        VarError::Unset(var) => format!("export {var}=... before starting, or use `sha256 = \"...\"`"),
+                        VarError::Empty(var) => {
+                            format!("give {var} the key (it is set, but empty), or use `sha256 = \"...\"`")
+                        }
+                        _ => error.suggestion(),
+                    };
                     checker.contained(
-                        Diagnostic::warning(
-                            format!("{path}.key"),
-                            format!("key {:?} is disabled: ${{{var}}} is not set", key.name),
-                        )
-                        .suggest(format!("export {var}=... before starting, or use `sha256 = \"...\"`")),
+                        Diagnostic::warning(format!("{path}.key"), format!("key {:?} is disabled: {error}", key.name))
+                            .suggest(suggestion),
                     );
                     skipped.push(key.name.clone());
                     continue;
@@ -370,10 +387,22 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         }
     };
 
+    let written = [
+        ("base_url", raw.base_url.as_ref()),
+        ("api_key", raw.api_key.as_ref()),
+        ("proxy", raw.proxy.as_ref()),
+        ("aws_access_key_id", raw.aws_access_key_id.as_ref()),
+        ("aws_secret_access_key", raw.aws_secret_access_key.as_ref()),
+        ("aws_session_token", raw.aws_session_token.as_ref()),
+    ];
+    let header_values = raw.headers.set.values().map(|value| ("headers.set", Some(value)));
+    for (key, text) in written.into_iter().chain(header_values) {
+        if let Some(text) = text {
+            checker.warn_if_bare_reference(&format!("{path}.{key}"), &format!("upstream {name:?}"), text);
+        }
+    }
     let expand_field = |key: &str, text: &str| {
-        expand(text, checker.env).map_err(|MissingVar(var)| {
-            disabled(key, format!("${{{var}}} is not set")).suggest(format!("export {var}=... or remove the reference"))
-        })
+        expand(text, checker.env).map_err(|error| disabled(key, error.to_string()).suggest(error.suggestion()))
     };
 
     let base_url = match raw.base_url.as_deref().map(|u| expand_field("base_url", u)).transpose()? {
@@ -796,6 +825,46 @@ targets = [{ upstream = "openai" }]
     fn an_unset_secret_disables_the_upstream() {
         let config = load("[upstreams.a]\ndialect = \"openai-completions\"\napi_key = \"${MISSING}\"\n").unwrap();
         assert!(config.disabled["a"].to_string().contains("${MISSING} is not set"));
+    }
+
+    #[test]
+    fn variable_reference_mistakes_are_named() {
+        let env = |name: &str| match name {
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let source = r#"
+[[keys]]
+name = "team"
+key = "${EMPTY}"
+
+[[keys]]
+name = "bare"
+key = "$TEAM_KEY"
+
+[upstreams.unclosed]
+dialect = "openai-completions"
+api_key = "${C_KEY"
+
+[upstreams.fallback]
+dialect = "openai-completions"
+api_key = "${A_KEY:-sk-inline-fallback}"
+
+[upstreams.bare]
+dialect = "openai-completions"
+api_key = "$B_KEY"
+"#;
+        let config = validate(source, Some(Path::new("switchyard.toml")), &env).unwrap();
+        let shown: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+        let find = |path: &str| shown.iter().find(|d| d.contains(path)).unwrap_or_else(|| panic!("{shown:#?}"));
+        assert!(find("keys.0.key").contains("${EMPTY} is empty"), "{shown:#?}");
+        assert!(find("keys.1.key").contains("did you mean ${TEAM_KEY}?"), "{shown:#?}");
+        assert!(find("upstreams.unclosed.api_key").contains("`${C_KEY` has no closing `}`"), "{shown:#?}");
+        let fallback = find("upstreams.fallback.api_key");
+        assert!(fallback.contains("shell form") && !fallback.contains("sk-inline"), "{fallback}");
+        assert!(find("upstreams.bare.api_key").contains("did you mean ${B_KEY}?"), "{shown:#?}");
+        assert_eq!(config.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["bare"]);
+        assert_eq!(config.upstreams.keys().collect::<Vec<_>>(), ["bare"]);
     }
 
     #[test]
