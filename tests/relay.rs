@@ -72,6 +72,18 @@ async fn only_the_model_changes_and_client_credentials_never_leave() {
 }
 
 #[tokio::test]
+async fn a_key_from_a_variable_ending_in_a_newline_still_authenticates() {
+    let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let config = passthrough_config(&upstream.url(), "").replace("\"upstream-secret\"", "\"${UK}\"");
+    let config = format!("{config}\n[[keys]]\nname = \"team\"\nkey = \"${{CK}}\"\n");
+    let relay = Relay::start_with_env(&config, &[("UK", "sk-TRAILNL\n"), ("CK", "client-key\r\n")]).await;
+    let (status, _, body) =
+        relay.chat(&[("authorization", "Bearer client-key")], &json!({"model": "gpt", "messages": []})).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(upstream.received()[0].headers["authorization"], "Bearer sk-TRAILNL");
+}
+
+#[tokio::test]
 async fn prefix_models_route_the_rest_of_the_name() {
     let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
     let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;

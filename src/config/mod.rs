@@ -175,6 +175,9 @@ pub struct UpstreamParams {
     pub base_url: Option<Uri>,
     pub api_key: Option<Secret>,
     pub auth: AuthStyle,
+    /// The credential header `api_key` and `auth` make, marked sensitive; `None` without a key
+    /// or for `sigv4` and `none`.
+    pub auth_header: Option<(HeaderName, HeaderValue)>,
     pub user_agent: String,
     pub headers_set: Vec<(HeaderName, HeaderValue)>,
     pub headers_remove: Vec<Glob>,

@@ -90,7 +90,7 @@ impl Redactor {
 pub enum VarError {
     /// `${NAME}` where `NAME` is not in the environment.
     Unset(String),
-    /// `${NAME}` where `NAME` is set to the empty string.
+    /// `${NAME}` where `NAME` is set to nothing but whitespace.
     Empty(String),
     /// `${` without a closing `}`; the name, when what follows is one.
     Unclosed(Option<String>),
@@ -136,7 +136,9 @@ fn is_var_name(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Replaces every `${VAR}` in `text` using `env`.
+/// Replaces every `${VAR}` in `text` using `env`, without the value's leading and trailing ASCII
+/// whitespace: a Kubernetes Secret or a file written by `echo` ends in a newline, which no key,
+/// URL or header value means to hold.
 pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, VarError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -156,10 +158,12 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
                 return Err(VarError::ShellForm { name: name.to_owned(), operator: (*operator).to_owned() });
             }
         }
-        match env(inside) {
-            None => return Err(VarError::Unset(inside.to_owned())),
-            Some(value) if value.is_empty() => return Err(VarError::Empty(inside.to_owned())),
-            Some(value) => out.push_str(&value),
+        let Some(value) = env(inside) else {
+            return Err(VarError::Unset(inside.to_owned()));
+        };
+        match value.trim_ascii() {
+            "" => return Err(VarError::Empty(inside.to_owned())),
+            value => out.push_str(value),
         }
         rest = &after[len + 1..];
     }
@@ -183,6 +187,17 @@ mod tests {
         assert_eq!(expand("Bearer ${KEY}", &env).unwrap(), "Bearer s3cret");
         assert_eq!(expand("plain", &env).unwrap(), "plain");
         assert_eq!(expand("${NOPE}", &env), Err(VarError::Unset("NOPE".into())));
+    }
+
+    #[test]
+    fn values_lose_surrounding_whitespace_only() {
+        let env = |name: &str| match name {
+            "KEY" => Some(" \tsk-a b\r\n".to_owned()),
+            "BLANK" => Some("\n".to_owned()),
+            _ => None,
+        };
+        assert_eq!(expand("Bearer ${KEY}!", &env).unwrap(), "Bearer sk-a b!");
+        assert_eq!(expand("${BLANK}", &env), Err(VarError::Empty("BLANK".into())));
     }
 
     #[test]

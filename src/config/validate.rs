@@ -119,6 +119,20 @@ impl Checker<'_> {
     }
 }
 
+/// The first control character in a secret, if any: a key is one line of printable text, and a
+/// header cannot carry a line break, so such a key would never authenticate anything.
+fn control_character(secret: &str) -> Option<char> {
+    secret.chars().find(|c| c.is_control())
+}
+
+/// The message for a secret holding `c`; the secret itself is never shown.
+fn holds_control_character(what: &str, c: char) -> String {
+    format!("{what} contains a control character (U+{:04X})", u32::from(c))
+}
+
+const CONTROL_CHARACTER_HELP: &str =
+    "a key is one line of printable characters: check the variable or file it comes from";
+
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -281,6 +295,18 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
             (Some(value), None) => match checker.expand(value) {
                 Ok(expanded) => {
                     checker.warn_if_bare_reference(&format!("{path}.key"), &format!("key {:?}", key.name), value);
+                    if let Some(c) = control_character(&expanded) {
+                        let message = holds_control_character("the key", c);
+                        checker.contained(
+                            Diagnostic::warning(
+                                format!("{path}.key"),
+                                format!("key {:?} is disabled: {message}", key.name),
+                            )
+                            .suggest(CONTROL_CHARACTER_HELP),
+                        );
+                        skipped.push(key.name.clone());
+                        continue;
+                    }
                     Sha256::digest(expanded.as_bytes()).into()
                 }
                 Err(error) => {
@@ -422,7 +448,12 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         }
     };
 
-    let api_key = raw.api_key.as_deref().map(|k| expand_field("api_key", k)).transpose()?.map(Secret::new);
+    let checked_secret = |key: &str, value: String| match control_character(&value) {
+        Some(c) => Err(disabled(key, holds_control_character(&format!("`{key}`"), c)).suggest(CONTROL_CHARACTER_HELP)),
+        None => Ok(Secret::new(value)),
+    };
+    let secret_field = |key: &str, text: &str| checked_secret(key, expand_field(key, text)?);
+    let api_key = raw.api_key.as_deref().map(|k| secret_field("api_key", k)).transpose()?;
     let dialect_options_probe = crate::dialect::build(dialect, &DialectOptions::default());
     let auth = match raw.auth.as_deref() {
         None => dialect_options_probe.default_auth(),
@@ -437,6 +468,21 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
                 .suggest("one of: bearer, x-api-key, api-key, x-goog-api-key, sigv4, none"))
         }
     };
+    // Built here, once, so that a key that cannot be sent disables the upstream with a diagnostic
+    // instead of every request going out without credentials.
+    let auth_header = match (&api_key, auth) {
+        (Some(key), AuthStyle::Bearer) => Some((http::header::AUTHORIZATION, format!("Bearer {}", key.expose()))),
+        (Some(key), AuthStyle::Header(name)) => Some((HeaderName::from_static(name), key.expose().to_owned())),
+        _ => None,
+    };
+    let auth_header = auth_header
+        .map(|(name, value)| {
+            let mut value = HeaderValue::try_from(value)
+                .map_err(|_| disabled("api_key", "`api_key` is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            Ok((name, value))
+        })
+        .transpose()?;
 
     let mut headers_set = Vec::new();
     for (header, written) in &raw.headers.set {
@@ -520,8 +566,13 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
     let aws = if dialect == DialectKind::BedrockConverseStream || auth == AuthStyle::SigV4 {
         let from = |key: &str, configured: &Option<String>, env_name: &str| -> Result<Option<Secret>, Diagnostic> {
             match configured {
-                Some(text) => expand_field(key, text).map(|v| Some(Secret::new(v))),
-                None => Ok((checker.env)(env_name).filter(|v| !v.is_empty()).map(Secret::new)),
+                Some(text) => secret_field(key, text).map(Some),
+                // Trimmed like a `${VAR}`, for the same Kubernetes Secrets.
+                None => (checker.env)(env_name)
+                    .map(|value| value.trim_ascii().to_owned())
+                    .filter(|value| !value.is_empty())
+                    .map(|value| checked_secret(key, value))
+                    .transpose(),
             }
         };
         let access_key_id = from("aws_access_key_id", &raw.aws_access_key_id, "AWS_ACCESS_KEY_ID")?;
@@ -549,6 +600,7 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         base_url,
         api_key,
         auth,
+        auth_header,
         user_agent: raw
             .user_agent
             .clone()
@@ -865,6 +917,46 @@ api_key = "$B_KEY"
         assert!(find("upstreams.bare.api_key").contains("did you mean ${B_KEY}?"), "{shown:#?}");
         assert_eq!(config.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["bare"]);
         assert_eq!(config.upstreams.keys().collect::<Vec<_>>(), ["bare"]);
+    }
+
+    #[test]
+    fn a_key_holding_a_control_character_is_refused_without_being_shown() {
+        let env = |name: &str| match name {
+            "TRAILING" => Some(" sk-trailing\r\n".to_owned()),
+            "INSIDE" => Some("sk-in\nside".to_owned()),
+            "CLIENT" => Some("client-in\u{7}side".to_owned()),
+            _ => None,
+        };
+        let source = r#"
+[[keys]]
+name = "team"
+key = "${CLIENT}"
+
+[upstreams.trailing]
+dialect = "anthropic-messages"
+api_key = "${TRAILING}"
+
+[upstreams.inside]
+dialect = "openai-completions"
+api_key = "${INSIDE}"
+
+[upstreams.literal]
+dialect = "openai-completions"
+api_key = "sk-lit\teral"
+"#;
+        let config = validate(source, Some(Path::new("switchyard.toml")), &env).unwrap();
+        let (name, value) = config.upstreams["trailing"].auth_header.clone().unwrap();
+        assert_eq!((name.as_str(), value.to_str().unwrap()), ("x-api-key", "sk-trailing"));
+        assert!(value.is_sensitive());
+        for (upstream, code) in [("inside", "U+000A"), ("literal", "U+0009")] {
+            let text = config.disabled[upstream].to_string();
+            assert!(text.contains(&format!("`api_key` contains a control character ({code})")), "{text}");
+            assert!(!text.contains("sk-"), "{text}");
+        }
+        assert_eq!(config.skipped_keys, ["team"]);
+        let shown: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+        let key = shown.iter().find(|d| d.contains("keys.0.key")).unwrap();
+        assert!(key.contains("the key contains a control character (U+0007)") && !key.contains("client-"), "{key}");
     }
 
     #[test]

@@ -7,8 +7,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Glob, Secret, UpstreamParams};
-use crate::dialect::AuthStyle;
+use crate::config::{Glob, UpstreamParams};
 
 /// Names the upstream that answered, on every response.
 pub const UPSTREAM_HEADER: HeaderName = HeaderName::from_static("x-switchyard-upstream");
@@ -62,7 +61,7 @@ impl OutgoingHeaders {
     /// The policy of `upstream`.
     pub fn new(upstream: &UpstreamParams) -> Self {
         let user_agent = HeaderValue::try_from(upstream.user_agent.as_str()).ok();
-        let auth = upstream.api_key.as_ref().and_then(|key| auth_header(upstream.auth, key));
+        let auth = upstream.auth_header.clone();
         let remove = upstream.headers_remove.clone();
         let fixed = |accept: &'static str| {
             // A clone keeps the room: the client's headers, `host` and hyper's `content-length`
@@ -133,17 +132,6 @@ impl OutgoingHeaders {
 
 fn removed(remove: &[Glob], name: &HeaderName) -> bool {
     remove.iter().any(|glob| glob.matches(name.as_str()))
-}
-
-fn auth_header(style: AuthStyle, key: &Secret) -> Option<(HeaderName, HeaderValue)> {
-    let (name, value) = match style {
-        AuthStyle::Bearer => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
-        AuthStyle::Header(name) => (HeaderName::from_static(name), key.expose().to_owned()),
-        AuthStyle::SigV4 | AuthStyle::None => return None,
-    };
-    let mut value = HeaderValue::try_from(value).ok()?;
-    value.set_sensitive(true);
-    Some((name, value))
 }
 
 /// Upstream response headers that pass to the client, and the upstream's own id for the request
