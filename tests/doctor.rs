@@ -145,6 +145,43 @@ fn check_fails_and_says_why_when_a_client_key_is_skipped() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn credentials_in_base_url_disable_the_upstream_and_are_never_printed() {
+    let dir = scratch("base-url");
+    let config = dir.join("switchyard.toml");
+    let source = r#"
+[upstreams.userinfo]
+dialect = "openai-completions"
+base_url = "http://user:PASS-21102@127.0.0.1:21102/v1"
+
+[upstreams.query]
+dialect = "openai-completions"
+base_url = "http://127.0.0.1:21102/v1?key=SECRET-21102"
+
+[upstreams.demo]
+dialect = "mock"
+
+[[models]]
+name = "mock"
+targets = [{ upstream = "demo" }]
+"#;
+    std::fs::write(&config, source).unwrap();
+    let path = config.to_str().unwrap();
+    for args in
+        [vec!["check", "--config", path], vec!["probe", "--config", path], vec!["probe", "--json", "--config", path]]
+    {
+        let output = switchyard(&args);
+        let out = text(&output);
+        assert!(!out.contains("PASS-21102") && !out.contains("SECRET-21102"), "{args:?} printed a secret:\n{out}");
+        assert!(out.contains("has credentials (user:password@) in it"), "{args:?}:\n{out}");
+        assert!(out.contains("has a query string"), "{args:?}:\n{out}");
+    }
+    let check = switchyard(&["check", "--config", path]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains("2 upstream(s) disabled"), "{}", text(&check));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The relay process, killed when the test ends however it ends.
 struct Relay(Child);
 

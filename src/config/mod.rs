@@ -195,7 +195,7 @@ pub struct UpstreamParams {
 
 impl UpstreamParams {
     /// Every secret this upstream is configured with: its key, AWS secrets, credentials in
-    /// `headers.set`, and the user-info of its URLs.
+    /// `headers.set`, and the user-info of its proxy URL (validation refuses it in `base_url`).
     pub fn secret_values(&self) -> Vec<String> {
         let mut found: Vec<String> = self.api_key.iter().map(|key| key.expose().to_owned()).collect();
         if let Some(aws) = &self.aws {
@@ -209,7 +209,7 @@ impl UpstreamParams {
             found.extend(value.split_once(' ').map(|(_, credential)| credential.trim().to_owned()));
             found.push(value);
         }
-        for url in self.proxy.iter().chain(self.base_url.iter()) {
+        if let Some(url) = &self.proxy {
             if let Some((userinfo, _)) = url.authority().and_then(|a| a.as_str().rsplit_once('@')) {
                 found.push(userinfo.to_owned());
                 found.extend(userinfo.split_once(':').map(|(_, password)| password.to_owned()));

@@ -133,6 +133,20 @@ fn holds_control_character(what: &str, c: char) -> String {
 const CONTROL_CHARACTER_HELP: &str =
     "a key is one line of printable characters: check the variable or file it comes from";
 
+/// A URL as a diagnostic may show it: without its user-info or its query, either of which can
+/// hold a credential. Works on text, since it must also cover URLs that do not parse.
+fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(scheme, rest)| (scheme, rest));
+    // The last `@`, wherever it is: a password may hold a `/`, and a path rarely holds an `@`.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host_and_path)| host_and_path);
+    if scheme.is_empty() {
+        rest.to_owned()
+    } else {
+        format!("{scheme}://{rest}")
+    }
+}
+
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -439,10 +453,31 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
         (None, DialectKind::Mock) => None,
         (None, _) => return Err(disabled("base_url", "`base_url` is required for this dialect".into())),
         (Some(url), _) => {
-            let uri: Uri =
-                url.trim_end_matches('/').parse().map_err(|_| disabled("base_url", format!("{url:?} is not a URL")))?;
+            let shown = shown_url(&url);
+            let uri: Uri = url
+                .trim_end_matches('/')
+                .parse()
+                .map_err(|_| disabled("base_url", format!("{shown:?} is not a URL")))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                return Err(disabled("base_url", format!("{url:?} must be an http:// or https:// URL")));
+                return Err(disabled("base_url", format!("{shown:?} must be an http:// or https:// URL")));
+            }
+            // Sent as written, user-info would end up in the Host header and a query in the middle
+            // of every request path; both would also be printed wherever the URL is.
+            if uri.authority().is_some_and(|authority| authority.as_str().contains('@')) {
+                return Err(disabled("base_url", format!("{shown:?} has credentials (user:password@) in it")).suggest(
+                    "remove them from the URL: put the key in `api_key` (with `auth` to choose its header), \
+                         or another credential in `headers.set`",
+                ));
+            }
+            if uri.query().is_some() {
+                return Err(disabled(
+                    "base_url",
+                    format!("{shown:?} has a query string (?...), which is not supported"),
+                )
+                .suggest(
+                    "remove it from the URL: put a key in `api_key` (with `auth` to choose its header) or \
+                         `headers.set`; Azure's api-version goes in `api_version`",
+                ));
             }
             Some(uri)
         }
@@ -520,7 +555,9 @@ fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) ->
     }
     let proxy = match raw.proxy.as_deref().map(|p| expand_field("proxy", p)).transpose()? {
         None => None,
-        Some(proxy) => Some(proxy.parse::<Uri>().map_err(|_| disabled("proxy", format!("{proxy:?} is not a URL")))?),
+        Some(proxy) => {
+            Some(proxy.parse::<Uri>().map_err(|_| disabled("proxy", format!("{:?} is not a URL", shown_url(&proxy))))?)
+        }
     };
 
     let timeouts = timeouts(checker, &format!("{path}.timeouts"), &raw.timeouts, Timeouts::default());
@@ -957,6 +994,48 @@ api_key = "sk-lit\teral"
         let shown: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
         let key = shown.iter().find(|d| d.contains("keys.0.key")).unwrap();
         assert!(key.contains("the key contains a control character (U+0007)") && !key.contains("client-"), "{key}");
+    }
+
+    #[test]
+    fn credentials_or_a_query_in_base_url_disable_the_upstream_without_being_shown() {
+        let env = |name: &str| (name == "BASE").then(|| "http://svc:Env-Pass@127.0.0.1:21102/v1".to_owned());
+        let source = r#"
+[upstreams.userinfo]
+dialect = "openai-completions"
+base_url = "http://user:PASS-123@127.0.0.1:21102/v1"
+
+[upstreams.query]
+dialect = "openai-completions"
+base_url = "http://127.0.0.1:21102/v1?key=SECRET-123"
+
+[upstreams.from_env]
+dialect = "openai-completions"
+base_url = "${BASE}"
+
+[upstreams.unparsable]
+dialect = "openai-completions"
+base_url = "http://user:PASS-123@127.0.0.1:21102/v 1?key=SECRET-123"
+
+[upstreams.proxied]
+dialect = "openai-completions"
+base_url = "http://127.0.0.1:21102/v1"
+proxy = "http://proxy-user:proxy-pass@127.0.0.1:3128"
+"#;
+        let config = validate(source, Some(Path::new("switchyard.toml")), &env).unwrap();
+        for (name, says) in [
+            ("userinfo", "has credentials (user:password@) in it"),
+            ("query", "has a query string (?...), which is not supported"),
+            ("from_env", "has credentials"),
+            ("unparsable", "is not a URL"),
+        ] {
+            let text = config.disabled[name].to_string();
+            assert!(text.contains(says) && text.contains("127.0.0.1:21102"), "{text}");
+            for secret in ["PASS-123", "SECRET-123", "Env-Pass", "svc:"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+        assert!(config.disabled["userinfo"].to_string().contains("`api_key`"));
+        assert!(config.upstreams["proxied"].proxy.is_some());
     }
 
     #[test]

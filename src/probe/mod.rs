@@ -251,19 +251,6 @@ fn configured_model(config: &Config, upstream: &str) -> ModelChoice {
     ModelChoice::FirstListed
 }
 
-/// The base URL as shown: without userinfo.
-fn shown_url(uri: &Uri) -> String {
-    let text = uri.to_string();
-    match (uri.authority(), uri.scheme_str()) {
-        (Some(authority), Some(scheme)) if authority.as_str().contains('@') => {
-            let host = authority.as_str().rsplit('@').next().unwrap_or_default();
-            let rest = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
-            format!("{scheme}://{host}{rest}")
-        }
-        _ => text,
-    }
-}
-
 /// The state of one upstream's probe.
 struct Probe<'a> {
     config: &'a Config,
@@ -291,7 +278,8 @@ async fn probe_upstream(config: &Config, params: &UpstreamParams, metrics: &Arc<
         params,
         dialect: dialect::build(params.dialect, &params.dialect_options),
         metrics,
-        base: params.base_url.as_ref().map(shown_url).unwrap_or_default(),
+        // Validation refuses a base_url with user-info or a query, so it can be shown as it is.
+        base: params.base_url.as_ref().map(ToString::to_string).unwrap_or_default(),
         steps: Vec::new(),
         listed: None,
         model: None,
@@ -302,7 +290,7 @@ async fn probe_upstream(config: &Config, params: &UpstreamParams, metrics: &Arc<
         state: "enabled",
         reason: None,
         dialect: Some(params.dialect.as_str()),
-        base_url: params.base_url.as_ref().map(shown_url),
+        base_url: params.base_url.as_ref().map(ToString::to_string),
         proxy: proxy.map(|p| p.display().to_owned()),
         model: probe.model.clone(),
         ok: probe.steps.iter().all(|s| s.status != Status::Failed),
@@ -969,11 +957,5 @@ mod tests {
             scrub("Incorrect API key provided: sk-secret-123.".into(), &secrets),
             "Incorrect API key provided: [redacted]."
         );
-    }
-
-    #[test]
-    fn userinfo_is_not_shown_in_urls() {
-        let uri: Uri = "https://user:pw@api.example.com/v1".parse().unwrap();
-        assert_eq!(shown_url(&uri), "https://api.example.com/v1");
     }
 }
