@@ -84,6 +84,17 @@ async fn a_key_from_a_variable_ending_in_a_newline_still_authenticates() {
 }
 
 #[tokio::test]
+async fn a_legacy_providers_table_is_served() {
+    let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let config = passthrough_config(&upstream.url(), "").replace("[upstreams.primary]", "[providers.primary]");
+    let relay = Relay::start(&config).await;
+    let (status, headers, _) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-upstream"], "primary");
+    assert_eq!(upstream.received()[0].headers["authorization"], "Bearer upstream-secret");
+}
+
+#[tokio::test]
 async fn prefix_models_route_the_rest_of_the_name() {
     let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
     let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;

@@ -13,9 +13,12 @@ pub struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub keys: Vec<RawKey>,
-    /// Each upstream is checked on its own, so one invalid upstream cannot fail the file.
-    #[serde(default)]
-    pub upstreams: BTreeMap<String, toml::Value>,
+    /// Each upstream is checked on its own, so one invalid upstream cannot fail the file. `None`
+    /// when the file has no `[upstreams]` table, the one case where `providers` stands in for it.
+    pub upstreams: Option<BTreeMap<String, toml::Value>>,
+    /// Other gateways' name for `upstreams`, accepted so that such a file serves (with a warning)
+    /// until `doctor --fix` renames it.
+    pub providers: Option<BTreeMap<String, toml::Value>>,
     #[serde(default)]
     pub models: Vec<RawModel>,
 }

@@ -220,10 +220,11 @@ pub(super) fn validate(
 
     let server = check_server(&mut checker, &raw);
     let (keys, skipped_keys) = check_keys(&mut checker, &raw);
+    let (table, written_upstreams) = upstream_table(&mut checker, &raw);
     let mut upstreams = BTreeMap::new();
     let mut disabled = BTreeMap::new();
-    for (name, value) in &raw.upstreams {
-        match check_upstream(&mut checker, name, value) {
+    for (name, value) in written_upstreams {
+        match check_upstream(&mut checker, table, name, value) {
             Ok(params) => {
                 upstreams.insert(name.clone(), params);
             }
@@ -366,6 +367,38 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
     (keys, skipped)
 }
 
+/// Which table holds the upstreams, `upstreams` or a legacy `providers`, and its entries.
+fn upstream_table<'r>(
+    checker: &mut Checker<'_>,
+    raw: &'r RawConfig,
+) -> (&'static str, Vec<(&'r String, &'r toml::Value)>) {
+    let upstreams = raw.upstreams.iter().flatten().collect();
+    let Some(providers) = &raw.providers else {
+        return ("upstreams", upstreams);
+    };
+    let config = checker.file.map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
+    // The same condition as doctor's rename, so that the warning's advice is what doctor does.
+    if raw.upstreams.is_none() && providers.values().all(toml::Value::is_table) {
+        checker.contained(
+            Diagnostic::warning(
+                "providers",
+                "[providers] is another gateway's name for [upstreams]; its tables are served as upstreams",
+            )
+            .suggest(format!("run `switchyard doctor --fix --config {config}` to rename it to [upstreams]")),
+        );
+        return ("providers", providers.iter().collect());
+    }
+    let suggestion = if raw.upstreams.is_some() {
+        "the file has both [providers] and [upstreams]: move each [providers.NAME] table into [upstreams] by hand"
+    } else {
+        "write each upstream as an [upstreams.NAME] table"
+    };
+    checker.fatal(
+        Diagnostic::error("providers", "`providers` is another gateway's name for `upstreams`").suggest(suggestion),
+    );
+    ("upstreams", upstreams)
+}
+
 fn default_base_url(kind: DialectKind, region: Option<&str>) -> Option<String> {
     Some(match kind {
         DialectKind::OpenAiCompletions | DialectKind::OpenAiResponses => "https://api.openai.com/v1".into(),
@@ -379,8 +412,14 @@ fn default_base_url(kind: DialectKind, region: Option<&str>) -> Option<String> {
     })
 }
 
-fn check_upstream(checker: &mut Checker<'_>, name: &str, value: &toml::Value) -> Result<UpstreamParams, Diagnostic> {
-    let path = format!("upstreams.{name}");
+/// One upstream, written at `table.name`.
+fn check_upstream(
+    checker: &mut Checker<'_>,
+    table: &str,
+    name: &str,
+    value: &toml::Value,
+) -> Result<UpstreamParams, Diagnostic> {
+    let path = format!("{table}.{name}");
     let disabled = |key: &str, message: String| {
         let key_path = if key.is_empty() { path.clone() } else { format!("{path}.{key}") };
         Diagnostic::warning(key_path, format!("upstream {name:?} is disabled: {message}"))
@@ -1036,6 +1075,26 @@ proxy = "http://proxy-user:proxy-pass@127.0.0.1:3128"
         }
         assert!(config.disabled["userinfo"].to_string().contains("`api_key`"));
         assert!(config.upstreams["proxied"].proxy.is_some());
+    }
+
+    #[test]
+    fn legacy_providers_are_served_as_upstreams_with_a_warning_naming_doctor() {
+        let config = load(
+            "[providers.main]\ndialect = \"mock\"\n\n[providers.old]\ndialect = \"openai\"\n\n[[models]]\nname = \"m\"\ntargets = [{ upstream = \"main\" }]\n",
+        )
+        .unwrap();
+        assert!(config.upstreams.contains_key("main"));
+        assert_eq!(config.models[0].targets[0].upstream, "main");
+        let warning = config.warnings.iter().find(|d| d.path == "providers").unwrap().to_string();
+        assert!(warning.contains("switchyard.toml:1:2") && warning.contains("warning"), "{warning}");
+        assert!(warning.contains("run `switchyard doctor --fix --config switchyard.toml`"), "{warning}");
+        assert!(!warning.contains("remove"), "{warning}");
+        let old = config.disabled["old"].to_string();
+        assert!(old.contains("switchyard.toml:5:1") && old.contains("providers.old.dialect"), "{old}");
+
+        let error =
+            load("[upstreams.a]\ndialect = \"mock\"\n[providers.b]\ndialect = \"mock\"\n").unwrap_err().render();
+        assert!(error.contains("move each [providers.NAME] table into [upstreams] by hand"), "{error}");
     }
 
     #[test]
