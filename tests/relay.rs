@@ -84,9 +84,11 @@ async fn a_key_from_a_variable_ending_in_a_newline_still_authenticates() {
 }
 
 #[tokio::test]
-async fn a_legacy_providers_table_is_served() {
+async fn a_legacy_providers_file_is_served() {
     let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
-    let config = passthrough_config(&upstream.url(), "").replace("[upstreams.primary]", "[providers.primary]");
+    let config = passthrough_config(&upstream.url(), "")
+        .replace("[upstreams.primary]", "[providers.primary]")
+        .replace("{ upstream = \"primary\", model", "{ provider = \"primary\", model");
     let relay = Relay::start(&config).await;
     let (status, headers, _) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
     assert_eq!(status, 200);

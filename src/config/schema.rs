@@ -154,7 +154,10 @@ pub struct RawModel {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
-    pub upstream: String,
+    pub upstream: Option<String>,
+    /// Other gateways' name for `upstream`, accepted with a warning until `doctor --fix`
+    /// renames it.
+    pub provider: Option<String>,
     pub model: Option<String>,
     pub weight: Option<u32>,
     #[serde(default)]

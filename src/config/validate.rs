@@ -780,24 +780,54 @@ fn check_models(
         let mut targets = Vec::new();
         for (t, target) in model.targets.iter().enumerate() {
             let target_path = format!("{path}.targets.{t}");
-            if !upstreams.contains_key(&target.upstream) && !disabled.contains_key(&target.upstream) {
+            let (key, upstream) = match (&target.upstream, &target.provider) {
+                (Some(upstream), None) => ("upstream", upstream),
+                (None, Some(provider)) => {
+                    let config = checker.file.map_or_else(|| "FILE".to_owned(), |p| p.display().to_string());
+                    checker.contained(
+                        Diagnostic::warning(
+                            format!("{target_path}.provider"),
+                            "`provider` is another gateway's name for `upstream`; it is served as the target's upstream",
+                        )
+                        .suggest(format!("run `switchyard doctor --fix --config {config}` to rename it to `upstream`")),
+                    );
+                    ("provider", provider)
+                }
+                (Some(_), Some(_)) => {
+                    checker.fatal(
+                        Diagnostic::error(format!("{target_path}.provider"), "`provider` and `upstream` are both set")
+                            .suggest("keep one of them and delete the other"),
+                    );
+                    continue;
+                }
+                (None, None) => {
+                    checker.fatal(
+                        Diagnostic::error(
+                            target_path.clone(),
+                            format!("a target of model {:?} names no upstream", model.name),
+                        )
+                        .suggest("targets = [{ upstream = \"NAME\" }]"),
+                    );
+                    continue;
+                }
+            };
+            if !upstreams.contains_key(upstream) && !disabled.contains_key(upstream) {
                 let known = upstreams.keys().chain(disabled.keys()).map(String::as_str);
                 let mut diagnostic = Diagnostic::error(
-                    format!("{target_path}.upstream"),
-                    format!("model {:?} targets an upstream {:?} that is not configured", model.name, target.upstream),
+                    format!("{target_path}.{key}"),
+                    format!("model {:?} targets an upstream {upstream:?} that is not configured", model.name),
                 );
-                diagnostic.suggestion =
-                    did_you_mean(&target.upstream, known).map(|close| format!("did you mean {close:?}?"));
+                diagnostic.suggestion = did_you_mean(upstream, known).map(|close| format!("did you mean {close:?}?"));
                 checker.fatal(diagnostic);
                 continue;
             }
-            let base = upstreams.get(&target.upstream).map(|u| u.timeouts).unwrap_or_default();
+            let base = upstreams.get(upstream).map(|u| u.timeouts).unwrap_or_default();
             let overridden =
                 [&target.timeouts.connect, &target.timeouts.first_byte, &target.timeouts.idle, &target.timeouts.total]
                     .iter()
                     .any(|t| t.is_some());
             targets.push(TargetParams {
-                upstream: target.upstream.clone(),
+                upstream: upstream.clone(),
                 model: target.model.clone(),
                 weight: target.weight.unwrap_or(1),
                 timeouts: overridden
@@ -1095,6 +1125,26 @@ proxy = "http://proxy-user:proxy-pass@127.0.0.1:3128"
         let error =
             load("[upstreams.a]\ndialect = \"mock\"\n[providers.b]\ndialect = \"mock\"\n").unwrap_err().render();
         assert!(error.contains("move each [providers.NAME] table into [upstreams] by hand"), "{error}");
+    }
+
+    #[test]
+    fn a_target_written_with_provider_is_served_with_a_warning_naming_doctor() {
+        let upstream = "[upstreams.main]\ndialect = \"mock\"\n[[models]]\nname = \"m\"\n";
+        let config = load(&format!("{upstream}targets = [{{ provider = \"main\" }}]\n")).unwrap();
+        assert_eq!(config.models[0].targets[0].upstream, "main");
+        let warning = config.warnings[0].to_string();
+        assert!(warning.contains(":5:14: warning: models.0.targets.0.provider"), "{warning}");
+        assert!(warning.contains("run `switchyard doctor --fix --config switchyard.toml`"), "{warning}");
+
+        let both = load(&format!("{upstream}targets = [{{ provider = \"main\", upstream = \"main\" }}]\n"));
+        assert!(both.unwrap_err().render().contains("keep one of them and delete the other"));
+        let neither = load(&format!("{upstream}targets = [{{ model = \"x\" }}]\n"));
+        assert!(neither.unwrap_err().render().contains("names no upstream"));
+        let unknown = load(&format!("{upstream}targets = [{{ provider = \"mian\" }}]\n")).unwrap_err().render();
+        assert!(
+            unknown.contains("models.0.targets.0.provider") && unknown.contains("did you mean \"main\"?"),
+            "{unknown}"
+        );
     }
 
     #[test]
