@@ -282,6 +282,28 @@ async fn a_stream_cut_mid_way_ends_with_an_in_band_error_not_a_clean_end() {
 }
 
 #[tokio::test]
+async fn a_stream_cut_mid_event_ends_with_an_error_event_of_its_own() {
+    let chunk =
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}\n\n";
+    // Cut mid-line, and after a whole `data:` line but before the blank line ending its event.
+    for cut in ["data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.comple", "data: {\"id\":\"c\",\"choices\":[]}\n"] {
+        let parts = vec![(Duration::ZERO, Bytes::from(chunk)), (Duration::from_millis(50), Bytes::from(cut))];
+        let upstream =
+            MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;
+        let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+        let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "stream": true, "messages": []})).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let error = text.strip_prefix(chunk).unwrap_or_else(|| panic!("{cut:?}: {text:?}"));
+        assert!(error.starts_with("data: {\"error\":") && error.ends_with("}\n\n"), "{cut:?}: {error:?}");
+        let data = sse_data(&body);
+        assert_eq!(data.len(), 2, "{cut:?}: {data:?}");
+        let last: serde_json::Value = serde_json::from_str(&data[1]).unwrap();
+        assert_eq!(last["error"]["code"], "upstream_stream_truncated");
+    }
+}
+
+#[tokio::test]
 async fn client_errors_are_openai_shaped() {
     let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
     let toml = format!(

@@ -53,6 +53,12 @@ pub trait FrameTranslator<Frame>: Send {
     /// returned as `Err`.
     fn frame(&mut self, frame: Frame, out: &mut Vec<Bytes>) -> Result<(), RelayError>;
 
+    /// The frame the upstream left unterminated when it ended, if any, before [`Self::end`]. Read
+    /// like any other by default: servers that close right after their last line are common.
+    fn unterminated(&mut self, frame: Frame, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        self.frame(frame, out)
+    }
+
     /// The upstream ended after its last frame: appends the final events, or says the stream
     /// was truncated.
     fn end(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError>;
@@ -95,7 +101,7 @@ impl<D: Decoder, T: FrameTranslator<D::Frame>> StreamTranslator for Framed<D, T>
 
     fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
         if let Some(frame) = self.decoder.finish() {
-            self.translator.frame(frame, out)?;
+            self.translator.unterminated(frame, out)?;
         }
         self.translator.end(out)
     }

@@ -373,6 +373,14 @@ impl FrameTranslator<sse::Event> for PassthroughStream {
         self.on_event(event, out)
     }
 
+    fn unterminated(&mut self, _event: sse::Event, _out: &mut Vec<Bytes>) -> Result<(), RelayError> {
+        // Forwarded as it is, an event without its blank line would run into what the relay sends
+        // next ([DONE], or the error event) and be read as one event with it: a JSON parse error
+        // in the SDKs instead of the error's code. An SSE client discards such an event at the
+        // end of a stream, so the upstream's own client would not have read it either.
+        Ok(())
+    }
+
     fn end(&mut self, out: &mut Vec<Bytes>) -> Result<(), RelayError> {
         if self.done {
             return Ok(());
@@ -569,6 +577,31 @@ mod tests {
             .unwrap();
         let err = translator.finish(&mut out).unwrap_err();
         assert_eq!(err.code, ErrorCode::UpstreamStreamTruncated);
+    }
+
+    #[test]
+    fn an_event_cut_before_its_blank_line_is_not_forwarded() {
+        let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}\n\n";
+        let finish = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let run = |upstream: String| {
+            let mut translator = OpenAiChat::new(Compat::default()).stream_translator(&ctx(false));
+            let mut out = Vec::new();
+            translator.feed(Bytes::from(upstream), &mut out).unwrap();
+            let end = translator.finish(&mut out);
+            (out, end)
+        };
+        // Cut mid-line, and after a whole line but before the blank line that ends the event.
+        for tail in
+            ["data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.comple", "data: {\"id\":\"chatcmpl-1\",\"choices\":[]}\n"]
+        {
+            let (out, end) = run(format!("{chunk}{tail}"));
+            assert_eq!(out, [Bytes::from(chunk)], "{tail:?}");
+            assert_eq!(end.unwrap_err().code, ErrorCode::UpstreamStreamTruncated);
+        }
+        // A finished stream still gets a [DONE] of its own, not one joined to the cut event.
+        let (out, end) = run(format!("{finish}data: [DONE]"));
+        end.unwrap();
+        assert_eq!(out, [Bytes::from(finish), sse::done_event()]);
     }
 
     #[test]
