@@ -320,6 +320,31 @@ async fn a_stream_request_answered_without_events_is_an_invalid_response_and_fai
 }
 
 #[tokio::test]
+async fn a_stream_of_two_choices_cut_after_the_first_finished_is_truncated_not_done() {
+    let choice = |index: u32, delta: &str, finish: &str| {
+        format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":{index},\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n")
+    };
+    let parts = [
+        choice(0, r#"{"content":"a"}"#, "null"),
+        choice(1, r#"{"content":"b"}"#, "null"),
+        choice(0, "{}", r#""stop""#),
+        choice(1, r#"{"content":"c"}"#, "null"),
+    ];
+    let parts = parts.into_iter().map(|event| (Duration::from_millis(20), Bytes::from(event))).collect();
+    let upstream = MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;
+    let relay = Relay::start(&(upstream_toml("a", &upstream.url(), "") + &model_toml("m", &["a"], ""))).await;
+    let mut body = request(true);
+    body["n"] = json!(2);
+    let (status, _, body) = relay.chat(&[], &body).await;
+    assert_eq!(status, 200);
+    let data = sse_data(&body);
+    assert_eq!(data.len(), 5, "{data:?}");
+    let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stream_truncated");
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+}
+
+#[tokio::test]
 async fn a_stream_that_hangs_mid_way_ends_with_an_idle_timeout_event() {
     let parts = vec![(Duration::ZERO, Bytes::from(chunk("partial"))), (Duration::from_secs(3600), Bytes::new())];
     let upstream = MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;

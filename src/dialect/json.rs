@@ -179,6 +179,51 @@ pub fn top_level_members(body: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
+/// For each object in the JSON array that `array` starts with, the values of its members named
+/// `keys` (`None` for those it lacks), by the same scan as [`top_level_members`]. A value runs
+/// from its first byte to the end of `array`: enough to read a number or tell a string from
+/// `null` without finding where the value ends. Stops at the first malformation it notices.
+pub fn element_members<'a, const N: usize>(
+    array: &'a [u8],
+    keys: [&'a str; N],
+) -> impl Iterator<Item = [Option<&'a [u8]>; N]> + 'a {
+    let mut i = if array.first() == Some(&b'[') { 1 } else { array.len() };
+    std::iter::from_fn(move || {
+        let mut values = [None; N];
+        let mut depth = 0usize;
+        while i < array.len() {
+            match array[i] {
+                b'"' => {
+                    let end = string_end(array, i + 1)?;
+                    if depth == 1 {
+                        let name = &array[i + 1..end];
+                        if let Some(slot) = keys.iter().position(|key| key.as_bytes() == name) {
+                            // A string value equal to a key's name is not followed by a colon.
+                            if let Some(value) = array[end + 1..].trim_ascii_start().strip_prefix(b":") {
+                                values[slot] = Some(value.trim_ascii_start());
+                            }
+                        }
+                    }
+                    i = end;
+                }
+                b'{' | b'[' => depth += 1,
+                // The array's own closing bracket.
+                b'}' | b']' if depth == 0 => return None,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        i += 1;
+                        return Some(values);
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        None
+    })
+}
+
 /// The index of the quote closing the string whose text starts at `from`.
 fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
     loop {
@@ -305,6 +350,21 @@ mod tests {
         assert_eq!(top_level_member(br#"{"a":1,"usage":null}"#, "usage"), Some(&b"null"[..]));
         assert_eq!(top_level_member(br#"{"a":{"usage":1}}"#, "usage"), None);
         assert_eq!(top_level_member(br#"{"a":"usage","b":1}"#, "usage"), None, "a string value is not a key");
+    }
+
+    #[test]
+    fn element_members_are_read_at_each_objects_own_level() {
+        let array = br#"[ {"index":1,"delta":{"tool_calls":[{"index":7,"id":"index"}],"content":"\"index\":3"},
+            "finish_reason":"stop"}, {"delta":{},"finish_reason" : null,"index": 0}, {} ], "usage": {"index": 5}"#;
+        let elements: Vec<_> = element_members(array, ["index", "finish_reason"]).collect();
+        let starts = |values: &[Option<&[u8]>; 2]| values.map(|v| v.map(|v| v[..1].to_vec()));
+        assert_eq!(
+            elements.iter().map(starts).collect::<Vec<_>>(),
+            [[Some(b"1".to_vec()), Some(b"\"".to_vec())], [Some(b"0".to_vec()), Some(b"n".to_vec())], [None, None]]
+        );
+        assert_eq!(element_members(b"[]", ["index"]).count(), 0);
+        assert_eq!(element_members(b"null", ["index"]).count(), 0);
+        assert_eq!(element_members(br#"[{"index":0,"delta":{"content":"cut"#, ["index"]).count(), 0);
     }
 
     #[test]
