@@ -345,6 +345,22 @@ async fn a_stream_of_two_choices_cut_after_the_first_finished_is_truncated_not_d
 }
 
 #[tokio::test]
+async fn a_stream_of_only_done_is_an_invalid_response_and_fails_over() {
+    let empty = MockUpstream::always(Reply::sse(&["data: [DONE]\n\n"])).await;
+    let good = MockUpstream::always(good_stream()).await;
+    let empty_toml = upstream_toml("empty", &empty.url(), "retry = { attempts = 1 }");
+    let alone = Relay::start(&(empty_toml.clone() + &model_toml("m", &["empty"], ""))).await;
+    let (status, _, body) = alone.chat(&[], &request(true)).await;
+    assert_eq!((status.as_u16(), error_of(&body)["code"].as_str().unwrap()), (502, "upstream_invalid_response"));
+
+    let config = empty_toml + &upstream_toml("good", &good.url(), "") + &model_toml("m", &["empty", "good"], "");
+    let relay = Relay::start(&config).await;
+    let (status, headers, body) = relay.chat(&[], &request(true)).await;
+    assert_eq!((status.as_u16(), headers["x-switchyard-upstream"].to_str().unwrap()), (200, "good"));
+    assert!(sse_data(&body)[0].contains("hello"));
+}
+
+#[tokio::test]
 async fn a_stream_that_hangs_mid_way_ends_with_an_idle_timeout_event() {
     let parts = vec![(Duration::ZERO, Bytes::from(chunk("partial"))), (Duration::from_secs(3600), Bytes::new())];
     let upstream = MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;

@@ -333,6 +333,14 @@ impl PassthroughStream {
         };
         let data = data.as_ref();
         if data.trim_ascii() == sse::DONE.as_bytes() {
+            if self.choices_seen == 0 {
+                // An empty answer passed off as a whole one. Before any event reached the
+                // client, this fails over like any other 2xx that is not a stream.
+                return Err(RelayError::new(
+                    ErrorCode::UpstreamInvalidResponse,
+                    "the upstream ended its stream with [DONE] before any choice",
+                ));
+            }
             self.done = true;
             out.push(event.into_raw());
             return Ok(());
@@ -686,6 +694,18 @@ mod tests {
         // Both choices in one chunk, without an index: told apart by their position.
         let both = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"},{\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}\n\n";
         assert_eq!(run(both.into()), Err(ErrorCode::UpstreamStreamTruncated));
+    }
+
+    #[test]
+    fn a_stream_that_is_only_done_is_not_an_empty_answer() {
+        let usage_only = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":0}}\n\n";
+        for upstream in ["data: [DONE]\n\n".to_owned(), format!(": ping\n\n{usage_only}data: [DONE]\n\n")] {
+            let mut translator = OpenAiChat::new(Compat::default()).stream_translator(&ctx(false));
+            let mut out = Vec::new();
+            let err = translator.feed(Bytes::from(upstream), &mut out).unwrap_err();
+            assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse);
+            assert!(out.is_empty(), "{out:?}");
+        }
     }
 
     #[test]
