@@ -411,6 +411,15 @@ async fn upstream_failures_name_their_class() {
 }
 
 #[tokio::test]
+async fn a_2xx_that_is_not_a_chat_completion_is_an_invalid_response() {
+    for body in [r#"{"id": "x", "choices": [{"ind"#, r#"{"hello":"world"}"#] {
+        let (status, error) = error_through(Some(Reply::json(200, body)), None).await;
+        assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_invalid_response"), "{error}");
+        assert!(error["message"].as_str().unwrap().contains(body), "{error}");
+    }
+}
+
+#[tokio::test]
 async fn an_upstream_json_error_passes_through_with_its_status() {
     let body = r#"{"error":{"message":"Unsupported value: 'messages[0].role' does not support 'developer'","type":"invalid_request_error","param":"messages[0].role","code":"unsupported_value"}}"#;
     let (status, error) = error_through(Some(Reply::json(400, body)), None).await;

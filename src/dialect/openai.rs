@@ -166,15 +166,23 @@ impl Dialect for OpenAiChat {
     }
 
     fn translate_response(&self, body: Bytes, _ctx: &ResponseContext) -> Result<Translated, RelayError> {
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'{') {
-            return Err(RelayError::new(
-                ErrorCode::UpstreamInvalidResponse,
-                format!("upstream answered 2xx with a body that is not a JSON object: {}", excerpt(&body)),
-            ));
-        }
-        let usage = trailing_member(&body, "usage").and_then(scan_usage);
-        Ok(Translated { body, usage })
+        // Checks on the ends of the body and one search, not a parse, which would cost more than
+        // the rest of forwarding it: a body cut short, an HTML page or an object that is no
+        // completion fails them. Only a body cut right after a nested `}` gets through; telling
+        // that apart takes a walk of the whole body.
+        let object = body.trim_ascii();
+        let what = if !(object.starts_with(b"{") && object.ends_with(b"}")) {
+            "is not a whole JSON object"
+        } else if CHOICES_NAME.find(object).is_none() {
+            "is not a chat completion (no `choices`)"
+        } else {
+            let usage = trailing_member(&body, "usage").and_then(scan_usage);
+            return Ok(Translated { body, usage });
+        };
+        Err(RelayError::new(
+            ErrorCode::UpstreamInvalidResponse,
+            format!("upstream answered 2xx with a body that {what}: {}", excerpt(&body)),
+        ))
     }
 
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
@@ -287,6 +295,8 @@ static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b
 static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":"));
 static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\":"));
+/// Without the colon, which a server may put after a space.
+static CHOICES_NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
 
 /// Whether `data` holds the member `key` (its quoted name and colon) with a value that starts
 /// with `value_start`: one search, whatever the spacing after the colon.
@@ -724,5 +734,17 @@ mod tests {
         let dialect = OpenAiChat::new(Compat::default());
         let err = dialect.translate_response(Bytes::from_static(b"<html>challenge</html>"), &ctx(false)).unwrap_err();
         assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse);
+    }
+
+    #[test]
+    fn a_2xx_body_cut_short_or_without_choices_is_not_passed_off_as_a_completion() {
+        let dialect = OpenAiChat::new(Compat::default());
+        for body in [r#"{"id": "x", "choices": [{"ind"#, r#"{"hello":"world"}"#, ""] {
+            let err = dialect.translate_response(Bytes::from(body), &ctx(false)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse, "{body}");
+        }
+        let spaced = " {\"id\": \"x\", \"choices\" : [], \"usage\": {\"prompt_tokens\": 2}}\n";
+        let translated = dialect.translate_response(Bytes::from(spaced), &ctx(false)).unwrap();
+        assert_eq!((translated.body, translated.usage.map(|u| u.prompt_tokens)), (Bytes::from(spaced), Some(2)));
     }
 }
