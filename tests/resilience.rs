@@ -361,6 +361,19 @@ async fn a_stream_of_only_done_is_an_invalid_response_and_fails_over() {
 }
 
 #[tokio::test]
+async fn a_malformed_event_mid_stream_ends_it_with_an_invalid_response_event() {
+    let upstream = MockUpstream::always(Reply::sse(&[&chunk("hello "), "data: {not json\n\n", &finish()])).await;
+    let relay = Relay::start(&(upstream_toml("a", &upstream.url(), "") + &model_toml("m", &["a"], ""))).await;
+    let (status, _, body) = relay.chat(&[], &request(true)).await;
+    assert_eq!(status, 200);
+    let data = sse_data(&body);
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert!(data[0].contains("hello"));
+    let last: serde_json::Value = serde_json::from_str(&data[1]).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_invalid_response");
+}
+
+#[tokio::test]
 async fn a_stream_that_hangs_mid_way_ends_with_an_idle_timeout_event() {
     let parts = vec![(Duration::ZERO, Bytes::from(chunk("partial"))), (Duration::from_secs(3600), Bytes::new())];
     let upstream = MockUpstream::always(Reply::Chunks { status: 200, content_type: "text/event-stream", parts }).await;

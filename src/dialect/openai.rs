@@ -342,7 +342,8 @@ impl PassthroughStream {
             return Ok(());
         };
         let data = data.as_ref();
-        if data.trim_ascii() == sse::DONE.as_bytes() {
+        let payload = data.trim_ascii();
+        if payload == sse::DONE.as_bytes() {
             if self.choices_seen == 0 {
                 // An empty answer passed off as a whole one. Before any event reached the
                 // client, this fails over like any other 2xx that is not a stream.
@@ -354,6 +355,15 @@ impl PassthroughStream {
             self.done = true;
             out.push(event.into_raw());
             return Ok(());
+        }
+        if !(payload.starts_with(b"{") && payload.ends_with(b"}")) {
+            // Forwarded, it would make the SDKs throw a JSON parse error instead of an APIError.
+            // The ends of the payload are the check a pass-through can afford on every chunk: it
+            // catches an event cut short or a stray line of text, not a mangled middle.
+            return Err(RelayError::new(
+                ErrorCode::UpstreamInvalidResponse,
+                format!("upstream sent a stream event that is not a JSON object: {}", excerpt(data)),
+            ));
         }
         self.note_choices(data);
         if ERROR_KEY.find(data).is_some() {
@@ -715,6 +725,19 @@ mod tests {
             let err = translator.feed(Bytes::from(upstream), &mut out).unwrap_err();
             assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse);
             assert!(out.is_empty(), "{out:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_that_is_not_a_json_object_fails_the_stream() {
+        let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n";
+        for bad in ["data: {not json\n\n", "data: {\"id\":\"c\",\"choices\":[{\"ind\n\n", "data: oops\n\n", "data:\n\n"]
+        {
+            let mut translator = OpenAiChat::new(Compat::default()).stream_translator(&ctx(false));
+            let mut out = Vec::new();
+            let err = translator.feed(Bytes::from(format!("{chunk}{bad}")), &mut out).unwrap_err();
+            assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse, "{bad:?}");
+            assert_eq!(out, [Bytes::from(chunk)], "{bad:?}");
         }
     }
 
