@@ -420,6 +420,22 @@ async fn a_2xx_that_is_not_a_chat_completion_is_an_invalid_response() {
 }
 
 #[tokio::test]
+async fn a_2xx_that_is_no_answer_of_a_translated_dialect_is_an_invalid_response() {
+    let upstream = MockUpstream::always(Reply::json(200, r#"{"hello":"world"}"#)).await;
+    for dialect in ["anthropic-messages", "google-generative-ai"] {
+        let config = format!(
+            "[upstreams.up]\ndialect = \"{dialect}\"\nbase_url = \"{}\"\napi_key = \"k\"\nretry = {{ attempts = 1 }}\n\n[[models]]\nname = \"m\"\ntargets = [{{ upstream = \"up\", model = \"x\" }}]\n",
+            upstream.url()
+        );
+        let relay = Relay::start(&config).await;
+        let (status, _, body) =
+            relay.chat(&[], &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).await;
+        let code = error_of(&body)["code"].as_str().map(str::to_owned);
+        assert_eq!((status.as_u16(), code.as_deref()), (502, Some("upstream_invalid_response")), "{dialect}");
+    }
+}
+
+#[tokio::test]
 async fn an_upstream_json_error_passes_through_with_its_status() {
     let body = r#"{"error":{"message":"Unsupported value: 'messages[0].role' does not support 'developer'","type":"invalid_request_error","param":"messages[0].role","code":"unsupported_value"}}"#;
     let (status, error) = error_through(Some(Reply::json(400, body)), None).await;

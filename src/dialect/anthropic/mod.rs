@@ -51,6 +51,7 @@
 //!   cache_creation_input_tokens` and `cached_tokens = cache_read_input_tokens`. Anthropic does
 //!   not count thinking tokens apart, so `reasoning_tokens` is 0.
 //! - The id is Anthropic's message id; `model` is the model Anthropic reports.
+//! - A 2xx body without a `content` array is no message: 502 `upstream_invalid_response`.
 //!
 //! # Stream
 //! `message_start` gives the id and model of every chunk, `content_block_*` events map as above

@@ -11,7 +11,8 @@ use crate::error::RelayError;
 struct WireMessage {
     id: Option<String>,
     model: Option<String>,
-    #[serde(default)]
+    /// Required: a 2xx body without it (`{"hello":"world"}`, an error object) is no message, and
+    /// read as one it would be a silent empty answer.
     content: Vec<WireBlock>,
     stop_reason: Option<String>,
     usage: Option<WireUsage>,

@@ -378,6 +378,16 @@ fn an_error_event_fails_the_stream_with_its_class() {
 }
 
 #[test]
+fn a_2xx_body_that_is_not_a_message_is_an_invalid_response() {
+    for body in [r#"{"hello":"world"}"#, r#"{"type":"error","error":{"type":"api_error","message":"x"}}"#] {
+        let error = dialect().translate_response(Bytes::from(body), &ctx(false)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::UpstreamInvalidResponse, "{body}");
+    }
+    let empty = br#"{"id":"msg_1","type":"message","content":[],"stop_reason":"end_turn"}"#;
+    assert!(dialect().translate_response(Bytes::from_static(empty), &ctx(false)).is_ok());
+}
+
+#[test]
 fn garbage_in_a_stream_is_an_invalid_response() {
     let (_, result) = run_stream("data: {not json}\n\n", false);
     assert_eq!(result.unwrap_err().code, ErrorCode::UpstreamInvalidResponse);

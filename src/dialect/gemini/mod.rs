@@ -60,7 +60,8 @@
 //! an empty answer finishing `content_filter`. `usageMetadata`: prompt = `promptTokenCount` +
 //! `toolUsePromptTokenCount`, completion = `candidatesTokenCount` + `thoughtsTokenCount`,
 //! reasoning = `thoughtsTokenCount`, cached = `cachedContentTokenCount`. The id is
-//! `chatcmpl-<responseId>`, the model is `modelVersion`.
+//! `chatcmpl-<responseId>`, the model is `modelVersion`. A 2xx body with neither a candidate
+//! nor `promptFeedback` is 502 `upstream_invalid_response`.
 //!
 //! # Errors
 //! See `response::translate_error`: 429 -> `upstream_rate_limited` with `retry_after` from

@@ -187,6 +187,14 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
     if let Some(error) = &response.error {
         return Err(in_band_error(error));
     }
+    if response.candidates.is_empty() && response.prompt_feedback.is_none() {
+        // Neither an answer nor a refusal (`{"hello":"world"}`): read as one, it would be a
+        // silent empty answer.
+        return Err(RelayError::new(
+            ErrorCode::UpstreamInvalidResponse,
+            format!("upstream answered 2xx with neither candidates nor promptFeedback: {}", excerpt(body)),
+        ));
+    }
     let id = response.completion_id().unwrap_or_else(|| ctx.completion_id());
     let model = response.model().unwrap_or_else(|| ctx.upstream_model.to_owned());
     let usage = response.usage_metadata.as_ref().map(Usage::from);
@@ -369,8 +377,10 @@ mod tests {
 
     #[test]
     fn a_2xx_body_that_is_not_a_response_is_an_invalid_response() {
-        let err = translate(&Bytes::from_static(b"<html>"), &ctx()).unwrap_err();
-        assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse);
+        for body in [&b"<html>"[..], br#"{"hello":"world"}"#, br#"{"candidates":[],"usageMetadata":{}}"#] {
+            let err = translate(&Bytes::from_static(body), &ctx()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::UpstreamInvalidResponse, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
