@@ -184,7 +184,13 @@ mod tests {
     }
 
     fn ctx() -> ResponseContext<'static> {
-        ResponseContext { request_id: "req_x", created: 1, upstream_model: "gpt-4o", client_wants_usage: false }
+        ResponseContext {
+            request_id: "req_x",
+            created: 1,
+            upstream_model: "gpt-4o",
+            client_wants_usage: false,
+            several_choices: false,
+        }
     }
 
     fn options(api_version: Option<&str>, deployment: Option<&str>) -> DialectOptions {

@@ -286,7 +286,13 @@ mod tests {
     }
 
     fn ctx() -> ResponseContext<'static> {
-        ResponseContext { request_id: "req_ctx", created: 7, upstream_model: "m", client_wants_usage: true }
+        ResponseContext {
+            request_id: "req_ctx",
+            created: 7,
+            upstream_model: "m",
+            client_wants_usage: true,
+            several_choices: false,
+        }
     }
 
     #[test]

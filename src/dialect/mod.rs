@@ -141,6 +141,20 @@ pub struct ChatRequest {
     pub layout: Option<Arc<json::Layout>>,
 }
 
+impl ChatRequest {
+    /// Whether the client asked for more than one choice (`n` > 1).
+    pub fn asks_several_choices(&self) -> bool {
+        let several = |text: &[u8]| serde_json::from_slice::<u64>(text).is_ok_and(|n| n > 1);
+        match &self.layout {
+            Some(layout) => layout.value(&self.body, "n").is_some_and(several),
+            // Only a request that did not come through the router (the probe's) has no layout.
+            None => {
+                json::RawObject::parse(&self.body).ok().and_then(|object| object.get("n").map(several)).unwrap_or(false)
+            }
+        }
+    }
+}
+
 /// The request to send upstream, relative to the upstream's `base_url`.
 #[derive(Debug, Clone)]
 pub struct UpstreamCall {
@@ -174,6 +188,9 @@ pub struct ResponseContext<'a> {
     pub upstream_model: &'a str,
     /// Whether the client asked for the usage chunk at the end of a stream.
     pub client_wants_usage: bool,
+    /// The client asked for more than one choice (`n` > 1): a stream is complete only when each
+    /// has finished, which a pass-through then has to track chunk by chunk.
+    pub several_choices: bool,
 }
 
 impl ResponseContext<'_> {
@@ -305,7 +322,13 @@ mod tests {
 
     #[test]
     fn the_completion_id_is_the_request_id_under_openais_prefix() {
-        let ctx = ResponseContext { request_id: "req_7f3a", created: 9, upstream_model: "m", client_wants_usage: true };
+        let ctx = ResponseContext {
+            request_id: "req_7f3a",
+            created: 9,
+            upstream_model: "m",
+            client_wants_usage: true,
+            several_choices: false,
+        };
         assert_eq!(ctx.completion_id(), "chatcmpl-7f3a");
         let client_chosen = ResponseContext { request_id: "trace-42", ..ctx };
         assert_eq!(client_chosen.completion_id(), "chatcmpl-trace-42");

@@ -188,6 +188,7 @@ impl Dialect for OpenAiChat {
     fn stream_translator(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
         Box::new(SseStream::new(PassthroughStream {
             strip_usage: !ctx.client_wants_usage,
+            several_choices: ctx.several_choices,
             done: false,
             choices_seen: 0,
             choices_finished: 0,
@@ -319,6 +320,7 @@ fn after_each<'a>(data: &'a [u8], key: &'a Finder<'_>) -> impl Iterator<Item = &
 /// Forwards OpenAI stream events as sliced from the upstream's reads.
 struct PassthroughStream {
     strip_usage: bool,
+    several_choices: bool,
     done: bool,
     /// The choices seen, and those of them that carried a `finish_reason`, one bit per choice
     /// (see [`choice_bit`]): with `n` > 1 each choice finishes in a chunk of its own.
@@ -365,7 +367,6 @@ impl PassthroughStream {
                 format!("upstream sent a stream event that is not a JSON object: {}", excerpt(data)),
             ));
         }
-        self.note_choices(data);
         if ERROR_KEY.find(data).is_some() {
             if let Some(error) = in_band_error(data) {
                 return Err(error);
@@ -374,24 +375,31 @@ impl PassthroughStream {
         if member_starting_with(data, &USAGE, b'{') {
             if let Some(usage) = trailing_member(data, "usage").and_then(scan_usage) {
                 self.usage = Some(usage);
-                if self.strip_usage && has_no_choices(data) {
+                // The usage-only chunk: no choice's, and the client sees it only if it asked.
+                if has_no_choices(data) {
+                    if !self.strip_usage {
+                        out.push(event.into_raw());
+                    }
                     return Ok(());
                 }
             }
         }
+        self.note_choices(data);
         out.push(event.into_raw());
         Ok(())
     }
 
     /// Notes the chunk's choices, and which of them it finishes (a string `finish_reason`).
     fn note_choices(&mut self, data: &[u8]) {
-        // Nearly every chunk is about choice 0 alone, and then every `index` in it (a tool
-        // call's too) is 0, as a choice carries its index: a string `finish_reason` anywhere is
-        // that choice's. Looking at the indexes costs a fraction of the nesting scan below, which
-        // cost as much as the rest of the chunk's handling.
+        // With one choice asked for (nearly every request), a string `finish_reason` anywhere is
+        // that choice's: no more is read per chunk. With several,
+        // most chunks are still about one choice, and then every `index` in it (a tool call's
+        // too) is that choice's, as a choice carries its index. Looking at the indexes costs a
+        // fraction of the nesting scan below, which cost as much as the rest of the chunk's
+        // handling.
         let mut indexes = index_values(data);
         let zero = |value: &[u8]| value.starts_with(b"0");
-        if indexes.next().is_some_and(zero) && indexes.all(zero) {
+        if !self.several_choices || (indexes.next().is_some_and(zero) && indexes.all(zero)) {
             self.choices_seen |= 1;
             if member_starting_with(data, &FINISH_REASON, b'"') {
                 self.choices_finished |= 1;
@@ -522,7 +530,13 @@ mod tests {
     }
 
     fn ctx(wants_usage: bool) -> ResponseContext<'static> {
-        ResponseContext { request_id: "req_x", created: 1, upstream_model: "m", client_wants_usage: wants_usage }
+        ResponseContext {
+            request_id: "req_x",
+            created: 1,
+            upstream_model: "m",
+            client_wants_usage: wants_usage,
+            several_choices: false,
+        }
     }
 
     fn routed(body: &str, upstream_model: &str) -> ChatRequest {
@@ -702,7 +716,8 @@ mod tests {
             format!("data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{{\"index\":0}}]}},\"finish_reason\":{finish},\"index\": {index}}}]}}\n\n")
         };
         let run = |upstream: String| {
-            let mut translator = OpenAiChat::new(Compat::default()).stream_translator(&ctx(false));
+            let several = ResponseContext { several_choices: true, ..ctx(false) };
+            let mut translator = OpenAiChat::new(Compat::default()).stream_translator(&several);
             let mut out = Vec::new();
             translator.feed(Bytes::from(upstream), &mut out).unwrap();
             translator.finish(&mut out).map(|()| out.last() == Some(&sse::done_event())).map_err(|e| e.code)

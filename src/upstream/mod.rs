@@ -389,6 +389,7 @@ impl Upstream {
             created: unix_now(),
             upstream_model: &chat.upstream_model,
             client_wants_usage: chat.client_wants_usage,
+            several_choices: upstream_call.stream && chat.asks_several_choices(),
         };
         // The body is set by the branch below; an empty one allocates nothing meanwhile.
         let mut response = Response::new(Body::default());

@@ -474,7 +474,13 @@ mod tests {
     }
 
     fn relay_timed(upstream: UpstreamBody, timing: StreamTiming) -> RelayStream {
-        let ctx = ResponseContext { request_id: "req_t", created: 1, upstream_model: "m", client_wants_usage: false };
+        let ctx = ResponseContext {
+            request_id: "req_t",
+            created: 1,
+            upstream_model: "m",
+            client_wants_usage: false,
+            several_choices: false,
+        };
         let translator =
             dialect::build(DialectKind::OpenAiCompletions, &DialectOptions::default()).stream_translator(&ctx);
         let record = RequestRecord::start(

@@ -215,6 +215,7 @@ impl Case {
             created: 1_700_000_000,
             upstream_model: self.case["upstream_model"].as_str().unwrap_or_default(),
             client_wants_usage: wants_usage,
+            several_choices: false,
         }
     }
 

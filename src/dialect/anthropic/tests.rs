@@ -32,6 +32,7 @@ fn ctx(wants_usage: bool) -> ResponseContext<'static> {
         created: 42,
         upstream_model: "claude-test",
         client_wants_usage: wants_usage,
+        several_choices: false,
     }
 }
 

@@ -37,7 +37,13 @@ fn translate(body: Value) -> Result<Value, RelayError> {
 }
 
 fn ctx(wants_usage: bool) -> ResponseContext<'static> {
-    ResponseContext { request_id: "req_ctx", created: 42, upstream_model: NOVA, client_wants_usage: wants_usage }
+    ResponseContext {
+        request_id: "req_ctx",
+        created: 42,
+        upstream_model: NOVA,
+        client_wants_usage: wants_usage,
+        several_choices: false,
+    }
 }
 
 fn frame(message_type: &str, kind: &str, payload: Value) -> Vec<u8> {

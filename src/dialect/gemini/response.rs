@@ -293,7 +293,13 @@ mod tests {
     use super::*;
 
     fn ctx() -> ResponseContext<'static> {
-        ResponseContext { request_id: "req_ctx", created: 11, upstream_model: "gemini-x", client_wants_usage: false }
+        ResponseContext {
+            request_id: "req_ctx",
+            created: 11,
+            upstream_model: "gemini-x",
+            client_wants_usage: false,
+            several_choices: false,
+        }
     }
 
     fn translate_value(body: Value) -> (Value, Option<Usage>) {

@@ -124,6 +124,7 @@ mod tests {
             created: 3,
             upstream_model: "gemini-x",
             client_wants_usage: wants_usage,
+            several_choices: false,
         }
     }
 

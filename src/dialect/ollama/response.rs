@@ -236,7 +236,13 @@ mod tests {
     use serde_json::json;
 
     fn ctx(wants_usage: bool) -> ResponseContext<'static> {
-        ResponseContext { request_id: "req_abc", created: 5, upstream_model: "llama", client_wants_usage: wants_usage }
+        ResponseContext {
+            request_id: "req_abc",
+            created: 5,
+            upstream_model: "llama",
+            client_wants_usage: wants_usage,
+            several_choices: false,
+        }
     }
 
     fn payloads(events: &[Bytes]) -> Vec<Value> {

@@ -17,7 +17,13 @@ fn chat(body: Value, stream: bool) -> ChatRequest {
 }
 
 fn ctx(wants_usage: bool) -> ResponseContext<'static> {
-    ResponseContext { request_id: "req_ctx", created: 7, upstream_model: "gpt-test", client_wants_usage: wants_usage }
+    ResponseContext {
+        request_id: "req_ctx",
+        created: 7,
+        upstream_model: "gpt-test",
+        client_wants_usage: wants_usage,
+        several_choices: false,
+    }
 }
 
 fn openai() -> Responses {
