@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::body::collect_limited;
-use crate::config::{is_credential_header, Config, ModelPattern, UpstreamParams};
+use crate::config::{is_credential_header, Config, ModelPattern, Redactor, UpstreamParams};
 use crate::dialect::{self, ChatRequest, Dialect};
 use crate::error::{ErrorCode, RelayError};
 use crate::metrics::Metrics;
@@ -812,8 +812,8 @@ async fn read_stream(body: crate::body::Body) -> (usize, bool, Option<Value>) {
     (count, done, error)
 }
 
-/// Every configured secret, to scrub from the output.
-fn secrets(config: &Config) -> Vec<String> {
+/// Every configured secret, and the egress proxies' credentials, to scrub from the output.
+fn redactor(config: &Config) -> Redactor {
     let mut found = Vec::new();
     for params in config.upstreams.values() {
         found.extend(params.secret_values());
@@ -827,21 +827,18 @@ fn secrets(config: &Config) -> Vec<String> {
             }
         }
     }
-    // Short values would blank out ordinary words; real secrets are longer.
-    found.retain(|s| s.len() >= 6);
-    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    found
+    Redactor::new(found)
 }
 
-fn scrub(text: String, secrets: &[String]) -> String {
-    secrets.iter().fold(text, |text, secret| text.replace(secret.as_str(), "[redacted]"))
-}
-
-fn scrub_value(value: &mut Value, secrets: &[String]) {
+fn scrub_value(value: &mut Value, redactor: &Redactor) {
     match value {
-        Value::String(text) => *text = scrub(std::mem::take(text), secrets),
-        Value::Array(items) => items.iter_mut().for_each(|v| scrub_value(v, secrets)),
-        Value::Object(map) => map.values_mut().for_each(|v| scrub_value(v, secrets)),
+        Value::String(text) => {
+            if let Some(scrubbed) = redactor.text(text) {
+                *text = scrubbed;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub_value(v, redactor)),
+        Value::Object(map) => map.values_mut().for_each(|v| scrub_value(v, redactor)),
         _ => {}
     }
 }
@@ -911,13 +908,14 @@ pub async fn run(config: Option<&Path>, as_json: bool, names: &[String]) -> Exit
         }
     };
     let report = probe(&config, names).await;
-    let secrets = secrets(&config);
+    let redactor = redactor(&config);
     if as_json {
         let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
-        scrub_value(&mut value, &secrets);
+        scrub_value(&mut value, &redactor);
         println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     } else {
-        print!("{}", scrub(render(&report), &secrets));
+        let text = render(&report);
+        print!("{}", redactor.text(&text).unwrap_or(text));
     }
     if report.ok {
         ExitCode::SUCCESS
@@ -952,9 +950,9 @@ mod tests {
         assert_eq!(shown["cf-access-client-secret"], "[redacted]");
         assert_eq!(shown["x-org"], "[redacted]");
         assert_eq!(shown["user-agent"], "curl/8.5.0");
-        let secrets = vec!["sk-secret-123".to_owned()];
+        let redactor = Redactor::new(["sk-secret-123".to_owned()]);
         assert_eq!(
-            scrub("Incorrect API key provided: sk-secret-123.".into(), &secrets),
+            redactor.text("Incorrect API key provided: sk-secret-123.").unwrap(),
             "Incorrect API key provided: [redacted]."
         );
     }
