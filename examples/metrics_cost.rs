@@ -20,6 +20,7 @@ fn one_request(metrics: &Arc<Metrics>, cutoff: &Cutoff, model: &ModelSeries) {
         cutoff.clone(),
         "req_0123456789abcdef01234567".into(),
         http::Method::POST,
+        http::Version::HTTP_11,
         "/v1/chat/completions",
     );
     record.set_key(Some("team-a"));

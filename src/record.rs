@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use crate::dialect::Usage;
 use crate::error::{Attempt, ErrorCode};
 use crate::metrics::{Metrics, ServedSeries, TOKEN_DIRECTIONS};
-use crate::server::shutdown::Cutoff;
+use crate::server::shutdown::{Cutoff, CutoffWaiter};
 
 /// Label for requests whose model is not configured.
 pub const OTHER_MODEL: &str = "other";
@@ -21,6 +21,8 @@ pub const OTHER_MODEL: &str = "other";
 pub struct RequestRecord {
     metrics: Arc<Metrics>,
     cutoff: Cutoff,
+    /// For an HTTP/2 request, whose task the cutoff would not otherwise wake.
+    cutoff_waiter: Option<Mutex<CutoffWaiter>>,
     started: Instant,
     request_id: String,
     method: http::Method,
@@ -53,12 +55,17 @@ impl RequestRecord {
         cutoff: Cutoff,
         request_id: String,
         method: http::Method,
+        version: http::Version,
         path: &str,
     ) -> Arc<Self> {
         metrics.in_flight.inc();
+        // hyper serves each HTTP/2 request in a task of its own; an HTTP/1 one runs in its
+        // connection's task, which the cutoff wakes already.
+        let cutoff_waiter = (version == http::Version::HTTP_2).then(|| Mutex::new(cutoff.waiter()));
         Arc::new(RequestRecord {
             metrics,
             cutoff,
+            cutoff_waiter,
             started: Instant::now(),
             request_id,
             method,
@@ -82,9 +89,10 @@ impl RequestRecord {
         &self.metrics
     }
 
-    /// Whether the relay's drain is over, so a request still waiting must be answered now.
-    pub fn cut_off(&self) -> bool {
-        self.cutoff.reached()
+    /// Whether the relay's drain is over, so a request still waiting must be answered now; asked
+    /// by whatever is about to wait, whose task is then woken when it is reached.
+    pub fn cut_off(&self, cx: &mut std::task::Context<'_>) -> bool {
+        self.cutoff.reached() || self.cutoff_waiter.as_ref().is_some_and(|waiter| waiter.lock().poll_reached(cx))
     }
 
     /// The client key's name.
@@ -273,6 +281,7 @@ mod tests {
             Cutoff::default(),
             "req_1".into(),
             http::Method::POST,
+            http::Version::HTTP_11,
             "/v1/chat/completions",
         );
         record.set_model(model.label().clone());
@@ -312,6 +321,7 @@ mod tests {
             Cutoff::default(),
             "req_2".into(),
             http::Method::POST,
+            http::Version::HTTP_11,
             "/v1/chat/completions",
         );
         record.set_upstream("down");

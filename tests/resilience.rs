@@ -583,6 +583,17 @@ async fn hundreds_of_streams_survive_a_half_broken_target() {
 
 #[tokio::test]
 async fn what_is_in_flight_when_the_drain_ends_is_answered_not_cut() {
+    in_flight_at_the_drain_cutoff_is_answered(false).await;
+}
+
+/// hyper serves each HTTP/2 request in a task of its own, which the connection's wake-up at the
+/// cutoff does not reach.
+#[tokio::test]
+async fn what_is_in_flight_on_h2c_when_the_drain_ends_is_answered_not_reset() {
+    in_flight_at_the_drain_cutoff_is_answered(true).await;
+}
+
+async fn in_flight_at_the_drain_cutoff_is_answered(http2: bool) {
     use http_body_util::BodyExt;
     let opened = vec![(Duration::ZERO, Bytes::from(chunk("partial"))), (Duration::from_secs(3600), Bytes::new())];
     let endless =
@@ -601,6 +612,7 @@ async fn what_is_in_flight_when_the_drain_ends_is_answered_not_cut() {
     .await
     .unwrap();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(http2)
         .build_http::<http_body_util::Full<Bytes>>();
     let send = |model: &str, stream: bool| {
         let body = json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
@@ -610,7 +622,10 @@ async fn what_is_in_flight_when_the_drain_ends_is_answered_not_cut() {
             .unwrap();
         client.request(request)
     };
-    let mut streamed = send("stream", true).await.expect("the stream starts").into_body();
+    let streamed = send("stream", true).await.expect("the stream starts");
+    let expected_version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+    assert_eq!(streamed.version(), expected_version);
+    let mut streamed = streamed.into_body();
     let first = streamed.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("partial"));
     let waiting = tokio::spawn(send("wait", false));
@@ -618,13 +633,23 @@ async fn what_is_in_flight_when_the_drain_ends_is_answered_not_cut() {
 
     let stopping = Instant::now();
     stop.send(()).unwrap();
-    let rest = streamed.collect().await.expect("the stream ends cleanly, not cut").to_bytes();
+    // Bounded: a request the cutoff does not reach would wait on its upstream for an hour.
+    let within_grace = Duration::from_secs(3);
+    let rest = tokio::time::timeout(within_grace, streamed.collect())
+        .await
+        .expect("the stream ends at the cutoff")
+        .expect("the stream ends cleanly, not cut")
+        .to_bytes();
     let data = sse_data(&rest);
     let last: serde_json::Value = serde_json::from_str(data.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "relay_shutting_down", "{data:?}");
     assert!(!data.iter().any(|d| d == "[DONE]"));
 
-    let answered = waiting.await.unwrap().expect("answered, not a dropped connection");
+    let answered = tokio::time::timeout(within_grace, waiting)
+        .await
+        .expect("the waiting request is answered at the cutoff")
+        .unwrap()
+        .expect("answered, not a dropped connection");
     assert_eq!(answered.status(), 503);
     let body = answered.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(error_of(&body)["code"], "relay_shutting_down");

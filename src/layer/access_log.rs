@@ -77,6 +77,7 @@ where
             self.cutoff.clone(),
             crate::layer::request_id::of(&request),
             request.method().clone(),
+            request.version(),
             request.uri().path(),
         );
         request.extensions_mut().insert(record.clone());

@@ -106,7 +106,7 @@ where
             Poll::Ready(Err(error)) => error,
             // The drain is over: an answer now beats a connection closed under the request.
             Poll::Pending => match this.record {
-                Some(record) if record.cut_off() => RelayError::new(
+                Some(record) if record.cut_off(cx) => RelayError::new(
                     ErrorCode::ShuttingDown,
                     "the relay is shutting down, and its drain period ended before this request was answered",
                 ),

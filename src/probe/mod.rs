@@ -563,6 +563,7 @@ impl Probe<'_> {
             Default::default(),
             format!("req_probe{serial}"),
             http::Method::POST,
+            http::Version::HTTP_11,
             "/v1/chat/completions",
         );
         Call {

@@ -336,6 +336,7 @@ where
             Default::default(),
             String::new(),
             http::Method::POST,
+            http::Version::HTTP_11,
             "/v1/chat/completions",
         )
     });

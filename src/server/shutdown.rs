@@ -2,9 +2,11 @@
 //! cutoff at the end of the drain.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 /// The end of a drain. Requests still in flight when it is reached are answered instead of cut:
@@ -13,15 +15,17 @@ use tokio::sync::Notify;
 ///
 /// Every request's record holds one and reads it whenever it waits, so both are one atomic
 /// operation; tokio-util's `CancellationToken` took a lock for each (about 370 instructions per
-/// relayed request, bench/callgrind.sh).
+/// relayed request, bench/callgrind.sh). An HTTP/1 request runs in its connection's task, which
+/// reaching the cutoff wakes; an HTTP/2 request runs in a task of its own, which registers a
+/// [`CutoffWaiter`].
 #[derive(Debug, Clone, Default)]
 pub struct Cutoff(Arc<CutoffState>);
 
 #[derive(Debug, Default)]
 struct CutoffState {
     reached: AtomicBool,
-    /// Wakes the connections, each registered once.
-    connections: Notify,
+    /// Wakes the connections, each registered once, and the HTTP/2 requests' tasks.
+    waiters: Arc<Notify>,
 }
 
 impl Cutoff {
@@ -32,7 +36,7 @@ impl Cutoff {
 
     pub(crate) fn reach(&self) {
         self.0.reached.store(true, Ordering::Release);
-        self.0.connections.notify_waiters();
+        self.0.waiters.notify_waiters();
     }
 
     /// Resolves when the cutoff is reached; a connection's task waits on it, so that reaching it
@@ -41,11 +45,27 @@ impl Cutoff {
     pub(crate) fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
         let state = self.0.clone();
         async move {
-            let notified = state.connections.notified();
+            let notified = state.waiters.notified();
             if !state.reached.load(Ordering::Acquire) {
                 notified.await;
             }
         }
+    }
+
+    /// A registration for a task that no connection's wake reaches (an HTTP/2 request's).
+    pub(crate) fn waiter(&self) -> CutoffWaiter {
+        CutoffWaiter(Box::pin(self.0.waiters.clone().notified_owned()))
+    }
+}
+
+/// Wakes the task that last polled it when the cutoff is reached; from [`Cutoff::waiter`].
+#[derive(Debug)]
+pub(crate) struct CutoffWaiter(Pin<Box<OwnedNotified>>);
+
+impl CutoffWaiter {
+    /// Whether the cutoff has been reached; if not, the calling task is woken when it is.
+    pub(crate) fn poll_reached(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.0.as_mut().poll(cx).is_ready()
     }
 }
 

@@ -243,7 +243,7 @@ impl RelayStream {
                         }
                         self.rearm();
                     }
-                    if self.record.cut_off() {
+                    if self.record.cut_off(cx) {
                         return Poll::Ready(Some(Err(RelayError::new(
                             ErrorCode::ShuttingDown,
                             "the relay is shutting down, and its drain period ended before the stream did",
@@ -488,6 +488,7 @@ mod tests {
             Default::default(),
             "req_t".into(),
             http::Method::POST,
+            http::Version::HTTP_11,
             "/v1/chat",
         );
         RelayStream::new(upstream, false, translator, timing, record, Arc::from("up"))
