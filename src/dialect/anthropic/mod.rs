@@ -16,8 +16,10 @@
 //!   one user turn of `tool_result` blocks); empty messages are dropped, as are empty text parts.
 //! - Images: data URLs -> `base64` sources, http(s) URLs -> `url` sources. Anthropic takes only
 //!   png, jpeg, gif and webp data (`image/jpg` is sent as `image/jpeg`; other types are a 400
-//!   `messages`, even with `drop_unsupported`, as for Bedrock). Inline PDF files -> `document`
-//!   blocks. A `cache_control` on a text part is kept (prompt caching).
+//!   `messages`, even with `drop_unsupported`, as for Bedrock). Inline files -> `document`
+//!   blocks: PDFs as `base64` sources; text files (`text/*`, JSON, XML) decoded into `text`
+//!   sources, the only other kind Anthropic reads (not UTF-8 -> 400); any other type is
+//!   `unsupported_parameter`. A `cache_control` on a text part is kept (prompt caching).
 //! - Assistant `tool_calls` -> `tool_use` blocks (arguments parsed; not a JSON object -> 400).
 //!   Tools -> `{name, description, input_schema}`; `strict` is not forwarded (older models
 //!   reject it). `tool_choice`: auto -> `auto`, required -> `any`, named -> `tool`, none ->

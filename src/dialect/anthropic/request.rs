@@ -1,11 +1,12 @@
 //! OpenAI chat request -> Anthropic Messages request body.
 
+use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::AnthropicMessages;
 use crate::dialect::client_request::{
-    plan_thinking, schema_or_any_object, unsupported, web_image_format, ClientRequest, Expressible, FunctionTool,
-    ImageSource, Message, Part, ResponseFormat, ToolChoice,
+    invalid, plan_thinking, schema_or_any_object, unsupported, web_image_format, ClientRequest, Expressible,
+    FunctionTool, ImageSource, Message, Part, ResponseFormat, ToolChoice,
 };
 use crate::dialect::ChatRequest;
 use crate::error::RelayError;
@@ -98,15 +99,15 @@ fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, 
             Message::System(parts) => {
                 for part in parts {
                     match part {
-                        Part::Text { .. } => system.extend(convert_part(part)?),
+                        Part::Text { .. } => system.extend(convert_part(part, drop)?),
                         _ => unsupported(drop, "messages", "images or files in system messages")?,
                     }
                 }
                 continue;
             }
-            Message::User(parts) => ("user", convert_parts(parts)?),
+            Message::User(parts) => ("user", convert_parts(parts, drop)?),
             Message::Assistant { content, tool_calls, .. } => {
-                let mut blocks = convert_parts(content)?;
+                let mut blocks = convert_parts(content, drop)?;
                 for call in tool_calls {
                     blocks.push(json!({
                         "type": "tool_use",
@@ -127,7 +128,7 @@ fn convert_messages(messages: &[Message], drop: bool) -> Result<(Option<Value>, 
                         block.insert("content".into(), text.clone().into());
                     }
                     parts => {
-                        block.insert("content".into(), convert_parts(parts)?.into());
+                        block.insert("content".into(), convert_parts(parts, drop)?.into());
                     }
                 }
                 ("user", vec![Value::Object(block)])
@@ -163,12 +164,13 @@ fn in_tool_loop(messages: &[Value]) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|block| block["type"] == "tool_use"))
 }
 
-fn convert_parts(parts: &[Part]) -> Result<Vec<Value>, RelayError> {
-    parts.iter().filter_map(|part| convert_part(part).transpose()).collect()
+fn convert_parts(parts: &[Part], drop: bool) -> Result<Vec<Value>, RelayError> {
+    parts.iter().filter_map(|part| convert_part(part, drop).transpose()).collect()
 }
 
-/// One content block; `None` for empty text, which Anthropic rejects.
-fn convert_part(part: &Part) -> Result<Option<Value>, RelayError> {
+/// One content block; `None` for empty text, which Anthropic rejects, and for a file dropped as
+/// unsupported.
+fn convert_part(part: &Part, drop: bool) -> Result<Option<Value>, RelayError> {
     Ok(match part {
         Part::Text { text, cache_control } => {
             if text.is_empty() {
@@ -193,10 +195,10 @@ fn convert_part(part: &Part) -> Result<Option<Value>, RelayError> {
             "source": {"type": "url", "url": url},
         })),
         Part::File { media_type, base64, filename } => {
-            let mut block = json!({
-                "type": "document",
-                "source": {"type": "base64", "media_type": media_type, "data": base64},
-            });
+            let Some(source) = document_source(media_type, base64, drop)? else {
+                return Ok(None);
+            };
+            let mut block = json!({"type": "document", "source": source});
             if let Some(filename) = filename {
                 block["title"] = filename.clone().into();
             }
@@ -205,6 +207,25 @@ fn convert_part(part: &Part) -> Result<Option<Value>, RelayError> {
         // Refused while parsing: audio input is not expressible here.
         Part::Audio { .. } => None,
     })
+}
+
+/// A document's `source`: Anthropic reads PDFs as base64 and any other document as plain text, so
+/// a text file (`text/*`, JSON, XML) is decoded and sent as text. Any other file is refused here,
+/// where the error can name its type, rather than by Anthropic.
+fn document_source(media_type: &str, base64: &str, drop: bool) -> Result<Option<Value>, RelayError> {
+    if media_type == "application/pdf" {
+        return Ok(Some(json!({"type": "base64", "media_type": media_type, "data": base64})));
+    }
+    if !(media_type.starts_with("text/") || matches!(media_type, "application/json" | "application/xml")) {
+        unsupported(drop, "messages", &format!("a file of type {media_type} (Anthropic reads PDF and text files)"))?;
+        return Ok(None);
+    }
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(base64.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| invalid("messages", format!("a {media_type} file's `file_data` is not base64 of UTF-8 text")))?;
+    Ok(Some(json!({"type": "text", "media_type": "text/plain", "data": text})))
 }
 
 fn convert_tool(tool: &FunctionTool) -> Value {

@@ -135,6 +135,42 @@ fn images_and_pdfs_become_blocks() {
 }
 
 #[test]
+fn text_files_are_plain_text_documents_and_other_files_are_refused_by_type() {
+    let file = |name: &str, url: &str| json!({"type": "file", "file": {"filename": name, "file_data": url}});
+    // "notes: é" and {"a":1}, base64.
+    let body = translate(json!({"messages": [{"role": "user", "content": [
+        file("notes.md", "data:text/markdown;charset=utf-8;base64,bm90ZXM6IMOp"),
+        file("data.json", "data:application/json;base64,eyJhIjoxfQ==")
+    ]}]}))
+    .unwrap();
+    assert_eq!(
+        body["messages"][0]["content"],
+        json!([
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes: é"}, "title": "notes.md"},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "{\"a\":1}"}, "title": "data.json"}
+        ])
+    );
+
+    let docx = "data:application/vnd.openxmlformats-officedocument.wordprocessingml.document;base64,UEsDBA==";
+    let refused = translate(json!({"messages": [{"role": "user", "content": [file("a.docx", docx)]}]})).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::UnsupportedParameter);
+    assert!(refused.message.contains("wordprocessingml"), "{}", refused.message);
+    let lenient = AnthropicMessages::new(&DialectOptions { drop_unsupported: true, ..DialectOptions::default() });
+    let body = translate_with(
+        &lenient,
+        json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "read"}, file("a.docx", docx)]}]}),
+    )
+    .unwrap();
+    assert_eq!(body["messages"][0]["content"], json!([{"type": "text", "text": "read"}]));
+
+    // Latin-1 bytes (0xE9) are not UTF-8 text.
+    let binary =
+        translate(json!({"messages": [{"role": "user", "content": [file("a.txt", "data:text/plain;base64,6Q==")]}]}))
+            .unwrap_err();
+    assert_eq!(binary.code, ErrorCode::InvalidRequest);
+}
+
+#[test]
 fn image_media_types_are_the_four_anthropic_accepts() {
     let image = |url: &str| json!({"type": "image_url", "image_url": {"url": url}});
     let body = translate(json!({"messages": [
