@@ -85,11 +85,16 @@ impl Redactor {
 }
 
 /// Why a `${VAR}` reference could not be expanded. No variant holds the text after a default's
-/// operator or after an unclosed `${`: that text may be a secret written inline.
+/// operator or after an unclosed `${`, nor braces that hold no variable's name: that text may be
+/// a secret written inline. A name that looks like a credential is held but not shown
+/// ([`shown_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VarError {
     /// `${NAME}` where `NAME` is not in the environment.
     Unset(String),
+    /// `${...}` whose braces hold something other than a variable's name, such as a key pasted
+    /// in place of one.
+    NotAName,
     /// `${NAME}` where `NAME` is set to nothing but whitespace.
     Empty(String),
     /// `${` without a closing `}`; the name, when what follows is one.
@@ -101,7 +106,13 @@ pub enum VarError {
 impl fmt::Display for VarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            VarError::Unset(name) => write!(f, "${{{name}}} is not set"),
+            VarError::Unset(name) => match shown_name(name) {
+                Some(name) => write!(f, "${{{name}}} is not set"),
+                None => f.write_str(LOOKS_LIKE_A_CREDENTIAL),
+            },
+            VarError::NotAName => f.write_str(
+                "a `${...}` holds something other than an environment variable's name (not shown: it may be a secret)",
+            ),
             VarError::Empty(name) => write!(f, "${{{name}}} is empty"),
             VarError::Unclosed(Some(name)) => write!(f, "`${{{name}` has no closing `}}`"),
             VarError::Unclosed(None) => f.write_str("a `${` has no closing `}`"),
@@ -116,7 +127,10 @@ impl VarError {
     /// What to do about it.
     pub fn suggestion(&self) -> String {
         match self {
-            VarError::Unset(name) => format!("export {name}=... or remove the reference"),
+            VarError::Unset(name) if shown_name(name).is_some() => format!("export {name}=... or remove the reference"),
+            VarError::Unset(_) | VarError::NotAName => {
+                "put the value in an environment variable and write its name, e.g. ${OPENAI_API_KEY}".to_owned()
+            }
             VarError::Empty(name) => format!("give {name} a value (it is set, but empty) or remove the reference"),
             VarError::Unclosed(Some(name)) => format!("write ${{{name}}}"),
             VarError::Unclosed(None) => "write ${NAME}".to_owned(),
@@ -127,6 +141,18 @@ impl VarError {
             }
         }
     }
+}
+
+const LOOKS_LIKE_A_CREDENTIAL: &str =
+    "a `${...}` names a variable that is not set, and the name looks like a credential pasted in its place (not shown)";
+
+/// A reference's name as diagnostics may show it: not at all when it looks like a credential
+/// pasted where a name belongs (long, with lower-case letters and digits, as API tokens are;
+/// variables are named in upper case), since diagnostics reach logs.
+pub(super) fn shown_name(name: &str) -> Option<&str> {
+    let token_like =
+        name.len() >= 20 && name.bytes().any(|b| b.is_ascii_lowercase()) && name.bytes().any(|b| b.is_ascii_digit());
+    (!token_like).then_some(name)
 }
 
 /// Whether `text` can be an environment variable's name, as `${...}` expects.
@@ -145,7 +171,9 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     while let Some(start) = rest.find("${") {
         let after = &rest[start + 2..];
         let Some(len) = after.find('}') else {
-            return Err(VarError::Unclosed(is_var_name(after).then(|| after.to_owned())));
+            return Err(VarError::Unclosed(
+                (is_var_name(after) && shown_name(after).is_some()).then(|| after.to_owned()),
+            ));
         };
         out.push_str(&rest[..start]);
         let inside = &after[..len];
@@ -157,6 +185,9 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
             {
                 return Err(VarError::ShellForm { name: name.to_owned(), operator: (*operator).to_owned() });
             }
+        }
+        if !is_var_name(inside) {
+            return Err(VarError::NotAName);
         }
         let Some(value) = env(inside) else {
             return Err(VarError::Unset(inside.to_owned()));
@@ -218,6 +249,25 @@ mod tests {
             assert!(!shown.contains("fallback") && shown.contains("export A_KEY="), "{shown}");
         }
         assert_eq!(VarError::Empty("EMPTY".into()).to_string(), "${EMPTY} is empty");
+    }
+
+    #[test]
+    fn a_key_pasted_inside_the_braces_is_never_shown() {
+        let env = |_: &str| None;
+        let pasted =
+            ["sk-proj-Xy12abCD34efGH56", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY"];
+        for key in pasted {
+            for written in [format!("${{{key}}}"), format!("Bearer ${{{key}}}"), format!("${{{key}")] {
+                let error = expand(&written, &env).unwrap_err();
+                let shown = format!("{error} {}", error.suggestion());
+                assert!(!shown.contains(&key[4..]), "{shown}");
+            }
+        }
+        assert_eq!(expand("${wJalrXUtnFEMI/K7MDENG/bPxRfiCY}", &env), Err(VarError::NotAName));
+        // A variable's name, however long, is shown: it is what the user has to export.
+        let long = expand("${AZURE_OPENAI_API_KEY_EASTUS2_PRODUCTION}", &env).unwrap_err();
+        assert_eq!(long.to_string(), "${AZURE_OPENAI_API_KEY_EASTUS2_PRODUCTION} is not set");
+        assert_eq!(expand("${openai_key}", &env).unwrap_err().to_string(), "${openai_key} is not set");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
 use super::schema::{RawConfig, RawTimeouts, RawUpstream};
-use super::secret::{bare_reference, expand, is_credential_header, VarError};
+use super::secret::{bare_reference, expand, is_credential_header, shown_name, VarError};
 use super::{
     AwsParams, Config, ConfigError, Glob, HealthCheckParams, KeyParams, ModelParams, ModelPattern, RetryParams, Secret,
     ServerParams, Strategy, StreamMode, TargetParams, Timeouts, TlsParams, UpstreamParams,
@@ -326,7 +326,9 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
                 }
                 Err(error) => {
                     let suggestion = match &error {
-                        VarError::Unset(var) => format!("export {var}=... before starting, or use `sha256 = \"...\"`"),
+                        VarError::Unset(var) if shown_name(var).is_some() => {
+                            format!("export {var}=... before starting, or use `sha256 = \"...\"`")
+                        }
                         VarError::Empty(var) => {
                             format!("give {var} the key (it is set, but empty), or use `sha256 = \"...\"`")
                         }
@@ -983,6 +985,15 @@ targets = [{ upstream = "openai" }]
     fn an_unset_secret_disables_the_upstream() {
         let config = load("[upstreams.a]\ndialect = \"openai-completions\"\napi_key = \"${MISSING}\"\n").unwrap();
         assert!(config.disabled["a"].to_string().contains("${MISSING} is not set"));
+    }
+
+    #[test]
+    fn a_key_pasted_inside_the_braces_is_not_printed_by_check() {
+        let source = "[upstreams.a]\ndialect = \"openai-completions\"\napi_key = \"${ghp_16C7e42F292c6912E7710c838347Ae178B4a}\"\n\n[[keys]]\nname = \"team\"\nkey = \"${sk-team-Xy12abCD34efGH56}\"\n";
+        let config = load(source).unwrap();
+        let printed = format!("{:?}", config.warnings);
+        assert!(printed.contains("upstreams.a") && printed.contains("keys.0.key"), "{printed}");
+        assert!(!printed.contains("16C7e42F") && !printed.contains("Xy12abCD"), "{printed}");
     }
 
     #[test]
