@@ -124,6 +124,7 @@ if [[ ! -x $OHA ]] || ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; t
     else
         (( DO_INSTALL )) || die "oha $OHA_VERSION not found at $OHA and --no-install given"
         log "installing oha $OHA_VERSION into bench/.tools (cargo install, niced; takes a few minutes once)"
+        mkdir -p "$BENCH/.tools"
         nice -n 19 cargo install oha --version "$OHA_VERSION" --locked --root "$BENCH/.tools" \
             > "$BENCH/.tools/oha-install.log" 2>&1 \
             || { tail -20 "$BENCH/.tools/oha-install.log" >&2; die "cargo install oha failed"; }
