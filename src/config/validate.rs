@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
@@ -176,19 +175,6 @@ fn unknown_field(message: &str) -> Option<&str> {
     let start = message.find("unknown field `")? + "unknown field `".len();
     let len = message[start..].find('`')?;
     Some(&message[start..start + len])
-}
-
-/// Where an unknown field sits inside an upstream's table: serde names the field but not the
-/// nested table it is in (`retry.attemps`).
-fn nested_key_path(upstream: &toml::Value, field: &str) -> Option<String> {
-    let table = upstream.as_table()?;
-    if field.is_empty() || table.contains_key(field) {
-        return None;
-    }
-    table
-        .iter()
-        .find(|(_, value)| value.as_table().is_some_and(|inner| inner.contains_key(field)))
-        .map(|(name, _)| format!("{name}.{field}"))
 }
 
 fn suggestion_for_unknown(message: &str) -> Option<String> {
@@ -426,10 +412,14 @@ fn check_upstream(
         let key_path = if key.is_empty() { path.clone() } else { format!("{path}.{key}") };
         Diagnostic::warning(key_path, format!("upstream {name:?} is disabled: {message}"))
     };
-    let raw = RawUpstream::deserialize(value.clone()).map_err(|error| {
-        let message = error.message().trim().to_owned();
+    let raw: RawUpstream = serde_path_to_error::deserialize(value.clone()).map_err(|error| {
+        // The key that failed, nested ones included (`retry.attemps`, `timeouts.connect`).
+        let key = match error.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
+        let message = error.into_inner().message().trim().to_owned();
         let field = unknown_field(&message).unwrap_or("");
-        let key = nested_key_path(value, field).unwrap_or_else(|| field.to_owned());
         let mut diagnostic = disabled(&key, message.clone());
         let renamed = super::migrate::UPSTREAM_KEY_RENAMES.iter().find(|(old, _, _)| *old == field && key == field);
         diagnostic.suggestion = match renamed {
@@ -970,6 +960,18 @@ targets = [{ upstream = "openai" }]
         let config = load("[upstreams.b]\ndialect = \"mock\"\napi_base = \"http://x\"\n").unwrap();
         let text = config.disabled["b"].to_string();
         assert!(text.contains("`api_base` is `base_url` here") && text.contains("doctor --fix"), "{text}");
+    }
+
+    #[test]
+    fn a_wrong_type_inside_an_upstream_points_at_its_key() {
+        let config = load(
+            "[upstreams.a]\ndialect = \"mock\"\nretry = { attempts = \"three\" }\n\n[upstreams.b]\ndialect = \"mock\"\nuser_agent = 5\n",
+        )
+        .unwrap();
+        let a = config.disabled["a"].to_string();
+        assert!(a.contains(":3:11: ") && a.contains("upstreams.a.retry.attempts"), "{a}");
+        let b = config.disabled["b"].to_string();
+        assert!(b.contains(":7:1: ") && b.contains("upstreams.b.user_agent"), "{b}");
     }
 
     #[test]
