@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use sha2::{Digest, Sha256};
 
 use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
-use super::schema::{RawConfig, RawTimeouts, RawUpstream};
+use super::schema::{RawConfig, RawKey, RawModel, RawTimeouts, RawUpstream};
 use super::secret::{bare_reference, expand, is_credential_header, shown_name, VarError};
 use super::{
     AwsParams, Config, ConfigError, Glob, HealthCheckParams, KeyParams, ModelParams, ModelPattern, RetryParams, Secret,
@@ -177,6 +177,45 @@ fn unknown_field(message: &str) -> Option<&str> {
     Some(&message[start..start + len])
 }
 
+/// The first error in each part of a file that is TOML but not a config: serde stops at the
+/// file's first, so each top-level table, and each `[[keys]]` and `[[models]]` entry, is read
+/// again on its own, and a file with a typo in three places reports all three at once.
+fn part_errors(table: &toml::Table) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    for (name, value) in table {
+        match (name.as_str(), value.as_array()) {
+            ("keys", Some(entries)) => errors.extend(
+                entries.iter().enumerate().filter_map(|(i, entry)| first_error::<RawKey>(entry, &format!("keys.{i}"))),
+            ),
+            ("models", Some(entries)) => errors.extend(
+                entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, entry)| first_error::<RawModel>(entry, &format!("models.{i}"))),
+            ),
+            // The rest (an unknown table among them) as a file holding only that part.
+            _ => {
+                let alone = toml::Value::Table(toml::Table::from_iter([(name.clone(), value.clone())]));
+                errors.extend(first_error::<RawConfig>(&alone, ""));
+            }
+        }
+    }
+    errors
+}
+
+/// The first error reading `value` as a `T`, at its key's path under `prefix`.
+fn first_error<T: serde::de::DeserializeOwned>(value: &toml::Value, prefix: &str) -> Option<Diagnostic> {
+    let error = serde_path_to_error::deserialize::<_, T>(value.clone()).err()?;
+    let path = match (prefix, error.path().to_string()) {
+        (prefix, root) if root == "." => prefix.to_owned(),
+        ("", path) => path,
+        (prefix, path) => format!("{prefix}.{path}"),
+    };
+    let message = error.into_inner().message().trim().to_owned();
+    let suggestion = suggestion_for_unknown(&message);
+    Some(Diagnostic { suggestion, ..Diagnostic::error(path, message) })
+}
+
 fn suggestion_for_unknown(message: &str) -> Option<String> {
     let field = unknown_field(message)?;
     let names = expected_names(message);
@@ -195,11 +234,18 @@ pub(super) fn validate(
     let raw: RawConfig = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(error) => {
-            let message = error.message().trim().to_owned();
-            let mut diagnostic = Diagnostic::error("", message.clone());
-            diagnostic.location = error.span().map(|span| checker.locator.line_col(span.start));
-            diagnostic.suggestion = suggestion_for_unknown(&message);
-            checker.fatal(diagnostic);
+            let mut each_part = source.parse::<toml::Table>().map(|table| part_errors(&table)).unwrap_or_default();
+            each_part.sort_by_cached_key(|diagnostic| checker.locator.locate(&diagnostic.path));
+            if each_part.is_empty() {
+                let message = error.message().trim().to_owned();
+                let mut diagnostic = Diagnostic::error("", message.clone());
+                diagnostic.location = error.span().map(|span| checker.locator.line_col(span.start));
+                diagnostic.suggestion = suggestion_for_unknown(&message);
+                checker.fatal(diagnostic);
+            }
+            for diagnostic in each_part {
+                checker.fatal(diagnostic);
+            }
             return Err(ConfigError { diagnostics: checker.problems });
         }
     };
@@ -943,6 +989,26 @@ targets = [{ upstream = "openai" }]
         let text = error.render();
         assert!(text.contains("switchyard.toml:2:1"), "{text}");
         assert!(text.contains("did you mean `listen`?"), "{text}");
+    }
+
+    #[test]
+    fn every_part_reports_its_first_error_at_once() {
+        let source = "[server]\nlistn = \"127.0.0.1:1\"\n\n[[keys]]\nname = \"ok\"\nkey = \"${K}\"\n\n[[keys]]\nname = 5\n\n[[models]]\nname = \"m\"\ntargets = \"a\"\n\n[upstream.a]\ndialect = \"mock\"\n";
+        let text = load(source).unwrap_err().render();
+        for expected in [
+            "switchyard.toml:2:1: error: server.listn: unknown field `listn`",
+            "switchyard.toml:9:1: error: keys.1.name: invalid type: integer `5`, expected a string",
+            "switchyard.toml:13:1: error: models.0.targets: invalid type: string \"a\"",
+            "switchyard.toml:15:2: error: upstream: unknown field `upstream`",
+            "did you mean `listen`?",
+            "did you mean `upstreams`?",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("keys.0"), "{text}");
+        let lines: Vec<&str> = text.lines().filter(|line| line.contains(": error: ")).collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].contains(":2:1:") && lines[3].contains(":15:2:"), "in file order: {text}");
     }
 
     #[test]
