@@ -180,8 +180,13 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
         let name_len = inside.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(inside.len());
         let (name, tail) = inside.split_at(name_len);
         if is_var_name(name) {
-            if let Some(operator) =
-                [":-", ":=", ":?", ":+", "-", "=", "?", "+"].iter().find(|op| tail.starts_with(**op))
+            // Without its colon a shell operator is also how a pasted key reads (`${sk-proj-…}`):
+            // taken as one only after an upper-case name, as variables are named.
+            let bare_operators_too = !name.bytes().any(|b| b.is_ascii_lowercase());
+            if let Some(operator) = [":-", ":=", ":?", ":+", "-", "=", "?", "+"]
+                .iter()
+                .filter(|op| op.starts_with(':') || bare_operators_too)
+                .find(|op| tail.starts_with(**op))
             {
                 return Err(VarError::ShellForm { name: name.to_owned(), operator: (*operator).to_owned() });
             }
@@ -264,6 +269,9 @@ mod tests {
             }
         }
         assert_eq!(expand("${wJalrXUtnFEMI/K7MDENG/bPxRfiCY}", &env), Err(VarError::NotAName));
+        // Not the shell form `${sk-default}`, whose advice would be to export a variable `sk`.
+        assert_eq!(expand("${sk-proj-Xy12abCD34efGH56}", &env), Err(VarError::NotAName));
+        assert!(matches!(expand("${openai_key:-x}", &env), Err(VarError::ShellForm { .. })));
         // A variable's name, however long, is shown: it is what the user has to export.
         let long = expand("${AZURE_OPENAI_API_KEY_EASTUS2_PRODUCTION}", &env).unwrap_err();
         assert_eq!(long.to_string(), "${AZURE_OPENAI_API_KEY_EASTUS2_PRODUCTION} is not set");
