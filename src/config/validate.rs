@@ -203,15 +203,27 @@ fn part_errors(table: &toml::Table) -> Vec<Diagnostic> {
     errors
 }
 
+/// Reads one part of the file as a `T`. A `toml::Value` has no spans, so a failure is the dotted
+/// path of the key that failed, nested ones and unknown ones included (`retry.attemps`; empty
+/// for the value itself), which the locator places, and serde's message.
+fn read_part<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|error| {
+        let key = match error.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
+        (key, error.into_inner().message().trim().to_owned())
+    })
+}
+
 /// The first error reading `value` as a `T`, at its key's path under `prefix`.
 fn first_error<T: serde::de::DeserializeOwned>(value: &toml::Value, prefix: &str) -> Option<Diagnostic> {
-    let error = serde_path_to_error::deserialize::<_, T>(value.clone()).err()?;
-    let path = match (prefix, error.path().to_string()) {
-        (prefix, root) if root == "." => prefix.to_owned(),
-        ("", path) => path,
-        (prefix, path) => format!("{prefix}.{path}"),
+    let (key, message) = read_part::<T>(value).err()?;
+    let path = match (prefix, key.as_str()) {
+        (prefix, "") => prefix.to_owned(),
+        ("", _) => key,
+        (prefix, key) => format!("{prefix}.{key}"),
     };
-    let message = error.into_inner().message().trim().to_owned();
     let suggestion = suggestion_for_unknown(&message);
     Some(Diagnostic { suggestion, ..Diagnostic::error(path, message) })
 }
@@ -458,13 +470,7 @@ fn check_upstream(
         let key_path = if key.is_empty() { path.clone() } else { format!("{path}.{key}") };
         Diagnostic::warning(key_path, format!("upstream {name:?} is disabled: {message}"))
     };
-    let raw: RawUpstream = serde_path_to_error::deserialize(value.clone()).map_err(|error| {
-        // The key that failed, nested ones included (`retry.attemps`, `timeouts.connect`).
-        let key = match error.path().to_string() {
-            root if root == "." => String::new(),
-            path => path,
-        };
-        let message = error.into_inner().message().trim().to_owned();
+    let raw: RawUpstream = read_part(value).map_err(|(key, message)| {
         let field = unknown_field(&message).unwrap_or("");
         let mut diagnostic = disabled(&key, message.clone());
         let renamed = super::migrate::UPSTREAM_KEY_RENAMES.iter().find(|(old, _, _)| *old == field && key == field);
