@@ -420,6 +420,45 @@ async fn a_2xx_that_is_not_a_chat_completion_is_an_invalid_response() {
 }
 
 #[tokio::test]
+async fn a_body_ended_by_the_connection_close_is_checked_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Cut right after the nested `message` object: it still starts with `{`, ends with `}` and
+    // names `choices`, so only a whole parse tells it from an answer.
+    let cut_at = COMPLETION.find(r#""hi"}"#).unwrap() + r#""hi"}"#.len();
+    let bodies = [COMPLETION, &COMPLETION[..cut_at]];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // No content-length and no chunking: the body ends where the upstream closes the connection,
+    // as an HTTP/1.0-style server sends it, or as a dropped connection leaves it.
+    tokio::spawn(async move {
+        for body in bodies {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
+                let n = socket.read(&mut buffer).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..n]);
+            }
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+            socket.write_all([head.as_bytes(), body.as_bytes()].concat().as_slice()).await.unwrap();
+        }
+    });
+    let relay = Relay::start(&passthrough_config(&format!("http://{addr}"), "")).await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8_lossy(&body), COMPLETION, "a whole close-delimited body passes as it came");
+
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "messages": []})).await;
+    let error = error_of(&body);
+    assert_eq!((status.as_u16(), error["code"].as_str()), (502, Some("upstream_invalid_response")), "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("connection closed") && message.contains("cut short"), "{message}");
+}
+
+#[tokio::test]
 async fn a_2xx_that_is_no_answer_of_a_translated_dialect_is_an_invalid_response() {
     let upstream = MockUpstream::always(Reply::json(200, r#"{"hello":"world"}"#)).await;
     for dialect in ["anthropic-messages", "google-generative-ai"] {

@@ -167,9 +167,10 @@ impl Dialect for OpenAiChat {
 
     fn translate_response(&self, body: Bytes, _ctx: &ResponseContext) -> Result<Translated, RelayError> {
         // Checks on the ends of the body and one search, not a parse, which would cost more than
-        // the rest of forwarding it: a body cut short, an HTML page or an object that is no
-        // completion fails them. Only a body cut right after a nested `}` gets through; telling
-        // that apart takes a walk of the whole body.
+        // the rest of forwarding it: a body that is no object, an HTML page or an object that is no
+        // completion fails them. A dropped connection cannot hand over a cut body here:
+        // content-length, chunking and HTTP/2 frames tell a cut from the end, and a body ended by
+        // the connection's close was parsed whole before this (`upstream::classify::whole_json`).
         let object = body.trim_ascii();
         let what = if !(object.starts_with(b"{") && object.ends_with(b"}")) {
             "is not a whole JSON object"

@@ -6,7 +6,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode, Version};
+use http_body::SizeHint;
+use serde::de::IgnoredAny;
 
 use crate::dialect::openai::excerpt;
 use crate::dialect::Dialect;
@@ -149,6 +151,33 @@ pub fn status_error(dialect: &dyn Dialect, status: StatusCode, headers: &HeaderM
     error
 }
 
+/// Whether an HTTP/1 response body ends where the connection closes: no `content-length`, not
+/// chunked. Such a body has no framing to tell a dropped connection from its end, so hyper hands
+/// over a cut body as a whole one.
+pub fn delimited_by_close(version: Version, headers: &HeaderMap, size_hint: &SizeHint) -> bool {
+    version < Version::HTTP_2
+        && size_hint.exact().is_none()
+        && !headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .any(|coding| coding.as_bytes().windows(7).any(|word| word.eq_ignore_ascii_case(b"chunked")))
+}
+
+/// A close-delimited 2xx body must parse whole: where it does not, the connection most likely
+/// dropped mid-body, and the pass-through's end checks cannot see a cut right after a nested `}`.
+pub fn whole_json(body: &Bytes) -> Result<(), RelayError> {
+    if serde_json::from_slice::<IgnoredAny>(body).is_ok() {
+        return Ok(());
+    }
+    Err(RelayError::new(
+        ErrorCode::UpstreamInvalidResponse,
+        format!(
+            "upstream answered 2xx with no content-length, ending when its connection closed, and the body is not whole JSON (cut short?): {}",
+            excerpt(body)
+        ),
+    ))
+}
+
 /// Whether a retry against the same target may succeed: connect failures, resets before any
 /// response, timeouts before the first byte, 408, 429, 5xx and 529. Never 400/401/403/404/422.
 pub fn is_retryable(error: &RelayError) -> bool {
@@ -259,6 +288,32 @@ mod tests {
         for status in [409, 410, 413, 415] {
             assert_eq!(failover_class(&http(status)), "4xx", "{status}");
         }
+    }
+
+    #[test]
+    fn only_an_http1_body_with_neither_length_nor_chunking_ends_at_the_close() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            pairs.iter().map(|(name, value)| (http::HeaderName::from_static(name), value.parse().unwrap())).collect()
+        };
+        let unknown = SizeHint::new();
+        assert!(delimited_by_close(Version::HTTP_11, &headers(&[]), &unknown));
+        assert!(delimited_by_close(Version::HTTP_10, &headers(&[("connection", "close")]), &unknown));
+        assert!(!delimited_by_close(Version::HTTP_11, &headers(&[]), &SizeHint::with_exact(120)));
+        assert!(!delimited_by_close(Version::HTTP_11, &headers(&[("transfer-encoding", "gzip, Chunked")]), &unknown));
+        assert!(!delimited_by_close(Version::HTTP_2, &headers(&[]), &unknown));
+    }
+
+    #[test]
+    fn a_close_delimited_body_must_parse_whole() {
+        assert!(whole_json(&Bytes::from_static(br#"{"choices":[{"message":{"content":"hi"}}]}"#)).is_ok());
+        let cut = Bytes::from_static(br#"{"choices":[{"message":{"content":"hi"}}"#);
+        let error = whole_json(&cut).unwrap_err();
+        assert_eq!(error.code, ErrorCode::UpstreamInvalidResponse);
+        assert!(
+            error.message.contains("connection closed") && error.message.contains(r#"{"choices""#),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -436,6 +436,8 @@ impl Upstream {
         }
 
         let idle = call.timeouts.idle;
+        let delimited_by_close =
+            classify::delimited_by_close(parts.version, &parts.headers, &http_body::Body::size_hint(&body));
         let body = tokio::time::timeout_at(call.deadline, collect_limited_idle(body, RESPONSE_BODY_LIMIT, idle))
             .await
             .map_err(|_| {
@@ -453,6 +455,9 @@ impl Upstream {
                     RelayError::new(ErrorCode::UpstreamReset, format!("reading the upstream response failed: {error}"))
                 }
             })?;
+        if delimited_by_close {
+            classify::whole_json(&body)?;
+        }
         let translated = self.dialect.translate_response(body, &ctx)?;
         if let Some(usage) = translated.usage {
             call.record.set_usage(usage);
