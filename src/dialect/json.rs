@@ -298,8 +298,8 @@ impl<'a> RawObject<'a> {
             if i > 0 {
                 out.push(b',');
             }
-            // Keys are re-escaped; serialising a &str cannot fail.
-            out.extend_from_slice(serde_json::to_string(key.as_ref()).unwrap_or_default().as_bytes());
+            // Keys are re-escaped; serialising a &str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, key.as_ref());
             out.push(b':');
             out.extend_from_slice(value);
         }

@@ -62,11 +62,10 @@ impl OpenAiChat {
             && !self.compat.drop_params.iter().any(|p| p == "stream_options")
     }
 
-    /// Whether the body needs edits beyond `model`.
-    fn edits_more_than_model(&self, request: &ChatRequest) -> bool {
+    /// Whether the upstream's `compat` asks for edits of the body beyond `model` and usage.
+    fn compat_edits(&self) -> bool {
         let compat = &self.compat;
-        self.injects_usage(request)
-            || compat.developer_role.is_some()
+        compat.developer_role.is_some()
             || compat.max_tokens_field.is_some()
             || !compat.drop_params.is_empty()
             || compat.strip_tool_strict
@@ -74,9 +73,14 @@ impl OpenAiChat {
 
     /// Applies the rewrites to the client's body; returns it untouched when nothing changes.
     pub fn rewrite_body(&self, request: &ChatRequest) -> Result<Bytes, RelayError> {
-        if let Some(layout) = request.layout.as_deref().filter(|_| !self.edits_more_than_model(request)) {
-            if let Some(body) = replace_model(&request.body, layout, &request.upstream_model) {
-                return Ok(body);
+        if let Some(layout) = request.layout.as_deref().filter(|_| !self.compat_edits()) {
+            // The usage request is appended, unless the client sent `stream_options` of its own,
+            // which it then has to be merged into.
+            let appended: &[u8] = if self.injects_usage(request) { INCLUDE_USAGE_MEMBER } else { b"" };
+            if appended.is_empty() || layout.span(&request.body, "stream_options").is_none() {
+                if let Some(body) = splice_body(&request.body, layout, &request.upstream_model, appended) {
+                    return Ok(body);
+                }
             }
         }
         let mut object = match &request.layout {
@@ -112,22 +116,33 @@ impl OpenAiChat {
     }
 }
 
-/// The body with its `model` value replaced, every other byte as the client sent it: the body
-/// itself (no copy) when the model is already the upstream's name, else one splice. `None` when
-/// the body has no `model` to replace.
-fn replace_model(body: &Bytes, layout: &Layout, model: &str) -> Option<Bytes> {
+/// The member a stream's body gains when the relay asks for the usage chunk, written after the
+/// client's last member.
+const INCLUDE_USAGE_MEMBER: &[u8] = br#","stream_options":{"include_usage":true}"#;
+
+/// The body with its `model` value replaced and `appended` (members, each after a comma) added
+/// before its closing brace, every other byte as the client sent it: the body itself (no copy)
+/// when the model is already the upstream's name and nothing is appended, else one splice.
+/// `None` when the body has no `model` to replace.
+fn splice_body(body: &Bytes, layout: &Layout, model: &str, appended: &[u8]) -> Option<Bytes> {
     let span = layout.span(body, "model")?;
     let current = &body[span.clone()];
     // A name JSON writes without escapes is equal exactly when its quoted text is.
     let plain = model.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain && current.len() == model.len() + 2 && current[1..current.len() - 1] == *model.as_bytes() {
+    let same_model = plain && current.len() == model.len() + 2 && current[1..current.len() - 1] == *model.as_bytes();
+    if same_model && appended.is_empty() {
         return Some(body.clone());
     }
-    let quoted = serde_json::to_string(model).unwrap_or_default();
-    let mut out = Vec::with_capacity(body.len() - current.len() + quoted.len());
+    // The layout came from a parse of the body as an object, so its last non-space byte is `}`.
+    let close = body.trim_ascii_end().len() - 1;
+    let quoted = if same_model { None } else { Some(serde_json::to_string(model).unwrap_or_default()) };
+    let replacement = quoted.as_deref().map_or(current, str::as_bytes);
+    let mut out = Vec::with_capacity(body.len() - current.len() + replacement.len() + appended.len());
     out.extend_from_slice(&body[..span.start]);
-    out.extend_from_slice(quoted.as_bytes());
-    out.extend_from_slice(&body[span.end..]);
+    out.extend_from_slice(replacement);
+    out.extend_from_slice(&body[span.end..close]);
+    out.extend_from_slice(appended);
+    out.extend_from_slice(&body[close..]);
     Some(Bytes::from(out))
 }
 
@@ -576,6 +591,33 @@ mod tests {
         let sent = dialect.translate_request(&request).unwrap().body;
         let value: Value = serde_json::from_slice(&sent).unwrap();
         assert_eq!(value["model"], "a\\u0041");
+    }
+
+    #[test]
+    fn a_routed_stream_asks_for_usage_in_the_same_splice() {
+        let dialect = OpenAiChat::new(Compat { request_stream_usage: true, ..Compat::default() });
+        let streamed = |body: &str, model: &str| ChatRequest { stream: true, ..routed(body, model) };
+        let body = r#"{ "model" : "pub", "stream": true, "messages": [ ] }  "#;
+        let sent = dialect.translate_request(&streamed(body, "up")).unwrap().body;
+        let expected =
+            r#"{ "model" : "up", "stream": true, "messages": [ ] ,"stream_options":{"include_usage":true}}  "#;
+        assert_eq!(std::str::from_utf8(&sent).unwrap(), expected);
+
+        let sent = dialect.translate_request(&streamed(r#"{"model":"same","stream":true}"#, "same")).unwrap().body;
+        assert_eq!(&sent[..], br#"{"model":"same","stream":true,"stream_options":{"include_usage":true}}"#);
+
+        // The client's own options are kept and merged into, never sent twice.
+        let own = r#"{"model":"pub","stream":true,"stream_options":{"include_usage":false,"x":1}}"#;
+        let sent = dialect.translate_request(&streamed(own, "up")).unwrap().body;
+        let value: Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(value["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
+        assert_eq!(memmem::find_iter(&sent, b"stream_options").count(), 1);
+
+        // A client that asked for usage gets its body as it sent it.
+        let asked = r#"{"model":"same","stream":true,"stream_options":{"include_usage":true}}"#;
+        let wants = ChatRequest { client_wants_usage: true, ..streamed(asked, "same") };
+        let sent = dialect.translate_request(&wants).unwrap().body;
+        assert_eq!(sent.as_ptr(), wants.body.as_ptr(), "no copy of the body");
     }
 
     #[test]
