@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use support::{error_of, sse_data, MockUpstream, Relay, Reply};
+use support::{error_of, read_json_request, sse_data, MockUpstream, Relay, Reply};
 
 fn passthrough_config(upstream: &str, extra: &str) -> String {
     format!(
@@ -193,7 +193,7 @@ async fn connections_to_an_upstream_are_kept_alive_and_reused() {
 
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_reused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     // Answers one request per connection, then closes it without saying so (no
     // `connection: close`), as servers do when their keep-alive timeout passes.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -203,15 +203,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_reused() {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
-                let n = socket.read(&mut buffer).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buffer[..n]);
-            }
+            read_json_request(&mut socket).await;
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                 COMPLETION.len()
@@ -421,7 +413,7 @@ async fn a_2xx_that_is_not_a_chat_completion_is_an_invalid_response() {
 
 #[tokio::test]
 async fn a_body_ended_by_the_connection_close_is_checked_whole() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     // Cut right after the nested `message` object: it still starts with `{`, ends with `}` and
     // names `choices`, so only a whole parse tells it from an answer.
     let cut_at = COMPLETION.find(r#""hi"}"#).unwrap() + r#""hi"}"#.len();
@@ -433,15 +425,7 @@ async fn a_body_ended_by_the_connection_close_is_checked_whole() {
     tokio::spawn(async move {
         for body in bodies {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buffer = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
-                let n = socket.read(&mut buffer).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buffer[..n]);
-            }
+            read_json_request(&mut socket).await;
             let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
             socket.write_all([head.as_bytes(), body.as_bytes()].concat().as_slice()).await.unwrap();
         }

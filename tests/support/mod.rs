@@ -243,6 +243,22 @@ impl Relay {
     }
 }
 
+/// Reads one request whose JSON body ends with `}`, for tests whose upstream is a bare socket
+/// that writes its answer by hand (framing a hyper server would not send).
+pub async fn read_json_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
+        let n = socket.read(&mut buffer).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buffer[..n]);
+    }
+    request
+}
+
 /// The `data:` payloads of an SSE body, in order.
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     let mut decoder = switchyard::sse::SseDecoder::default();
