@@ -6,7 +6,7 @@
 //! upstream connection, opened on its first request; request and response bodies pass through
 //! untouched. No routing, body parse, header policy, retry, timeout, metrics or logs, and no
 //! error handling beyond what keeps it answering the benchmark: a failure drops the connection.
-//! One thread, as the relay runs on one CPU.
+//! One thread, as the relay runs on one CPU. Ctrl-C (SIGINT) ends it cleanly.
 
 use std::sync::{Arc, Mutex};
 
@@ -58,14 +58,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
-        loop {
-            let (stream, _) = listener.accept().await?;
-            stream.set_nodelay(true)?;
-            let slot = Arc::new(Mutex::new(None));
-            tokio::spawn(async move {
-                let service = service_fn(move |request| forward(upstream, slot.clone(), request));
-                let _ = server::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            });
+        // Returning from main on Ctrl-C, rather than dying of the signal, lets a build with
+        // `-Cprofile-generate` write its profile at exit (bench/README.md: the floor, profile-guided).
+        tokio::select! {
+            served = serve(listener, upstream) => served?,
+            _ = tokio::signal::ctrl_c() => {}
         }
+        Ok(())
     })
+}
+
+/// Accepts connections and serves each in a task of its own, until accepting fails.
+async fn serve(listener: TcpListener, upstream: &'static str) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let slot = Arc::new(Mutex::new(None));
+        tokio::spawn(async move {
+            let service = service_fn(move |request| forward(upstream, slot.clone(), request));
+            let _ = server::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
 }
