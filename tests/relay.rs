@@ -295,6 +295,68 @@ async fn a_stream_cut_mid_event_ends_with_an_error_event_of_its_own() {
     }
 }
 
+/// An upstream on a bare socket that answers one streamed request with `chunks`, each framed as
+/// an HTTP/1.1 chunk and written one byte per write with a pause between, so that the relay reads
+/// every size line and CRLF in pieces; then `tail` (raw bytes), and the socket closes.
+async fn chunked_upstream_byte_by_byte(chunks: Vec<&'static str>, tail: &'static [u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket.set_nodelay(true).unwrap();
+        read_json_request(&mut socket).await;
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+        socket.write_all(head).await.unwrap();
+        let framed: Vec<u8> = chunks
+            .iter()
+            .flat_map(|chunk| {
+                [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk.as_bytes().to_vec(), b"\r\n".to_vec()]
+            })
+            .flatten()
+            .chain(tail.iter().copied())
+            .collect();
+        for byte in framed {
+            if socket.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_stream_whose_chunk_framing_arrives_a_byte_at_a_time_is_relayed_unchanged() {
+    let events = vec![
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    let upstream = chunked_upstream_byte_by_byte(events.clone(), b"0\r\n\r\n").await;
+    let relay = Relay::start(&passthrough_config(&upstream, "")).await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "stream": true, "messages": []})).await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(body.to_vec()).unwrap(), events.concat());
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_chunk_size_line_ends_with_an_in_band_error() {
+    let event =
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}\n\n";
+    // The next chunk's size line, cut before its CRLF.
+    let upstream = chunked_upstream_byte_by_byte(vec![event], b"5").await;
+    let relay = Relay::start(&passthrough_config(&upstream, "")).await;
+    let (status, _, body) = relay.chat(&[], &json!({"model": "gpt", "stream": true, "messages": []})).await;
+    assert_eq!(status, 200);
+    let data = sse_data(&body);
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert!(data[0].contains("\"par\""));
+    let last: serde_json::Value = serde_json::from_str(&data[1]).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_reset", "{last}");
+    assert_eq!(last["error"]["upstream"], "primary");
+}
+
 #[tokio::test]
 async fn client_errors_are_openai_shaped() {
     let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
