@@ -7,9 +7,11 @@
 //! upstream connection is opened on the first request and runs in a task of its own, as in hyper's
 //! examples and hyper-util's pool, so every response chunk crosses between two tasks. With
 //! `--one-task` it is opened when the client connects and driven by the client connection's own
-//! task, as the relay's `upstream/h1.rs` drives its plain-http connections: the floor for streams. No routing, body parse, header policy, retry, timeout, metrics or logs, and no
-//! error handling beyond what keeps it answering the benchmark: a failure drops the connection.
-//! One thread, as the relay runs on one CPU. Ctrl-C (SIGINT) ends it cleanly.
+//! task, as the relay's `upstream/h1.rs` drives its plain-http connections: the floor for streams.
+//!
+//! No routing, body parse, header policy, retry, timeout, metrics or logs, and no error handling
+//! beyond what keeps it answering the benchmark: a failure drops the connection. One thread, as
+//! the relay runs on one CPU. Ctrl-C (SIGINT) ends it cleanly.
 
 use std::sync::{Arc, Mutex};
 
@@ -100,6 +102,7 @@ async fn serve(listener: TcpListener, upstream: &'static str, one_task: bool) ->
     }
 }
 
+/// Serves one client connection, forwarding its requests on the upstream connection in `slot`.
 async fn serve_connection(stream: TcpStream, upstream: &'static str, slot: Arc<Mutex<Option<Sender>>>) {
     let service = service_fn(move |request| forward(upstream, slot.clone(), request));
     let _ = server::Builder::new().serve_connection(TokioIo::new(stream), service).await;
