@@ -2,10 +2,11 @@
 //!
 //! hyper hands each body chunk from the connection to the reader over a channel, and the reader
 //! taking a chunk wakes the connection so that it may send the next. The relay polls hyper's
-//! server connection, the service, and the upstream connection all in one task, so each of those
-//! wake-ups is the task waking itself: it is polled once more, through the whole stack, after a
-//! poll that already moved everything it could. A non-streamed request used to cost four polls,
-//! two of them for nothing; a streamed one paid one per chunk.
+//! server connection and the service in one task, so each of those wake-ups is the task waking
+//! itself: it is polled once more, through the whole stack, after a poll that already moved
+//! everything it could. When the upstream connection was hyper's too, a non-streamed request cost
+//! four polls, two of them for nothing, and a streamed one paid one per chunk; the request body's
+//! read is where such wake-ups remain.
 //!
 //! [`Gated`] wraps the connection's future and gives it a waker of its own. Code that reads a
 //! body runs the read inside [`hold`], which keeps back the wake-ups the task raises on itself

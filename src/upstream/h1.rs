@@ -1,46 +1,58 @@
-//! HTTP/1.1 connections to a plain-`http` upstream, driven by the request's own task.
+//! HTTP/1.1 to plain-`http` upstreams, written and read by the request's own task.
 //!
-//! hyper-util's pooled client runs every connection in a task of its own and hands requests,
-//! responses and each body chunk across channels between that task and the request's. For the
+//! hyper's client connection is a state machine of its own: the request goes to it over a
+//! channel, the response head comes back over a oneshot, and every body chunk crosses another
+//! channel, with a wake-up each way, even when the caller drives the connection itself. For the
 //! upstreams a relay most often sits next to (vLLM, Ollama, another relay in the same cluster)
-//! that hand-over, and the pool's bookkeeping around it, cost about as much CPU as the relay's
-//! own work. Here the connection is polled by whoever polls the response: the attempt until the
-//! head arrives, then the response body. A connection returns to the pool when its response was
-//! read to the end and hyper is ready for the next request; a body dropped early (a client that
-//! went away) drops the connection, which closes it.
+//! that machinery cost more than a third of a relayed stream's instructions. Here the request is
+//! one vectored write, and the response is parsed where it is read: the head and each chunk-size
+//! line by httparse, the parser hyper itself uses; what is left here is the message framing of
+//! RFC 9112 §6 and connection reuse. Body data is handed on as slices of the read buffer, never
+//! copied.
+//!
+//! A connection returns to the pool when its response was read to the end, cleanly framed, with
+//! nothing after it, and the upstream did not ask to close; a body dropped early (a client that
+//! went away) drops its connection, which closes it.
 //!
 //! `https` upstreams keep hyper-util's client: ALPN may choose HTTP/2, whose connections are
 //! multiplexed and need a task of their own.
 
-use std::future::Future;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, Uri};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper_rustls::MaybeHttpsStream;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower::Service;
 
 use super::client::Connector;
 use crate::error::BoxError;
 
-type Io = <Connector as Service<Uri>>::Response;
-/// Boxed: hyper's connection state (buffers included) is large, and it moves between the pool,
-/// the request future and the body.
-type Connection = Pin<Box<http1::Connection<Io, Full<Bytes>>>>;
-type Sender = http1::SendRequest<Full<Bytes>>;
-
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused: servers drop idle
 /// connections after a while, and a request sent on one they just closed would fail.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Header fields a response head may have (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Longest response head, and longest run of trailer fields, accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Longest chunk-size line (with its extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Room made in the read buffer before each read; doubled while reads fill it, so that a large
+/// body is not read in many small pieces.
+const FIRST_READ: usize = 8 * 1024;
+const LARGEST_READ: usize = 256 * 1024;
 
 /// The idle connections to one upstream and the means to open more.
 pub(super) struct H1Pool {
@@ -52,9 +64,15 @@ pub(super) struct H1Pool {
 }
 
 struct Idle {
-    sender: Sender,
     connection: Connection,
     since: Instant,
+}
+
+/// An upstream connection and what was read from it but not yet handed on.
+struct Connection {
+    stream: TcpStream,
+    buffer: BytesMut,
+    next_read: usize,
 }
 
 impl H1Pool {
@@ -64,58 +82,41 @@ impl H1Pool {
     }
 
     /// Sends `request` (whose URI may be absolute: only its path and query are sent) on an idle
-    /// connection, or on a new one. A request that a reused connection turned out to be closed
-    /// for, before any of it was sent, is sent again on a new connection.
-    pub(super) fn send(
-        self: &Arc<Self>,
-        mut request: Request<Full<Bytes>>,
-    ) -> Sending<'_, impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
-        if let Some(path) = request.uri().path_and_query().cloned() {
-            *request.uri_mut() = Uri::from(path);
+    /// connection, or on a new one, and reads the response head. A reused connection that fails
+    /// while the request is written (the upstream closed it meanwhile) is replaced by a new one.
+    pub(super) async fn send(self: &Arc<Self>, request: Request<Bytes>) -> Result<Response<H1Body>, BoxError> {
+        let head = encode_head(&request, &self.destination);
+        let bodiless = request.method() == Method::HEAD;
+        let body = request.into_body();
+        if let Some(mut connection) = self.checkout() {
+            if connection.write_request(&head, &body).await.is_ok() {
+                return connection.read_response(bodiless, Arc::downgrade(self)).await;
+            }
         }
-        match self.checkout() {
-            Some(idle) => Sending::Reused {
-                exchanging: Exchange::new(idle.sender, idle.connection).send(request, self),
-                pool: self,
-            },
-            None => Sending::Fresh { sending: Box::pin(Arc::clone(self).send_on_new_connection(request)) },
-        }
+        let mut connection = self.connect().await?;
+        connection.write_request(&head, &body).await?;
+        connection.read_response(bodiless, Arc::downgrade(self)).await
     }
 
-    /// The rare path, boxed: connecting (TLS included) has a future larger than the rest of a
-    /// request's, which inline would be copied with every attempt.
-    async fn send_on_new_connection(
-        self: Arc<Self>,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<PooledBody>, BoxError> {
-        let (sender, connection) = self.connect().await?;
-        match Exchange::new(sender, connection).send(request, &self).await {
-            Ok(response) => Ok(response),
-            Err(Failed::Unsent(_)) => Err("the new upstream connection closed before the request was sent".into()),
-            Err(Failed::Error(error)) => Err(error),
+    async fn connect(&self) -> Result<Connection, BoxError> {
+        match self.connector.clone().call(self.destination.clone()).await? {
+            MaybeHttpsStream::Http(stream) => Ok(Connection::new(stream.into_inner())),
+            MaybeHttpsStream::Https(_) => Err("a plain-http upstream connection came back as TLS".into()),
         }
-    }
-
-    async fn connect(&self) -> Result<(Sender, Connection), BoxError> {
-        let io = self.connector.clone().call(self.destination.clone()).await?;
-        let (sender, connection) = http1::handshake(io).await?;
-        Ok((sender, Box::pin(connection)))
     }
 
     /// The most recently returned idle connection that is still open.
-    fn checkout(&self) -> Option<Idle> {
+    fn checkout(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(mut candidate) = idle.pop() {
-            // Polled without a waker: a connection the server closed while idle completes now.
-            let closed = candidate.connection.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready();
-            if !closed && candidate.sender.is_ready() && candidate.since.elapsed() < IDLE_TIMEOUT {
-                return Some(candidate);
+        while let Some(candidate) = idle.pop() {
+            if candidate.since.elapsed() < IDLE_TIMEOUT && candidate.connection.is_quiet() {
+                return Some(candidate.connection);
             }
         }
         None
     }
 
-    fn put_back(&self, sender: Sender, connection: Connection) {
+    fn put_back(&self, connection: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
         // Connections come back at the end and are taken from the end, so the list is oldest
@@ -123,175 +124,631 @@ impl H1Pool {
         let expired = idle.partition_point(|connection| now.duration_since(connection.since) >= IDLE_TIMEOUT);
         idle.drain(..expired);
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, connection, since: now });
+            idle.push(Idle { connection, since: now });
         }
     }
 }
 
-enum Failed {
-    /// The connection was closed before the request was written; here it is back. Boxed: it is
-    /// rare, and unboxed it made `Failed`, in every send's result, 256 bytes rather than 16.
-    Unsent(Box<Request<Full<Bytes>>>),
-    Error(BoxError),
+/// The request line and header fields, with `host` and `content-length` added where missing.
+/// Header values cannot hold CR or LF, so nothing a field carries can end the head early.
+fn encode_head(request: &Request<Bytes>, destination: &Uri) -> Vec<u8> {
+    let path = request.uri().path_and_query().map_or("/", |path| path.as_str());
+    let headers = request.headers();
+    let mut head = Vec::with_capacity(256 + headers.len() * 48);
+    head.extend_from_slice(request.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(HOST) {
+        if let Some(authority) = destination.authority() {
+            push_field(&mut head, b"host", authority.as_str().as_bytes());
+        }
+    }
+    for (name, value) in headers {
+        push_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let body = request.body();
+    let expects_body = !matches!(*request.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
+    if !headers.contains_key(CONTENT_LENGTH) && (expects_body || !body.is_empty()) {
+        push_field(&mut head, b"content-length", body.len().to_string().as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
-/// One connection while it carries one request.
-struct Exchange {
-    sender: Sender,
-    connection: Option<Connection>,
+fn push_field(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
 }
 
-impl Exchange {
-    fn new(sender: Sender, connection: Connection) -> Self {
-        Exchange { sender, connection: Some(connection) }
+/// The upstream broke HTTP/1.1, or closed the connection before its message ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct ProtocolError(String);
+
+fn protocol_error(message: impl Into<String>) -> BoxError {
+    Box::new(ProtocolError(message.into()))
+}
+
+/// Where a header field's name and value lie in the response head.
+#[derive(Clone, Copy, Default)]
+struct FieldSpan {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// A response head, parsed.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Connection {
+    fn new(stream: TcpStream) -> Self {
+        Connection { stream, buffer: BytesMut::new(), next_read: FIRST_READ }
     }
 
-    /// Hands `request` to the connection now; the future waits for the response head.
-    fn send(
-        mut self,
-        request: Request<Full<Bytes>>,
-        pool: &Arc<H1Pool>,
-    ) -> Exchanging<impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send> {
-        let sending = self.sender.try_send_request(request);
-        Exchanging { sending, exchange: Some(self), pool: Arc::downgrade(pool) }
+    /// Whether the idle connection is as it was left: nothing to read, no close seen. Its last
+    /// read was short, which cleared its read readiness, so anything that has arrived since (the
+    /// upstream closing it, most likely) shows as readiness, without a system call.
+    fn is_quiet(&self) -> bool {
+        self.buffer.is_empty() && self.stream.poll_read_ready(&mut Context::from_waker(Waker::noop())).is_pending()
     }
-}
 
-type TrySendError = hyper::client::conn::TrySendError<Request<Full<Bytes>>>;
-
-pin_project_lite::pin_project! {
-    /// A request on its connection until the response head arrives: hyper's future for the
-    /// head, and the connection, driven meanwhile. A named future rather than an `async fn`:
-    /// those keep their arguments (here the 256-byte request) for their whole life beside the
-    /// futures they await, and the request was held four times over.
-    struct Exchanging<F> {
-        #[pin]
-        sending: F,
-        exchange: Option<Exchange>,
-        pool: Weak<H1Pool>,
-    }
-}
-
-impl<F> Future for Exchanging<F>
-where
-    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
-{
-    type Output = Result<Response<PooledBody>, Failed>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut sending = this.sending;
-        let exchange = this.exchange;
-        // The connection answering wakes this task; the response is taken in the same poll.
-        let polled = crate::wake::hold(|| {
-            if let Some(exchange) = exchange.as_mut() {
-                drive(&mut exchange.connection, cx);
+    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let (mut head, mut body) = (head, body);
+        while !head.is_empty() || !body.is_empty() {
+            let parts = [IoSlice::new(head), IoSlice::new(body)];
+            let written = poll_fn(|cx| Pin::new(&mut self.stream).poll_write_vectored(cx, &parts)).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
-            let polled = sending.as_mut().poll(cx);
-            let pending = polled.is_pending();
-            (polled, pending)
-        });
-        Poll::Ready(match ready!(polled) {
-            Ok(response) => {
-                let (parts, body) = response.into_parts();
-                let body = PooledBody { body, exchange: exchange.take(), pool: std::mem::take(this.pool) };
-                Ok(Response::from_parts(parts, body))
+            let from_head = written.min(head.len());
+            head = &head[from_head..];
+            body = &body[written - from_head..];
+        }
+        Ok(())
+    }
+
+    /// Reads more into the buffer: the number of bytes read, 0 when the upstream closed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buffer.reserve(self.next_read);
+        let room = self.buffer.capacity() - self.buffer.len();
+        let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer))?;
+        self.next_read = if read == room { (self.next_read * 2).min(LARGEST_READ) } else { FIRST_READ };
+        Poll::Ready(Ok(read))
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    async fn read_response(mut self, bodiless: bool, pool: Weak<H1Pool>) -> Result<Response<H1Body>, BoxError> {
+        let head = loop {
+            match self.parse_head()? {
+                Some(head) if head.status.is_informational() => {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(protocol_error("the upstream switched protocols on a request that asked for none"));
+                    }
+                }
+                Some(head) => break head,
+                None => {
+                    if self.fill().await? == 0 {
+                        return Err(protocol_error(if self.buffer.is_empty() {
+                            "the upstream closed the connection before sending a response"
+                        } else {
+                            "the upstream closed the connection in the middle of the response head"
+                        }));
+                    }
+                }
             }
-            Err(mut error) => match error.take_message() {
-                Some(request) => Err(Failed::Unsent(Box::new(request))),
-                None => Err(Failed::Error(error.into_error().into())),
-            },
-        })
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`H1Pool::send`].
-    #[project = SendingProjection]
-    pub(super) enum Sending<'a, F> {
-        /// On an idle connection; a request it turns out to be closed for goes to a new one.
-        Reused { #[pin] exchanging: Exchanging<F>, pool: &'a Arc<H1Pool> },
-        /// On a new connection.
-        Fresh { sending: Pin<Box<dyn Future<Output = Result<Response<PooledBody>, BoxError>> + Send>> },
-    }
-}
-
-impl<F> Future for Sending<'_, F>
-where
-    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
-{
-    type Output = Result<Response<PooledBody>, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (request, pool) = match self.as_mut().project() {
-            SendingProjection::Reused { exchanging, pool } => match ready!(exchanging.poll(cx)) {
-                Ok(response) => return Poll::Ready(Ok(response)),
-                Err(Failed::Error(error)) => return Poll::Ready(Err(error)),
-                Err(Failed::Unsent(request)) => (*request, Arc::clone(*pool)),
-            },
-            SendingProjection::Fresh { sending } => return sending.as_mut().poll(cx),
         };
-        self.set(Sending::Fresh { sending: Box::pin(pool.send_on_new_connection(request)) });
-        self.poll(cx)
+        let framing = if bodiless || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
+            Framing::Length(0)
+        } else {
+            framing(&head.headers)?
+        };
+        let reusable = keeps_alive(head.version, &head.headers) && !matches!(framing, Framing::UntilClose);
+        let mut body = H1Body { connection: Some(self), framing, reusable, pool };
+        if matches!(body.framing, Framing::Length(0)) {
+            body.finish();
+        }
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        Ok(response)
+    }
+
+    /// The next response head, taken from the buffer, or `None` until all of it was read.
+    fn parse_head(&mut self) -> Result<Option<Head>, BoxError> {
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut spans = [FieldSpan::default(); MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let base = self.buffer.as_ptr() as usize;
+        let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            &self.buffer,
+            &mut fields,
+        ) {
+            Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD_BYTES => length,
+            Ok(httparse::Status::Partial) if self.buffer.len() < MAX_HEAD_BYTES => return Ok(None),
+            Ok(_) => {
+                return Err(protocol_error(format!("the upstream's response head exceeds {MAX_HEAD_BYTES} bytes")))
+            }
+            Err(error) => return Err(protocol_error(format!("the upstream's response head is invalid: {error}"))),
+        };
+        let count = parsed.headers.len();
+        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            *span = FieldSpan { name: (name, name + field.name.len()), value: (value, value + field.value.len()) };
+        }
+        let status = StatusCode::from_u16(parsed.code.unwrap_or_default())
+            .map_err(|_| protocol_error("the upstream's response has an invalid status code"))?;
+        let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        let bytes = self.buffer.split_to(length).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for span in &spans[..count] {
+            let name = HeaderName::from_bytes(&bytes[span.name.0..span.name.1])
+                .map_err(|_| protocol_error("the upstream's response has an invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(span.value.0..span.value.1))
+                .map_err(|_| protocol_error(format!("the upstream's response header {name} has an invalid value")))?;
+            headers.append(name, value);
+        }
+        Ok(Some(Head { status, version, headers }))
     }
 }
 
-/// Lets the connection read and write what it can. Once it has finished (closed, or failed:
-/// the response or body waiting on it then reports the error) it is never polled again.
-fn drive(connection: &mut Option<Connection>, cx: &mut Context<'_>) {
-    if let Some(running) = connection.as_mut() {
-        if running.as_mut().poll(cx).is_ready() {
-            *connection = None;
+/// Whether the upstream lets the connection carry another request (RFC 9112 §9.3).
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has_token = |token: &str| {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|value| value.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+    };
+    if version == Version::HTTP_10 {
+        has_token("keep-alive") && !has_token("close")
+    } else {
+        !has_token("close")
+    }
+}
+
+/// How the body's end is found (RFC 9112 §6.3).
+fn framing(headers: &HeaderMap) -> Result<Framing, BoxError> {
+    let codings = headers.get_all(TRANSFER_ENCODING);
+    if codings.iter().next().is_some() {
+        let last = codings.iter().filter_map(|value| value.to_str().ok()).flat_map(|v| v.split(',')).last();
+        // Chunked must be the last coding; any other framing by transfer coding ends at the close.
+        // A content-length beside it is ignored, as the RFC says.
+        return Ok(if last.is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked")) {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.to_str().unwrap_or("x").split(',') {
+            let part = part.trim();
+            let parsed = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| protocol_error(format!("the upstream's content-length {part:?} is invalid")))?;
+            if length.is_some_and(|seen| seen != parsed) {
+                return Err(protocol_error("the upstream's response has conflicting content-lengths"));
+            }
+            length = Some(parsed);
         }
     }
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
-/// A response body that drives its connection, and returns it to the pool at the end.
-pub(super) struct PooledBody {
-    body: Incoming,
-    exchange: Option<Exchange>,
+enum Framing {
+    /// Bytes of the body still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// No framing: the body ends when the upstream closes the connection.
+    UntilClose,
+}
+
+/// Where a chunked body's reading stands.
+#[derive(Clone, Copy)]
+enum Chunk {
+    Size,
+    /// Bytes of the current chunk still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields (dropped) until an empty line.
+    Trailers,
+}
+
+/// What the buffer holds toward the body.
+enum Step {
+    Data(Bytes),
+    End,
+    NeedMore,
+}
+
+/// A response body read from its connection as it is polled; the connection goes back to the
+/// pool when the body ends cleanly.
+pub(super) struct H1Body {
+    /// `None` once the body ended, or failed.
+    connection: Option<Connection>,
+    framing: Framing,
+    reusable: bool,
     pool: Weak<H1Pool>,
 }
 
-impl PooledBody {
-    fn release(&mut self) {
-        let Some(mut exchange) = self.exchange.take() else { return };
-        // One more turn lets hyper finish the message and become ready for the next request.
-        drive(&mut exchange.connection, &mut Context::from_waker(Waker::noop()));
-        if let (Some(connection), Some(pool)) = (exchange.connection, self.pool.upgrade()) {
-            if exchange.sender.is_ready() {
-                pool.put_back(exchange.sender, connection);
+impl H1Body {
+    fn finish(&mut self) {
+        let Some(connection) = self.connection.take() else { return };
+        // Bytes after the message would be read as the next response's: such a connection is
+        // not reused.
+        if self.reusable && connection.buffer.is_empty() {
+            if let Some(pool) = self.pool.upgrade() {
+                pool.put_back(connection);
             }
+        }
+    }
+
+    /// Takes what the buffer holds toward the body.
+    fn step(framing: &mut Framing, buffer: &mut BytesMut) -> Result<Step, BoxError> {
+        match framing {
+            Framing::Length(0) => Ok(Step::End),
+            Framing::Length(_) | Framing::UntilClose if buffer.is_empty() => Ok(Step::NeedMore),
+            Framing::Length(remaining) => {
+                let take = buffer.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                *remaining -= take as u64;
+                Ok(Step::Data(buffer.split_to(take).freeze()))
+            }
+            Framing::UntilClose => Ok(Step::Data(buffer.split().freeze())),
+            Framing::Chunked(chunk) => loop {
+                match *chunk {
+                    Chunk::Size => match httparse::parse_chunk_size(buffer) {
+                        Ok(httparse::Status::Complete((line, size))) => {
+                            buffer.advance(line);
+                            *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                        }
+                        Ok(httparse::Status::Partial) if buffer.len() > MAX_CHUNK_LINE => {
+                            return Err(protocol_error("the upstream's chunk-size line is too long"))
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(Step::NeedMore),
+                        Err(_) => return Err(protocol_error("the upstream's chunk-size line is invalid")),
+                    },
+                    Chunk::Data(_) if buffer.is_empty() => return Ok(Step::NeedMore),
+                    Chunk::Data(remaining) => {
+                        let take = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                        let left = remaining - take as u64;
+                        *chunk = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
+                        return Ok(Step::Data(buffer.split_to(take).freeze()));
+                    }
+                    Chunk::DataEnd => match buffer.get(..2) {
+                        None if buffer.first().is_none_or(|&b| b == b'\r') => return Ok(Step::NeedMore),
+                        Some(b"\r\n") => {
+                            buffer.advance(2);
+                            *chunk = Chunk::Size;
+                        }
+                        _ => return Err(protocol_error("the upstream's chunk data does not end with CRLF")),
+                    },
+                    Chunk::Trailers => match memchr::memmem::find(buffer, b"\r\n") {
+                        Some(0) => {
+                            buffer.advance(2);
+                            return Ok(Step::End);
+                        }
+                        Some(line) => buffer.advance(line + 2),
+                        None if buffer.len() > MAX_HEAD_BYTES => {
+                            return Err(protocol_error("the upstream's trailer fields are too long"))
+                        }
+                        None => return Ok(Step::NeedMore),
+                    },
+                }
+            },
         }
     }
 }
 
-impl HttpBody for PooledBody {
+impl HttpBody for H1Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        // Taking a chunk wakes the connection so it may send the next; it is driven before every
-        // read anyway, so that wake-up only matters while the read is pending.
-        crate::wake::hold(|| {
-            if let Some(exchange) = this.exchange.as_mut() {
-                drive(&mut exchange.connection, cx);
+        loop {
+            let Some(connection) = this.connection.as_mut() else { return Poll::Ready(None) };
+            let step = match Self::step(&mut this.framing, &mut connection.buffer) {
+                Ok(step) => step,
+                Err(error) => {
+                    this.connection = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            };
+            match step {
+                Step::Data(data) => {
+                    if matches!(this.framing, Framing::Length(0)) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Step::End => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Step::NeedMore => match ready!(connection.poll_fill(cx)) {
+                    Ok(0) if matches!(this.framing, Framing::UntilClose) => {
+                        this.connection = None;
+                        return Poll::Ready(None);
+                    }
+                    Ok(0) => {
+                        this.connection = None;
+                        return Poll::Ready(Some(Err(protocol_error(
+                            "the upstream closed the connection before the body was complete",
+                        ))));
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        this.connection = None;
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                },
             }
-            let polled = Pin::new(&mut this.body).poll_frame(cx);
-            if matches!(polled, Poll::Ready(None)) || this.body.is_end_stream() {
-                this.release();
-            }
-            let pending = polled.is_pending();
-            (polled, pending)
-        })
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.connection.is_none() || matches!(self.framing, Framing::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.framing {
+            Framing::Length(remaining) => SizeHint::with_exact(remaining),
+            _ if self.connection.is_none() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::TlsParams;
+    use crate::upstream::proxy::ProxyRules;
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
+        fields.iter().map(|(name, value)| (name.parse().unwrap(), value.parse().unwrap())).collect()
+    }
+
+    /// Decodes a chunked body fed in the given pieces: the data, and the bytes after the body's
+    /// end, read or not (`None` if it did not end).
+    fn decode(pieces: &[&[u8]]) -> Result<(Vec<u8>, Option<Vec<u8>>), BoxError> {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let (mut buffer, mut data) = (BytesMut::new(), Vec::new());
+        for (fed, piece) in pieces.iter().enumerate() {
+            buffer.extend_from_slice(piece);
+            loop {
+                match H1Body::step(&mut framing, &mut buffer)? {
+                    Step::Data(bytes) => data.extend_from_slice(&bytes),
+                    Step::End => return Ok((data, Some([&buffer[..], &pieces[fed + 1..].concat()].concat()))),
+                    Step::NeedMore => break,
+                }
+            }
+        }
+        Ok((data, None))
+    }
+
+    const CHUNKED: &[u8] =
+        b"7;ext=\"x\"\r\ndata: {\r\n1B\r\n\"choices\":[],\"id\":\"abc123\"}\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+    const CHUNKED_DATA: &[u8] = b"data: {\"choices\":[],\"id\":\"abc123\"}";
+
+    #[test]
+    fn a_chunked_body_decodes_whole_and_stops_at_its_end() {
+        let (data, rest) = decode(&[CHUNKED]).unwrap();
+        assert_eq!(data, CHUNKED_DATA);
+        assert_eq!(rest.as_deref(), Some(&b"NEXT"[..]), "bytes after the message stay in the buffer");
+    }
+
+    proptest! {
+        #[test]
+        fn a_chunked_body_decodes_the_same_however_its_reads_split_it(cuts in proptest::collection::btree_set(1..CHUNKED.len(), 0..12)) {
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([CHUNKED.len()]) {
+                pieces.push(&CHUNKED[from..cut]);
+                from = cut;
+            }
+            let (data, rest) = decode(&pieces).unwrap();
+            prop_assert_eq!(data, CHUNKED_DATA);
+            prop_assert_eq!(rest.as_deref(), Some(&b"NEXT"[..]));
+        }
+    }
+
+    #[test]
+    fn broken_chunk_framing_is_an_error() {
+        for (input, why) in [
+            (&b"zz\r\n"[..], "chunk-size line is invalid"),
+            (b"3\r\nabcX\r\n", "does not end with CRLF"),
+            (b"3\r\nabc\rX", "does not end with CRLF"),
+            (b"ffffffffffffffffff\r\n", "chunk-size line is invalid"),
+        ] {
+            let error = decode(&[input]).unwrap_err().to_string();
+            assert!(error.contains(why), "{input:?}: {error}");
+        }
+        let endless = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
+        assert!(decode(&[&endless]).unwrap_err().to_string().contains("too long"));
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing_of = |fields: &[(&str, &str)]| framing(&headers(fields));
+        assert!(matches!(framing_of(&[("content-length", "12")]).unwrap(), Framing::Length(12)));
+        assert!(matches!(framing_of(&[("content-length", "5, 5")]).unwrap(), Framing::Length(5)));
+        assert!(matches!(framing_of(&[]).unwrap(), Framing::UntilClose));
+        // Transfer coding wins over a content-length; only a final `chunked` frames the body.
+        let chunked = framing_of(&[("transfer-encoding", "gzip, Chunked"), ("content-length", "3")]);
+        assert!(matches!(chunked.unwrap(), Framing::Chunked(Chunk::Size)));
+        assert!(matches!(framing_of(&[("transfer-encoding", "chunked, gzip")]).unwrap(), Framing::UntilClose));
+        for bad in [
+            &[("content-length", "5, 6")][..],
+            &[("content-length", "5"), ("content-length", "6")],
+            &[("content-length", "+5")],
+            &[("content-length", "")],
+        ] {
+            assert!(framing_of(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_the_connection_header() {
+        assert!(keeps_alive(Version::HTTP_11, &headers(&[])));
+        assert!(!keeps_alive(Version::HTTP_11, &headers(&[("connection", "Upgrade, Close")])));
+        assert!(!keeps_alive(Version::HTTP_10, &headers(&[])));
+        assert!(keeps_alive(Version::HTTP_10, &headers(&[("connection", "keep-alive")])));
+    }
+
+    #[test]
+    fn the_head_gets_host_and_content_length_where_missing() {
+        let destination: Uri = "http://upstream.internal:8000/".parse().unwrap();
+        let mut post = Request::new(Bytes::from_static(b"{}"));
+        *post.method_mut() = Method::POST;
+        *post.uri_mut() = "http://upstream.internal:8000/v1/chat/completions?x=1".parse().unwrap();
+        post.headers_mut().insert("authorization", HeaderValue::from_static("Bearer k"));
+        assert_eq!(
+            String::from_utf8(encode_head(&post, &destination)).unwrap(),
+            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: upstream.internal:8000\r\nauthorization: Bearer k\r\ncontent-length: 2\r\n\r\n"
+        );
+        let mut get = Request::new(Bytes::new());
+        *get.uri_mut() = "/healthz".parse().unwrap();
+        get.headers_mut().insert(HOST, HeaderValue::from_static("example"));
+        assert_eq!(
+            String::from_utf8(encode_head(&get, &destination)).unwrap(),
+            "GET /healthz HTTP/1.1\r\nhost: example\r\n\r\n"
+        );
+    }
+
+    /// A pool toward a bare socket that answers each request on a connection with the next of
+    /// `answers`, written as given; the number of connections it accepted.
+    async fn upstream(answers: Vec<&'static [u8]>) -> (Arc<H1Pool>, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    for answer in answers {
+                        let mut request = Vec::new();
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut byte = [0u8; 1024];
+                            match socket.read(&mut byte).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => request.extend_from_slice(&byte[..n]),
+                            }
+                        }
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let connector = super::super::client::connector(
+            &TlsParams::default(),
+            Duration::from_secs(2),
+            ProxyRules::resolve(None, &|_| None),
+        )
+        .unwrap();
+        (H1Pool::new(connector, format!("http://{address}/").parse().unwrap()), accepted)
+    }
+
+    async fn get(pool: &Arc<H1Pool>, method: Method) -> Result<(StatusCode, Bytes), BoxError> {
+        let mut request = Request::new(Bytes::new());
+        *request.method_mut() = method;
+        *request.uri_mut() = "/x".parse().unwrap();
+        let response = pool.send(request).await?;
+        let status = response.status();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
+    #[tokio::test]
+    async fn informational_heads_are_skipped_and_bodiless_answers_keep_the_connection() {
+        let (pool, accepted) = upstream(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        ])
+        .await;
+        assert_eq!(get(&pool, Method::POST).await.unwrap(), (StatusCode::OK, Bytes::from_static(b"ok")));
+        assert_eq!(get(&pool, Method::GET).await.unwrap(), (StatusCode::NO_CONTENT, Bytes::new()));
+        // A HEAD's answer announces a length it does not send.
+        assert_eq!(get(&pool, Method::HEAD).await.unwrap(), (StatusCode::OK, Bytes::new()));
+        assert_eq!(get(&pool, Method::GET).await.unwrap(), (StatusCode::OK, Bytes::from_static(b"hi")));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one connection carried all four");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_answer_leaves_unusable_is_not_reused() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            // Bytes after the message: they would be read as the next answer's.
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+        ] {
+            let (pool, accepted) = upstream(vec![answer, answer]).await;
+            for _ in 0..2 {
+                assert_eq!(get(&pool, Method::GET).await.unwrap(), (StatusCode::OK, Bytes::from_static(b"ok")));
+            }
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "{}", String::from_utf8_lossy(answer));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_framing_ends_at_the_close() {
+        // The upstream closes the connection once its answer is written.
+        let (pool, accepted) = upstream(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]).await;
+        let mut request = Request::new(Bytes::new());
+        *request.uri_mut() = "/x".parse().unwrap();
+        let response = pool.send(request).await.unwrap();
+        assert_eq!(response.body().size_hint().exact(), None, "no length to check the body against");
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"until the end"));
+        assert_eq!(get(&pool, Method::GET).await.unwrap().1, Bytes::from_static(b"until the end"));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "a closed connection is not reused");
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors_that_say_what_broke() {
+        for (answer, why) in [
+            (&b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ncut"[..], "before the body was complete"),
+            (b"HTTP/1.1 200 OK\r\ncontent-le", "in the middle of the response head"),
+            (b"", "before sending a response"),
+            (b"HTTP/1.1 OK\r\n\r\n", "response head is invalid"),
+            (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "switched protocols"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n", "content-length \"1x\" is invalid"),
+        ] {
+            let (pool, _) = upstream(vec![answer]).await;
+            // The upstream closes the connection once its answer is written.
+            let error = get(&pool, Method::GET).await.unwrap_err().to_string();
+            assert!(error.contains(why), "{}: {error}", String::from_utf8_lossy(answer));
+        }
+        let filler = vec![b'a'; MAX_HEAD_BYTES];
+        let huge: &'static [u8] =
+            Box::leak([b"HTTP/1.1 200 OK\r\nx-filler: ".as_slice(), &filler, b"\r\n\r\n"].concat().into_boxed_slice());
+        let (pool, _) = upstream(vec![huge]).await;
+        assert!(get(&pool, Method::GET).await.unwrap_err().to_string().contains("exceeds"));
     }
 }

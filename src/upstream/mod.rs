@@ -71,7 +71,7 @@ impl Transport {
     /// request a second time; the attempt awaits it under its first-byte timeout.
     fn send(
         &self,
-        request: Request<Full<Bytes>>,
+        request: Request<Bytes>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send + '_ {
         fn boxed<B>(response: Response<B>) -> Response<UpstreamBody>
         where
@@ -81,7 +81,9 @@ impl Transport {
             response.map(|body| body.map_err(Into::into).boxed_unsync())
         }
         match self {
-            Transport::Http(client) => Either::Left(Either::Left(client.request(request).map_ok(boxed).err_into())),
+            Transport::Http(client) => {
+                Either::Left(Either::Left(client.request(request.map(Full::new)).map_ok(boxed).err_into()))
+            }
             Transport::Http1(pool) => Either::Left(Either::Right(pool.send(request).map_ok(boxed))),
             Transport::Mock => {
                 Either::Right(std::future::ready(Err("the mock upstream answers without a connection".into())))
@@ -292,11 +294,7 @@ impl Upstream {
         result.map_err(|error| error.redacted(&self.redactor).with_upstream(name))
     }
 
-    fn build_request(
-        &self,
-        call: &UpstreamCall,
-        client_headers: &HeaderMap,
-    ) -> Result<Request<Full<Bytes>>, RelayError> {
+    fn build_request(&self, call: &UpstreamCall, client_headers: &HeaderMap) -> Result<Request<Bytes>, RelayError> {
         let uri = self.target_uri(&call.path_and_query)?;
         let mut headers = self.outgoing.to_upstream(client_headers, &call.headers, call.stream);
         if let Some(host) = self.base.as_ref().and_then(|base| base.host.clone()) {
@@ -312,7 +310,7 @@ impl Upstream {
             // Signing covers every header, so it is the very last change to the request.
             self.sign(&mut request)?;
         }
-        Ok(request.map(Full::new))
+        Ok(request)
     }
 
     fn target_uri(&self, path_and_query: &str) -> Result<Uri, RelayError> {

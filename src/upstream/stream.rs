@@ -257,8 +257,8 @@ impl RelayStream {
 
     /// The upstream's next frame. After the frame a client write follows, hyper polls the body
     /// again at once; when nothing has woken the task since the upstream said `Pending`, that
-    /// poll would only drive the upstream connection through a read that finds nothing, about a
-    /// third of a slowly streamed chunk's cost, so it is answered without one.
+    /// poll would only take the upstream body through a read that finds nothing, so it is
+    /// answered without one.
     fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let wakes = wake::wake_count(cx.waker());
         if wakes.is_some() && wakes == self.upstream_pending_at {
