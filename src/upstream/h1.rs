@@ -191,9 +191,11 @@ impl Connection {
         Connection { stream, buffer: BytesMut::new(), next_read: FIRST_READ }
     }
 
-    /// Whether the idle connection is as it was left: nothing to read, no close seen. Its last
-    /// read was short, which cleared its read readiness, so anything that has arrived since (the
-    /// upstream closing it, most likely) shows as readiness, without a system call.
+    /// Whether the idle connection is as it was left: nothing to read, no close seen. A read
+    /// that does not fill the buffer clears the socket's read readiness, and the last read of a
+    /// response nearly always is one, so anything that has arrived since (the upstream closing
+    /// the connection, most likely) shows as readiness, without a system call. A connection
+    /// whose last read filled the buffer looks busy and is closed rather than reused.
     fn is_quiet(&self) -> bool {
         self.buffer.is_empty() && self.stream.poll_read_ready(&mut Context::from_waker(Waker::noop())).is_pending()
     }
