@@ -166,7 +166,7 @@ fn push_field(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// The upstream broke HTTP/1.1, or closed the connection before its message ended.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(super) struct ProtocolError(String);
+struct ProtocolError(String);
 
 fn protocol_error(message: impl Into<String>) -> BoxError {
     Box::new(ProtocolError(message.into()))
