@@ -18,7 +18,7 @@
 //! multiplexed and need a task of their own.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -73,6 +73,9 @@ struct Connection {
     stream: TcpStream,
     buffer: BytesMut,
     next_read: usize,
+    /// Where the last head's fields lay, kept so that parsing a head neither allocates nor
+    /// clears room for the most fields a head may have.
+    spans: Vec<FieldSpan>,
 }
 
 impl H1Pool {
@@ -150,7 +153,8 @@ fn encode_head(request: &Request<Bytes>, destination: &Uri) -> Vec<u8> {
     let body = request.body();
     let expects_body = !matches!(*request.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
     if !headers.contains_key(CONTENT_LENGTH) && (expects_body || !body.is_empty()) {
-        push_field(&mut head, b"content-length", body.len().to_string().as_bytes());
+        // Formatted straight into the head: writing to a Vec cannot fail.
+        let _ = write!(head, "content-length: {}\r\n", body.len());
     }
     head.extend_from_slice(b"\r\n");
     head
@@ -173,7 +177,7 @@ fn protocol_error(message: impl Into<String>) -> BoxError {
 }
 
 /// Where a header field's name and value lie in the response head.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct FieldSpan {
     name: (usize, usize),
     value: (usize, usize),
@@ -188,7 +192,7 @@ struct Head {
 
 impl Connection {
     fn new(stream: TcpStream) -> Self {
-        Connection { stream, buffer: BytesMut::new(), next_read: FIRST_READ }
+        Connection { stream, buffer: BytesMut::new(), next_read: FIRST_READ, spans: Vec::new() }
     }
 
     /// Whether the idle connection is as it was left: nothing to read, no close seen. A read
@@ -271,7 +275,6 @@ impl Connection {
             return Ok(None);
         }
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut spans = [FieldSpan::default(); MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
         let base = self.buffer.as_ptr() as usize;
         let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -286,18 +289,18 @@ impl Connection {
             }
             Err(error) => return Err(protocol_error(format!("the upstream's response head is invalid: {error}"))),
         };
-        let count = parsed.headers.len();
-        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        self.spans.clear();
+        self.spans.extend(parsed.headers.iter().map(|field| {
             let name = field.name.as_ptr() as usize - base;
             let value = field.value.as_ptr() as usize - base;
-            *span = FieldSpan { name: (name, name + field.name.len()), value: (value, value + field.value.len()) };
-        }
+            FieldSpan { name: (name, name + field.name.len()), value: (value, value + field.value.len()) }
+        }));
         let status = StatusCode::from_u16(parsed.code.unwrap_or_default())
             .map_err(|_| protocol_error("the upstream's response has an invalid status code"))?;
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         let bytes = self.buffer.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for span in &spans[..count] {
+        let mut headers = HeaderMap::with_capacity(self.spans.len());
+        for span in &self.spans {
             let name = HeaderName::from_bytes(&bytes[span.name.0..span.name.1])
                 .map_err(|_| protocol_error("the upstream's response has an invalid header name"))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(span.value.0..span.value.1))
