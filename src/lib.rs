@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod body;
+pub mod boxed;
 pub mod cli;
 pub mod config;
 pub mod dialect;

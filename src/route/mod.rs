@@ -28,6 +28,7 @@ use tower::retry::budget::TpsBudget;
 use tower::Service;
 
 use crate::body::{collect_limited, full, Body, CollectError};
+use crate::boxed::boxed_in_place;
 use crate::config::{Config, Strategy};
 use crate::dialect::json::{Layout, Text};
 use crate::error::{ErrorCode, RelayError};
@@ -280,7 +281,7 @@ where
         let runtime = self.runtime.load_full();
         // Checked first and without copying the path: this is nearly every request.
         if request.method() == Method::POST && request.uri().path() == "/v1/chat/completions" {
-            return Box::pin(chat(runtime, request));
+            return boxed_in_place(move || chat(runtime, request));
         }
         // Every other endpoint answers at once.
         let path = request.uri().path();

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::body::{collect_limited, collect_limited_idle, full, Body, CollectError};
+use crate::boxed::boxed_in_place;
 use crate::config::{Redactor, StreamMode, Timeouts, UpstreamParams};
 use crate::dialect::{self, ChatRequest, Dialect, DialectKind, ResponseContext, UpstreamCall};
 use crate::error::{Attempt, BoxError, ErrorCode, RelayError};
@@ -507,7 +508,7 @@ impl tower::Service<Call> for Endpoint {
 
     fn call(&mut self, call: Call) -> Self::Future {
         let upstream = self.0.clone();
-        Box::pin(async move { upstream.attempt(call).await })
+        boxed_in_place(move || async move { upstream.attempt(call).await })
     }
 }
 
