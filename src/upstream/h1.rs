@@ -17,7 +17,7 @@
 //! `https` upstreams keep hyper-util's client: ALPN may choose HTTP/2, whose connections are
 //! multiplexed and need a task of their own.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -87,18 +87,31 @@ impl H1Pool {
     /// Sends `request` (whose URI may be absolute: only its path and query are sent) on an idle
     /// connection, or on a new one, and reads the response head. A reused connection that fails
     /// while the request is written (the upstream closed it meanwhile) is replaced by a new one.
-    pub(super) async fn send(self: &Arc<Self>, request: Request<Bytes>) -> Result<Response<H1Body>, BoxError> {
+    pub(super) fn send(
+        self: &Arc<Self>,
+        request: Request<Bytes>,
+    ) -> impl Future<Output = Result<Response<H1Body>, BoxError>> + Send + '_ {
+        // The request is taken apart before the future is made, so the future keeps only the
+        // parts it sends, not the request (an `async fn` would hold it, twice, for its whole
+        // life).
         let head = encode_head(&request, &self.destination);
         let bodiless = request.method() == Method::HEAD;
         let body = request.into_body();
-        if let Some(mut connection) = self.checkout() {
-            if connection.write_request(&head, &body).await.is_ok() {
-                return connection.read_response(bodiless, Arc::downgrade(self)).await;
-            }
+        async move {
+            let reused = match self.checkout() {
+                Some(mut connection) => connection.write_request(&head, &body).await.is_ok().then_some(connection),
+                None => None,
+            };
+            let connection = match reused {
+                Some(connection) => connection,
+                None => {
+                    let mut connection = self.connect().await?;
+                    connection.write_request(&head, &body).await?;
+                    connection
+                }
+            };
+            connection.read_response(bodiless, Arc::downgrade(self)).await
         }
-        let mut connection = self.connect().await?;
-        connection.write_request(&head, &body).await?;
-        connection.read_response(bodiless, Arc::downgrade(self)).await
     }
 
     async fn connect(&self) -> Result<Connection, BoxError> {
