@@ -73,8 +73,8 @@ struct Connection {
     stream: TcpStream,
     buffer: BytesMut,
     next_read: usize,
-    /// Where the last head's fields lay, kept so that parsing a head neither allocates nor
-    /// clears room for the most fields a head may have.
+    /// Where the last head's fields lay: kept, so that parsing a head does not clear room for
+    /// the most fields a head may have, and allocates only for the connection's first head.
     spans: Vec<FieldSpan>,
 }
 
