@@ -190,7 +190,6 @@ fn protocol_error(message: impl Into<String>) -> BoxError {
 }
 
 /// Where a header field's name and value lie in the response head.
-#[derive(Clone, Copy)]
 struct FieldSpan {
     name: (usize, usize),
     value: (usize, usize),
