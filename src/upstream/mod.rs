@@ -36,8 +36,9 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 const ERROR_BODY_LIMIT: usize = 256 * 1024;
 /// Non-streamed responses larger than this are refused rather than held in memory.
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
-/// Room in a response's header map. hyper keeps a written response's map to parse the next
-/// request on the same connection into, and the request-id layer then adds one header to it.
+/// Room in a response's header map. The server (the relay's HTTP/1 loop, as hyper's does) keeps
+/// a written response's map to parse the next request on the same connection into, and the
+/// request-id layer then adds one header to it.
 /// A map sized by hyper for exactly the request's headers can be full at that point (6 headers,
 /// as many load generators send, fill a map of 8 slots), and growing it rehashes every header;
 /// 24 fits what the OpenAI SDKs send (about 17) plus the id.
