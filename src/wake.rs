@@ -1,10 +1,11 @@
 //! Wake-ups a connection's task raises on itself, for work the same poll has already done.
 //!
 //! hyper hands each body chunk from the connection to the reader over a channel, and the reader
-//! taking a chunk wakes the connection so that it may send the next. The relay polls hyper's
-//! server connection and the service in one task, so each of those wake-ups is the task waking
-//! itself: it is polled once more, through the whole stack, after a poll that already moved
-//! everything it could. When the upstream connection was hyper's too, a non-streamed request cost
+//! taking a chunk wakes the connection so that it may send the next. On an HTTP/1 connection
+//! hyper serves (one the relay's own loop, `server/h1.rs`, handed over), the relay polls hyper's
+//! connection and the service in one task, so each of those wake-ups is the task waking itself:
+//! it is polled once more, through the whole stack, after a poll that already moved everything
+//! it could. When the upstream connection was hyper's too, a non-streamed request cost
 //! four polls, two of them for nothing, and a streamed one paid one per chunk; the request body's
 //! read is where such wake-ups remain.
 //!
