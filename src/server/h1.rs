@@ -8,9 +8,9 @@
 //! with at most [`MAX_FIELDS`] fields, no `Transfer-Encoding`, `Expect` or `Upgrade`, at most
 //! one `Content-Length`, and a body of at most [`EAGER_BODY_BYTES`], read whole before the
 //! request is served. Anything else (an HTTP/2 preface, which is how h2c starts, HTTP/1.0, a
-//! chunked or large upload, a head hyper must reject with 400 or 431, `HEAD`) hands the
-//! connection, with every byte read so far, to hyper's server for the rest of its life, so the
-//! unusual cases keep hyper's handling.
+//! chunked or large upload, `HEAD`, a head over the loop's limits, one that httparse or `http`
+//! refuses, which hyper answers with 400) hands the connection, with every byte read so far, to
+//! hyper's server for the rest of its life, so the unusual cases keep hyper's handling.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -41,8 +41,12 @@ use crate::body::Body;
 /// The most header fields a head this loop serves may have; hyper takes heads with more (up
 /// to its own limit of 100, and answers 431 beyond it).
 const MAX_FIELDS: usize = 64;
-/// The largest head this loop waits for; a longer one goes to hyper, which answers 431.
+/// The largest head this loop waits for; a longer one goes to hyper, whose own limit is larger.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A buffer up to this size is parsed after every read; past it, only once a blank line (the
+/// end of a head) has arrived, so that a long head sent a few bytes at a time is not parsed
+/// again from its start for each of them.
+const PARSE_EVERY_READ_BYTES: usize = 4 * 1024;
 /// The largest body read whole before the request is served. A chat request is a few KiB; a
 /// larger one (long contexts, images) goes to hyper, whose body is read only as the request is
 /// served, after its key was checked.
@@ -59,7 +63,7 @@ pub(super) const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) type Hyper = Arc<auto::Builder<TokioExecutor>>;
 
 /// Serves one connection until it closes, the drain ends it, or hyper takes it over.
-pub(super) async fn serve<S>(stream: TcpStream, service: S, hyper: Hyper, drain: Drain)
+pub(super) async fn serve<S>(stream: TcpStream, mut service: S, hyper: Hyper, drain: Drain)
 where
     S: Service<Request<RequestBody>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -70,11 +74,11 @@ where
         next_read: FIRST_READ,
         deadline: Instant::now() + HEAD_READ_TIMEOUT,
         timer: None,
+        scanned: 0,
         spans: Vec::new(),
         spare_headers: None,
         out: Vec::new(),
     };
-    let mut service = service;
     loop {
         let next = match connection.next_request(&drain).await {
             Ok(next) => next,
@@ -120,6 +124,8 @@ struct Connection {
     /// touching `timer`, which is armed once and, when it fires early, re-armed to this.
     deadline: Instant,
     timer: Option<Pin<Box<Sleep>>>,
+    /// How much of the buffer was searched for the end of a head (see [`PARSE_EVERY_READ_BYTES`]).
+    scanned: usize,
     spans: Vec<FieldSpan>,
     /// The last response's header map, emptied, for the next request's fields: as hyper does,
     /// which saves the map's two allocations per request.
@@ -159,10 +165,12 @@ enum Parse {
 impl Connection {
     async fn next_request(&mut self, drain: &Drain) -> io::Result<Next> {
         let parsed = loop {
-            match self.parse() {
-                Parse::Complete(parsed) => break parsed,
-                Parse::HandOver => return Ok(Next::HandOver),
-                Parse::Partial => {}
+            if self.worth_parsing() {
+                match self.parse() {
+                    Parse::Complete(parsed) => break parsed,
+                    Parse::HandOver => return Ok(Next::HandOver),
+                    Parse::Partial => {}
+                }
             }
             if self.buffer.is_empty() && drain.started() {
                 return Ok(Next::Closed);
@@ -179,6 +187,7 @@ impl Connection {
                 Filled::Closed | Filled::TimedOut => return Ok(Next::Closed),
             }
         }
+        self.scanned = 0;
         let head = self.buffer.split_to(head_len).freeze();
         let body = if body_len == 0 { None } else { Some(self.buffer.split_to(body_len).freeze()) };
         match self.build(&head, method, path) {
@@ -196,6 +205,20 @@ impl Connection {
                 Ok(Next::HandOver)
             }
         }
+    }
+
+    /// Whether the buffer may hold a whole head by now (see [`PARSE_EVERY_READ_BYTES`]).
+    fn worth_parsing(&mut self) -> bool {
+        let length = self.buffer.len();
+        if length <= PARSE_EVERY_READ_BYTES || length >= MAX_HEAD_BYTES {
+            return true;
+        }
+        // httparse takes a bare LF for CRLF: a head ends at "\n\n" or "\n\r\n", which may
+        // straddle the previous search's end.
+        let from = self.scanned.saturating_sub(2);
+        self.scanned = length;
+        let unsearched = &self.buffer[from..];
+        memchr::memmem::find(unsearched, b"\n\n").is_some() || memchr::memmem::find(unsearched, b"\n\r\n").is_some()
     }
 
     /// The next request head in the buffer: complete, not yet, or one for hyper.
@@ -337,7 +360,7 @@ impl Connection {
     }
 
     /// Ready when the client has closed its side or the connection broke. What it sends
-    /// meanwhile (a pipelined request) is kept for later, up to a head's worth.
+    /// meanwhile (a pipelined request) is kept for later, up to a request's worth.
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.buffer.len() >= MAX_HEAD_BYTES + EAGER_BODY_BYTES {
             return Poll::Pending;
@@ -358,10 +381,11 @@ impl Connection {
         let bodiless = parts.status.is_informational()
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED;
-        let ending = if close || has_close(&parts.headers) { Ending::Close } else { Ending::KeepAlive };
+        let says_close = has_close(&parts.headers);
+        let ending = if close || says_close { Ending::Close } else { Ending::KeepAlive };
         let length = body.size_hint().exact();
         self.out.clear();
-        encode_head(&mut self.out, &parts, if bodiless { None } else { Some(length) }, ending == Ending::Close);
+        encode_head(&mut self.out, &parts, if bodiless { None } else { Some(length) }, close && !says_close);
         let mut spare = parts.headers;
         spare.clear();
         self.spare_headers = Some(spare);
@@ -476,8 +500,9 @@ fn has_close(headers: &HeaderMap) -> bool {
 }
 
 /// The response head; `length` is the body's when known, `None` for a response without a body
-/// (1xx, 204, 304), `Some(None)` for a body of unknown length, sent chunked.
-fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<Option<u64>>, close: bool) {
+/// (1xx, 204, 304), `Some(None)` for a body of unknown length, sent chunked. `add_close` adds the
+/// `connection: close` the response does not have.
+fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<Option<u64>>, add_close: bool) {
     use std::io::Write as _;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
@@ -495,7 +520,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if close && !has_close(&parts.headers) {
+    if add_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     match length {
@@ -821,6 +846,29 @@ mod tests {
         stream.write_all(&both.as_bytes()[..both.len()]).await.unwrap();
         assert_eq!(read_response(&mut stream, &mut buffer).await.1, b"POST /a 1", "two requests in one write");
         assert_eq!(read_response(&mut stream, &mut buffer).await.1, b"POST /b 22");
+    }
+
+    #[tokio::test]
+    async fn a_long_head_in_small_pieces_is_served_whichever_read_its_end_arrives_in() {
+        let Server { address, .. } = server(Script::default(), None).await;
+        let filler = format!("x-filler: {}\r\n", "f".repeat(PARSE_EVERY_READ_BYTES));
+        for line_ending in ["\r\n", "\n"] {
+            let request =
+                format!("POST /long HTTP/1.1{line_ending}{filler}content-length: 2{line_ending}{line_ending}hi");
+            for piece in [1, 2, 3, 7] {
+                let mut stream = TcpStream::connect(address).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                for part in request.as_bytes().chunks(piece) {
+                    stream.write_all(part).await.unwrap();
+                    if part.contains(&b'\n') {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
+                assert!(head.contains("x-body: loop\r\n"), "{head}");
+                assert_eq!(body, b"POST /long hi", "pieces of {piece}, line ending {line_ending:?}");
+            }
+        }
     }
 
     #[tokio::test]
