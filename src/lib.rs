@@ -23,3 +23,4 @@ pub mod server;
 pub mod sse;
 pub mod upstream;
 pub mod wake;
+mod wire;

@@ -37,6 +37,7 @@ use tower::{Service, ServiceExt};
 use super::drain::Drain;
 use super::RequestBody;
 use crate::body::Body;
+use crate::wire::{write_head_and_body, FieldSpan, ReadSize};
 
 /// The most header fields a head this loop serves may have; hyper takes heads with more (up
 /// to its own limit of 100, and answers 431 beyond it).
@@ -51,9 +52,11 @@ const PARSE_EVERY_READ_BYTES: usize = 4 * 1024;
 /// larger one (long contexts, images) goes to hyper, whose body is read only as the request is
 /// served, after its key was checked.
 const EAGER_BODY_BYTES: usize = 256 * 1024;
-/// The first read's size; a read that fills the buffer doubles the next, up to [`LARGEST_READ`].
-const FIRST_READ: usize = 8 * 1024;
+/// The largest read a connection makes (see [`ReadSize`]): a request is read whole before it is
+/// served, and is at most a head and [`EAGER_BODY_BYTES`].
 const LARGEST_READ: usize = 64 * 1024;
+/// Room made for what a client sends while its request is served, when the buffer has none.
+const PIPELINED_READ: usize = 4 * 1024;
 /// How long a connection may take to send a complete request head (and body), counted from
 /// the end of the previous response: hyper's default, which also ends idle keep-alive
 /// connections.
@@ -71,7 +74,7 @@ where
     let mut connection = Connection {
         stream,
         buffer: BytesMut::new(),
-        next_read: FIRST_READ,
+        read_size: ReadSize::up_to(LARGEST_READ),
         deadline: Instant::now() + HEAD_READ_TIMEOUT,
         timer: None,
         scanned: 0,
@@ -110,16 +113,10 @@ where
     }
 }
 
-/// Where a header field's name and value lie in the request head.
-struct FieldSpan {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 struct Connection {
     stream: TcpStream,
     buffer: BytesMut,
-    next_read: usize,
+    read_size: ReadSize,
     /// When the head being awaited must be complete. Moved forward after each response without
     /// touching `timer`, which is armed once and, when it fires early, re-armed to this.
     deadline: Instant,
@@ -228,7 +225,7 @@ impl Connection {
         }
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut []);
-        let base = self.buffer.as_ptr() as usize;
+        let base = self.buffer.as_ptr();
         let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
             &mut request,
             &self.buffer,
@@ -271,13 +268,8 @@ impl Connection {
                 }
             }
         }
-        self.spans.clear();
-        self.spans.extend(request.headers.iter().map(|field| {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            FieldSpan { name: (name, name + field.name.len()), value: (value, value + field.value.len()) }
-        }));
-        let path_start = path.as_ptr() as usize - base;
+        FieldSpan::record(&mut self.spans, request.headers, base);
+        let path_start = path.as_ptr() as usize - base as usize;
         Parse::Complete(Parsed {
             head_len,
             method,
@@ -322,11 +314,7 @@ impl Connection {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buffer.reserve(self.next_read);
-        let room = self.buffer.capacity() - self.buffer.len();
-        let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer))?;
-        self.next_read = if read == room { (self.next_read * 2).min(LARGEST_READ) } else { FIRST_READ };
-        Poll::Ready(Ok(read))
+        self.read_size.poll_fill(&mut self.stream, &mut self.buffer, cx)
     }
 
     /// Ready once the deadline has passed. The timer is armed at most once per deadline that
@@ -366,7 +354,7 @@ impl Connection {
             return Poll::Pending;
         }
         if self.buffer.capacity() == self.buffer.len() {
-            self.buffer.reserve(FIRST_READ);
+            self.buffer.reserve(PIPELINED_READ);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer) {
             Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
@@ -390,7 +378,7 @@ impl Connection {
         spare.clear();
         self.spare_headers = Some(spare);
         if bodiless {
-            write_all(&mut self.stream, &self.out, &[]).await?;
+            write_head_and_body(&mut self.stream, &self.out, &[]).await?;
             return Ok(ending);
         }
         let chunked = length.is_none();
@@ -436,18 +424,18 @@ impl Connection {
                 Step::End if chunked => {
                     push_data(&mut self.out, last.as_deref().unwrap_or_default(), true);
                     self.out.extend_from_slice(b"0\r\n\r\n");
-                    write_all(&mut self.stream, &self.out, &[]).await?;
+                    write_head_and_body(&mut self.stream, &self.out, &[]).await?;
                     return Ok(ending);
                 }
                 Step::End => {
-                    write_all(&mut self.stream, &self.out, last.as_deref().unwrap_or_default()).await?;
+                    write_head_and_body(&mut self.stream, &self.out, last.as_deref().unwrap_or_default()).await?;
                     return Ok(ending);
                 }
                 Step::Write => {
                     if let Some(data) = last.take() {
                         push_data(&mut self.out, &data, chunked);
                     }
-                    write_all(&mut self.stream, &self.out, &[]).await?;
+                    write_head_and_body(&mut self.stream, &self.out, &[]).await?;
                     self.out.clear();
                 }
                 Step::ClientGone => return Err(io::ErrorKind::ConnectionAborted.into()),
@@ -550,21 +538,6 @@ fn push_data(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     } else {
         out.extend_from_slice(data);
     }
-}
-
-async fn write_all(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let (mut head, mut body) = (head, body);
-    while !head.is_empty() || !body.is_empty() {
-        let parts = [IoSlice::new(head), IoSlice::new(body)];
-        let written = poll_fn(|cx| Pin::new(&mut *stream).poll_write_vectored(cx, &parts)).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let from_head = written.min(head.len());
-        head = &head[from_head..];
-        body = &body[written - from_head..];
-    }
-    Ok(())
 }
 
 /// Hands the connection, with what was read of it, to hyper's server, and serves it there to

@@ -18,7 +18,7 @@
 //! multiplexed and need a task of their own.
 
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -30,13 +30,13 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_rustls::MaybeHttpsStream;
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower::Service;
 
 use super::client::Connector;
 use crate::error::BoxError;
+use crate::wire::{write_head_and_body, FieldSpan, ReadSize};
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -49,9 +49,7 @@ const MAX_HEADERS: usize = 100;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Longest chunk-size line (with its extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Room made in the read buffer before each read; doubled while reads fill it, so that a large
-/// body is not read in many small pieces.
-const FIRST_READ: usize = 8 * 1024;
+/// The largest read a connection makes (see [`ReadSize`]).
 const LARGEST_READ: usize = 256 * 1024;
 
 /// The idle connections to one upstream and the means to open more.
@@ -72,9 +70,9 @@ struct Idle {
 struct Connection {
     stream: TcpStream,
     buffer: BytesMut,
-    next_read: usize,
+    read_size: ReadSize,
     /// Where the last head's fields lay: kept, so that parsing a head does not clear room for
-    /// the most fields a head may have, and allocates only for the connection's first head.
+    /// the most fields a head may have.
     spans: Vec<FieldSpan>,
 }
 
@@ -189,12 +187,6 @@ fn protocol_error(message: impl Into<String>) -> BoxError {
     Box::new(ProtocolError(message.into()))
 }
 
-/// Where a header field's name and value lie in the response head.
-struct FieldSpan {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// A response head, parsed.
 struct Head {
     status: StatusCode,
@@ -204,7 +196,7 @@ struct Head {
 
 impl Connection {
     fn new(stream: TcpStream) -> Self {
-        Connection { stream, buffer: BytesMut::new(), next_read: FIRST_READ, spans: Vec::new() }
+        Connection { stream, buffer: BytesMut::new(), read_size: ReadSize::up_to(LARGEST_READ), spans: Vec::new() }
     }
 
     /// Whether the idle connection is as it was left: nothing to read, no close seen. A read
@@ -217,27 +209,12 @@ impl Connection {
     }
 
     async fn write_request(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
-        let (mut head, mut body) = (head, body);
-        while !head.is_empty() || !body.is_empty() {
-            let parts = [IoSlice::new(head), IoSlice::new(body)];
-            let written = poll_fn(|cx| Pin::new(&mut self.stream).poll_write_vectored(cx, &parts)).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            let from_head = written.min(head.len());
-            head = &head[from_head..];
-            body = &body[written - from_head..];
-        }
-        Ok(())
+        write_head_and_body(&mut self.stream, head, body).await
     }
 
     /// Reads more into the buffer: the number of bytes read, 0 when the upstream closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buffer.reserve(self.next_read);
-        let room = self.buffer.capacity() - self.buffer.len();
-        let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer))?;
-        self.next_read = if read == room { (self.next_read * 2).min(LARGEST_READ) } else { FIRST_READ };
-        Poll::Ready(Ok(read))
+        self.read_size.poll_fill(&mut self.stream, &mut self.buffer, cx)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
@@ -288,7 +265,7 @@ impl Connection {
         }
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
-        let base = self.buffer.as_ptr() as usize;
+        let base = self.buffer.as_ptr();
         let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut parsed,
             &self.buffer,
@@ -301,12 +278,7 @@ impl Connection {
             }
             Err(error) => return Err(protocol_error(format!("the upstream's response head is invalid: {error}"))),
         };
-        self.spans.clear();
-        self.spans.extend(parsed.headers.iter().map(|field| {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            FieldSpan { name: (name, name + field.name.len()), value: (value, value + field.value.len()) }
-        }));
+        FieldSpan::record(&mut self.spans, parsed.headers, base);
         let status = StatusCode::from_u16(parsed.code.unwrap_or_default())
             .map_err(|_| protocol_error("the upstream's response has an invalid status code"))?;
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };

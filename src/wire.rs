@@ -1,0 +1,81 @@
+//! What the relay's two HTTP/1 ends share: `server/h1.rs` serves clients, `upstream/h1.rs`
+//! calls upstreams. Reads that grow while they fill the buffer, the write of a head and a body in
+//! one `writev`, and where a parsed header field lies in its head.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+/// Where a header field's name and value lie in a head, as offsets into its buffer: taken while
+/// the parse still borrows the buffer, used once the head is split off and frozen, so that the
+/// field values are slices of it rather than copies.
+pub(crate) struct FieldSpan {
+    pub(crate) name: (usize, usize),
+    pub(crate) value: (usize, usize),
+}
+
+impl FieldSpan {
+    /// Replaces `spans` with those of `fields`, parsed from the buffer that starts at `base`.
+    /// The list is kept per connection, so it allocates only for the connection's first head.
+    pub(crate) fn record(spans: &mut Vec<FieldSpan>, fields: &[httparse::Header<'_>], base: *const u8) {
+        let base = base as usize;
+        spans.clear();
+        spans.extend(fields.iter().map(|field| {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            FieldSpan { name: (name, name + field.name.len()), value: (value, value + field.value.len()) }
+        }));
+    }
+}
+
+/// How much room a connection makes in its buffer before a read: doubled while reads fill it, so
+/// that a large body is not read in many small pieces, and back to the first size after one that
+/// does not.
+pub(crate) struct ReadSize {
+    next: usize,
+    largest: usize,
+}
+
+impl ReadSize {
+    const FIRST: usize = 8 * 1024;
+
+    pub(crate) const fn up_to(largest: usize) -> Self {
+        ReadSize { next: Self::FIRST, largest }
+    }
+
+    /// Reads once from `stream` into `buffer`: the number of bytes read, 0 at the end of the
+    /// stream. Into the buffer's spare room as it is, without zeroing it first.
+    pub(crate) fn poll_fill(
+        &mut self,
+        stream: &mut TcpStream,
+        buffer: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        buffer.reserve(self.next);
+        let room = buffer.capacity() - buffer.len();
+        let read = ready!(tokio_util::io::poll_read_buf(Pin::new(stream), cx, buffer))?;
+        self.next = if read == room { (self.next * 2).min(self.largest) } else { Self::FIRST };
+        Poll::Ready(Ok(read))
+    }
+}
+
+/// Writes `head`, then `body`, each `writev` taking what remains of both.
+pub(crate) async fn write_head_and_body(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() || !body.is_empty() {
+        let parts = [IoSlice::new(head), IoSlice::new(body)];
+        let written = poll_fn(|cx| Pin::new(&mut *stream).poll_write_vectored(cx, &parts)).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        body = &body[written - from_head..];
+    }
+    Ok(())
+}
