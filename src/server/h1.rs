@@ -678,6 +678,17 @@ mod tests {
         Response::from_parts(head, body)
     }
 
+    /// A connection to a server whose `/stream` answer sends the parts given to the sender, with
+    /// that request sent.
+    async fn streaming() -> (mpsc::Sender<&'static str>, TcpStream) {
+        let (parts, receiver) = mpsc::channel(4);
+        let script = Script { parts: Arc::new(std::sync::Mutex::new(Some(receiver))), ..Script::default() };
+        let Server { address, .. } = server(script, None).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(post("/stream", "", "").as_bytes()).await.unwrap();
+        (parts, stream)
+    }
+
     fn tokio_stream_from(mut parts: mpsc::Receiver<&'static str>) -> impl futures_util::Stream<Item = &'static str> {
         futures_util::stream::poll_fn(move |cx| parts.poll_recv(cx))
     }
@@ -846,11 +857,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_streamed_body_is_chunked_and_each_part_leaves_before_the_next_exists() {
-        let (parts, receiver) = mpsc::channel(4);
-        let script = Script { parts: Arc::new(std::sync::Mutex::new(Some(receiver))), ..Script::default() };
-        let Server { address, .. } = server(script, None).await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream.write_all(post("/stream", "", "").as_bytes()).await.unwrap();
+        let (parts, mut stream) = streaming().await;
         let mut seen = Vec::new();
         while !seen.windows(4).any(|window| window == b"\r\n\r\n") {
             read_more(&mut stream, &mut seen).await;
@@ -959,11 +966,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_goes_away_mid_stream_ends_the_body() {
-        let (parts, receiver) = mpsc::channel(4);
-        let script = Script { parts: Arc::new(std::sync::Mutex::new(Some(receiver))), ..Script::default() };
-        let Server { address, .. } = server(script, None).await;
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream.write_all(post("/stream", "", "").as_bytes()).await.unwrap();
+        let (parts, mut stream) = streaming().await;
         parts.send("data: one\n\n").await.unwrap();
         let mut seen = Vec::new();
         while !seen.ends_with(b"data: one\n\n\r\n") {
