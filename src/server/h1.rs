@@ -169,9 +169,6 @@ impl Connection {
                     Parse::Partial => {}
                 }
             }
-            if self.buffer.is_empty() && drain.started() {
-                return Ok(Next::Closed);
-            }
             match self.fill(Some(drain)).await? {
                 Filled::Read => {}
                 Filled::Closed | Filled::TimedOut | Filled::Drained => return Ok(Next::Closed),
@@ -299,7 +296,8 @@ impl Connection {
     }
 
     /// Reads more of the request into the buffer, until the deadline; with `drain`, an idle
-    /// connection also stops waiting when the drain starts.
+    /// connection also stops waiting when the drain starts, but only once a read finds nothing:
+    /// a request already sent is served (and answered with `connection: close`), not cut.
     async fn fill(&mut self, drain: Option<&Drain>) -> io::Result<Filled> {
         poll_fn(|cx| {
             if let Poll::Ready(read) = self.poll_fill(cx) {
@@ -702,19 +700,30 @@ mod tests {
         listening: tokio::task::AbortHandle,
     }
 
+    fn service(
+        script: Script,
+        dropped: Option<oneshot::Sender<()>>,
+    ) -> impl Service<Request<RequestBody>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send
+    {
+        let dropped = Arc::new(std::sync::Mutex::new(dropped));
+        tower::service_fn(move |request: Request<RequestBody>| {
+            let (script, dropped) = (script.clone(), dropped.lock().unwrap().take());
+            async move { Ok::<_, Infallible>(answer(script, request, dropped).await) }
+        })
+    }
+
+    fn hyper() -> Hyper {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(hyper_util::rt::TokioTimer::new());
+        Arc::new(builder)
+    }
+
     async fn server(script: Script, dropped: Option<oneshot::Sender<()>>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let draining = Draining::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(hyper_util::rt::TokioTimer::new());
-        let hyper: Hyper = Arc::new(builder);
-        let dropped = Arc::new(std::sync::Mutex::new(dropped));
-        let service = tower::service_fn(move |request: Request<RequestBody>| {
-            let (script, dropped) = (script.clone(), dropped.lock().unwrap().take());
-            async move { Ok::<_, Infallible>(answer(script, request, dropped).await) }
-        });
+        let (service, hyper) = (service(script, dropped), hyper());
         let connections = draining.connection();
         let counter = accepted.clone();
         let listening = tokio::spawn(async move {
@@ -997,6 +1006,23 @@ mod tests {
         assert_eq!(body, b"released");
         assert!(closes(&mut busy).await);
         tokio::time::timeout(Duration::from_secs(2), finished).await.expect("drained").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_already_sent_when_the_drain_starts_is_answered_with_close_not_cut() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        client.write_all(post("/a", "hi", "").as_bytes()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let draining = Draining::new();
+        let drain = draining.connection();
+        let finished = draining.finished();
+        tokio::spawn(serve(accepted, service(Script::default(), None), hyper(), drain));
+        let (head, body) = read_response(&mut client, &mut Vec::new()).await;
+        assert!(head.contains("connection: close\r\n"), "{head}");
+        assert_eq!(body, b"POST /a hi");
+        assert!(closes(&mut client).await);
+        tokio::time::timeout(Duration::from_secs(2), finished).await.expect("drained");
     }
 
     #[tokio::test(start_paused = true)]
