@@ -1,6 +1,7 @@
 //! What the relay's two HTTP/1 ends share: `server/h1.rs` serves clients, `upstream/h1.rs`
 //! calls upstreams. Reads that grow while they fill the buffer, the write of a head and a body in
-//! one `writev`, and where a parsed header field lies in its head.
+//! one `writev`, where a parsed header field lies in its head, and the tokens of a `Connection`
+//! field.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -8,6 +9,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
+use http::header::CONNECTION;
+use http::HeaderMap;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
@@ -78,4 +81,34 @@ pub(crate) async fn write_head_and_body(stream: &mut TcpStream, head: &[u8], bod
         body = &body[written - from_head..];
     }
     Ok(())
+}
+
+/// The comma-separated tokens of a field value, trimmed (`Connection: keep-alive, Upgrade`).
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii)
+}
+
+/// Whether a `Connection` field of `headers` names `token` (`close`, `keep-alive`).
+pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|value| tokens(value.as_bytes()).any(|named| named.eq_ignore_ascii_case(token.as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_tokens_are_found_in_any_field_whatever_their_case_and_spacing() {
+        let mut headers = HeaderMap::new();
+        headers.append(CONNECTION, "Keep-Alive ,  Upgrade".parse().unwrap());
+        headers.append(CONNECTION, "CLOSE".parse().unwrap());
+        assert!(connection_has(&headers, "keep-alive"));
+        assert!(connection_has(&headers, "upgrade"));
+        assert!(connection_has(&headers, "close"));
+        assert!(!connection_has(&headers, "keep"), "a whole token, not a prefix");
+        assert!(!connection_has(&HeaderMap::new(), "close"));
+    }
 }

@@ -22,7 +22,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -37,7 +37,7 @@ use tower::{Service, ServiceExt};
 use super::drain::Drain;
 use super::RequestBody;
 use crate::body::Body;
-use crate::wire::{write_head_and_body, FieldSpan, ReadSize};
+use crate::wire::{connection_has, tokens, write_head_and_body, FieldSpan, ReadSize};
 
 /// The most header fields a head this loop serves may have; hyper takes heads with more (up
 /// to its own limit of 100, and answers 431 beyond it).
@@ -255,8 +255,7 @@ impl Connection {
             {
                 return Parse::HandOver;
             } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in field.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
+                for token in tokens(field.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if token.eq_ignore_ascii_case(b"upgrade") {
@@ -367,7 +366,7 @@ impl Connection {
         let bodiless = parts.status.is_informational()
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED;
-        let says_close = has_close(&parts.headers);
+        let says_close = connection_has(&parts.headers, "close");
         let ending = if close || says_close { Ending::Close } else { Ending::KeepAlive };
         let length = body.size_hint().exact();
         self.out.clear();
@@ -477,12 +476,6 @@ fn content_length(value: &[u8]) -> Option<usize> {
         return None;
     }
     value.iter().try_fold(0usize, |total, digit| total.checked_mul(10)?.checked_add(usize::from(digit - b'0')))
-}
-
-fn has_close(headers: &HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|value| {
-        value.as_bytes().split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
 }
 
 /// The response head; `length` is the body's when known, `None` for a response without a body

@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_rustls::MaybeHttpsStream;
@@ -36,7 +36,7 @@ use tower::Service;
 
 use super::client::Connector;
 use crate::error::BoxError;
-use crate::wire::{write_head_and_body, FieldSpan, ReadSize};
+use crate::wire::{connection_has, write_head_and_body, FieldSpan, ReadSize};
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -297,12 +297,7 @@ impl Connection {
 
 /// Whether the upstream lets the connection carry another request (RFC 9112 §9.3).
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has_token = |token: &str| {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|value| value.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
-    };
+    let has_token = |token| connection_has(headers, token);
     if version == Version::HTTP_10 {
         has_token("keep-alive") && !has_token("close")
     } else {
