@@ -649,7 +649,7 @@ mod tests {
         let response = match parts.uri.path() {
             "/stream" => {
                 let parts = script.parts.lock().unwrap().take().expect("one stream per script");
-                let frames = tokio_stream_from(parts).map(|part| Ok::<_, Infallible>(Frame::data(Bytes::from(part))));
+                let frames = parts_of(parts).map(|part| Ok::<_, Infallible>(Frame::data(Bytes::from(part))));
                 Response::new(StreamBody::new(frames).boxed_unsync())
             }
             "/hold" => {
@@ -680,7 +680,7 @@ mod tests {
         (parts, stream)
     }
 
-    fn tokio_stream_from(mut parts: mpsc::Receiver<&'static str>) -> impl futures_util::Stream<Item = &'static str> {
+    fn parts_of(mut parts: mpsc::Receiver<&'static str>) -> impl futures_util::Stream<Item = &'static str> {
         futures_util::stream::poll_fn(move |cx| parts.poll_recv(cx))
     }
 
