@@ -1,7 +1,7 @@
 //! The per-request record: who asked for what, which upstream answered, how it ended and how
 //! long each part took. Layers and the upstream client fill it in as the request moves through;
-//! it is logged and counted exactly once, when its last holder (usually the response body, at the
-//! end of a stream) lets go.
+//! it is logged and counted exactly once, when its last holder (usually the response body, once
+//! the server has written its end) lets go.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
-//! Starts the per-request [`RequestRecord`] for API requests (`/v1/*`) and keeps it alive until
-//! the response body ends, so that streams are logged and counted with their real duration,
-//! tokens and outcome.
+//! Starts the per-request [`RequestRecord`] for API requests (`/v1/*`) and keeps it alive with
+//! the response body, so that streams are logged and counted with their real duration, tokens
+//! and outcome.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -105,14 +105,19 @@ where
         let Ok(response) = ready!(this.inner.poll(cx));
         let Some(record) = this.record.take() else { return Poll::Ready(Ok(response)) };
         record.set_status(response.status().as_u16());
-        Poll::Ready(Ok(response.map(|body| RecordBody { inner: body, record: Some(record) }.boxed_unsync())))
+        Poll::Ready(Ok(response.map(|body| RecordBody { inner: body, record, ended: false }.boxed_unsync())))
     }
 }
 
-/// Holds the record until the body has been sent to its end (or dropped by a disconnect).
+/// Holds the record until the body is dropped: after its end was sent, or on a disconnect. The
+/// record's own drop counts and logs the request, and the server drops a body only after its
+/// last write, so that work is done once the client has its answer, not before the last bytes
+/// leave (on a relay that shares its CPU with the upstream, all work before that write adds to
+/// the answer's latency).
 struct RecordBody {
     inner: Body,
-    record: Option<Arc<RequestRecord>>,
+    record: Arc<RequestRecord>,
+    ended: bool,
 }
 
 impl HttpBody for RecordBody {
@@ -122,11 +127,9 @@ impl HttpBody for RecordBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         // hyper stops polling a body that reports its end, so the end is seen either way.
-        let ended = matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream();
-        if ended {
-            if let Some(record) = self.record.take() {
-                record.mark_body_complete();
-            }
+        if !self.ended && (matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream()) {
+            self.ended = true;
+            self.record.mark_body_complete();
         }
         polled
     }
@@ -137,5 +140,33 @@ impl HttpBody for RecordBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::shutdown::Cutoff;
+
+    #[tokio::test]
+    async fn the_request_is_counted_when_its_body_is_dropped_not_when_the_body_ends() {
+        let metrics = Arc::new(Metrics::new());
+        let record = RequestRecord::start(
+            metrics.clone(),
+            Cutoff::default(),
+            "req_1".into(),
+            http::Method::POST,
+            http::Version::HTTP_11,
+            "/v1/chat/completions",
+        );
+        record.set_status(200);
+        let mut body = RecordBody { inner: crate::body::full("{}"), record, ended: false };
+        while body.frame().await.is_some() {}
+        assert!(body.is_end_stream());
+        let counted = || metrics.requests.with_label_values(&["other", "none", "200", "none"]).get();
+        assert_eq!((counted(), metrics.in_flight.get()), (0, 1), "counted before the server's last write");
+        drop(body);
+        assert_eq!((counted(), metrics.in_flight.get()), (1, 0));
+        assert_eq!(metrics.client_disconnects.with_label_values(&["other"]).get(), 0, "an ended body is no disconnect");
     }
 }
