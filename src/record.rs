@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::dialect::Usage;
@@ -42,6 +43,8 @@ struct Fields {
     error: Option<ErrorCode>,
     attempts: Vec<Attempt>,
     usage: Option<Usage>,
+    /// A body the usage is still to be read from, when the record is written.
+    usage_in_body: Option<(Bytes, fn(&[u8]) -> Option<Usage>)>,
     first_token: Option<Instant>,
     upstream_wait: Duration,
     stream: bool,
@@ -163,6 +166,12 @@ impl RequestRecord {
         self.fields.lock().usage = Some(usage);
     }
 
+    /// Usage to be read from `body` with `read` when the record is written, unless
+    /// [`Self::set_usage`] gives it first.
+    pub fn set_usage_in_body(&self, body: Bytes, read: fn(&[u8]) -> Option<Usage>) {
+        self.fields.lock().usage_in_body = Some((body, read));
+    }
+
     /// The response body was sent to its end (a record dropped without this is a disconnect).
     pub fn mark_body_complete(&self) {
         self.fields.lock().body_complete = true;
@@ -182,6 +191,9 @@ impl Drop for RequestRecord {
         let error = fields.error.map_or("none", ErrorCode::as_str);
         let overhead = total.saturating_sub(fields.upstream_wait);
         let ttft = fields.first_token.map(|t| t.duration_since(self.started));
+        if fields.usage.is_none() {
+            fields.usage = fields.usage_in_body.take().and_then(|(body, read)| read(&body));
+        }
         let tokens = fields.usage.map(|u| [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens]);
         match served {
             Some(served) => {
@@ -311,6 +323,27 @@ mod tests {
         assert_eq!(metrics.request_duration.with_label_values(&["m", "up"]).get_sample_count(), 3);
         assert_eq!(metrics.tokens.with_label_values(&["input", "m", "up", "team-a"]).get(), 7);
         assert_eq!(metrics.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn usage_left_in_the_body_is_read_when_the_record_is_written_unless_it_was_given() {
+        fn read(body: &[u8]) -> Option<Usage> {
+            let prompt_tokens = std::str::from_utf8(body).ok()?.parse().ok()?;
+            Some(Usage { prompt_tokens, ..Usage::default() })
+        }
+        let metrics = Arc::new(Metrics::new());
+        let model = ModelSeries::new("m", 1);
+        let input = || metrics.tokens.with_label_values(&["input", "m", "up", "team-a"]).get();
+        let left_in_body = served_record(&metrics, &model, 200);
+        left_in_body.set_usage_in_body(Bytes::from_static(b"40"), read);
+        assert_eq!(input(), 0, "read before the record is written");
+        drop(left_in_body);
+        assert_eq!(input(), 40);
+        let given = served_record(&metrics, &model, 200);
+        given.set_usage_in_body(Bytes::from_static(b"40"), read);
+        given.set_usage(Usage { prompt_tokens: 2, ..Usage::default() });
+        drop(given);
+        assert_eq!(input(), 42);
     }
 
     #[test]

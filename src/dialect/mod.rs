@@ -254,7 +254,33 @@ impl Usage {
 pub struct Translated {
     /// An OpenAI `chat.completion` JSON body.
     pub body: Bytes,
-    pub usage: Option<Usage>,
+    pub usage: ResponseUsage,
+}
+
+/// The token counts of a translated response.
+#[derive(Debug, Clone, Copy)]
+pub enum ResponseUsage {
+    /// Read while translating, if the response had any.
+    Read(Option<Usage>),
+    /// Still to be read from the body, with this function. A pass-through body reaches the client
+    /// as it came, and its counts are only wanted for the request's record, which is written once
+    /// the answer has been sent: reading them then keeps the scan out of the answer's latency.
+    InBody(fn(&[u8]) -> Option<Usage>),
+}
+
+impl Translated {
+    /// A response whose usage, if any, has been read.
+    pub fn read(body: Bytes, usage: Option<Usage>) -> Self {
+        Translated { body, usage: ResponseUsage::Read(usage) }
+    }
+
+    /// The usage, read from the body now if it has not been.
+    pub fn usage(&self) -> Option<Usage> {
+        match self.usage {
+            ResponseUsage::Read(usage) => usage,
+            ResponseUsage::InBody(read) => read(&self.body),
+        }
+    }
 }
 
 /// Translates one upstream stream into OpenAI `chat.completion.chunk` SSE events.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::framed::{FrameTranslator, SseStream};
 use super::json::{element_members, top_level_member, top_level_members, trailing_member, Layout, RawObject};
-use super::{ChatRequest, Dialect, ResponseContext, StreamTranslator, Translated, UpstreamCall, Usage};
+use super::{ChatRequest, Dialect, ResponseContext, ResponseUsage, StreamTranslator, Translated, UpstreamCall, Usage};
 use crate::error::{ErrorCode, RelayError};
 use crate::sse;
 
@@ -192,8 +192,7 @@ impl Dialect for OpenAiChat {
         } else if CHOICES_NAME.find(object).is_none() {
             "is not a chat completion (no `choices`)"
         } else {
-            let usage = trailing_member(&body, "usage").and_then(scan_usage);
-            return Ok(Translated { body, usage });
+            return Ok(Translated { body, usage: ResponseUsage::InBody(usage_of_completion) });
         };
         Err(RelayError::new(
             ErrorCode::UpstreamInvalidResponse,
@@ -241,6 +240,11 @@ pub fn excerpt(body: &[u8]) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
     }
+}
+
+/// The counts of a `chat.completion`'s `usage` member, if it has one.
+fn usage_of_completion(completion: &[u8]) -> Option<Usage> {
+    trailing_member(completion, "usage").and_then(scan_usage)
 }
 
 /// The counts of a response's `usage` object, read with the nesting scan: on a pass-through
@@ -826,6 +830,6 @@ mod tests {
         }
         let spaced = " {\"id\": \"x\", \"choices\" : [], \"usage\": {\"prompt_tokens\": 2}}\n";
         let translated = dialect.translate_response(Bytes::from(spaced), &ctx(false)).unwrap();
-        assert_eq!((translated.body, translated.usage.map(|u| u.prompt_tokens)), (Bytes::from(spaced), Some(2)));
+        assert_eq!((translated.usage().map(|u| u.prompt_tokens), translated.body), (Some(2), Bytes::from(spaced)));
     }
 }

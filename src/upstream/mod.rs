@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::body::{collect_limited, collect_limited_idle, full, Body, CollectError};
 use crate::boxed::boxed_in_place;
 use crate::config::{Redactor, StreamMode, Timeouts, UpstreamParams};
-use crate::dialect::{self, ChatRequest, Dialect, DialectKind, ResponseContext, UpstreamCall};
+use crate::dialect::{self, ChatRequest, Dialect, DialectKind, ResponseContext, ResponseUsage, UpstreamCall};
 use crate::error::{Attempt, BoxError, ErrorCode, RelayError};
 use crate::record::RequestRecord;
 use stream::{RelayStream, StreamTiming};
@@ -459,8 +459,10 @@ impl Upstream {
             classify::whole_json(&body)?;
         }
         let translated = self.dialect.translate_response(body, &ctx)?;
-        if let Some(usage) = translated.usage {
-            call.record.set_usage(usage);
+        match translated.usage {
+            ResponseUsage::Read(Some(usage)) => call.record.set_usage(usage),
+            ResponseUsage::Read(None) => {}
+            ResponseUsage::InBody(read) => call.record.set_usage_in_body(translated.body.clone(), read),
         }
         call.record.mark_first_token();
         if simulate {

@@ -600,7 +600,7 @@ pub fn check_response(case: &Case) {
             .translate_response(body, &case.context(case.client_wants_usage()))
             .unwrap_or_else(|e| panic!("{name}: translate_response: {e}"));
         let view = read_completion(name, &translated.body);
-        let reported = translated.usage.as_ref().map(Usage::to_json);
+        let reported = translated.usage().as_ref().map(Usage::to_json);
         check_reported_usage(case, view.usage.as_ref(), reported.as_ref());
         check_expected(case, &view);
     }

@@ -44,5 +44,5 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
         }
     }
     completion.reasoning = reasoning;
-    Ok(Translated { body: completion.to_bytes(), usage: completion.usage })
+    Ok(Translated::read(completion.to_bytes(), completion.usage))
 }

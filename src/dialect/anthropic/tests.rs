@@ -297,7 +297,7 @@ fn a_message_with_text_thinking_and_tools_translates() {
     assert_eq!(json["usage"]["prompt_tokens"], 17);
     assert_eq!(json["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
     assert_eq!(
-        translated.usage,
+        translated.usage(),
         Some(Usage { prompt_tokens: 17, completion_tokens: 7, cached_tokens: 5, reasoning_tokens: 0 })
     );
 }

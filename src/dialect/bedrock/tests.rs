@@ -231,7 +231,7 @@ fn a_converse_response_with_reasoning_text_and_tools_translates() {
     assert_eq!(message["tool_calls"][1]["function"]["arguments"], "{}");
     assert_eq!(json["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(
-        translated.usage,
+        translated.usage(),
         Some(Usage { prompt_tokens: 16, completion_tokens: 4, cached_tokens: 5, reasoning_tokens: 0 })
     );
 }

@@ -221,7 +221,7 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
         (None, Some(_)) => "content_filter",
         (None, None) => finish_reason("STOP", saw_tool_calls),
     });
-    Ok(Translated { body: completion.to_bytes(), usage })
+    Ok(Translated::read(completion.to_bytes(), usage))
 }
 
 /// Maps a Gemini error body (`{"error":{"code","message","status","details"}}`, sometimes
@@ -304,7 +304,7 @@ mod tests {
 
     fn translate_value(body: Value) -> (Value, Option<Usage>) {
         let translated = translate(&Bytes::from(body.to_string()), &ctx()).unwrap();
-        (serde_json::from_slice(&translated.body).unwrap(), translated.usage)
+        (serde_json::from_slice(&translated.body).unwrap(), translated.usage())
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub(super) fn translate(body: &Bytes, ctx: &ResponseContext) -> Result<Translate
     completion.created = ctx.created;
     completion.finish_reason = Some(finish_reason(done_reason.as_deref(), !completion.tool_calls.is_empty()));
     completion.usage = Some(usage);
-    Ok(Translated { body: completion.to_bytes(), usage: Some(usage) })
+    Ok(Translated::read(completion.to_bytes(), Some(usage)))
 }
 
 /// Maps an Ollama error (`{"error": "..."}`) to the client's error: 429 (ollama.com limits) ->
@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
         assert_eq!(message["tool_calls"][1]["id"], "up1");
         assert_eq!(value["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(translated.usage, Some(Usage { prompt_tokens: 12, completion_tokens: 4, ..Usage::default() }));
+        assert_eq!(translated.usage(), Some(Usage { prompt_tokens: 12, completion_tokens: 4, ..Usage::default() }));
     }
 
     #[test]

@@ -245,7 +245,7 @@ pub(super) fn translate(body: &[u8], ctx: &ResponseContext) -> Result<Translated
     }
     let body = serde_json::to_vec(&completion)
         .map_err(|e| RelayError::new(ErrorCode::Internal, format!("serialising the completion: {e}")))?;
-    Ok(Translated { body: Bytes::from(body), usage })
+    Ok(Translated::read(Bytes::from(body), usage))
 }
 
 /// The relay error for an upstream `error` object (`response.failed`, `error` events, or a

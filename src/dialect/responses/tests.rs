@@ -286,7 +286,7 @@ fn a_response_with_reasoning_text_and_calls_becomes_one_message() {
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
     assert_eq!(body["usage"]["total_tokens"], 30);
     assert_eq!(
-        translated.usage,
+        translated.usage(),
         Some(Usage { prompt_tokens: 10, completion_tokens: 20, cached_tokens: 4, reasoning_tokens: 12 })
     );
 }
