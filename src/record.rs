@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::dialect::Usage;
+use crate::dialect::{ReadUsage, Usage};
 use crate::error::{Attempt, ErrorCode};
 use crate::metrics::{Metrics, ServedSeries, TOKEN_DIRECTIONS};
 use crate::server::shutdown::{Cutoff, CutoffWaiter};
@@ -44,7 +44,7 @@ struct Fields {
     attempts: Vec<Attempt>,
     usage: Option<Usage>,
     /// A body the usage is still to be read from, when the record is written.
-    usage_in_body: Option<(Bytes, fn(&[u8]) -> Option<Usage>)>,
+    usage_in_body: Option<(Bytes, ReadUsage)>,
     first_token: Option<Instant>,
     upstream_wait: Duration,
     stream: bool,
@@ -168,7 +168,7 @@ impl RequestRecord {
 
     /// Usage to be read from `body` with `read` when the record is written, unless
     /// [`Self::set_usage`] gives it first.
-    pub fn set_usage_in_body(&self, body: Bytes, read: fn(&[u8]) -> Option<Usage>) {
+    pub fn set_usage_in_body(&self, body: Bytes, read: ReadUsage) {
         self.fields.lock().usage_in_body = Some((body, read));
     }
 

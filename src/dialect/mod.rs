@@ -257,6 +257,9 @@ pub struct Translated {
     pub usage: ResponseUsage,
 }
 
+/// Reads the token counts from a response body.
+pub type ReadUsage = fn(&[u8]) -> Option<Usage>;
+
 /// The token counts of a translated response.
 #[derive(Debug, Clone, Copy)]
 pub enum ResponseUsage {
@@ -265,7 +268,7 @@ pub enum ResponseUsage {
     /// Still to be read from the body, with this function. A pass-through body reaches the client
     /// as it came, and its counts are only wanted for the request's record, which is written once
     /// the answer has been sent: reading them then keeps the scan out of the answer's latency.
-    InBody(fn(&[u8]) -> Option<Usage>),
+    InBody(ReadUsage),
 }
 
 impl Translated {
