@@ -283,19 +283,27 @@ fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
 }
 
 #[cfg(test)]
+impl RequestRecord {
+    /// A record of a chat completion request, as the access-log layer starts one.
+    pub(crate) fn chat_for_test(metrics: &Arc<Metrics>, request_id: &str) -> Arc<Self> {
+        RequestRecord::start(
+            metrics.clone(),
+            Cutoff::default(),
+            request_id.into(),
+            http::Method::POST,
+            http::Version::HTTP_11,
+            "/v1/chat/completions",
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::metrics::ModelSeries;
 
     fn served_record(metrics: &Arc<Metrics>, model: &ModelSeries, status: u16) -> Arc<RequestRecord> {
-        let record = RequestRecord::start(
-            metrics.clone(),
-            Cutoff::default(),
-            "req_1".into(),
-            http::Method::POST,
-            http::Version::HTTP_11,
-            "/v1/chat/completions",
-        );
+        let record = RequestRecord::chat_for_test(metrics, "req_1");
         record.set_model(model.label().clone());
         record.set_key(Some("team-a"));
         record.set_served(model.served(metrics, 0, "up"));
@@ -349,14 +357,7 @@ mod tests {
     #[test]
     fn an_unserved_request_counts_under_the_upstream_its_error_names() {
         let metrics = Arc::new(Metrics::new());
-        let record = RequestRecord::start(
-            metrics.clone(),
-            Cutoff::default(),
-            "req_2".into(),
-            http::Method::POST,
-            http::Version::HTTP_11,
-            "/v1/chat/completions",
-        );
+        let record = RequestRecord::chat_for_test(&metrics, "req_2");
         record.set_upstream("down");
         record.set_error(ErrorCode::UpstreamConnectRefused);
         record.set_status(502);

@@ -146,19 +146,11 @@ impl HttpBody for RecordBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::shutdown::Cutoff;
 
     #[tokio::test]
     async fn the_request_is_counted_when_its_body_is_dropped_not_when_the_body_ends() {
         let metrics = Arc::new(Metrics::new());
-        let record = RequestRecord::start(
-            metrics.clone(),
-            Cutoff::default(),
-            "req_1".into(),
-            http::Method::POST,
-            http::Version::HTTP_11,
-            "/v1/chat/completions",
-        );
+        let record = RequestRecord::chat_for_test(&metrics, "req_1");
         record.set_status(200);
         let mut body = RecordBody { inner: crate::body::full("{}"), record, ended: false };
         while body.frame().await.is_some() {}
