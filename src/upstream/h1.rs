@@ -8,7 +8,7 @@
 //! one vectored write, and the response is parsed where it is read: the head and each chunk-size
 //! line by httparse, the parser hyper itself uses; what is left here is the message framing of
 //! RFC 9112 §6 and connection reuse. Body data is handed on as slices of the read buffer, never
-//! copied.
+//! copied out of it; the chunks of one read are joined in place, to go on as one frame.
 //!
 //! A connection returns to the pool when its response was read to the end, cleanly framed, with
 //! nothing after it, and the upstream did not ask to close; a body dropped early (a client that
@@ -412,6 +412,10 @@ impl H1Body {
                     Chunk::Data(remaining) => {
                         let take = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
                         let left = remaining - take as u64;
+                        if left == 0 && buffer.len() > take + 2 {
+                            *chunk = Chunk::DataEnd;
+                            return Ok(Step::Data(Self::join_following_chunks(chunk, buffer, take)));
+                        }
                         *chunk = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
                         return Ok(Step::Data(buffer.split_to(take).freeze()));
                     }
@@ -437,6 +441,35 @@ impl H1Body {
                 }
             },
         }
+    }
+
+    /// With a chunk's data, `decoded` bytes at the buffer's front, and more after it: moves the
+    /// data of the chunks that follow, whole or begun, up behind it, over the framing between,
+    /// and takes it all as one piece. The chunks one read brought in so go on as one frame, not
+    /// one each: a stream's events are often a chunk each, and every frame costs a pass through
+    /// the relay's body and translator. Whatever else it meets (the last chunk, a line not all
+    /// read, broken framing) ends the piece and is left for the next step to read.
+    fn join_following_chunks(chunk: &mut Chunk, buffer: &mut BytesMut, mut decoded: usize) -> Bytes {
+        let bytes: &mut [u8] = buffer;
+        // Where the framing not yet read starts: at the CRLF after a chunk's data, while `chunk`
+        // is `DataEnd`.
+        let mut read = decoded;
+        while let Chunk::DataEnd = *chunk {
+            let Some(after_data) = bytes[read..].strip_prefix(b"\r\n") else { break };
+            let Ok(httparse::Status::Complete((line, size @ 1..))) = httparse::parse_chunk_size(after_data) else {
+                break;
+            };
+            let start = read + 2 + line;
+            let take = (bytes.len() - start).min(usize::try_from(size).unwrap_or(usize::MAX));
+            bytes.copy_within(start..start + take, decoded);
+            decoded += take;
+            read = start + take;
+            let left = size - take as u64;
+            *chunk = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
+        }
+        let data = buffer.split_to(decoded).freeze();
+        buffer.advance(read - decoded);
+        data
     }
 }
 
@@ -572,6 +605,38 @@ mod tests {
         }
         let endless = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
         assert!(decode(&[&endless]).unwrap_err().to_string().contains("too long"));
+    }
+
+    /// What successive steps over `buffer` give: each frame's data, then how it stopped.
+    fn steps(framing: &mut Framing, buffer: &mut BytesMut) -> (Vec<Vec<u8>>, Result<&'static str, String>) {
+        let mut frames = Vec::new();
+        loop {
+            match H1Body::step(framing, buffer) {
+                Ok(Step::Data(data)) => frames.push(data.to_vec()),
+                Ok(Step::End) => return (frames, Ok("end")),
+                Ok(Step::NeedMore) => return (frames, Ok("need more")),
+                Err(error) => return (frames, Err(error.to_string())),
+            }
+        }
+    }
+
+    #[test]
+    fn the_chunks_one_read_holds_are_one_frame_and_the_end_comes_after_them() {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut buffer = BytesMut::from(&b"5\r\nhello\r\n1;x=y\r\n \r\nD\r\nworld, "[..]);
+        assert_eq!(steps(&mut framing, &mut buffer), (vec![b"hello world, ".to_vec()], Ok("need more")));
+        buffer.extend_from_slice(b"again!\r\n0\r\n\r\nNEXT");
+        assert_eq!(steps(&mut framing, &mut buffer), (vec![b"again!".to_vec()], Ok("end")));
+        assert_eq!(&buffer[..], b"NEXT", "bytes after the message stay in the buffer");
+    }
+
+    #[test]
+    fn data_before_broken_framing_is_handed_on_before_the_error() {
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut buffer = BytesMut::from(&b"3\r\nabc\r\n2\r\nde\r\nzz\r\n"[..]);
+        let (frames, stopped) = steps(&mut framing, &mut buffer);
+        assert_eq!(frames, [b"abcde".to_vec()]);
+        assert!(stopped.unwrap_err().contains("chunk-size line is invalid"));
     }
 
     #[test]
