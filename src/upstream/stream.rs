@@ -94,7 +94,7 @@ impl RelayStream {
         RelayStream {
             upstream,
             translator,
-            queue: Vec::new(),
+            queue: Vec::with_capacity(crate::dialect::framed::READ_EVENTS),
             queued_bytes: 0,
             timer: Box::pin(tokio::time::sleep_until(timing.first_event_deadline.min(timing.deadline))),
             last_data: now,
