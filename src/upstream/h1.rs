@@ -412,11 +412,10 @@ impl H1Body {
                     Chunk::Data(remaining) => {
                         let take = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
                         let left = remaining - take as u64;
+                        *chunk = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
                         if left == 0 && buffer.len() > take + 2 {
-                            *chunk = Chunk::DataEnd;
                             return Ok(Step::Data(Self::join_following_chunks(chunk, buffer, take)));
                         }
-                        *chunk = if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) };
                         return Ok(Step::Data(buffer.split_to(take).freeze()));
                     }
                     Chunk::DataEnd => match buffer.get(..2) {
