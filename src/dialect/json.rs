@@ -36,6 +36,16 @@ enum Key {
 impl Layout {
     /// Splits a JSON object body into its members. Anything but an object is an error.
     pub fn of(body: &[u8]) -> Result<Self, serde_json::Error> {
+        match strict::members(body) {
+            Some(members) => Ok(Layout { members }),
+            // What the strict pass leaves (escaped top-level keys, deep nesting), and every
+            // error, whose message then comes from serde_json.
+            None => Layout::parsed(body),
+        }
+    }
+
+    /// [`Layout::of`] by serde_json alone.
+    fn parsed(body: &[u8]) -> Result<Self, serde_json::Error> {
         let object = RawObject::parse(body)?;
         let start = body.as_ptr() as usize;
         let span = |text: &[u8]| {
@@ -224,6 +234,212 @@ pub fn element_members<'a, const N: usize>(
     })
 }
 
+/// The strict pass behind [`Layout::of`]: one walk over the body that validates it as serde_json
+/// does and notes where each top-level member lies. A request body is parsed on every request,
+/// and serde_json's way to the same spans (a `RawValue` per member) cost more than the relay's
+/// header handling: it checks each value's UTF-8 twice and goes through a visitor per member.
+///
+/// It accepts only what serde_json accepts, with the same spans (the tests compare the two on
+/// arbitrary input), and gives up (`None`) on anything it does not take on itself: invalid JSON,
+/// a top-level key with an escape (serde_json unescapes it), nesting deeper than [`MAX_DEPTH`].
+mod strict {
+    use std::ops::Range;
+
+    use super::Key;
+
+    /// Deeper than this is left to serde_json, whose own limit is 128.
+    pub(super) const MAX_DEPTH: usize = 64;
+
+    pub(super) fn members(body: &[u8]) -> Option<Vec<(Key, Range<usize>)>> {
+        // Strings are the only place bytes above ASCII may be, so this is serde_json's UTF-8
+        // check of each string, done once.
+        std::str::from_utf8(body).ok()?;
+        let mut scan = Scan { body, at: 0 };
+        scan.whitespace();
+        scan.eat(b'{')?;
+        let mut members = Vec::with_capacity(8);
+        scan.whitespace();
+        if !scan.eat_if(b'}') {
+            loop {
+                scan.eat(b'"')?;
+                let key = scan.at..scan.string_end(false)?;
+                scan.at = key.end + 1;
+                scan.whitespace();
+                scan.eat(b':')?;
+                scan.whitespace();
+                let start = scan.at;
+                scan.value(1)?;
+                members.push((Key::Span(key), start..scan.at));
+                scan.whitespace();
+                if scan.eat_if(b'}') {
+                    break;
+                }
+                scan.eat(b',')?;
+                scan.whitespace();
+            }
+        }
+        scan.whitespace();
+        (scan.at == body.len()).then_some(members)
+    }
+
+    struct Scan<'a> {
+        body: &'a [u8],
+        at: usize,
+    }
+
+    impl Scan<'_> {
+        fn peek(&self) -> Option<u8> {
+            self.body.get(self.at).copied()
+        }
+
+        fn eat_if(&mut self, byte: u8) -> bool {
+            let next = self.peek() == Some(byte);
+            self.at += usize::from(next);
+            next
+        }
+
+        fn eat(&mut self, byte: u8) -> Option<()> {
+            self.eat_if(byte).then_some(())
+        }
+
+        /// JSON's four whitespace bytes.
+        fn whitespace(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+                self.at += 1;
+            }
+        }
+
+        /// Past one value that starts here, `depth` containers deep.
+        fn value(&mut self, depth: usize) -> Option<()> {
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    self.at = self.string_end(true)? + 1;
+                    Some(())
+                }
+                b'{' => self.container(depth, b'}'),
+                b'[' => self.container(depth, b']'),
+                b't' => self.word(b"true"),
+                b'f' => self.word(b"false"),
+                b'n' => self.word(b"null"),
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+
+        /// An object or array, its opening byte here: members or elements separated by commas.
+        fn container(&mut self, depth: usize, close: u8) -> Option<()> {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            self.at += 1;
+            self.whitespace();
+            if self.eat_if(close) {
+                return Some(());
+            }
+            loop {
+                if close == b'}' {
+                    self.eat(b'"')?;
+                    self.at = self.string_end(true)? + 1;
+                    self.whitespace();
+                    self.eat(b':')?;
+                    self.whitespace();
+                }
+                self.value(depth + 1)?;
+                self.whitespace();
+                if self.eat_if(close) {
+                    return Some(());
+                }
+                self.eat(b',')?;
+                self.whitespace();
+            }
+        }
+
+        fn word(&mut self, word: &[u8]) -> Option<()> {
+            self.body[self.at..].starts_with(word).then(|| self.at += word.len())
+        }
+
+        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+        fn number(&mut self) -> Option<()> {
+            self.eat_if(b'-');
+            match self.peek()? {
+                b'0' => self.at += 1,
+                b'1'..=b'9' => self.digits(),
+                _ => return None,
+            }
+            if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            if self.eat_if(b'.') {
+                self.some_digits()?;
+            }
+            if matches!(self.peek(), Some(b'e' | b'E')) {
+                self.at += 1;
+                if !self.eat_if(b'+') {
+                    self.eat_if(b'-');
+                }
+                self.some_digits()?;
+            }
+            Some(())
+        }
+
+        fn digits(&mut self) {
+            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                self.at += 1;
+            }
+        }
+
+        fn some_digits(&mut self) -> Option<()> {
+            let start = self.at;
+            self.digits();
+            (self.at > start).then_some(())
+        }
+
+        /// The index of the quote closing the string whose text starts here: no control bytes,
+        /// and escapes as serde_json takes them when it skips a value (`\u` and four hex digits,
+        /// whatever code point they make). With `escapes` false, any escape gives up.
+        fn string_end(&self, escapes: bool) -> Option<usize> {
+            let mut from = self.at;
+            loop {
+                let at = self.next_special(from)?;
+                match self.body[at] {
+                    b'"' => return Some(at),
+                    b'\\' if escapes => {}
+                    _ => return None,
+                }
+                from = at + 2;
+                match self.body.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'u' => {
+                        let hex = self.body.get(from..from + 4)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        from += 4;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// The first quote, backslash or control byte from `from` on, if any.
+        fn next_special(&self, from: usize) -> Option<usize> {
+            const SHORT: usize = 16;
+            let special = |b: &u8| matches!(b, b'"' | b'\\' | 0..=0x1f);
+            let rest = self.body.get(from..)?;
+            // Keys, roles and model names end within a few bytes, sooner than memchr is set up.
+            let short = &rest[..rest.len().min(SHORT)];
+            if let Some(at) = short.iter().position(special) {
+                return Some(from + at);
+            }
+            let long = &rest[short.len()..];
+            let end = memchr::memchr2(b'"', b'\\', long)?;
+            let at = long[..end].iter().position(|&b| b < 0x20).unwrap_or(end);
+            Some(from + short.len() + at)
+        }
+    }
+}
+
 /// The index of the quote closing the string whose text starts at `from`.
 fn string_end(body: &[u8], mut from: usize) -> Option<usize> {
     loop {
@@ -339,6 +555,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -438,6 +656,115 @@ mod tests {
         let layout = Layout::of(body).unwrap();
         assert_eq!(layout.members[0].0, Key::Span(2..7));
         assert_eq!(layout.value(body, "max_tokens"), Some(&b"5"[..]));
+    }
+
+    #[test]
+    fn the_strict_pass_takes_what_serde_json_takes_with_the_same_spans_and_leaves_the_rest() {
+        let taken: [&[u8]; 9] = [
+            br#"{}"#,
+            b" {\t\"model\" : \"a\" ,\r\n\"n\":-0.5E+3}\n",
+            r#"{"messages":[{"role":"user","content":"say \"hi\"\n\u00e9\ud800 é"}],"x":[]}"#.as_bytes(),
+            br#"{"a":[1,2.0,-3e7,{"b":{}},[null,true,false]],"a":0}"#,
+            br#"{"":""}"#,
+            br#"{"a":{"k\u0062":"v"}}"#,
+            br#"{"a":1e0,"b":0,"c":-0}"#,
+            br#"{"a":"\/\b\f\r\t"}"#,
+            br#"{"a":"past the first sixteen bytes \"quoted\" \u0041 and on"}"#,
+        ];
+        for body in taken {
+            let shown = String::from_utf8_lossy(body);
+            let strict = strict::members(body).unwrap_or_else(|| panic!("the strict pass left {shown}"));
+            assert_eq!(strict, Layout::parsed(body).unwrap().members, "{shown}");
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(strict::MAX_DEPTH), "]".repeat(strict::MAX_DEPTH));
+        let left_to_serde: [&[u8]; 2] = [br#"{"max\u005ftokens":5}"#, deep.as_bytes()];
+        for body in left_to_serde {
+            assert!(strict::members(body).is_none());
+            assert_eq!(Layout::of(body).unwrap(), Layout::parsed(body).unwrap());
+        }
+        let refused: [&[u8]; 17] = [
+            b"",
+            b"[]",
+            br#"{"a":01}"#,
+            br#"{"a":1,}"#,
+            br#"{"a":1 "b":2}"#,
+            br#"{"a":[1,]}"#,
+            br#"{"a":.5}"#,
+            br#"{"a":1.}"#,
+            br#"{"a":1e}"#,
+            br#"{"a":tru}"#,
+            br#"{"a":"\x"}"#,
+            br#"{"a":"\u12g4"}"#,
+            b"{\"a\":\"\x01\"}",
+            b"{\"a\":\"past the first sixteen bytes \x1f\"}",
+            b"{\"a\":\"\xff\"}",
+            br#"{"a":1} x"#,
+            br#"{"a":{"b" 1}}"#,
+        ];
+        for body in refused {
+            assert!(strict::members(body).is_none(), "{}", String::from_utf8_lossy(body));
+            assert!(Layout::parsed(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    /// JSON text with whitespace, escapes and numbers of every form: `{...}` when `object`.
+    fn json_text() -> impl Strategy<Value = String> {
+        let space = prop::sample::select(vec!["", " ", "\n", "\t ", "\r\n  "]);
+        let string = r#"([a-z é✓]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}){0,24}"#.prop_map(|text| format!("\"{text}\""));
+        let number = "-?(0|[1-9][0-9]{0,4})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?";
+        let leaf = prop_oneof![
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            Just("null".to_owned()),
+            number,
+            string.clone()
+        ];
+        leaf.prop_recursive(5, 40, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec((space.clone(), inner.clone(), space.clone()), 0..5).prop_map(|items| format!(
+                    "[{}]",
+                    items.iter().map(|(a, v, b)| format!("{a}{v}{b}")).collect::<Vec<_>>().join(",")
+                )),
+                prop::collection::vec((string.clone(), space.clone(), inner), 0..5).prop_map(|members| format!(
+                    "{{{}}}",
+                    members.iter().map(|(k, s, v)| format!("{k}{s}:{s}{v}")).collect::<Vec<_>>().join(",")
+                )),
+            ]
+        })
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let space = prop::sample::select(vec!["", " ", "\n  "]);
+        prop::collection::vec(("[a-z_]{0,8}", space, json_text()), 0..6).prop_map(|members| {
+            let members: Vec<String> = members.iter().map(|(k, s, v)| format!("{s}\"{k}\"{s}:{s}{v}{s}")).collect();
+            format!("{{{}}}", members.join(",")).into_bytes()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_strict_pass_takes_valid_bodies_with_serde_json_s_spans(body in body()) {
+            prop_assert_eq!(strict::members(&body), Some(Layout::parsed(&body).unwrap().members));
+        }
+
+        #[test]
+        fn what_the_strict_pass_takes_of_broken_bodies_serde_json_takes_alike(
+            body in body(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, prop::sample::select(b"{}[]\",:\\ 0.eE+-tnu\x01\xc3".to_vec())), 1..4),
+        ) {
+            let mut body = body;
+            for (at, kind, byte) in edits {
+                let at = at.index(body.len() + 1);
+                match kind {
+                    0 if at < body.len() => body[at] = byte,
+                    1 if at < body.len() => { body.remove(at); }
+                    _ => body.insert(at, byte),
+                }
+            }
+            if let Some(members) = strict::members(&body) {
+                prop_assert_eq!(Some(members), Layout::parsed(&body).ok().map(|layout| layout.members));
+            }
+        }
     }
 
     #[test]
