@@ -37,7 +37,9 @@ use tower::{Service, ServiceExt};
 use super::drain::Drain;
 use super::RequestBody;
 use crate::body::Body;
-use crate::wire::{connection_has, tokens, write_head_and_body, FieldSpan, ReadSize};
+use crate::wire::{
+    connection_has, push_chunk_size, push_content_length, tokens, write_head_and_body, FieldSpan, ReadSize,
+};
 
 /// The most header fields a head this loop serves may have; hyper takes heads with more (up
 /// to its own limit of 100, and answers 431 beyond it).
@@ -482,7 +484,6 @@ fn content_length(value: &[u8]) -> Option<usize> {
 /// (1xx, 204, 304), `Some(None)` for a body of unknown length, sent chunked. `add_close` adds the
 /// `connection: close` the response does not have.
 fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<Option<u64>>, add_close: bool) {
-    use std::io::Write as _;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -504,9 +505,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<
     }
     match length {
         None => {}
-        Some(Some(length)) => {
-            let _ = write!(out, "content-length: {length}\r\n");
-        }
+        Some(Some(length)) => push_content_length(out, length),
         Some(None) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     if !dated {
@@ -518,12 +517,11 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<
 }
 
 fn push_data(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
-    use std::io::Write as _;
     if data.is_empty() {
         return;
     }
     if chunked {
-        let _ = write!(out, "{:x}\r\n", data.len());
+        push_chunk_size(out, data.len());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
     } else {

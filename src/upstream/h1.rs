@@ -18,7 +18,7 @@
 //! multiplexed and need a task of their own.
 
 use std::future::{poll_fn, Future};
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -36,7 +36,7 @@ use tower::Service;
 
 use super::client::Connector;
 use crate::error::BoxError;
-use crate::wire::{connection_has, write_head_and_body, FieldSpan, ReadSize};
+use crate::wire::{connection_has, push_content_length, write_head_and_body, FieldSpan, ReadSize};
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -164,8 +164,7 @@ fn encode_head(request: &Request<Bytes>, destination: &Uri) -> Vec<u8> {
     let body = request.body();
     let expects_body = !matches!(*request.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
     if !headers.contains_key(CONTENT_LENGTH) && (expects_body || !body.is_empty()) {
-        // Formatted straight into the head: writing to a Vec cannot fail.
-        let _ = write!(head, "content-length: {}\r\n", body.len());
+        push_content_length(&mut head, body.len() as u64);
     }
     head.extend_from_slice(b"\r\n");
     head
