@@ -707,7 +707,7 @@ mod tests {
         }
     }
 
-    /// JSON text with whitespace, escapes and numbers of every form: `{...}` when `object`.
+    /// Any JSON value as text: whitespace, escapes, numbers of every form, nesting.
     fn json_text() -> impl Strategy<Value = String> {
         let space = prop::sample::select(vec!["", " ", "\n", "\t ", "\r\n  "]);
         let string = r#"([a-z é✓]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}){0,24}"#.prop_map(|text| format!("\"{text}\""));
