@@ -64,8 +64,9 @@ impl OutgoingHeaders {
         let auth = upstream.auth_header.clone();
         let remove = upstream.headers_remove.clone();
         let fixed = |accept: &'static str| {
-            // A clone keeps the room: the client's headers, `host` and hyper's `content-length`
-            // are added to it without the map growing.
+            // A clone keeps the index's room, so the client's headers, `host` and hyper's
+            // `content-length` are added without a rehash; its list of entries is cloned to its
+            // length, and grows once when the first of them is appended.
             let mut headers = HeaderMap::with_capacity(16);
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
