@@ -294,6 +294,27 @@ impl Connection {
     }
 }
 
+/// A chunk-size line, as `httparse::parse_chunk_size` reads it. Nearly every line is bare hex
+/// digits and CRLF, read here in a few instructions a byte; any other line (an extension, spaces,
+/// a bad byte, a partial line) is httparse's to read.
+fn chunk_size_line(line: &[u8]) -> Result<httparse::Status<(usize, u64)>, httparse::InvalidChunkSize> {
+    let mut size: u64 = 0;
+    // httparse takes at most 16 digits, which cannot overflow.
+    for (at, &byte) in line.iter().enumerate().take(17) {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            b'A'..=b'F' => byte - b'A' + 10,
+            b'\r' if at > 0 && line.get(at + 1) == Some(&b'\n') => {
+                return Ok(httparse::Status::Complete((at + 2, size)))
+            }
+            _ => break,
+        };
+        size = size << 4 | u64::from(digit);
+    }
+    httparse::parse_chunk_size(line)
+}
+
 /// Whether the upstream lets the connection carry another request (RFC 9112 §9.3).
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     let has_token = |token| connection_has(headers, token);
@@ -396,7 +417,7 @@ impl H1Body {
             Framing::UntilClose => Ok(Step::Data(buffer.split().freeze())),
             Framing::Chunked(chunk) => loop {
                 match *chunk {
-                    Chunk::Size => match httparse::parse_chunk_size(buffer) {
+                    Chunk::Size => match chunk_size_line(buffer) {
                         Ok(httparse::Status::Complete((line, size))) => {
                             buffer.advance(line);
                             *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
@@ -454,7 +475,7 @@ impl H1Body {
         let mut read = decoded;
         while let Chunk::DataEnd = *chunk {
             let Some(after_data) = bytes[read..].strip_prefix(b"\r\n") else { break };
-            let Ok(httparse::Status::Complete((line, size @ 1..))) = httparse::parse_chunk_size(after_data) else {
+            let Ok(httparse::Status::Complete((line, size @ 1..))) = chunk_size_line(after_data) else {
                 break;
             };
             let start = read + 2 + line;
@@ -587,6 +608,18 @@ mod tests {
             let (data, rest) = decode(&pieces).unwrap();
             prop_assert_eq!(data, CHUNKED_DATA);
             prop_assert_eq!(rest.as_deref(), Some(&b"NEXT"[..]));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_size_lines_read_as_httparse_reads_them(
+            digits in proptest::collection::vec(proptest::sample::select(b"0123456789abcdefABCDEF".to_vec()), 0..20),
+            end in proptest::sample::select(vec!["", "\r", "\r\n", "\rx", "\n", ";ext=1\r\n", " \r\n", "g\r\n"]),
+            tail in proptest::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let line = [&digits[..], end.as_bytes(), &tail].concat();
+            prop_assert_eq!(format!("{:?}", chunk_size_line(&line)), format!("{:?}", httparse::parse_chunk_size(&line)));
         }
     }
 
