@@ -299,7 +299,7 @@ impl Connection {
 /// a bad byte, a partial line) is httparse's to read.
 fn chunk_size_line(line: &[u8]) -> Result<httparse::Status<(usize, u64)>, httparse::InvalidChunkSize> {
     let mut size: u64 = 0;
-    // httparse takes at most 16 digits, which cannot overflow.
+    // At most 16 digits, as httparse takes (they cannot overflow); a 17th is httparse's to refuse.
     for (at, &byte) in line.iter().enumerate().take(17) {
         let digit = match byte {
             b'0'..=b'9' => byte - b'0',
