@@ -5,9 +5,10 @@
 //! channel, with a wake-up each way, even when the caller drives the connection itself. For the
 //! upstreams a relay most often sits next to (vLLM, Ollama, another relay in the same cluster)
 //! that machinery cost more than a third of a relayed stream's instructions. Here the request is
-//! one vectored write, and the response is parsed where it is read: the head and each chunk-size
-//! line by httparse, the parser hyper itself uses; what is left here is the message framing of
-//! RFC 9112 §6 and connection reuse. Body data is handed on as slices of the read buffer, never
+//! one vectored write, and the response is parsed where it is read: the head and every unusual
+//! chunk-size line by httparse, the parser hyper itself uses (a bare hex size line is read here,
+//! held to httparse's answers by a test); what is left here is the message framing of RFC 9112 §6
+//! and connection reuse. Body data is handed on as slices of the read buffer, never
 //! copied out of it; the chunks of one read are joined in place, to go on as one frame.
 //!
 //! A connection returns to the pool when its response was read to the end, cleanly framed, with
