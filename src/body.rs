@@ -6,12 +6,18 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use tokio::time::Sleep;
 
 /// Every response body the relay sends. Its error type is `Infallible`: failures inside a body are
 /// turned into in-band SSE error events before they reach hyper, so a connection is never cut.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The content types of the relay's own bodies, made at compile time: `HeaderValue::from_static`
+/// checks each byte, and called at run time it did so on every response.
+pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

@@ -55,6 +55,7 @@ async fn only_the_model_changes_and_client_credentials_never_leave() {
     assert_eq!(answer, Bytes::from(COMPLETION));
     assert_eq!(headers["x-request-id"], "client-req-1");
     assert_eq!(headers["x-switchyard-upstream"], "primary");
+    assert_eq!(headers["content-type"], "application/json");
 
     let received = &upstream.received()[0];
     assert_eq!(received.path, "/v1/chat/completions");
@@ -149,6 +150,8 @@ async fn streams_are_forwarded_event_by_event_as_they_arrive() {
     let started = std::time::Instant::now();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // No cache between the relay and the client may hold the stream back or replay it.
+    assert_eq!(response.headers()["cache-control"], "no-cache");
     let mut body = response.into_body();
     let mut arrivals = Vec::new();
     let mut received = Vec::new();

@@ -500,6 +500,7 @@ async fn stream_simulate_sends_one_request_and_streams_the_answer() {
     let (status, headers, body) = relay.chat(&[], &request(true)).await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache", "a simulated stream is sent as a native one is");
     let data = sse_data(&body);
     assert_eq!(data.last().unwrap(), "[DONE]");
     assert!(data.iter().any(|d| d.contains("\"content\":\"ok\"")));

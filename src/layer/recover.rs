@@ -12,7 +12,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::body::{full, Body};
+use crate::body::{full, Body, APPLICATION_JSON};
 use crate::error::{ErrorCode, RelayError};
 use crate::layer::request_id::{self, REQUEST_ID};
 use crate::record::RequestRecord;
@@ -41,7 +41,7 @@ pub fn error_response(error: &RelayError, request_id: &str) -> Response<Body> {
     let mut response = Response::new(full(error.to_response_body(request_id)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
     if let Some(retry_after) = error.retry_after {
         if let Ok(value) = HeaderValue::try_from(retry_after.as_secs().max(1).to_string()) {
             headers.insert(header::RETRY_AFTER, value);

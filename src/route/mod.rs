@@ -27,7 +27,7 @@ use tower::load::{CompleteOnResponse, Load, PeakEwma};
 use tower::retry::budget::TpsBudget;
 use tower::Service;
 
-use crate::body::{collect_limited, full, Body, CollectError};
+use crate::body::{collect_limited, full, Body, CollectError, APPLICATION_JSON};
 use crate::boxed::boxed_in_place;
 use crate::config::{Config, Strategy};
 use crate::dialect::json::{Layout, Text};
@@ -300,7 +300,7 @@ where
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON);
     response
 }
 

@@ -21,7 +21,9 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::body::{collect_limited, collect_limited_idle, full, Body, CollectError};
+use crate::body::{
+    collect_limited, collect_limited_idle, full, Body, CollectError, APPLICATION_JSON, TEXT_EVENT_STREAM,
+};
 use crate::boxed::boxed_in_place;
 use crate::config::{Redactor, StreamMode, Timeouts, UpstreamParams};
 use crate::dialect::{self, ChatRequest, Dialect, DialectKind, ResponseContext, ResponseUsage, UpstreamCall};
@@ -43,6 +45,8 @@ const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// as many load generators send, fill a map of 8 slots), and growing it rehashes every header;
 /// 24 fits what the OpenAI SDKs send (about 17) plus the id.
 const RESPONSE_HEADER_ROOM: usize = 24;
+/// A stream's `cache-control`, native or simulated, made at compile time as [`APPLICATION_JSON`] is.
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
 // One per upstream, built once and never moved: the https client's size costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -410,7 +414,7 @@ impl Upstream {
                 call.record.set_usage(usage);
             }
             call.record.mark_first_token();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON);
             *response.body_mut() = full(aggregated.body);
             return Ok(response);
         }
@@ -429,8 +433,8 @@ impl Upstream {
                     .redacting(self.redactor.clone());
             stream.wait_first_event().await?;
             call.record.set_stream(true);
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response.headers_mut().insert(header::CONTENT_TYPE, TEXT_EVENT_STREAM);
+            response.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
             *response.body_mut() = stream.boxed_unsync();
             return Ok(response);
         }
@@ -468,12 +472,13 @@ impl Upstream {
         if simulate {
             let events = dialect::simulate::completion_to_chunks(&translated.body, chat.client_wants_usage)?;
             call.record.set_stream(true);
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            response.headers_mut().insert(header::CONTENT_TYPE, TEXT_EVENT_STREAM);
+            response.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
             let frames = events.into_iter().map(|e| Ok(http_body::Frame::data(e)));
             *response.body_mut() = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
             return Ok(response);
         }
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(header::CONTENT_TYPE, APPLICATION_JSON);
         *response.body_mut() = full(translated.body);
         *response.status_mut() = StatusCode::OK;
         Ok(response)
