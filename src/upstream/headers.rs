@@ -9,10 +9,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Glob, UpstreamParams};
 
-/// Names the upstream that answered, on every response.
+/// Names the upstream, on every response an upstream gave or failed.
 pub const UPSTREAM_HEADER: HeaderName = HeaderName::from_static("x-switchyard-upstream");
-/// Carries the upstream's own id for the request. Made at compile time: `from_static` checks each
-/// byte, and called at run time it did so on every response that has an id.
+/// Carries the upstream's own id for the request; a const for the reason
+/// [`crate::body::APPLICATION_JSON`] is one.
 const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
 /// Headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), the client's credentials and

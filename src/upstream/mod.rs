@@ -45,7 +45,8 @@ const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// as many load generators send, fill a map of 8 slots), and growing it rehashes every header;
 /// 24 fits what the OpenAI SDKs send (about 17) plus the id.
 const RESPONSE_HEADER_ROOM: usize = 24;
-/// A stream's `cache-control`, native or simulated, made at compile time as [`APPLICATION_JSON`] is.
+/// A stream's `cache-control`, native or simulated; a const for the reason [`APPLICATION_JSON`]
+/// is one.
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
 // One per upstream, built once and never moved: the https client's size costs nothing.
