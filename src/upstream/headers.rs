@@ -7,6 +7,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::body::{APPLICATION_JSON, TEXT_EVENT_STREAM};
 use crate::config::{Glob, UpstreamParams};
 
 /// Names the upstream, on every response an upstream gave or failed.
@@ -66,13 +67,13 @@ impl OutgoingHeaders {
         let user_agent = HeaderValue::try_from(upstream.user_agent.as_str()).ok();
         let auth = upstream.auth_header.clone();
         let remove = upstream.headers_remove.clone();
-        let fixed = |accept: &'static str| {
+        let fixed = |accept: HeaderValue| {
             // A clone keeps the index's room, so the client's headers, `host` and hyper's
             // `content-length` are added without a rehash; its list of entries is cloned to its
             // length, and grows once when the first of them is appended.
             let mut headers = HeaderMap::with_capacity(16);
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+            headers.insert(header::ACCEPT, accept);
             if let Some(agent) = &user_agent {
                 headers.insert(header::USER_AGENT, agent.clone());
             }
@@ -92,8 +93,8 @@ impl OutgoingHeaders {
             upstream.headers_set.iter().map(|(name, _)| name.clone()).collect();
         dialect_may_not_set.extend(auth.as_ref().map(|(name, _)| name.clone()));
         OutgoingHeaders {
-            fixed_json: fixed("application/json"),
-            fixed_stream: fixed("text/event-stream"),
+            fixed_json: fixed(APPLICATION_JSON),
+            fixed_stream: fixed(TEXT_EVENT_STREAM),
             dialect_may_not_set,
             keep_sdk_headers: upstream.keep_sdk_headers,
             remove,
