@@ -106,14 +106,18 @@ impl<'s> Locator<'s> {
         let before = &self.source[..offset.min(self.source.len())];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |nl| nl + 1);
-        (line, before[line_start..].chars().count() + 1)
+        // A byte-order mark is no character an editor shows, so it takes no column.
+        let on_line = &before[line_start..];
+        let on_line = if line_start == 0 { on_line.strip_prefix('\u{feff}').unwrap_or(on_line) } else { on_line };
+        (line, on_line.chars().count() + 1)
     }
 
     /// Where the deepest existing part of a dotted path is written: the key itself when found,
-    /// else its closest written parent. Numeric segments index arrays (`models.2.name`).
+    /// else its closest written parent. Numeric segments index arrays, written either way
+    /// (`models.2.name`, or `targets[0].upstream` as serde_path_to_error writes them).
     pub fn locate(&self, path: &str) -> Option<(usize, usize)> {
         let document = self.document.as_ref()?;
-        let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+        let segments: Vec<&str> = path.split(['.', '[', ']']).filter(|s| !s.is_empty()).collect();
         locate_in_table(document.as_table(), &segments, None).map(|offset| self.line_col(offset))
     }
 }
@@ -175,6 +179,21 @@ mod tests {
     fn columns_count_characters_not_bytes() {
         let locator = Locator::new("[upstreams]\na = { dialect = \"héllo→\", base_ulr = \"x\" }\n");
         assert_eq!(locator.locate("upstreams.a.base_ulr"), Some((2, 27)));
+    }
+
+    #[test]
+    fn array_indexes_locate_in_either_notation() {
+        let source = "[[models]]\nname = \"m\"\ntargets = [\n  { upstream = \"a\" },\n  { upstrem = \"b\" },\n]\n";
+        let locator = Locator::new(source);
+        assert_eq!(locator.locate("models.0.targets[1].upstrem"), Some((5, 5)));
+        assert_eq!(locator.locate("models.0.targets.1.upstrem"), Some((5, 5)));
+    }
+
+    #[test]
+    fn a_byte_order_mark_takes_no_column() {
+        let locator = Locator::new("\u{feff}listen = 5\n");
+        assert_eq!(locator.line_col("\u{feff}".len()), (1, 1));
+        assert_eq!(locator.locate("listen"), Some((1, 1)));
     }
 
     #[test]

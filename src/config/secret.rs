@@ -148,11 +148,13 @@ const LOOKS_LIKE_A_CREDENTIAL: &str =
 
 /// A reference's name as diagnostics may show it: not at all when it looks like a credential
 /// pasted where a name belongs (long, with lower-case letters and digits, as API tokens are;
-/// variables are named in upper case), since diagnostics reach logs.
+/// variables are named in upper case), or long, upper case and digits with no `_` between words
+/// (an AWS access key id), since diagnostics reach logs.
 pub(super) fn shown_name(name: &str) -> Option<&str> {
-    let token_like =
-        name.len() >= 20 && name.bytes().any(|b| b.is_ascii_lowercase()) && name.bytes().any(|b| b.is_ascii_digit());
-    (!token_like).then_some(name)
+    let digits = name.bytes().any(|b| b.is_ascii_digit());
+    let mixed_case_token = name.len() >= 20 && digits && name.bytes().any(|b| b.is_ascii_lowercase());
+    let upper_case_token = name.len() >= 16 && digits && !name.contains('_');
+    (!(mixed_case_token || upper_case_token)).then_some(name)
 }
 
 /// Whether `text` can be an environment variable's name, as `${...}` expects.
@@ -276,6 +278,8 @@ mod tests {
         let long = expand("${AZURE_OPENAI_API_KEY_EASTUS2_PRODUCTION}", &env).unwrap_err();
         assert_eq!(long.to_string(), "${AZURE_OPENAI_API_KEY_EASTUS2_PRODUCTION} is not set");
         assert_eq!(expand("${openai_key}", &env).unwrap_err().to_string(), "${openai_key} is not set");
+        let access_key_id = expand("${AKIAIOSFODNN7EXAMPLE}", &env).unwrap_err();
+        assert!(!format!("{access_key_id} {}", access_key_id.suggestion()).contains("IOSFODNN7"), "{access_key_id}");
     }
 
     #[test]

@@ -109,12 +109,17 @@ impl Checker<'_> {
 
     /// Warns about a value that is exactly `$NAME`, which is used as written.
     fn warn_if_bare_reference(&mut self, path: &str, owner: &str, text: &str) {
-        if let Some(name) = bare_reference(text) {
-            self.contained(
+        let Some(name) = bare_reference(text) else { return };
+        // A key that happens to start with `$` looks like a reference too, and is not shown.
+        let diagnostic = match shown_name(name) {
+            Some(name) => {
                 Diagnostic::warning(path, format!("{owner} uses \"${name}\" as written, not the variable {name}"))
-                    .suggest(format!("did you mean ${{{name}}}?")),
-            );
-        }
+                    .suggest(format!("did you mean ${{{name}}}?"))
+            }
+            None => Diagnostic::warning(path, format!("{owner} uses a value starting with `$` as written"))
+                .suggest("if it names a variable, write it as ${NAME}; if it is the key itself, ignore this"),
+        };
+        self.contained(diagnostic);
     }
 }
 
@@ -212,8 +217,49 @@ fn read_part<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Result<T, (
             root if root == "." => String::new(),
             path => path,
         };
-        (key, error.into_inner().message().trim().to_owned())
+        (key, without_values(error.into_inner().message().trim()))
     })
+}
+
+/// A serde message without the value it quotes: the value may be a key pasted into the wrong
+/// place (`keys = ["sk-…"]`), and the message reaches `check`, the log and `/readyz`. The
+/// location already points at the value.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string = rest.find("string \"").map(|at| (at, "string \"".len()));
+        let variant = rest.find("variant `").map(|at| (at, "variant `".len()));
+        let Some((at, len)) = [string, variant].into_iter().flatten().min() else { break };
+        let opening = rest.as_bytes()[at + len - 1];
+        out.push_str(&rest[..at + len - 2]);
+        let quoted = &rest[at + len..];
+        // A string is shown escaped (`{:?}`), so its end is the first quote that is not escaped;
+        // a variant is shown as written, so its end is the last backtick before the expectation.
+        let end = if opening == b'"' {
+            let mut escaped = false;
+            quoted.char_indices().find_map(|(i, c)| match c {
+                '\\' if !escaped => {
+                    escaped = true;
+                    None
+                }
+                '"' if !escaped => Some(i),
+                _ => {
+                    escaped = false;
+                    None
+                }
+            })
+        } else {
+            quoted.rfind("`, expected").or_else(|| quoted.rfind('`'))
+        };
+        let Some(end) = end else {
+            rest = "";
+            break;
+        };
+        rest = &quoted[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The first error reading `value` as a `T`, at its key's path under `prefix`.
@@ -249,7 +295,7 @@ pub(super) fn validate(
             let mut each_part = source.parse::<toml::Table>().map(|table| part_errors(&table)).unwrap_or_default();
             each_part.sort_by_cached_key(|diagnostic| checker.locator.locate(&diagnostic.path));
             if each_part.is_empty() {
-                let message = error.message().trim().to_owned();
+                let message = without_values(error.message().trim());
                 let mut diagnostic = Diagnostic::error("", message.clone());
                 diagnostic.location = error.span().map(|span| checker.locator.line_col(span.start));
                 diagnostic.suggestion = suggestion_for_unknown(&message);
@@ -581,8 +627,9 @@ fn check_upstream(
         Some("x-goog-api-key") => AuthStyle::Header("x-goog-api-key"),
         Some("sigv4") => AuthStyle::SigV4,
         Some("none") => AuthStyle::None,
-        Some(other) => {
-            return Err(disabled("auth", format!("unknown auth style {other:?}"))
+        // Not shown: a misplaced key (`auth = "Bearer sk-…"`) is what usually ends up here.
+        Some(_) => {
+            return Err(disabled("auth", "unknown auth style".into())
                 .suggest("one of: bearer, x-api-key, api-key, x-goog-api-key, sigv4, none"))
         }
     };
@@ -1004,7 +1051,7 @@ targets = [{ upstream = "openai" }]
         for expected in [
             "switchyard.toml:2:1: error: server.listn: unknown field `listn`",
             "switchyard.toml:9:1: error: keys.1.name: invalid type: integer `5`, expected a string",
-            "switchyard.toml:13:1: error: models.0.targets: invalid type: string \"a\"",
+            "switchyard.toml:13:1: error: models.0.targets: invalid type: string, expected a sequence",
             "switchyard.toml:15:2: error: upstream: unknown field `upstream`",
             "did you mean `listen`?",
             "did you mean `upstreams`?",
@@ -1059,6 +1106,39 @@ targets = [{ upstream = "openai" }]
     fn an_unset_secret_disables_the_upstream() {
         let config = load("[upstreams.a]\ndialect = \"openai-completions\"\napi_key = \"${MISSING}\"\n").unwrap();
         assert!(config.disabled["a"].to_string().contains("${MISSING} is not set"));
+    }
+
+    #[test]
+    fn a_key_written_where_something_else_belongs_is_never_shown() {
+        let fatal = [
+            "keys = [\"sk-live-Xy12abCD34\"]\n",
+            "[upstreams.a]\ndialect = \"mock\"\n[[models]]\nname = \"m\"\ntargets = \"sk-live-\\\"Xy12abCD34\"\n",
+        ];
+        for source in fatal {
+            let text = load(source).unwrap_err().render();
+            assert!(text.contains("invalid type: string"), "{text}");
+            assert!(!text.contains("Xy12abCD34"), "{text}");
+        }
+        let served = [
+            "[upstreams]\na = \"sk-live-Xy12abCD34\"\n",
+            "[upstreams.a]\ndialect = \"openai-completions\"\nauth = \"Bearer sk-live-Xy12abCD34\"\n",
+            "[upstreams.a]\ndialect = \"openai-completions\"\napi_key = \"$sk_live_4eC39HqLyjWDXy12abCD34\"\n",
+            "[[keys]]\nname = \"c\"\nkey = \"$x9Kq2LmP7vR4tS8wZ3nB6Xy12abCD34\"\n",
+        ];
+        for source in served {
+            let config = load(source).unwrap();
+            let text = format!("{:?} {:?}", config.warnings, config.disabled);
+            assert!(text.contains("upstreams.a") || text.contains("keys.0.key"), "{text}");
+            assert!(!text.contains("Xy12abCD34"), "{text}");
+        }
+        assert_eq!(
+            without_values("unknown variant `sk-`x`, expected one of `a`, `b`"),
+            "unknown variant, expected one of `a`, `b`"
+        );
+        assert_eq!(
+            without_values("invalid type: integer `5`, expected a string"),
+            "invalid type: integer `5`, expected a string"
+        );
     }
 
     #[test]
