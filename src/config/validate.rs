@@ -392,7 +392,7 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
     let mut skipped = Vec::new();
     for (index, key) in raw.keys.iter().enumerate() {
         let path = format!("keys.{index}");
-        if keys.iter().any(|k: &KeyParams| k.name == key.name) {
+        if keys.iter().any(|k: &KeyParams| k.name == key.name) || skipped.contains(&key.name) {
             checker.fatal(Diagnostic::error(format!("{path}.name"), format!("duplicate key name {:?}", key.name)));
             continue;
         }
@@ -400,6 +400,19 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
             (Some(value), None) => match checker.expand(value) {
                 Ok(expanded) => {
                     checker.warn_if_bare_reference(&format!("{path}.key"), &format!("key {:?}", key.name), value);
+                    // A client's key is read without its surrounding spaces, so this one could
+                    // only ever match an empty key, which is never taken.
+                    if expanded.trim().is_empty() {
+                        checker.contained(
+                            Diagnostic::warning(
+                                format!("{path}.key"),
+                                format!("key {:?} is disabled: it is empty", key.name),
+                            )
+                            .suggest("key = \"${MY_KEY_VAR}\", with the variable holding the key"),
+                        );
+                        skipped.push(key.name.clone());
+                        continue;
+                    }
                     if let Some(c) = control_character(&expanded) {
                         let message = holds_control_character("the key", c);
                         checker.contained(
@@ -433,6 +446,17 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
                 }
             },
             (None, Some(hex_digest)) => match hex::decode(hex_digest).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                Some(digest) if digest == <[u8; 32]>::from(Sha256::digest(b"")) => {
+                    checker.contained(
+                        Diagnostic::warning(
+                            format!("{path}.sha256"),
+                            format!("key {:?} is disabled: this is the digest of an empty key", key.name),
+                        )
+                        .suggest("compute it from the key itself: printf %s \"$KEY\" | sha256sum"),
+                    );
+                    skipped.push(key.name.clone());
+                    continue;
+                }
                 Some(digest) => digest,
                 None => {
                     checker.fatal(
@@ -1100,6 +1124,26 @@ targets = [{ upstream = "openai" }]
         let text = config.disabled["b"].to_string();
         assert!(text.contains("`base_url` is also set: keep one of them and delete the other"), "{text}");
         assert!(!text.contains("doctor --fix"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_client_key_is_skipped_and_auth_stays_on() {
+        let empty_digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for key in ["key = \"\"", "key = \"  \"", &format!("sha256 = \"{empty_digest}\"")] {
+            let config = load(&format!("[[keys]]\nname = \"team\"\n{key}\n")).unwrap();
+            assert!(config.keys.is_empty() && config.auth_required, "{key}");
+            assert_eq!(config.skipped_keys, ["team"], "{key}");
+            let text = format!("{:?}", config.warnings);
+            assert!(text.contains("key \\\"team\\\" is disabled"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_key_name_is_unique_even_when_its_first_use_was_skipped() {
+        let source =
+            "[[keys]]\nname = \"team\"\nkey = \"${MISSING}\"\n\n[[keys]]\nname = \"team\"\nkey = \"${CLIENT_KEY}\"\n";
+        let text = load(source).unwrap_err().render();
+        assert!(text.contains("switchyard.toml:6:1: error: keys.1.name: duplicate key name \"team\""), "{text}");
     }
 
     #[test]

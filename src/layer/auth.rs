@@ -109,14 +109,17 @@ pub struct Auth<S, K> {
     keys: K,
 }
 
+/// The key a request presents. The scheme is matched in any case (RFC 9110 §11.1); an empty key
+/// is no key, so that no configuration can let one in.
 fn presented_key<B>(request: &Request<B>) -> Option<&str> {
     let headers = request.headers();
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| v.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
+        .filter(|key| !key.is_empty())
 }
 
 // === impl Auth ===
@@ -211,6 +214,24 @@ mod tests {
         }
         let response = AuthLayer::new(Fixed(Arc::new(keys))).layer(inner).oneshot(request.body(()).unwrap()).await?;
         Ok(response.extensions().get::<Option<Option<String>>>().cloned().flatten())
+    }
+
+    fn presented(name: &str, value: &str) -> Option<String> {
+        let request = Request::builder().header(name, value).body(()).unwrap();
+        presented_key(&request).map(str::to_owned)
+    }
+
+    #[test]
+    fn the_scheme_is_read_in_any_case_and_an_empty_key_is_none() {
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR  k1 "] {
+            assert_eq!(presented("authorization", value).as_deref(), Some("k1"), "{value}");
+        }
+        assert_eq!(presented("x-api-key", " k1").as_deref(), Some("k1"));
+        for (name, value) in
+            [("x-api-key", ""), ("x-api-key", "  "), ("authorization", "Bearer "), ("authorization", "Basic a")]
+        {
+            assert_eq!(presented(name, value), None, "{name}: {value:?}");
+        }
     }
 
     #[tokio::test]
