@@ -94,10 +94,7 @@ impl Checker<'_> {
         match text {
             None => default,
             Some(text) => parse_duration(text).unwrap_or_else(|| {
-                self.fatal(
-                    Diagnostic::error(path, format!("{text:?} is not a duration"))
-                        .suggest("write a number with a unit: \"250ms\", \"30s\", \"5m\", \"1h\""),
-                );
+                self.fatal(Diagnostic::error(path, format!("{text:?} is not a duration")).suggest(DURATION_HELP));
                 default
             }),
         }
@@ -122,6 +119,8 @@ impl Checker<'_> {
         self.contained(diagnostic);
     }
 }
+
+const DURATION_HELP: &str = "write a number with a unit: \"250ms\", \"30s\", \"5m\", \"1h\"";
 
 /// The first control character in a secret, if any: a key is one line of printable text, and a
 /// header cannot carry a line break, so such a key would never authenticate anything.
@@ -580,6 +579,42 @@ fn check_upstream(
         }
     };
 
+    // Checked before any of them is read, so that a bad one disables this upstream alone.
+    let durations = [
+        ("timeouts.connect", raw.timeouts.connect.as_ref()),
+        ("timeouts.first_byte", raw.timeouts.first_byte.as_ref()),
+        ("timeouts.idle", raw.timeouts.idle.as_ref()),
+        ("timeouts.total", raw.timeouts.total.as_ref()),
+        ("retry.backoff_base", raw.retry.backoff_base.as_ref()),
+        ("retry.backoff_max", raw.retry.backoff_max.as_ref()),
+        ("retry.retry_after_max", raw.retry.retry_after_max.as_ref()),
+        ("health.interval", raw.health.as_ref().and_then(|health| health.interval.as_ref())),
+    ];
+    for (key, text) in durations {
+        if let Some(text) = text.filter(|text| parse_duration(text).is_none()) {
+            return Err(disabled(key, format!("{text:?} is not a duration")).suggest(DURATION_HELP));
+        }
+    }
+    // Sent as header values: one that is not valid would be dropped, or replaced by a default,
+    // on every request.
+    let header_values =
+        [("user_agent", raw.user_agent.as_ref()), ("anthropic_version", raw.anthropic_version.as_ref())];
+    for (key, text) in header_values {
+        if text.is_some_and(|text| HeaderValue::try_from(text.as_str()).is_err()) {
+            return Err(disabled(key, format!("`{key}` is not a valid header value"))
+                .suggest("one line of printable characters"));
+        }
+    }
+    if let Some(health) = &raw.health {
+        if health.path.as_ref().is_some_and(|path| !path.starts_with('/')) {
+            return Err(disabled("health.path", "the health check's path must start with `/`".into())
+                .suggest("a path under `base_url`, such as \"/models\""));
+        }
+        if health.expect_status.is_some_and(|status| !(100..=599).contains(&status)) {
+            return Err(disabled("health.expect_status", "not an HTTP status code (100-599)".into()));
+        }
+    }
+
     let written = [
         ("base_url", raw.base_url.as_ref()),
         ("api_key", raw.api_key.as_ref()),
@@ -631,6 +666,13 @@ fn check_upstream(
                     "remove it from the URL: put a key in `api_key` (with `auth` to choose its header) or \
                          `headers.set`; Azure's api-version goes in `api_version`",
                 ));
+            }
+            // `Uri` takes any text after the host's colon, and gives no port for one that is
+            // not a number; every request would then fail as a refused connection.
+            let authority = uri.authority().map_or("", |authority| authority.as_str());
+            let written_port = authority.rsplit_once(':').filter(|_| !authority.ends_with(']')).map(|(_, port)| port);
+            if written_port.is_some_and(|port| port.parse::<u16>().map_or(true, |port| port == 0)) {
+                return Err(disabled("base_url", format!("{shown:?} has an invalid port (1-65535)")));
             }
             Some(uri)
         }
@@ -1144,6 +1186,39 @@ targets = [{ upstream = "openai" }]
             "[[keys]]\nname = \"team\"\nkey = \"${MISSING}\"\n\n[[keys]]\nname = \"team\"\nkey = \"${CLIENT_KEY}\"\n";
         let text = load(source).unwrap_err().render();
         assert!(text.contains("switchyard.toml:6:1: error: keys.1.name: duplicate key name \"team\""), "{text}");
+    }
+
+    #[test]
+    fn a_bad_value_inside_an_upstream_disables_only_that_upstream() {
+        let bad = [
+            ("timeouts = { connect = \"fast\" }", "timeouts.connect", "is not a duration"),
+            ("retry = { attempts = 1, backoff_base = \"1 sec\" }", "retry.backoff_base", "is not a duration"),
+            ("health = { interval = \"often\" }", "health.interval", "is not a duration"),
+            ("health = { path = \"models\" }", "health.path", "must start with `/`"),
+            ("health = { expect_status = 999 }", "health.expect_status", "not an HTTP status code"),
+            ("user_agent = \"bad\\nvalue\"", "user_agent", "not a valid header value"),
+            ("anthropic_version = \"2023\\r\\nX-Evil: 1\"", "anthropic_version", "not a valid header value"),
+            ("base_url = \"http://127.0.0.1:abc/v1\"", "base_url", "invalid port"),
+            ("base_url = \"http://127.0.0.1:99999/v1\"", "base_url", "invalid port"),
+            ("base_url = \"http://127.0.0.1:0/v1\"", "base_url", "invalid port"),
+        ];
+        for (line, key, message) in bad {
+            // The bad line is the upstream's third, its base_url the second unless that is the line.
+            let base_url = if key == "base_url" { "" } else { "base_url = \"http://127.0.0.1:1/v1\"\n" };
+            let source = format!(
+                "[upstreams.a]\ndialect = \"mock\"\n\n[upstreams.b]\ndialect = \"openai-completions\"\n{base_url}{line}\n\n[[models]]\nname = \"m\"\ntargets = [{{ upstream = \"a\" }}]\n"
+            );
+            let config = load(&source).unwrap_or_else(|error| panic!("{line}: {}", error.render()));
+            assert!(config.upstreams.contains_key("a"), "{line}");
+            let text = config.disabled.get("b").map(ToString::to_string).unwrap_or_default();
+            assert!(text.contains(&format!("upstreams.b.{key}")) && text.contains(message), "{line}: {text}");
+            let at = if key == "base_url" { "switchyard.toml:6:" } else { "switchyard.toml:7:" };
+            assert!(text.contains(at), "{line}: {text}");
+        }
+        for url in ["http://[::1]:8080/v1", "http://[::1]/v1", "https://example.com:443/v1"] {
+            let source = format!("[upstreams.b]\ndialect = \"openai-completions\"\nbase_url = \"{url}\"\n");
+            assert!(load(&source).unwrap().upstreams.contains_key("b"), "{url}");
+        }
     }
 
     #[test]
