@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
 use crate::body::Body;
-use crate::config::Config;
+use crate::config::{Config, ModelParams};
 use crate::error::BoxError;
 use crate::layer::access_log::AccessLogLayer;
 use crate::layer::auth::AuthLayer;
@@ -111,6 +111,25 @@ pub fn reload_refusal(current: &Config, next: &Config, bound: &Bound) -> Option<
         .collect();
     if !taken_out.is_empty() {
         return Some(format!("it disables upstreams that serve now:\n{}", taken_out.join("\n")));
+    }
+    // The same, through a rename: a model that serves now, sent only to upstreams the new file
+    // disables (its upstream replaced by one with a typo, say).
+    let servable = |config: &Config, model: &ModelParams| {
+        model.targets.iter().any(|target| config.upstreams.contains_key(&target.upstream))
+    };
+    let stranded: Vec<String> = next
+        .models
+        .iter()
+        .filter(|model| !servable(next, model))
+        .filter(|model| current.models.iter().any(|now| now.pattern == model.pattern && servable(current, now)))
+        .map(|model| {
+            let problems = model.targets.iter().filter_map(|target| next.disabled.get(&target.upstream));
+            let problems: Vec<String> = problems.map(ToString::to_string).collect();
+            format!("{}: every upstream it names is disabled:\n{}", model.pattern.as_written(), problems.join("\n"))
+        })
+        .collect();
+    if !stranded.is_empty() {
+        return Some(format!("it leaves models that serve now without a usable upstream:\n{}", stranded.join("\n")));
     }
     if next.models.is_empty() && !current.models.is_empty() {
         return Some("it serves no models (an empty or truncated file?)".into());
@@ -355,6 +374,28 @@ mod tests {
         assert!(check_exposure(&config(&format!("{KEYED}{SERVED}")), &bound("0.0.0.0:8080", None)).is_ok());
         let allowed = Bound { allow_unauthenticated: true, ..bound("0.0.0.0:8080", None) };
         assert!(check_exposure(&open, &allowed).is_ok());
+    }
+
+    #[test]
+    fn a_reload_may_not_strand_a_serving_model_on_disabled_upstreams() {
+        let serving = config(SERVED);
+        let renamed_with_a_typo = config(
+            "[upstreams.x]\ndialect = \"bogus\"\n\n[[models]]\nname = \"m\"\ntargets = [{ upstream = \"x\" }]\n",
+        );
+        let why = reload_refusal(&serving, &renamed_with_a_typo, &bound("127.0.0.1:8080", None)).expect("refused");
+        assert!(why.contains("m: every upstream it names is disabled") && why.contains("bogus"), "{why}");
+        let also_served = "[upstreams.y]\ndialect = \"mock\"\n";
+        let with_a_usable_target = config(&format!(
+            "{also_served}[upstreams.x]\ndialect = \"bogus\"\n\n[[models]]\nname = \"m\"\ntargets = [{{ upstream = \"x\" }}, {{ upstream = \"y\" }}]\n"
+        ));
+        assert_eq!(reload_refusal(&serving, &with_a_usable_target, &bound("127.0.0.1:8080", None)), None);
+        let a_new_model_only =
+            config(&format!("{SERVED}[upstreams.x]\ndialect = \"bogus\"\n\n[[models]]\nname = \"n\"\ntargets = [{{ upstream = \"x\" }}]\n"));
+        assert_eq!(
+            reload_refusal(&serving, &a_new_model_only, &bound("127.0.0.1:8080", None)),
+            None,
+            "a model that does not serve now is the new file's to break"
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn a_reload_that_moves_an_upstream_sends_to_its_new_address() {
 }
 
 #[tokio::test]
-async fn a_reload_that_would_take_a_serving_upstream_out_or_serve_nothing_is_rejected() {
+async fn a_reload_that_would_take_a_serving_upstream_or_model_out_or_serve_nothing_is_rejected() {
     let dir = std::env::temp_dir().join(format!("switchyard-reload-refused-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("switchyard.toml");
@@ -113,6 +113,13 @@ async fn a_reload_that_would_take_a_serving_upstream_out_or_serve_nothing_is_rej
     save(&path, "");
     wait_for_failures(&relay, 2).await;
     assert!(serves(&relay, "first").await, "the last good config keeps serving");
+    // The serving upstream replaced by one with a typo, and the model moved onto it.
+    save(
+        &path,
+        "[upstreams.other]\ndialect = \"mokc\"\n\n[[models]]\nname = \"first\"\ntargets = [{ upstream = \"other\" }]\n",
+    );
+    wait_for_failures(&relay, 3).await;
+    assert!(serves(&relay, "first").await, "the model keeps its upstream");
     assert_eq!(reloads(&relay, "success"), 0);
 
     save(&path, &config(&["first", "second"]));
