@@ -160,29 +160,39 @@ pub fn check(source: &str) -> Result<Report, toml_edit::TomlError> {
         // Nothing to change: the file is returned exactly as read.
         return Ok(Report { findings, migrated: source.to_owned() });
     }
-    let migrated = keep_line_endings(source, document.to_string());
-    // No rewrite adds or removes a line; if rendering did, toml_edit reformatted something, and
-    // the promise to change only the listed keys and values would not hold.
-    if migrated.split('\n').count() != source.split('\n').count() {
+    let Some(migrated) = as_written(source, &document.to_string()) else {
+        // No rewrite adds or removes a line; if rendering did, toml_edit reformatted something,
+        // and the promise to change only the listed keys and values would not hold.
         for finding in findings.iter_mut().filter(|f| f.applies()) {
             finding.decision = Decision::Propose(
                 "this file cannot be rewritten without reformatting other lines; change it by hand".into(),
             );
         }
         return Ok(Report { findings, migrated: source.to_owned() });
-    }
+    };
     Ok(Report { findings, migrated })
 }
 
-/// toml_edit writes `\n` line ends and a final newline; gives the text back the source's.
-fn keep_line_endings(source: &str, rendered: String) -> String {
-    let crlf = source.contains("\r\n") && source.matches('\n').count() == source.matches("\r\n").count();
-    let mut text = if crlf { rendered.replace("\r\n", "\n").replace('\n', "\r\n") } else { rendered };
-    if !source.ends_with('\n') {
-        let trimmed = text.trim_end_matches(if crlf { "\r\n" } else { "\n" }).len();
-        text.truncate(trimmed);
+/// `rendered` with what toml_edit does not keep put back as `source` has it: each line's own
+/// ending (`\r\n`, `\n`, or none after the last line), and a byte-order mark. `None` when the
+/// two do not have the same lines.
+fn as_written(source: &str, rendered: &str) -> Option<String> {
+    const BOM: char = '\u{feff}';
+    let rendered = rendered.replace("\r\n", "\n");
+    let rendered = rendered.strip_prefix(BOM).unwrap_or(&rendered);
+    let body = source.strip_prefix(BOM).unwrap_or(source);
+    if rendered.lines().count() != body.lines().count() {
+        return None;
     }
-    text
+    let mut text = String::with_capacity(source.len() + 64);
+    if body.len() != source.len() {
+        text.push(BOM);
+    }
+    for (line, written) in rendered.lines().zip(body.split_inclusive('\n')) {
+        text.push_str(line);
+        text.push_str(&written[written.trim_end_matches(['\r', '\n']).len()..]);
+    }
+    Some(text)
 }
 
 /// Applies every rewrite that has one meaning to `document` and returns all findings, applied or
@@ -910,6 +920,18 @@ targets = [ { provider = \"main\", model = \"x\" }, { provider = \"elsewhere\" }
         );
         let Decision::Propose(reason) = &report.findings[2].decision else { panic!() };
         assert!(reason.contains("is a table here"), "{reason}");
+    }
+
+    #[test]
+    fn mixed_line_endings_and_a_byte_order_mark_stay_as_written() {
+        let source = "\u{feff}# team config\r\n[upstreams.a]\ndialect = \"claude\"\r\nbase_url = \"http://x\"\n\r\n[upstreams.b]  # second\r\ndialect = \"gemini\"";
+        let report = run(source);
+        assert_eq!(
+            report.migrated,
+            "\u{feff}# team config\r\n[upstreams.a]\ndialect = \"anthropic-messages\"\r\nbase_url = \"http://x\"\n\r\n[upstreams.b]  # second\r\ndialect = \"google-generative-ai\""
+        );
+        assert_eq!(report.findings[0].location, Some((3, 1)), "the mark takes no column");
+        assert_eq!(run(&report.migrated).migrated, report.migrated, "a second run changes nothing");
     }
 
     #[test]
