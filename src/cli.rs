@@ -80,11 +80,11 @@ pub enum Command {
 /// Prints a config's problems and what it serves; the exit code says whether it is clean.
 pub fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
-        Err(ConfigError { diagnostics }) => {
-            for diagnostic in &diagnostics {
+        Err(error) => {
+            for diagnostic in &error.diagnostics {
                 eprintln!("{diagnostic}");
             }
-            eprintln!("\n{} error(s); nothing would be served", diagnostics.len());
+            eprintln!("\n{}", error.summary());
             ExitCode::FAILURE
         }
         Ok(config) => {
@@ -209,11 +209,11 @@ pub fn doctor(path: &std::path::Path, fix: bool) -> ExitCode {
 /// findings above them; true when validation has nothing to report.
 fn validation_report(loaded: Result<Config, ConfigError>) -> bool {
     match loaded {
-        Err(ConfigError { diagnostics }) => {
-            for diagnostic in &diagnostics {
+        Err(error) => {
+            for diagnostic in &error.diagnostics {
                 println!("{diagnostic}");
             }
-            println!("{} error(s); nothing would be served", diagnostics.len());
+            println!("{}", error.summary());
             false
         }
         Ok(config) => {

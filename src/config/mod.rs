@@ -289,6 +289,15 @@ impl ConfigError {
     pub fn render(&self) -> String {
         self.diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
     }
+
+    /// The closing line of a report: how many errors (and warnings, listed beside them) there are.
+    pub fn summary(&self) -> String {
+        let errors = self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+        match self.diagnostics.len() - errors {
+            0 => format!("{errors} error(s); nothing would be served"),
+            warnings => format!("{errors} error(s) and {warnings} warning(s); nothing would be served"),
+        }
+    }
 }
 
 impl Config {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Uri};
 use sha2::{Digest, Sha256};
 
-use super::diagnostic::{did_you_mean, Diagnostic, Locator, Severity};
+use super::diagnostic::{did_you_mean, Diagnostic, Locator};
 use super::schema::{RawConfig, RawKey, RawModel, RawTimeouts, RawUpstream};
 use super::secret::{bare_reference, expand, is_credential_header, shown_name, VarError};
 use super::{
@@ -303,6 +303,15 @@ pub(super) fn validate(
             for diagnostic in each_part {
                 checker.fatal(diagnostic);
             }
+            // What the upstreams' own tables hold is reported too, so that one run of `check`
+            // lists every problem rather than the next one after each fix.
+            if let Ok(table) = source.parse::<toml::Table>() {
+                for (name, value) in table.get("upstreams").and_then(toml::Value::as_table).into_iter().flatten() {
+                    if let Err(diagnostic) = check_upstream(&mut checker, "upstreams", name, value) {
+                        checker.contained(diagnostic);
+                    }
+                }
+            }
             return Err(ConfigError { diagnostics: checker.problems });
         }
     };
@@ -327,7 +336,6 @@ pub(super) fn validate(
     let models = check_models(&mut checker, &raw, &upstreams, &disabled);
 
     if checker.fatal {
-        checker.problems.retain(|d| d.severity == Severity::Error);
         return Err(ConfigError { diagnostics: checker.problems });
     }
     Ok(Config {
@@ -1218,6 +1226,22 @@ targets = [{ upstream = "openai" }]
         for url in ["http://[::1]:8080/v1", "http://[::1]/v1", "https://example.com:443/v1"] {
             let source = format!("[upstreams.b]\ndialect = \"openai-completions\"\nbase_url = \"{url}\"\n");
             assert!(load(&source).unwrap().upstreams.contains_key("b"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_served_still_lists_what_is_wrong_in_its_upstreams() {
+        let upstream = "[upstreams.a]\ndialect = \"mok\"\n";
+        for (fatal, at) in [
+            ("[server]\nshutdown_grace = \"soon\"\n", "switchyard.toml:2:1: error: server.shutdown_grace"),
+            ("[server]\nlistn = \"127.0.0.1:1\"\n", "switchyard.toml:2:1: error: server.listn"),
+        ] {
+            let error = load(&format!("{fatal}{upstream}")).unwrap_err();
+            let text = error.render();
+            assert!(text.contains(at), "{text}");
+            assert!(text.contains("switchyard.toml:4:1: warning: upstreams.a.dialect"), "{text}");
+            assert!(text.contains("did you mean \"mock\"?"), "{text}");
+            assert_eq!(error.summary(), "1 error(s) and 1 warning(s); nothing would be served");
         }
     }
 
