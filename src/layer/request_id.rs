@@ -89,7 +89,7 @@ where
 
 /// An id like `req_3f9a0c4e5b6d7e8f9a0b1c2d`: 96 random bits as 24 hex digits, written directly
 /// because this runs on every request without one.
-fn random_id() -> HeaderValue {
+pub fn random_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: u128 = rand::random::<u128>() >> 32;
     let mut text = *b"req_000000000000000000000000";

@@ -8,9 +8,11 @@
 //! with at most [`MAX_FIELDS`] fields, no `Transfer-Encoding`, `Expect` or `Upgrade`, at most
 //! one `Content-Length`, and a body of at most [`EAGER_BODY_BYTES`], read whole before the
 //! request is served. Anything else (an HTTP/2 preface, which is how h2c starts, HTTP/1.0, a
-//! chunked or large upload, `HEAD`, a head over the loop's limits, one that httparse or `http`
-//! refuses, which hyper answers with 400) hands the connection, with every byte read so far, to
-//! hyper's server for the rest of its life, so the unusual cases keep hyper's handling.
+//! chunked or large upload, `HEAD`, a head over the loop's limits, a field that `http` refuses)
+//! hands the connection, with every byte read so far, to hyper's server for the rest of its
+//! life, so the unusual cases keep hyper's handling. A head that no server could serve (one that
+//! httparse refuses, a content-length that is no number or two that differ) is answered here, with
+//! a JSON error like every other, where hyper would send an empty 400.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -29,7 +31,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tower::{Service, ServiceExt};
@@ -37,10 +39,18 @@ use tower::{Service, ServiceExt};
 use super::drain::Drain;
 use super::RequestBody;
 use crate::body::Body;
+use crate::error::{ErrorCode, RelayError};
+use crate::layer::recover::error_response;
+use crate::layer::request_id;
 use crate::wire::{
     connection_has, push_chunk_size, push_content_length, tokens, write_head_and_body, FieldSpan, ReadSize,
 };
 
+/// The first line of HTTP/2's connection preface.
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+/// How long a refused connection is read, and its bytes dropped, after the answer: closing it
+/// with unread bytes would send a reset, which can destroy the answer before the client reads it.
+const REFUSED_LINGER: Duration = Duration::from_secs(2);
 /// The most header fields a head this loop serves may have; hyper takes heads with more (up
 /// to its own limit of 100, and answers 431 beyond it).
 const MAX_FIELDS: usize = 64;
@@ -93,6 +103,7 @@ where
             Next::Request { request, close } => (request, close),
             Next::Closed => return,
             Next::HandOver => return hand_over(connection, service, hyper, drain).await,
+            Next::Malformed(why) => return connection.refuse(&why).await,
         };
         let served = match service.ready().await {
             Ok(ready) => ready.call(request),
@@ -144,6 +155,7 @@ enum Next {
     /// The client closed the connection between requests, or the drain ended an idle one.
     Closed,
     HandOver,
+    Malformed(String),
 }
 
 /// A request head as the loop serves it: where its parts lie, and its framing.
@@ -159,6 +171,8 @@ enum Parse {
     Complete(Parsed),
     Partial,
     HandOver,
+    /// Not a request anyone could serve; why, for the client.
+    Malformed(String),
 }
 
 impl Connection {
@@ -168,6 +182,7 @@ impl Connection {
                 match self.parse() {
                     Parse::Complete(parsed) => break parsed,
                     Parse::HandOver => return Ok(Next::HandOver),
+                    Parse::Malformed(why) => return Ok(Next::Malformed(why)),
                     Parse::Partial => {}
                 }
             }
@@ -203,6 +218,26 @@ impl Connection {
         }
     }
 
+    /// Answers a head no server could serve with a 400 that says why, as every other error is
+    /// answered, instead of hyper's empty one, then closes the connection: where the next request
+    /// would start is unknown.
+    async fn refuse(mut self, why: &str) {
+        let id = request_id::random_id();
+        let mut response =
+            error_response(&RelayError::new(ErrorCode::InvalidRequest, why), id.to_str().unwrap_or_default());
+        response.headers_mut().insert(request_id::REQUEST_ID, id);
+        tracing::debug!(why, "refused a malformed request");
+        if self.write_response(response, true).await.is_err() {
+            return;
+        }
+        let _ = self.stream.shutdown().await;
+        let mut dropped = [0u8; 4096];
+        let _ = tokio::time::timeout(REFUSED_LINGER, async {
+            while matches!(self.stream.read(&mut dropped).await, Ok(read) if read > 0) {}
+        })
+        .await;
+    }
+
     /// Whether the buffer may hold a whole head by now (see [`PARSE_EVERY_READ_BYTES`]).
     fn worth_parsing(&mut self) -> bool {
         let length = self.buffer.len();
@@ -232,7 +267,10 @@ impl Connection {
         ) {
             Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD_BYTES => length,
             Ok(httparse::Status::Partial) if self.buffer.len() < MAX_HEAD_BYTES => return Parse::Partial,
-            _ => return Parse::HandOver,
+            // How h2c with prior knowledge starts; hyper's server speaks HTTP/2.
+            Err(_) if self.buffer.starts_with(H2_PREFACE_LINE) => return Parse::HandOver,
+            Err(error) => return Parse::Malformed(format!("the request is not HTTP/1.1: {error}")),
+            Ok(_) => return Parse::HandOver,
         };
         if request.version != Some(1) {
             return Parse::HandOver;
@@ -249,6 +287,12 @@ impl Connection {
             if name.eq_ignore_ascii_case(b"content-length") {
                 match (body_len, content_length(field.value)) {
                     (None, Some(length)) if length <= EAGER_BODY_BYTES => body_len = Some(length),
+                    (_, None) if field.value.is_empty() || !field.value.iter().all(u8::is_ascii_digit) => {
+                        return Parse::Malformed("the request's content-length is not a number".into())
+                    }
+                    (Some(seen), Some(length)) if seen != length => {
+                        return Parse::Malformed("the request has two different content-lengths".into())
+                    }
                     _ => return Parse::HandOver,
                 }
             } else if name.eq_ignore_ascii_case(b"transfer-encoding")
@@ -899,9 +943,6 @@ mod tests {
                 None,
             ),
             ("a large body", post("/a", &large, ""), "200", Some(format!("POST /a {large}"))),
-            ("two lengths", post("/a", "hi", "content-length: 3\r\n"), "400", None),
-            ("a length that is not digits", "POST /a HTTP/1.1\r\ncontent-length: +2\r\n\r\nhi".into(), "400", None),
-            ("not HTTP", "HELLO\r\n\r\n".into(), "400", None),
             (
                 "a head over the loop's limit",
                 format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "y".repeat(MAX_HEAD_BYTES)),
@@ -923,6 +964,30 @@ mod tests {
                 assert!(head.contains("x-body: hyper\r\n"), "{case}: {head}");
                 assert_eq!(String::from_utf8(answer).unwrap(), body, "{case}");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_request_is_refused_with_an_error_that_says_why_then_closed() {
+        let cases = [
+            ("two lengths", post("/a", "hi", "content-length: 3\r\n"), "two different content-lengths"),
+            ("a length that is not digits", "POST /a HTTP/1.1\r\ncontent-length: +2\r\n\r\nhi".into(), "not a number"),
+            ("not HTTP", "HELLO\r\n\r\n".into(), "not HTTP/1.1"),
+            ("a field name with a space", "GET / HTTP/1.1\r\nbad name: x\r\n\r\n".into(), "invalid header name"),
+            ("HTTP/2.0 without the preface", "POST /a HTTP/2.0\r\n\r\n".into(), "invalid HTTP version"),
+        ];
+        let Server { address, .. } = server(Script::default(), None).await;
+        for (case, request, why) in cases {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
+            assert!(head.starts_with("HTTP/1.1 400 ") && head.contains("connection: close\r\n"), "{case}: {head}");
+            let id = head.lines().find_map(|line| line.strip_prefix("x-request-id: ")).unwrap_or_default();
+            let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(error["error"]["code"], "invalid_request", "{case}: {error}");
+            assert!(error["error"]["message"].as_str().unwrap().contains(why), "{case}: {error}");
+            assert!(id.starts_with("req_") && error["error"]["request_id"] == id, "{case}: {head} {error}");
+            assert!(closes(&mut stream).await, "{case}: the connection was closed");
         }
     }
 
