@@ -650,10 +650,10 @@ fn check_upstream(
         (None, _) => return Err(disabled("base_url", "`base_url` is required for this dialect".into())),
         (Some(url), _) => {
             let shown = shown_url(&url);
-            let uri: Uri = url
-                .trim_end_matches('/')
-                .parse()
-                .map_err(|_| disabled("base_url", format!("{shown:?} is not a URL")))?;
+            let uri: Uri = url.trim_end_matches('/').parse().map_err(|_| {
+                disabled("base_url", format!("{shown:?} is not a URL"))
+                    .suggest("the API's root, such as \"https://api.example.com/v1\"")
+            })?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err(disabled("base_url", format!("{shown:?} must be an http:// or https:// URL")));
             }
@@ -759,9 +759,10 @@ fn check_upstream(
     }
     let proxy = match raw.proxy.as_deref().map(|p| expand_field("proxy", p)).transpose()? {
         None => None,
-        Some(proxy) => {
-            Some(proxy.parse::<Uri>().map_err(|_| disabled("proxy", format!("{:?} is not a URL", shown_url(&proxy))))?)
-        }
+        Some(proxy) => Some(proxy.parse::<Uri>().map_err(|_| {
+            disabled("proxy", format!("{:?} is not a URL", shown_url(&proxy)))
+                .suggest("the proxy's address, such as \"http://proxy.internal:3128\"")
+        })?),
     };
 
     let timeouts = timeouts(checker, &format!("{path}.timeouts"), &raw.timeouts, Timeouts::default());
@@ -909,8 +910,11 @@ fn check_models(
             _ => ModelPattern::Exact(model.name.clone()),
         };
         if models.iter().any(|m| m.pattern == pattern) {
-            checker
-                .fatal(Diagnostic::error(format!("{path}.name"), format!("model {:?} is defined twice", model.name)));
+            checker.fatal(
+                Diagnostic::error(format!("{path}.name"), format!("model {:?} is defined twice", model.name)).suggest(
+                    "keep one of the two entries; a model with several upstreams lists them all in one `targets`",
+                ),
+            );
             continue;
         }
         let strategy = match model.strategy.as_deref() {
@@ -1246,6 +1250,14 @@ targets = [{ upstream = "openai" }]
     }
 
     #[test]
+    fn a_model_defined_twice_is_an_error_that_says_what_to_keep() {
+        let model = "[[models]]\nname = \"m\"\ntargets = [{ upstream = \"a\" }]\n";
+        let text = load(&format!("[upstreams.a]\ndialect = \"mock\"\n{model}{model}")).unwrap_err().render();
+        assert!(text.contains("switchyard.toml:7:1: error: models.1.name: model \"m\" is defined twice"), "{text}");
+        assert!(text.contains("help: keep one of the two entries"), "{text}");
+    }
+
+    #[test]
     fn an_unset_secret_disables_the_upstream() {
         let config = load("[upstreams.a]\ndialect = \"openai-completions\"\napi_key = \"${MISSING}\"\n").unwrap();
         assert!(config.disabled["a"].to_string().contains("${MISSING} is not set"));
@@ -1403,7 +1415,7 @@ proxy = "http://proxy-user:proxy-pass@127.0.0.1:3128"
             ("userinfo", "has credentials (user:password@) in it"),
             ("query", "has a query string (?...), which is not supported"),
             ("from_env", "has credentials"),
-            ("unparsable", "is not a URL"),
+            ("unparsable", "is not a URL\n  help: the API's root"),
         ] {
             let text = config.disabled[name].to_string();
             assert!(text.contains(says) && text.contains("127.0.0.1:21102"), "{text}");
