@@ -50,8 +50,22 @@ impl Redactor {
     /// A redactor for `values`; values shorter than six bytes are ignored: they would blank out
     /// ordinary words, and real secrets are longer.
     pub fn new(values: impl IntoIterator<Item = String>) -> Self {
-        let mut secrets: Vec<String> = values.into_iter().filter(|value| value.len() >= 6).collect();
-        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        // An error body is mostly JSON, which may quote a secret escaped: `\/` for the `/` an AWS
+        // secret key holds, or `\"` and `\\`.
+        let escaped = |value: &String| {
+            let json = serde_json::to_string(value).unwrap_or_default();
+            let json = json[1..json.len() - 1].to_owned();
+            [json.replace('/', "\\/"), json]
+        };
+        let mut secrets: Vec<String> = values
+            .into_iter()
+            .filter(|value| value.len() >= 6)
+            .flat_map(|value| {
+                let [slashes, json] = escaped(&value);
+                [value, slashes, json]
+            })
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
         Redactor { secrets }
     }
@@ -298,6 +312,13 @@ mod tests {
             redactor.text("key sk-live-123456-extra, then sk-live-123456 twice: sk-live-123456; short").unwrap();
         assert_eq!(shown, "key [redacted], then [redacted] twice: [redacted]; short");
         assert_eq!(redactor.text("nothing here"), None);
+    }
+
+    #[test]
+    fn a_secret_quoted_with_json_escapes_is_redacted_too() {
+        let redactor = Redactor::new(["wJalr/K7MDENG+bPx\"RfiCY\\".to_owned()]);
+        let body = r#"{"error":"bad signature for wJalr\/K7MDENG+bPx\"RfiCY\\ or wJalr/K7MDENG+bPx\"RfiCY\\"}"#;
+        assert_eq!(redactor.text(body).unwrap(), r#"{"error":"bad signature for [redacted] or [redacted]"}"#);
     }
 
     #[test]
