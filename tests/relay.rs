@@ -465,6 +465,14 @@ async fn upstream_failures_name_their_class() {
         Reply::Full { status: 524, content_type: "text/plain", body: Bytes::from_static(b"error code: 524") };
     let (status, error) = error_through(Some(cloudflare), None).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (524, "upstream_non_json_error"), "{error}");
+
+    // Passed on, a 304 reaches an SDK with no error body, and a 302 sends it elsewhere.
+    for (upstream_status, says) in [(302, "302 Found, a redirect"), (304, "304 Not Modified")] {
+        let answer = Reply::Full { status: upstream_status, content_type: "text/html", body: Bytes::new() };
+        let (status, error) = error_through(Some(answer), None).await;
+        assert_eq!((status, error["code"].as_str().unwrap()), (502, "upstream_invalid_response"), "{error}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
 }
 
 #[tokio::test]

@@ -129,6 +129,9 @@ fn httpdate_to_unix(text: &str) -> Option<u64> {
 
 /// The error for a non-2xx upstream response.
 pub fn status_error(dialect: &dyn Dialect, status: StatusCode, headers: &HeaderMap, body: &Bytes) -> RelayError {
+    if !status.is_client_error() && !status.is_server_error() {
+        return not_an_answer(status);
+    }
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let is_json = matches!(first, Some(b'{') | Some(b'['));
@@ -149,6 +152,19 @@ pub fn status_error(dialect: &dyn Dialect, status: StatusCode, headers: &HeaderM
     };
     error.retry_after = error.retry_after.or_else(|| retry_after(headers));
     error
+}
+
+/// A 1xx or 3xx final answer. Passed on, it would reach the client as a status with no error
+/// body (a 304 may have none), or as a switch of protocols that leaves its connection hanging:
+/// what an SDK reports as a bare "Connection error". The redirect's target is not shown, since a
+/// URL may carry a token.
+fn not_an_answer(status: StatusCode) -> RelayError {
+    let why = if status.is_redirection() {
+        "a redirect, which the relay does not follow: check the upstream's `base_url` (its scheme, host and path, such as a missing /v1)"
+    } else {
+        "which no API request asks for"
+    };
+    RelayError::new(ErrorCode::UpstreamInvalidResponse, format!("upstream answered {status}, {why}"))
 }
 
 /// Whether an HTTP/1 response body ends where the connection closes: no `content-length`, not
@@ -249,6 +265,19 @@ mod tests {
         assert_eq!(error.code, ErrorCode::UpstreamBlocked403Html);
         assert_eq!(error.status, 403);
         assert!(error.message.contains("Cloudflare") && error.message.contains("WAF"));
+    }
+
+    #[test]
+    fn an_informational_or_redirect_answer_is_an_invalid_response() {
+        let mut headers = HeaderMap::new();
+        headers.insert("location", "https://login.example.com/?token=sk-secret-123".parse().unwrap());
+        for status in [101, 302, 304, 307] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let error = status_error(&OpenAiChat::new(Compat::default()), status, &headers, &Bytes::new());
+            assert_eq!((error.code, error.status), (ErrorCode::UpstreamInvalidResponse, 502), "{status}");
+            assert!(error.message.contains(&status.to_string()), "{}", error.message);
+            assert!(!error.message.contains("sk-secret"), "{}", error.message);
+        }
     }
 
     #[test]
