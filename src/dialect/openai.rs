@@ -476,13 +476,12 @@ fn has_no_choices(data: &[u8]) -> bool {
         .all(|value| value.strip_prefix(b"[").is_some_and(|inner| inner.trim_ascii_start().starts_with(b"]")))
 }
 
-/// An `{"error": {...}}` payload sent in-band by the upstream.
+/// An `{"error": {...}}` payload sent in-band by the upstream, with or without choices beside it:
+/// OpenRouter sends a mid-generation failure as a chunk with a top-level `error` and a choice
+/// whose `finish_reason` is `"error"`, which would otherwise pass for a finished answer.
 fn in_band_error(data: &[u8]) -> Option<RelayError> {
     let value: Value = serde_json::from_slice(data).ok()?;
-    let error = value.get("error")?;
-    if value.get("choices").is_some() {
-        return None;
-    }
+    let error = value.get("error").filter(|error| !error.is_null())?;
     let message = error.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| error.to_string());
     Some(RelayError::new(ErrorCode::UpstreamStreamError, format!("upstream stream error: {message}")))
 }
@@ -812,6 +811,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::UpstreamStreamError);
         assert!(err.message.contains("overloaded"));
+    }
+
+    #[test]
+    fn an_error_beside_choices_fails_the_stream_and_a_null_one_does_not() {
+        let dialect = OpenAiChat::new(Compat::default());
+        let mut translator = dialect.stream_translator(&ctx(false));
+        let mut out = Vec::new();
+        let answer =
+            "data: {\"id\":\"c\",\"error\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+        translator.feed(Bytes::from(answer), &mut out).unwrap();
+        assert_eq!(out, [Bytes::from(answer)]);
+        let openrouter = "data: {\"id\":\"c\",\"provider\":\"openai\",\"error\":{\"code\":\"server_error\",\"message\":\"Provider disconnected unexpectedly\"},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n";
+        let err = translator.feed(Bytes::from(openrouter), &mut out).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UpstreamStreamError);
+        assert!(err.message.contains("Provider disconnected unexpectedly"), "{}", err.message);
+        assert_eq!(out.len(), 1, "the error chunk itself is not forwarded");
     }
 
     #[test]
