@@ -321,6 +321,30 @@ async fn a_stream_request_answered_without_events_is_an_invalid_response_and_fai
 }
 
 #[tokio::test]
+async fn a_stream_only_upstream_answered_without_events_for_a_single_completion_fails_over() {
+    // openai-codex-responses always streams; for a client that asked for one completion the
+    // relay gathers the stream, and an answer that is no stream must fail over there too.
+    let page = Reply::Full { status: 200, content_type: "text/html", body: Bytes::from_static(b"<html>hi</html>") };
+    for not_a_stream in [page, Reply::json(204, "")] {
+        let broken = MockUpstream::always(not_a_stream).await;
+        let good = MockUpstream::always(Reply::json(200, OK)).await;
+        let broken_toml = format!(
+            "[upstreams.broken]\ndialect = \"openai-codex-responses\"\nbase_url = \"{}\"\napi_key = \"k\"\nretry = {{ attempts = 1 }}\n",
+            broken.url()
+        );
+        let alone = Relay::start(&(broken_toml.clone() + &model_toml("m", &["broken"], ""))).await;
+        let (status, _, body) = alone.chat(&[], &request(false)).await;
+        let error = error_of(&body);
+        assert_eq!((status.as_u16(), error["code"].as_str().unwrap()), (502, "upstream_invalid_response"), "{error}");
+
+        let config = broken_toml + &upstream_toml("good", &good.url(), "") + &model_toml("m", &["broken", "good"], "");
+        let relay = Relay::start(&config).await;
+        let (status, headers, _) = relay.chat(&[], &request(false)).await;
+        assert_eq!((status.as_u16(), headers["x-switchyard-upstream"].to_str().unwrap()), (200, "good"));
+    }
+}
+
+#[tokio::test]
 async fn a_stream_of_two_choices_cut_after_the_first_finished_is_truncated_not_done() {
     let choice = |index: u32, delta: &str, finish: &str| {
         format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":{index},\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n")

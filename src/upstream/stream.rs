@@ -123,18 +123,14 @@ impl RelayStream {
     /// Reads until the first event is ready to send. Until then nothing has reached the client,
     /// so a failure here can still be retried or failed over invisibly.
     pub async fn wait_first_event(&mut self) -> Result<(), RelayError> {
-        let nothing = |why: &str| {
-            RelayError::new(
-                ErrorCode::UpstreamInvalidResponse,
-                format!("the upstream answered a stream request with no stream events: {why}"),
-            )
-        };
         match poll_fn(|cx| self.poll_fill(cx)).await {
             Some(Ok(())) => Ok(()),
             // A 2xx that is not a stream at all (an HTML page, a 204) is a bad answer, which
             // counts against the upstream's health and may fail over; it is not a stream cut short.
-            None => Err(nothing("the body ended")),
-            Some(Err(error)) if error.code == ErrorCode::UpstreamStreamTruncated => Err(nothing(&error.message)),
+            None => Err(no_stream_events("the body ended")),
+            Some(Err(error)) if error.code == ErrorCode::UpstreamStreamTruncated => {
+                Err(no_stream_events(&error.message))
+            }
             Some(Err(error)) => Err(error),
         }
     }
@@ -356,6 +352,14 @@ pub struct Aggregated {
 /// Reads a whole upstream stream through its translator and accumulates the client events into
 /// one `chat.completion`, as an SDK would. Nothing has reached the client yet, so a failure here
 /// is an ordinary (retryable) error.
+/// A 2xx answer to a stream request that holds no stream at all (an HTML page, a 204).
+fn no_stream_events(why: &str) -> RelayError {
+    RelayError::new(
+        ErrorCode::UpstreamInvalidResponse,
+        format!("the upstream answered a stream request with no stream events: {why}"),
+    )
+}
+
 pub async fn aggregate(
     mut upstream: UpstreamBody,
     mut translator: Box<dyn StreamTranslator>,
@@ -402,7 +406,11 @@ pub async fn aggregate(
             }
         }
     }
-    translator.finish(&mut events)?;
+    translator.finish(&mut events).map_err(|error| match error.code {
+        // As for a streamed client (`RelayStream::wait_first_event`): a bad answer, which fails over.
+        ErrorCode::UpstreamStreamTruncated if accumulator.is_empty() => no_stream_events(&error.message),
+        _ => error,
+    })?;
     for event in events.drain(..) {
         accumulator.push(event_payload(&event));
     }
