@@ -57,6 +57,33 @@ where
     collect(body, limit, Some(idle)).await
 }
 
+/// As much of a body as arrives, up to `limit` bytes, and what stopped it short, if anything:
+/// the start of an error answer says what went wrong even when the rest is too long or never
+/// comes.
+pub async fn collect_partial<B>(body: B, limit: usize) -> (Bytes, Option<CollectError>)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let data = match frame.map(http_body::Frame::into_data) {
+            Ok(Ok(data)) => data,
+            Ok(Err(_trailers)) => continue,
+            Err(error) => return (read.freeze(), Some(CollectError::Read(error.to_string()))),
+        };
+        let room = limit - read.len();
+        if data.len() > room {
+            read.extend_from_slice(&data[..room]);
+            return (read.freeze(), Some(CollectError::TooLarge { limit }));
+        }
+        read.extend_from_slice(&data);
+    }
+    (read.freeze(), None)
+}
+
 async fn collect<B>(body: B, limit: usize, idle: Option<Duration>) -> Result<Bytes, CollectError>
 where
     B: http_body::Body<Data = Bytes>,

@@ -476,6 +476,34 @@ async fn upstream_failures_name_their_class() {
 }
 
 #[tokio::test]
+async fn an_error_body_cut_short_or_too_long_is_quoted_as_far_as_it_came_and_named_cut() {
+    use tokio::io::AsyncWriteExt;
+    let long = format!("{{\"error\":{{\"message\":\"{}\"}}}}", "x".repeat(300 * 1024));
+    let cases = [
+        // The connection drops 30 bytes into a body of 400.
+        ("HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: 400\r\n\r\ndatabase connection pool exhau".to_owned(), "database connection pool exhau", "connection"),
+        (format!("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{long}", long.len()), "xxxxxxxx", "limit"),
+    ];
+    for (answer, quoted, why) in cases {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            support::read_json_request(&mut socket).await;
+            let _ = socket.write_all(answer.as_bytes()).await;
+        });
+        let (_, error) = error_through(None, Some(url)).await;
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(quoted), "{}", &message[..message.len().min(300)]);
+        assert!(
+            message.contains("the error body was cut short") && message.contains(why),
+            "{}",
+            &message[message.len().saturating_sub(300)..]
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_2xx_that_is_not_a_chat_completion_is_an_invalid_response() {
     for body in [r#"{"id": "x", "choices": [{"ind"#, r#"{"hello":"world"}"#] {
         let (status, error) = error_through(Some(Reply::json(200, body)), None).await;

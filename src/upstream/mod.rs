@@ -22,7 +22,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::body::{
-    collect_limited, collect_limited_idle, full, Body, CollectError, APPLICATION_JSON, TEXT_EVENT_STREAM,
+    collect_limited, collect_limited_idle, collect_partial, full, Body, CollectError, APPLICATION_JSON,
+    TEXT_EVENT_STREAM,
 };
 use crate::boxed::boxed_in_place;
 use crate::config::{Redactor, StreamMode, Timeouts, UpstreamParams};
@@ -383,11 +384,14 @@ impl Upstream {
         };
         let (parts, body) = response.into_parts();
         if !parts.status.is_success() {
-            let body = tokio::time::timeout_at(first_byte_deadline, collect_limited(body, ERROR_BODY_LIMIT))
+            let (body, cut) = tokio::time::timeout_at(first_byte_deadline, collect_partial(body, ERROR_BODY_LIMIT))
                 .await
-                .map_err(|_| first_byte_error())?
-                .unwrap_or_default();
-            return Err(classify::status_error(self.dialect.as_ref(), parts.status, &parts.headers, &body));
+                .map_err(|_| first_byte_error())?;
+            let mut error = classify::status_error(self.dialect.as_ref(), parts.status, &parts.headers, &body);
+            if let Some(cut) = cut {
+                error.message.push_str(&format!(" (the error body was cut short: {cut})"));
+            }
+            return Err(error);
         }
         let ctx = ResponseContext {
             request_id: call.record.request_id(),
