@@ -19,6 +19,12 @@ pub fn done_event() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }
 
+/// Whether an event, as the relay or an upstream writes it, is the `[DONE]` that ends an OpenAI
+/// stream (`data:[DONE]` and CRLF line ends included).
+pub fn is_done_event(event: &[u8]) -> bool {
+    event.trim_ascii_end().strip_suffix(b"[DONE]").is_some_and(|before| before.trim_ascii_end().ends_with(b"data:"))
+}
+
 /// An SSE comment line, ignored by clients; used as a keep-alive.
 pub fn comment(text: &str) -> Bytes {
     Bytes::from(format!(": {text}\n\n"))

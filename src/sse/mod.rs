@@ -9,5 +9,5 @@ mod encode;
 mod lines;
 
 pub use decode::{Event, SseDecoder, SseError};
-pub use encode::{comment, data_event, done_event, DONE};
+pub use encode::{comment, data_event, done_event, is_done_event, DONE};
 pub use lines::{LineDecoder, LineError};

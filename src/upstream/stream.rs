@@ -61,6 +61,9 @@ pub struct RelayStream {
     upstream_done: bool,
     /// A failure seen after events that are still to be sent; reported once they are.
     failed: Option<RelayError>,
+    /// `[DONE]` was queued for the client: the answer is whole, and what the upstream does after
+    /// it (a connection that drops before its framing ends, say) ends the stream, not fails it.
+    answered: bool,
     finished: bool,
     flowing: bool,
     /// The upstream connection runs in a task of its own and hands chunks over one at a time
@@ -102,6 +105,7 @@ impl RelayStream {
             timing,
             upstream_done: false,
             failed: None,
+            answered: false,
             finished: false,
             flowing: false,
             handed_over,
@@ -155,6 +159,9 @@ impl RelayStream {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), RelayError>>> {
         let ready = |queue: &Vec<Bytes>| if queue.is_empty() { None } else { Some(Poll::Ready(Some(Ok(())))) };
         loop {
+            if self.answered && self.failed.take().is_some() {
+                self.upstream_done = true;
+            }
             if let Some(error) = self.queue.is_empty().then(|| self.failed.take()).flatten() {
                 return Poll::Ready(Some(Err(error)));
             }
@@ -218,16 +225,17 @@ impl RelayStream {
                     while self.timer.as_mut().poll(cx).is_ready() {
                         let now = Instant::now();
                         if now >= self.timing.deadline {
-                            return Poll::Ready(Some(Err(self.total_timeout())));
+                            self.failed = Some(self.total_timeout());
+                            break;
                         }
                         if !self.flowing && now >= self.timing.first_event_deadline {
                             let waited = self.timing.first_event_deadline.duration_since(self.record_started());
-                            return Poll::Ready(Some(Err(self.timeout(ErrorCode::UpstreamTimeoutFirstByte, waited))));
+                            self.failed = Some(self.timeout(ErrorCode::UpstreamTimeoutFirstByte, waited));
+                            break;
                         }
                         if self.flowing && now >= self.last_data + self.timing.idle {
-                            return Poll::Ready(Some(Err(
-                                self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle)
-                            )));
+                            self.failed = Some(self.timeout(ErrorCode::UpstreamTimeoutIdle, self.timing.idle));
+                            break;
                         }
                         if self.keepalive_due().is_some_and(|due| now >= due) {
                             let comment = sse::comment("keep-alive");
@@ -238,6 +246,9 @@ impl RelayStream {
                             return Poll::Ready(Some(Ok(())));
                         }
                         self.rearm();
+                    }
+                    if self.failed.is_some() {
+                        continue;
                     }
                     if self.record.cut_off(cx) {
                         return Poll::Ready(Some(Err(RelayError::new(
@@ -295,6 +306,7 @@ impl RelayStream {
         if added.is_empty() {
             return;
         }
+        self.answered |= added.last().is_some_and(|event| sse::is_done_event(event));
         self.queued_bytes += added.iter().map(Bytes::len).sum::<usize>();
         self.last_sent = self.last_data;
         if !self.flowing {
@@ -542,6 +554,33 @@ mod tests {
         assert_eq!(keepalives(&frames), 3, "{frames:?}");
         assert_eq!(frames.first().map(String::as_str), Some(EVENT));
         assert_eq!(frames.last().map(String::as_str), Some(DONE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_the_upstream_does_after_done_cannot_fail_a_whole_answer() {
+        let failing_after_done = futures_util::stream::iter([
+            Ok(Frame::data(Bytes::from_static(EVENT.as_bytes()))),
+            Ok(Frame::data(Bytes::from_static(b"data:[DONE]\r\n\r\n"))),
+            Err::<Frame<Bytes>, BoxError>("connection reset".into()),
+        ]);
+        let frames = received(relay(
+            StreamBody::new(failing_after_done).boxed_unsync(),
+            Instant::now() + Duration::from_secs(60),
+        ))
+        .await;
+        assert_eq!(frames.concat(), format!("{EVENT}data:[DONE]\r\n\r\n"));
+        // An upstream that keeps its connection open after [DONE] until the idle limit.
+        let silent_after_done = dripping(vec![(0, EVENT), (0, DONE), (10_000, EVENT)]);
+        let frames = received(relay_timed(silent_after_done, timing(1_000, 250, 0))).await;
+        assert_eq!(frames.concat(), format!("{EVENT}{DONE}"));
+        // Before [DONE], the same failure is the client's to see.
+        let failing = futures_util::stream::iter([
+            Ok(Frame::data(Bytes::from_static(EVENT.as_bytes()))),
+            Err::<Frame<Bytes>, BoxError>("connection reset".into()),
+        ]);
+        let frames =
+            received(relay(StreamBody::new(failing).boxed_unsync(), Instant::now() + Duration::from_secs(60))).await;
+        assert!(frames.last().unwrap().contains("upstream_reset"), "{frames:?}");
     }
 
     #[tokio::test(start_paused = true)]
