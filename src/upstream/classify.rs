@@ -159,7 +159,9 @@ pub fn status_error(dialect: &dyn Dialect, status: StatusCode, headers: &HeaderM
 /// what an SDK reports as a bare "Connection error". The redirect's target is not shown, since a
 /// URL may carry a token.
 fn not_an_answer(status: StatusCode) -> RelayError {
-    let why = if status.is_redirection() {
+    let why = if status == StatusCode::NOT_MODIFIED {
+        "which answers only a conditional request, and the relay sends none"
+    } else if status.is_redirection() {
         "a redirect, which the relay does not follow: check the upstream's `base_url` (its scheme, host and path, such as a missing /v1)"
     } else {
         "which no API request asks for"
