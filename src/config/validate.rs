@@ -410,26 +410,13 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
                     // A client's key is read without its surrounding spaces, so this one could
                     // only ever match an empty key, which is never taken.
                     if expanded.trim().is_empty() {
-                        checker.contained(
-                            Diagnostic::warning(
-                                format!("{path}.key"),
-                                format!("key {:?} is disabled: it is empty", key.name),
-                            )
-                            .suggest("key = \"${MY_KEY_VAR}\", with the variable holding the key"),
-                        );
-                        skipped.push(key.name.clone());
+                        let help = "key = \"${MY_KEY_VAR}\", with the variable holding the key";
+                        skip_key(checker, &mut skipped, format!("{path}.key"), &key.name, "it is empty", help);
                         continue;
                     }
                     if let Some(c) = control_character(&expanded) {
-                        let message = holds_control_character("the key", c);
-                        checker.contained(
-                            Diagnostic::warning(
-                                format!("{path}.key"),
-                                format!("key {:?} is disabled: {message}", key.name),
-                            )
-                            .suggest(CONTROL_CHARACTER_HELP),
-                        );
-                        skipped.push(key.name.clone());
+                        let why = holds_control_character("the key", c);
+                        skip_key(checker, &mut skipped, format!("{path}.key"), &key.name, why, CONTROL_CHARACTER_HELP);
                         continue;
                     }
                     Sha256::digest(expanded.as_bytes()).into()
@@ -444,24 +431,15 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
                         }
                         _ => error.suggestion(),
                     };
-                    checker.contained(
-                        Diagnostic::warning(format!("{path}.key"), format!("key {:?} is disabled: {error}", key.name))
-                            .suggest(suggestion),
-                    );
-                    skipped.push(key.name.clone());
+                    skip_key(checker, &mut skipped, format!("{path}.key"), &key.name, error, suggestion);
                     continue;
                 }
             },
             (None, Some(hex_digest)) => match hex::decode(hex_digest).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
                 Some(digest) if digest == <[u8; 32]>::from(Sha256::digest(b"")) => {
-                    checker.contained(
-                        Diagnostic::warning(
-                            format!("{path}.sha256"),
-                            format!("key {:?} is disabled: this is the digest of an empty key", key.name),
-                        )
-                        .suggest("compute it from the key itself: printf %s \"$KEY\" | sha256sum"),
-                    );
-                    skipped.push(key.name.clone());
+                    let why = "this is the digest of an empty key";
+                    let help = "compute it from the key itself: printf %s \"$KEY\" | sha256sum";
+                    skip_key(checker, &mut skipped, format!("{path}.sha256"), &key.name, why, help);
                     continue;
                 }
                 Some(digest) => digest,
@@ -488,6 +466,19 @@ fn check_keys(checker: &mut Checker<'_>, raw: &RawConfig) -> (Vec<KeyParams>, Ve
         keys.push(KeyParams { name: key.name.clone(), sha256, models: models.iter().map(|m| Glob::new(m)).collect() });
     }
     (keys, skipped)
+}
+
+/// Skips a client key with a warning saying why; the other keys serve.
+fn skip_key(
+    checker: &mut Checker<'_>,
+    skipped: &mut Vec<String>,
+    path: String,
+    name: &str,
+    why: impl std::fmt::Display,
+    help: impl Into<String>,
+) {
+    checker.contained(Diagnostic::warning(path, format!("key {name:?} is disabled: {why}")).suggest(help));
+    skipped.push(name.to_owned());
 }
 
 /// Which table holds the upstreams, `upstreams` or a legacy `providers`, and its entries.
