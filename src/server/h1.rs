@@ -267,7 +267,9 @@ impl Connection {
         ) {
             Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD_BYTES => length,
             Ok(httparse::Status::Partial) if self.buffer.len() < MAX_HEAD_BYTES => return Parse::Partial,
-            // How h2c with prior knowledge starts; hyper's server speaks HTTP/2.
+            // More fields than this loop takes, which hyper takes; and how h2c with prior
+            // knowledge starts, which hyper's server speaks.
+            Err(httparse::Error::TooManyHeaders) => return Parse::HandOver,
             Err(_) if self.buffer.starts_with(H2_PREFACE_LINE) => return Parse::HandOver,
             Err(error) => return Parse::Malformed(format!("the request is not HTTP/1.1: {error}")),
             Ok(_) => return Parse::HandOver,
@@ -943,6 +945,15 @@ mod tests {
                 None,
             ),
             ("a large body", post("/a", &large, ""), "200", Some(format!("POST /a {large}"))),
+            (
+                "more fields than the loop takes",
+                format!(
+                    "GET / HTTP/1.1\r\n{}\r\n",
+                    (0..MAX_FIELDS + 6).map(|i| format!("x-f{i}: v\r\n")).collect::<String>()
+                ),
+                "200",
+                Some("GET / ".into()),
+            ),
             (
                 "a head over the loop's limit",
                 format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "y".repeat(MAX_HEAD_BYTES)),
