@@ -361,9 +361,6 @@ pub struct Aggregated {
     pub usage: Option<crate::dialect::Usage>,
 }
 
-/// Reads a whole upstream stream through its translator and accumulates the client events into
-/// one `chat.completion`, as an SDK would. Nothing has reached the client yet, so a failure here
-/// is an ordinary (retryable) error.
 /// A 2xx answer to a stream request that holds no stream at all (an HTML page, a 204).
 fn no_stream_events(why: &str) -> RelayError {
     RelayError::new(
@@ -372,6 +369,9 @@ fn no_stream_events(why: &str) -> RelayError {
     )
 }
 
+/// Reads a whole upstream stream through its translator and accumulates the client events into
+/// one `chat.completion`, as an SDK would. Nothing has reached the client yet, so a failure here
+/// is an ordinary (retryable) error.
 pub async fn aggregate(
     mut upstream: UpstreamBody,
     mut translator: Box<dyn StreamTranslator>,
