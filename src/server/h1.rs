@@ -103,7 +103,8 @@ where
             Next::Request { request, close } => (request, close),
             Next::Closed => return,
             Next::HandOver => return hand_over(connection, service, hyper, drain).await,
-            Next::Malformed(why) => return connection.refuse(&why).await,
+            // Boxed: a rare path, whose future would otherwise widen every connection's.
+            Next::Malformed(why) => return Box::pin(connection.refuse(&why)).await,
         };
         let served = match service.ready().await {
             Ok(ready) => ready.call(request),
@@ -231,9 +232,14 @@ impl Connection {
             return;
         }
         let _ = self.stream.shutdown().await;
-        let mut dropped = [0u8; 4096];
         let _ = tokio::time::timeout(REFUSED_LINGER, async {
-            while matches!(self.stream.read(&mut dropped).await, Ok(read) if read > 0) {}
+            loop {
+                self.buffer.clear();
+                self.buffer.reserve(PIPELINED_READ);
+                if !matches!(self.stream.read_buf(&mut self.buffer).await, Ok(read) if read > 0) {
+                    break;
+                }
+            }
         })
         .await;
     }
