@@ -1,9 +1,9 @@
 //! What the relay's two HTTP/1 ends share: `server/h1.rs` serves clients, `upstream/h1.rs`
 //! calls upstreams. Reads that grow while they fill the buffer, the write of a head and a body in
 //! one `writev`, where a parsed header field lies in its head, the tokens of a `Connection`
-//! field, and the numbers a head and chunk framing carry.
+//! field, the numbers a head and chunk framing carry, and a connection's deadline.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -13,6 +13,7 @@ use http::header::CONNECTION;
 use http::HeaderMap;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Where a header field's name and value lie in a head, as offsets into its buffer: taken while
 /// the parse still borrows the buffer, used once the head is split off and frozen, so that the
@@ -67,6 +68,46 @@ impl ReadSize {
     }
 }
 
+/// A kept-alive connection's deadline for what it waits on next (a client's request head, an
+/// upstream's response head), moved with every message. Its timer is armed once and re-armed
+/// only when it fires before the deadline it has by then, so a connection pays for a timer
+/// registration per expiry rather than one per message (a fresh `Sleep` per request cost a
+/// registration in the runtime's timer wheel and its removal, every time).
+pub(crate) struct Deadline {
+    at: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    pub(crate) fn new(at: Instant) -> Self {
+        Deadline { at, timer: None }
+    }
+
+    /// Moves the deadline. A later one leaves the armed timer alone; an earlier one re-arms it
+    /// at once, or it would fire too late.
+    pub(crate) fn set(&mut self, at: Instant) {
+        self.at = at;
+        if let Some(timer) = &mut self.timer {
+            if at < timer.deadline() {
+                timer.as_mut().reset(at);
+            }
+        }
+    }
+
+    /// Ready once the deadline has passed.
+    pub(crate) fn poll_reached(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let at = self.at;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if timer.deadline() >= at {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(at);
+        }
+    }
+}
+
 /// Writes `head`, then `body`, each `writev` taking what remains of both.
 pub(crate) async fn write_head_and_body(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
     let (mut head, mut body) = (head, body);
@@ -115,6 +156,32 @@ pub(crate) fn push_chunk_size(out: &mut Vec<u8>, size: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reached(deadline: &mut Deadline) -> bool {
+        deadline.poll_reached(&mut Context::from_waker(std::task::Waker::noop())).is_ready()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_later_is_reached_at_the_later_time() {
+        let start = Instant::now();
+        let mut deadline = Deadline::new(start + std::time::Duration::from_secs(1));
+        assert!(!reached(&mut deadline), "armed, not reached");
+        deadline.set(start + std::time::Duration::from_secs(3));
+        tokio::time::advance(std::time::Duration::from_millis(1500)).await;
+        assert!(!reached(&mut deadline), "its timer fired at the old time and was re-armed");
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        assert!(reached(&mut deadline));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_earlier_is_reached_at_the_earlier_time() {
+        let start = Instant::now();
+        let mut deadline = Deadline::new(start + std::time::Duration::from_secs(300));
+        assert!(!reached(&mut deadline));
+        deadline.set(start + std::time::Duration::from_secs(1));
+        tokio::time::advance(std::time::Duration::from_millis(1100)).await;
+        assert!(reached(&mut deadline), "not left waiting for the timer armed at 300 s");
+    }
 
     #[test]
     fn lengths_and_chunk_sizes_are_written_as_fmt_writes_them() {

@@ -20,7 +20,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,7 +33,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::drain::Drain;
@@ -43,7 +43,7 @@ use crate::error::{ErrorCode, RelayError};
 use crate::layer::recover::error_response;
 use crate::layer::request_id;
 use crate::wire::{
-    connection_has, push_chunk_size, push_content_length, tokens, write_head_and_body, FieldSpan, ReadSize,
+    connection_has, push_chunk_size, push_content_length, tokens, write_head_and_body, Deadline, FieldSpan, ReadSize,
 };
 
 /// The first line of HTTP/2's connection preface.
@@ -87,8 +87,7 @@ where
         stream,
         buffer: BytesMut::new(),
         read_size: ReadSize::up_to(LARGEST_READ),
-        deadline: Instant::now() + HEAD_READ_TIMEOUT,
-        timer: None,
+        deadline: Deadline::new(Instant::now() + HEAD_READ_TIMEOUT),
         scanned: 0,
         spans: Vec::new(),
         spare_headers: None,
@@ -116,7 +115,7 @@ where
             None => return,
         };
         match connection.write_response(response, close || drain.started()).await {
-            Ok(Ending::KeepAlive) => connection.deadline = Instant::now() + HEAD_READ_TIMEOUT,
+            Ok(Ending::KeepAlive) => connection.deadline.set(Instant::now() + HEAD_READ_TIMEOUT),
             Ok(Ending::Close) => {
                 // A FIN after the response, not a reset that could overtake it.
                 let _ = connection.stream.shutdown().await;
@@ -131,10 +130,8 @@ struct Connection {
     stream: TcpStream,
     buffer: BytesMut,
     read_size: ReadSize,
-    /// When the head being awaited must be complete. Moved forward after each response without
-    /// touching `timer`, which is armed once and, when it fires early, re-armed to this.
-    deadline: Instant,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// When the head being awaited must be complete: moved forward after each response.
+    deadline: Deadline,
     /// How much of the buffer was searched for the end of a head (see [`PARSE_EVERY_READ_BYTES`]).
     scanned: usize,
     spans: Vec<FieldSpan>,
@@ -359,27 +356,13 @@ impl Connection {
             if drain.is_some_and(|drain| drain.started() && self.buffer.is_empty()) {
                 return Poll::Ready(Ok(Filled::Drained));
             }
-            self.poll_deadline(cx).map(|()| Ok(Filled::TimedOut))
+            self.deadline.poll_reached(cx).map(|()| Ok(Filled::TimedOut))
         })
         .await
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read_size.poll_fill(&mut self.stream, &mut self.buffer, cx)
-    }
-
-    /// Ready once the deadline has passed. The timer is armed at most once per deadline that
-    /// is actually reached, not once per request.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.deadline;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        loop {
-            ready!(timer.as_mut().poll(cx));
-            if timer.deadline() >= deadline {
-                return Poll::Ready(());
-            }
-            timer.as_mut().reset(deadline);
-        }
     }
 
     /// Drives `served` to its response, reading what the client sends meanwhile so that a
