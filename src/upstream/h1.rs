@@ -21,7 +21,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
@@ -36,8 +36,9 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::client::Connector;
+use super::SendError;
 use crate::error::BoxError;
-use crate::wire::{connection_has, push_content_length, write_head_and_body, FieldSpan, ReadSize};
+use crate::wire::{connection_has, push_content_length, write_head_and_body, Deadline, FieldSpan, ReadSize};
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -75,6 +76,9 @@ struct Connection {
     /// Where the last head's fields lay: kept, so that parsing a head does not clear room for
     /// the most fields a head may have.
     spans: Vec<FieldSpan>,
+    /// When the request being sent must have its response head: kept with the connection, whose
+    /// timer is then armed once rather than for every request.
+    first_byte: Deadline,
 }
 
 impl H1Pool {
@@ -84,12 +88,14 @@ impl H1Pool {
     }
 
     /// Sends `request` (whose URI may be absolute: only its path and query are sent) on an idle
-    /// connection, or on a new one, and reads the response head. A reused connection that fails
-    /// while the request is written (the upstream closed it meanwhile) is replaced by a new one.
+    /// connection, or on a new one, and reads the response head, unless `first_byte` passes
+    /// first. A reused connection that fails while the request is written (the upstream closed it
+    /// meanwhile) is replaced by a new one.
     pub(super) fn send(
         self: &Arc<Self>,
         request: Request<Bytes>,
-    ) -> impl Future<Output = Result<Response<H1Body>, BoxError>> + Send + '_ {
+        first_byte: Instant,
+    ) -> impl Future<Output = Result<Response<H1Body>, SendError>> + Send + '_ {
         // The request is taken apart before the future is made, so the future keeps only the
         // parts it sends, not the request (an `async fn` would hold it, twice, for its whole
         // life).
@@ -98,13 +104,22 @@ impl H1Pool {
         let body = request.into_body();
         async move {
             let reused = match self.checkout() {
-                Some(mut connection) => connection.write_request(&head, &body).await.is_ok().then_some(connection),
+                Some(mut connection) => {
+                    connection.first_byte.set(first_byte);
+                    match connection.write_request(&head, &body).await {
+                        Ok(()) => Some(connection),
+                        Err(SendError::TimedOut) => return Err(SendError::TimedOut),
+                        Err(SendError::Failed(_)) => None,
+                    }
+                }
                 None => None,
             };
             let connection = match reused {
                 Some(connection) => connection,
                 None => {
-                    let mut connection = self.connect().await?;
+                    let mut connection = tokio::time::timeout_at(first_byte, self.connect(first_byte))
+                        .await
+                        .map_err(|_| SendError::TimedOut)??;
                     connection.write_request(&head, &body).await?;
                     connection
                 }
@@ -113,9 +128,9 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Connection, BoxError> {
+    async fn connect(&self, first_byte: Instant) -> Result<Connection, BoxError> {
         match self.connector.clone().call(self.destination.clone()).await? {
-            MaybeHttpsStream::Http(stream) => Ok(Connection::new(stream.into_inner())),
+            MaybeHttpsStream::Http(stream) => Ok(Connection::new(stream.into_inner(), first_byte)),
             MaybeHttpsStream::Https(_) => Err("a plain-http upstream connection came back as TLS".into()),
         }
     }
@@ -136,7 +151,11 @@ impl H1Pool {
         let now = Instant::now();
         // Connections come back at the end and are taken from the end, so the list is oldest
         // first and the expired ones are a prefix: found without visiting every idle connection.
-        let expired = idle.partition_point(|connection| now.duration_since(connection.since) >= IDLE_TIMEOUT);
+        // Compared with one cutoff, not by the age of each (a subtraction per comparison).
+        let expired = match now.checked_sub(IDLE_TIMEOUT) {
+            Some(cutoff) => idle.partition_point(|connection| connection.since <= cutoff),
+            None => 0,
+        };
         idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push(Idle { connection, since: now });
@@ -195,8 +214,14 @@ struct Head {
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> Self {
-        Connection { stream, buffer: BytesMut::new(), read_size: ReadSize::up_to(LARGEST_READ), spans: Vec::new() }
+    fn new(stream: TcpStream, first_byte: Instant) -> Self {
+        Connection {
+            stream,
+            buffer: BytesMut::new(),
+            read_size: ReadSize::up_to(LARGEST_READ),
+            spans: Vec::new(),
+            first_byte: Deadline::new(first_byte),
+        }
     }
 
     /// Whether the idle connection is as it was left: nothing to read, no close seen. A read
@@ -208,8 +233,17 @@ impl Connection {
         self.buffer.is_empty() && self.stream.poll_read_ready(&mut Context::from_waker(Waker::noop())).is_pending()
     }
 
-    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
-        write_head_and_body(&mut self.stream, head, body).await
+    /// Writes the request, unless the first-byte deadline passes first.
+    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> Result<(), SendError> {
+        let Connection { stream, first_byte, .. } = self;
+        let mut written = pin!(write_head_and_body(stream, head, body));
+        poll_fn(|cx| {
+            if let Poll::Ready(written) = written.as_mut().poll(cx) {
+                return Poll::Ready(written.map_err(SendError::from));
+            }
+            first_byte.poll_reached(cx).map(|()| Err(SendError::TimedOut))
+        })
+        .await
     }
 
     /// Reads more into the buffer: the number of bytes read, 0 when the upstream closed.
@@ -217,26 +251,35 @@ impl Connection {
         self.read_size.poll_fill(&mut self.stream, &mut self.buffer, cx)
     }
 
-    async fn fill(&mut self) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_fill(cx)).await
+    /// As `poll_fill`, for the response head: unless the first-byte deadline passes first.
+    async fn fill_head(&mut self) -> Result<usize, SendError> {
+        poll_fn(|cx| {
+            if let Poll::Ready(read) = self.poll_fill(cx) {
+                return Poll::Ready(read.map_err(SendError::from));
+            }
+            self.first_byte.poll_reached(cx).map(|()| Err(SendError::TimedOut))
+        })
+        .await
     }
 
-    async fn read_response(mut self, bodiless: bool, pool: Weak<H1Pool>) -> Result<Response<H1Body>, BoxError> {
+    async fn read_response(mut self, bodiless: bool, pool: Weak<H1Pool>) -> Result<Response<H1Body>, SendError> {
         let head = loop {
             match self.parse_head()? {
                 Some(head) if head.status.is_informational() => {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(protocol_error("the upstream switched protocols on a request that asked for none"));
+                        return Err(
+                            protocol_error("the upstream switched protocols on a request that asked for none").into()
+                        );
                     }
                 }
                 Some(head) => break head,
                 None => {
-                    if self.fill().await? == 0 {
-                        return Err(protocol_error(if self.buffer.is_empty() {
+                    if self.fill_head().await? == 0 {
+                        return Err(SendError::Failed(protocol_error(if self.buffer.is_empty() {
                             "the upstream closed the connection before sending a response"
                         } else {
                             "the upstream closed the connection in the middle of the response head"
-                        }));
+                        })));
                     }
                 }
             }
@@ -719,8 +762,11 @@ mod tests {
         );
     }
 
+    /// An answer after which the upstream reads the next request and says nothing.
+    const SILENCE: &[u8] = b"(silence)";
+
     /// A pool toward a bare socket that answers each request on a connection with the next of
-    /// `answers`, written as given; the number of connections it accepted.
+    /// `answers`, written as given (or with [`SILENCE`]); the number of connections it accepted.
     async fn upstream(answers: Vec<&'static [u8]>) -> (Arc<H1Pool>, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -740,6 +786,9 @@ mod tests {
                                 Ok(n) => request.extend_from_slice(&byte[..n]),
                             }
                         }
+                        if answer == SILENCE {
+                            std::future::pending::<()>().await;
+                        }
                         if socket.write_all(answer).await.is_err() {
                             return;
                         }
@@ -756,13 +805,48 @@ mod tests {
         (H1Pool::new(connector, format!("http://{address}/").parse().unwrap()), accepted)
     }
 
-    async fn get(pool: &Arc<H1Pool>, method: Method) -> Result<(StatusCode, Bytes), BoxError> {
+    /// Sends `request` with a first-byte deadline far off.
+    async fn send(pool: &Arc<H1Pool>, request: Request<Bytes>) -> Result<Response<H1Body>, BoxError> {
+        send_until(pool, request, Instant::now() + Duration::from_secs(300)).await
+    }
+
+    async fn send_until(
+        pool: &Arc<H1Pool>,
+        request: Request<Bytes>,
+        first_byte: Instant,
+    ) -> Result<Response<H1Body>, BoxError> {
+        pool.send(request, first_byte).await.map_err(|error| match error {
+            SendError::Failed(error) => error,
+            SendError::TimedOut => "timed out".into(),
+        })
+    }
+
+    fn request(method: Method) -> Request<Bytes> {
         let mut request = Request::new(Bytes::new());
         *request.method_mut() = method;
         *request.uri_mut() = "/x".parse().unwrap();
-        let response = pool.send(request).await?;
+        request
+    }
+
+    async fn get(pool: &Arc<H1Pool>, method: Method) -> Result<(StatusCode, Bytes), BoxError> {
+        let response = send(pool, request(method)).await?;
         let status = response.status();
         Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
+    #[tokio::test]
+    async fn a_reused_connection_waits_for_a_head_until_this_request_s_deadline() {
+        let (pool, accepted) = upstream(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", SILENCE]).await;
+        // The first request armed the connection's timer for five minutes from now: its read of
+        // the head had to wait, as the upstream answers only once it has run.
+        assert_eq!(get(&pool, Method::GET).await.unwrap().1, Bytes::from_static(b"ok"));
+        let first_byte = Instant::now() + Duration::from_millis(200);
+        let sent = tokio::time::timeout(Duration::from_secs(10), send_until(&pool, request(Method::GET), first_byte))
+            .await
+            .expect("the request's own deadline ended the wait, not the one armed before it");
+        assert!(matches!(sent, Err(error) if error.to_string() == "timed out"));
+        assert!(Instant::now() >= first_byte, "not before its deadline");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the connection was reused");
     }
 
     #[tokio::test]
@@ -802,9 +886,7 @@ mod tests {
     async fn a_body_without_framing_ends_at_the_close() {
         // The upstream closes the connection once its answer is written.
         let (pool, accepted) = upstream(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]).await;
-        let mut request = Request::new(Bytes::new());
-        *request.uri_mut() = "/x".parse().unwrap();
-        let response = pool.send(request).await.unwrap();
+        let response = send(&pool, request(Method::GET)).await.unwrap();
         assert_eq!(response.body().size_hint().exact(), None, "no length to check the body against");
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"until the end"));
         assert_eq!(get(&pool, Method::GET).await.unwrap().1, Bytes::from_static(b"until the end"));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::future::{Either, TryFutureExt};
+use futures_util::future::{Either, FutureExt, TryFutureExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use parking_lot::Mutex;
@@ -76,11 +76,12 @@ impl Transport {
     }
 
     /// The client's or the pool's own future, not an async level around it that would hold the
-    /// request a second time; the attempt awaits it under its first-byte timeout.
+    /// request a second time: the response head, unless `first_byte` passes first.
     fn send(
         &self,
         request: Request<Bytes>,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send + '_ {
+        first_byte: Instant,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + Send + '_ {
         fn boxed<B>(response: Response<B>) -> Response<UpstreamBody>
         where
             B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -89,13 +90,47 @@ impl Transport {
             response.map(|body| body.map_err(Into::into).boxed_unsync())
         }
         match self {
-            Transport::Http(client) => {
-                Either::Left(Either::Left(client.request(request.map(Full::new)).map_ok(boxed).err_into()))
-            }
-            Transport::Http1(pool) => Either::Left(Either::Right(pool.send(request).map_ok(boxed))),
-            Transport::Mock => {
-                Either::Right(std::future::ready(Err("the mock upstream answers without a connection".into())))
-            }
+            Transport::Http(client) => Either::Left(Either::Left(
+                tokio::time::timeout_at(first_byte, client.request(request.map(Full::new))).map(|sent| match sent {
+                    Ok(Ok(response)) => Ok(boxed(response)),
+                    Ok(Err(error)) => Err(SendError::Failed(error.into())),
+                    Err(_) => Err(SendError::TimedOut),
+                }),
+            )),
+            // The pool keeps a timer per connection instead (see `h1`).
+            Transport::Http1(pool) => Either::Left(Either::Right(pool.send(request, first_byte).map_ok(boxed))),
+            Transport::Mock => Either::Right(std::future::ready(Err(SendError::Failed(
+                "the mock upstream answers without a connection".into(),
+            )))),
+        }
+    }
+}
+
+/// Why a request got no response head.
+enum SendError {
+    /// Its first-byte deadline passed.
+    TimedOut,
+    Failed(BoxError),
+}
+
+impl From<BoxError> for SendError {
+    fn from(error: BoxError) -> Self {
+        SendError::Failed(error)
+    }
+}
+
+impl From<std::io::Error> for SendError {
+    fn from(error: std::io::Error) -> Self {
+        SendError::Failed(error.into())
+    }
+}
+
+impl SendError {
+    /// The error the client sees; `timed_out` makes the one for a deadline.
+    fn into_relay_error(self, timed_out: impl FnOnce() -> RelayError) -> RelayError {
+        match self {
+            SendError::TimedOut => timed_out(),
+            SendError::Failed(error) => classify::transport_error(error.as_ref()),
         }
     }
 }
@@ -230,15 +265,14 @@ impl Upstream {
         let call =
             UpstreamCall { method: http::Method::GET, ..UpstreamCall::post(path.to_owned(), Bytes::new(), false) };
         let request = self.build_request(&call, &HeaderMap::new())?;
-        let response = tokio::time::timeout(timeout, self.transport.send(request))
-            .await
-            .map_err(|_| {
+        let response = self.transport.send(request, Instant::now() + timeout).await.map_err(|error| {
+            error.into_relay_error(|| {
                 RelayError::new(
                     ErrorCode::UpstreamTimeoutFirstByte,
                     format!("health check timed out after {timeout:?}"),
                 )
-            })?
-            .map_err(|error| classify::transport_error(error.as_ref()))?;
+            })
+        })?;
         let status = response.status();
         let _ = tokio::time::timeout(timeout, collect_limited(response.into_body(), ERROR_BODY_LIMIT)).await;
         if status.as_u16() == expect_status {
@@ -377,10 +411,10 @@ impl Upstream {
                 drop(request);
                 mock::respond(&upstream_call.body, unix_now())
             }
-            transport => tokio::time::timeout_at(first_byte_deadline, transport.send(request))
+            transport => transport
+                .send(request, first_byte_deadline)
                 .await
-                .map_err(|_| first_byte_error())?
-                .map_err(|error| classify::transport_error(error.as_ref()))?,
+                .map_err(|error| error.into_relay_error(first_byte_error))?,
         };
         let (parts, body) = response.into_parts();
         if !parts.status.is_success() {
