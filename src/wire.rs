@@ -155,31 +155,34 @@ pub(crate) fn push_chunk_size(out: &mut Vec<u8>, size: usize) {
 
 #[cfg(test)]
 mod tests {
+    use std::task::Waker;
+    use std::time::Duration;
+
     use super::*;
 
     fn reached(deadline: &mut Deadline) -> bool {
-        deadline.poll_reached(&mut Context::from_waker(std::task::Waker::noop())).is_ready()
+        deadline.poll_reached(&mut Context::from_waker(Waker::noop())).is_ready()
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_moved_later_is_reached_at_the_later_time() {
         let start = Instant::now();
-        let mut deadline = Deadline::new(start + std::time::Duration::from_secs(1));
+        let mut deadline = Deadline::new(start + Duration::from_secs(1));
         assert!(!reached(&mut deadline), "armed, not reached");
-        deadline.set(start + std::time::Duration::from_secs(3));
-        tokio::time::advance(std::time::Duration::from_millis(1500)).await;
+        deadline.set(start + Duration::from_secs(3));
+        tokio::time::advance(Duration::from_millis(1500)).await;
         assert!(!reached(&mut deadline), "its timer fired at the old time and was re-armed");
-        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
         assert!(reached(&mut deadline));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_moved_earlier_is_reached_at_the_earlier_time() {
         let start = Instant::now();
-        let mut deadline = Deadline::new(start + std::time::Duration::from_secs(300));
+        let mut deadline = Deadline::new(start + Duration::from_secs(300));
         assert!(!reached(&mut deadline));
-        deadline.set(start + std::time::Duration::from_secs(1));
-        tokio::time::advance(std::time::Duration::from_millis(1100)).await;
+        deadline.set(start + Duration::from_secs(1));
+        tokio::time::advance(Duration::from_millis(1100)).await;
         assert!(reached(&mut deadline), "not left waiting for the timer armed at 300 s");
     }
 
