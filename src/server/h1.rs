@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -42,9 +42,7 @@ use crate::body::Body;
 use crate::error::{ErrorCode, RelayError};
 use crate::layer::recover::error_response;
 use crate::layer::request_id;
-use crate::wire::{
-    connection_has, push_chunk_size, push_content_length, tokens, write_head_and_body, Deadline, FieldSpan, ReadSize,
-};
+use crate::wire::{push_chunk_size, push_content_length, tokens, write_head_and_body, Deadline, FieldSpan, ReadSize};
 
 /// The first line of HTTP/2's connection preface.
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
@@ -403,11 +401,10 @@ impl Connection {
         let bodiless = parts.status.is_informational()
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED;
-        let says_close = connection_has(&parts.headers, "close");
-        let ending = if close || says_close { Ending::Close } else { Ending::KeepAlive };
         let length = body.size_hint().exact();
         self.out.clear();
-        encode_head(&mut self.out, &parts, if bodiless { None } else { Some(length) }, close && !says_close);
+        let says_close = encode_head(&mut self.out, &parts, if bodiless { None } else { Some(length) }, close);
+        let ending = if close || says_close { Ending::Close } else { Ending::KeepAlive };
         let mut spare = parts.headers;
         spare.clear();
         self.spare_headers = Some(spare);
@@ -516,26 +513,31 @@ fn content_length(value: &[u8]) -> Option<usize> {
 }
 
 /// The response head; `length` is the body's when known, `None` for a response without a body
-/// (1xx, 204, 304), `Some(None)` for a body of unknown length, sent chunked. `add_close` adds the
-/// `connection: close` the response does not have.
-fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<Option<u64>>, add_close: bool) {
+/// (1xx, 204, 304), `Some(None)` for a body of unknown length, sent chunked. `close` adds a
+/// `connection: close` unless the response has one. Whether the response's own `Connection`
+/// says close, read while its fields are written rather than looked up in its map first.
+fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<Option<u64>>, close: bool) -> bool {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
+    let mut says_close = false;
     for (name, value) in &parts.headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
         dated |= name == DATE;
+        if name == CONNECTION {
+            says_close |= tokens(value.as_bytes()).any(|token| token.eq_ignore_ascii_case(b"close"));
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if add_close {
+    if close && !says_close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     match length {
@@ -549,6 +551,7 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::response::Parts, length: Option<
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    says_close
 }
 
 fn push_data(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
@@ -684,6 +687,11 @@ mod tests {
                 let parts = script.parts.lock().unwrap().take().expect("one stream per script");
                 let frames = parts_of(parts).map(|part| Ok::<_, Infallible>(Frame::data(Bytes::from(part))));
                 Response::new(StreamBody::new(frames).boxed_unsync())
+            }
+            "/close" => {
+                let mut response = Response::new(crate::body::full("bye"));
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("x-trace, Close"));
+                response
             }
             "/hold" => {
                 let release = script.hold.lock().unwrap().take().expect("one hold per script");
@@ -1014,6 +1022,20 @@ mod tests {
         assert!(head.contains("connection: close\r\n"), "{head}");
         assert_eq!(body, b"POST /a hi");
         assert!(closes(&mut stream).await, "the server closed the connection after the response");
+    }
+
+    #[tokio::test]
+    async fn a_response_that_says_close_ends_the_connection_and_carries_its_own_field_alone() {
+        let Server { address, .. } = server(Script::default(), None).await;
+        for asked in ["", "connection: close\r\n"] {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream.write_all(post("/close", "", asked).as_bytes()).await.unwrap();
+            let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
+            assert_eq!(body, b"bye");
+            assert_eq!(head.matches("connection:").count(), 1, "{asked:?}: {head}");
+            assert!(head.contains("connection: x-trace, Close\r\n"), "{asked:?}: {head}");
+            assert!(closes(&mut stream).await, "{asked:?}: the server closed the connection after the response");
+        }
     }
 
     #[tokio::test]
