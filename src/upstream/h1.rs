@@ -27,7 +27,7 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_rustls::MaybeHttpsStream;
@@ -38,7 +38,7 @@ use tower::Service;
 use super::client::Connector;
 use super::SendError;
 use crate::error::BoxError;
-use crate::wire::{connection_has, push_content_length, write_head_and_body, Deadline, FieldSpan, ReadSize};
+use crate::wire::{push_content_length, tokens, write_head_and_body, Deadline, FieldSpan, ReadSize};
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -211,6 +211,7 @@ struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    framing: FramingFields,
 }
 
 impl Connection {
@@ -284,12 +285,13 @@ impl Connection {
                 }
             }
         };
+        let reusable = head.framing.keeps_alive(head.version);
         let framing = if bodiless || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
             Framing::Length(0)
         } else {
-            framing(&head.headers)?
+            head.framing.framing()?
         };
-        let reusable = keeps_alive(head.version, &head.headers) && !matches!(framing, Framing::UntilClose);
+        let reusable = reusable && !matches!(framing, Framing::UntilClose);
         let mut body = H1Body { connection: Some(self), framing, reusable, pool };
         if matches!(body.framing, Framing::Length(0)) {
             body.finish();
@@ -327,14 +329,16 @@ impl Connection {
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
         let bytes = self.buffer.split_to(length).freeze();
         let mut headers = HeaderMap::with_capacity(self.spans.len());
+        let mut framing = FramingFields::default();
         for span in &self.spans {
             let name = HeaderName::from_bytes(&bytes[span.name.0..span.name.1])
                 .map_err(|_| protocol_error("the upstream's response has an invalid header name"))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(span.value.0..span.value.1))
                 .map_err(|_| protocol_error(format!("the upstream's response header {name} has an invalid value")))?;
+            framing.note(&name, &value);
             headers.append(name, value);
         }
-        Ok(Some(Head { status, version, headers }))
+        Ok(Some(Head { status, version, headers, framing }))
     }
 }
 
@@ -359,44 +363,82 @@ fn chunk_size_line(line: &[u8]) -> Result<httparse::Status<(usize, u64)>, httpar
     httparse::parse_chunk_size(line)
 }
 
-/// Whether the upstream lets the connection carry another request (RFC 9112 §9.3).
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has_token = |token| connection_has(headers, token);
-    if version == Version::HTTP_10 {
-        has_token("keep-alive") && !has_token("close")
-    } else {
-        !has_token("close")
+/// What a response head's fields say about its body's end and its connection (RFC 9112 §6.3,
+/// §9.3), noted as the fields are copied into the header map: looking the names up in the map
+/// afterwards cost a hash and a probe each on every response.
+struct FramingFields {
+    /// Whether the last transfer coding named is `chunked`; `None` without a `Transfer-Encoding`.
+    chunked: Option<bool>,
+    /// The content-length the fields agree on, or why they do not.
+    content_length: Result<Option<u64>, String>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Default for FramingFields {
+    fn default() -> Self {
+        FramingFields { chunked: None, content_length: Ok(None), close: false, keep_alive: false }
     }
 }
 
-/// How the body's end is found (RFC 9112 §6.3).
-fn framing(headers: &HeaderMap) -> Result<Framing, BoxError> {
-    let codings = headers.get_all(TRANSFER_ENCODING);
-    if codings.iter().next().is_some() {
-        let last = codings.iter().filter_map(|value| value.to_str().ok()).flat_map(|v| v.split(',')).last();
-        // Chunked must be the last coding; any other framing by transfer coding ends at the close.
-        // A content-length beside it is ignored, as the RFC says.
-        return Ok(if last.is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked")) {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            Framing::UntilClose
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.to_str().unwrap_or("x").split(',') {
-            let part = part.trim();
-            let parsed = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| part.parse::<u64>().ok())
-                .flatten()
-                .ok_or_else(|| protocol_error(format!("the upstream's content-length {part:?} is invalid")))?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(protocol_error("the upstream's response has conflicting content-lengths"));
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == TRANSFER_ENCODING {
+            // An unreadable value names no coding: the last readable one counts.
+            let previous = self.chunked.unwrap_or(false);
+            let last = value.to_str().ok().and_then(|codings| codings.split(',').next_back());
+            self.chunked = Some(last.map_or(previous, |coding| coding.trim().eq_ignore_ascii_case("chunked")));
+        } else if name == CONTENT_LENGTH {
+            if let Ok(agreed) = &mut self.content_length {
+                if let Err(error) = agree_on_length(agreed, value) {
+                    self.content_length = Err(error);
+                }
             }
-            length = Some(parsed);
+        } else if name == CONNECTION {
+            for token in tokens(value.as_bytes()) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
         }
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+
+    /// How the body's end is found. Chunked must be the last coding; any other framing by
+    /// transfer coding ends at the close, and a content-length beside one is ignored, as the RFC
+    /// says.
+    fn framing(&self) -> Result<Framing, BoxError> {
+        match (self.chunked, &self.content_length) {
+            (Some(true), _) => Ok(Framing::Chunked(Chunk::Size)),
+            (Some(false), _) | (None, Ok(None)) => Ok(Framing::UntilClose),
+            (None, Ok(Some(length))) => Ok(Framing::Length(*length)),
+            (None, Err(error)) => Err(protocol_error(error.clone())),
+        }
+    }
+
+    /// Whether the upstream lets the connection carry another request.
+    fn keeps_alive(&self, version: Version) -> bool {
+        if version == Version::HTTP_10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        }
+    }
+}
+
+/// Folds one `Content-Length` field into the length agreed so far: every comma-separated part
+/// must be digits, and all must be the same number.
+fn agree_on_length(agreed: &mut Option<u64>, value: &HeaderValue) -> Result<(), String> {
+    for part in value.to_str().unwrap_or("x").split(',') {
+        let part = part.trim();
+        let parsed = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| format!("the upstream's content-length {part:?} is invalid"))?;
+        if agreed.is_some_and(|seen| seen != parsed) {
+            return Err("the upstream's response has conflicting content-lengths".to_owned());
+        }
+        *agreed = Some(parsed);
+    }
+    Ok(())
 }
 
 enum Framing {
@@ -607,8 +649,13 @@ mod tests {
     use crate::config::TlsParams;
     use crate::upstream::proxy::ProxyRules;
 
-    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
-        fields.iter().map(|(name, value)| (name.parse().unwrap(), value.parse().unwrap())).collect()
+    /// What a head with `fields` says about its framing, noted field by field as a parse does.
+    fn noted(fields: &[(&str, &str)]) -> FramingFields {
+        let mut noted = FramingFields::default();
+        for (name, value) in fields {
+            noted.note(&name.parse().unwrap(), &value.parse().unwrap());
+        }
+        noted
     }
 
     /// Decodes a chunked body fed in the given pieces: the data, and the bytes after the body's
@@ -716,13 +763,17 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let framing_of = |fields: &[(&str, &str)]| framing(&headers(fields));
+        let framing_of = |fields: &[(&str, &str)]| noted(fields).framing();
         assert!(matches!(framing_of(&[("content-length", "12")]).unwrap(), Framing::Length(12)));
         assert!(matches!(framing_of(&[("content-length", "5, 5")]).unwrap(), Framing::Length(5)));
         assert!(matches!(framing_of(&[]).unwrap(), Framing::UntilClose));
         // Transfer coding wins over a content-length; only a final `chunked` frames the body.
         let chunked = framing_of(&[("transfer-encoding", "gzip, Chunked"), ("content-length", "3")]);
         assert!(matches!(chunked.unwrap(), Framing::Chunked(Chunk::Size)));
+        let beside_a_bad_length = framing_of(&[("content-length", "+5"), ("transfer-encoding", "chunked")]);
+        assert!(matches!(beside_a_bad_length.unwrap(), Framing::Chunked(Chunk::Size)));
+        let last_field_counts = framing_of(&[("transfer-encoding", "chunked"), ("transfer-encoding", "gzip")]);
+        assert!(matches!(last_field_counts.unwrap(), Framing::UntilClose));
         assert!(matches!(framing_of(&[("transfer-encoding", "chunked, gzip")]).unwrap(), Framing::UntilClose));
         for bad in [
             &[("content-length", "5, 6")][..],
@@ -736,10 +787,11 @@ mod tests {
 
     #[test]
     fn keep_alive_follows_the_version_and_the_connection_header() {
-        assert!(keeps_alive(Version::HTTP_11, &headers(&[])));
-        assert!(!keeps_alive(Version::HTTP_11, &headers(&[("connection", "Upgrade, Close")])));
-        assert!(!keeps_alive(Version::HTTP_10, &headers(&[])));
-        assert!(keeps_alive(Version::HTTP_10, &headers(&[("connection", "keep-alive")])));
+        assert!(noted(&[]).keeps_alive(Version::HTTP_11));
+        assert!(!noted(&[("connection", "Upgrade, Close")]).keeps_alive(Version::HTTP_11));
+        assert!(!noted(&[]).keeps_alive(Version::HTTP_10));
+        assert!(noted(&[("connection", "keep-alive")]).keeps_alive(Version::HTTP_10));
+        assert!(!noted(&[("connection", "keep-alive"), ("Connection", "close")]).keeps_alive(Version::HTTP_10));
     }
 
     #[test]
