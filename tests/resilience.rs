@@ -63,6 +63,10 @@ async fn retryable_statuses_are_retried_until_success() {
     assert_eq!(headers["x-switchyard-upstream"], "a");
     assert_eq!(upstream.received().len(), 3);
     assert_eq!(relay.running.metrics.upstream_retries.with_label_values(&["a"]).get(), 2);
+    let _ = relay.chat(&[], &request(false)).await;
+    let attempts = &relay.running.metrics.upstream_attempts;
+    assert_eq!(attempts.with_label_values(&["a", "upstream_http_error"]).get(), 2);
+    assert_eq!(attempts.with_label_values(&["a", "success"]).get(), 2, "every success counted, not only the first");
 }
 
 #[tokio::test]

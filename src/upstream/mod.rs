@@ -11,7 +11,7 @@ pub mod sigv4;
 pub mod stream;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use futures_util::future::{Either, FutureExt, TryFutureExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use parking_lot::Mutex;
+use prometheus::IntCounter;
 use tokio::time::Instant;
 
 use crate::body::{
@@ -149,6 +150,9 @@ pub struct Upstream {
     /// Its secrets, scrubbed from every error it causes: an upstream's error body may quote the
     /// credentials it was sent.
     redactor: Arc<Redactor>,
+    /// `upstream_attempts_total` for a success, the outcome of nearly every attempt: resolved on
+    /// the first, as a lookup by label values hashes them and takes the family's lock.
+    succeeded_attempts: OnceLock<IntCounter>,
 }
 
 /// The base URL, split once: a request only appends its own path.
@@ -303,6 +307,7 @@ impl Upstream {
             name_header: HeaderValue::try_from(params.name.as_str()).ok(),
             shared_name: Arc::from(params.name.as_str()),
             redactor: Arc::new(Redactor::new(params.secret_values())),
+            succeeded_attempts: OnceLock::new(),
             params,
             transport,
         }
@@ -316,14 +321,22 @@ impl Upstream {
         let elapsed = started.elapsed();
         let name = self.name();
         let metrics = call.record.metrics();
+        const SUCCESS: &str = "success";
         let (code, status) = match &result {
-            Ok(response) => ("success", Some(response.status().as_u16())),
+            Ok(response) => (SUCCESS, Some(response.status().as_u16())),
             Err(error) => (error.code.as_str(), Some(error.status)),
         };
-        metrics.upstream_attempts.with_label_values(&[name, code]).inc();
-        if let Err(error) = &result {
-            if let Some(kind) = error.code.timeout_kind() {
-                metrics.upstream_timeouts.with_label_values(&[name, kind]).inc();
+        match &result {
+            Ok(_) => {
+                self.succeeded_attempts
+                    .get_or_init(|| metrics.upstream_attempts.with_label_values(&[name, SUCCESS]))
+                    .inc();
+            }
+            Err(error) => {
+                metrics.upstream_attempts.with_label_values(&[name, code]).inc();
+                if let Some(kind) = error.code.timeout_kind() {
+                    metrics.upstream_timeouts.with_label_values(&[name, kind]).inc();
+                }
             }
         }
         call.record.add_upstream_wait(elapsed);
