@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
-use support::{error_of, sse_data, MockUpstream, Received, Relay, Reply};
+use support::{error_of, sse_data, test_pki, MockUpstream, Received, Relay, Reply, TestPki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -240,27 +240,6 @@ headers.set = { "authorization" = "Bearer sk-IN-HEADERS-SET", "cf-access-client-
     let received = upstream.received();
     assert_eq!(received[0].headers["authorization"], "Bearer sk-IN-HEADERS-SET");
     assert_eq!(received[0].headers["cf-access-client-secret"], "ENVSECRET-TWO");
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, made fresh for each test.
-struct TestPki {
-    ca_pem: String,
-    server_der: Vec<u8>,
-    server_key_der: Vec<u8>,
-}
-
-fn test_pki() -> TestPki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "Switchyard Probe Test CA");
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    server.distinguished_name.push(DnType::CommonName, "probe-test-upstream");
-    let server = server.signed_by(&server_key, &ca, &ca_key).unwrap();
-    TestPki { ca_pem: ca.pem(), server_der: server.der().to_vec(), server_key_der: server_key.serialize_der() }
 }
 
 /// An HTTPS upstream on 127.0.0.1 presenting `pki`'s server certificate.

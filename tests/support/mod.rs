@@ -299,3 +299,24 @@ impl Relay {
         Relay { addr: running.addr, running, stop: Some(stop) }
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made fresh for each test.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server_der: Vec<u8>,
+    pub server_key_der: Vec<u8>,
+}
+
+pub fn test_pki() -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Switchyard Probe Test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    server.distinguished_name.push(DnType::CommonName, "probe-test-upstream");
+    let server = server.signed_by(&server_key, &ca, &ca_key).unwrap();
+    TestPki { ca_pem: ca.pem(), server_der: server.der().to_vec(), server_key_der: server_key.serialize_der() }
+}
