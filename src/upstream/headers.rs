@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::body::{APPLICATION_JSON, TEXT_EVENT_STREAM};
 use crate::config::{Glob, UpstreamParams};
+use crate::wire;
 
 /// Names the upstream, on every response an upstream gave or failed.
 pub const UPSTREAM_HEADER: HeaderName = HeaderName::from_static("x-switchyard-upstream");
@@ -113,9 +114,17 @@ impl OutgoingHeaders {
     ) -> HeaderMap {
         let fixed = if stream { &self.fixed_stream } else { &self.fixed_json };
         let mut headers = fixed.clone();
+        // What the client's `Connection` names is hop-by-hop too (RFC 9110 §7.6.1). Once
+        // `Connection` is dropped, nothing further on (hyper's HTTP/2 client included) can tell.
+        let connection = client.get_all(header::CONNECTION);
         for (name, value) in client {
             let name_str = name.as_str();
             if NOT_FORWARDED.contains(&name_str) {
+                continue;
+            }
+            if connection.iter().any(|listed| {
+                wire::tokens(listed.as_bytes()).any(|token| token.eq_ignore_ascii_case(name_str.as_bytes()))
+            }) {
                 continue;
             }
             if !self.keep_sdk_headers && name_str.starts_with(SDK_FINGERPRINT_PREFIX) {
@@ -182,7 +191,8 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_static("Bearer client-key"));
         headers.insert("user-agent", HeaderValue::from_static("OpenAI/JS 4.0"));
         headers.insert("x-stainless-os", HeaderValue::from_static("Linux"));
-        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("connection", HeaderValue::from_static("keep-alive, X-Hop"));
+        headers.insert("x-hop", HeaderValue::from_static("for-the-relay-only"));
         headers.insert("x-request-id", HeaderValue::from_static("req-1"));
         headers.insert("x-custom", HeaderValue::from_static("kept"));
         headers
@@ -195,6 +205,7 @@ mod tests {
         assert_eq!(headers["user-agent"], concat!("switchyard/", env!("CARGO_PKG_VERSION")));
         assert!(headers.get("x-stainless-os").is_none());
         assert!(headers.get("connection").is_none());
+        assert!(headers.get("x-hop").is_none(), "named by the client's Connection");
         assert_eq!(headers["x-custom"], "kept");
         assert_eq!(headers["x-request-id"], "req-1");
     }
