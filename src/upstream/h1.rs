@@ -285,13 +285,12 @@ impl Connection {
                 }
             }
         };
-        let reusable = head.framing.keeps_alive(head.version);
         let framing = if bodiless || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
             Framing::Length(0)
         } else {
             head.framing.framing()?
         };
-        let reusable = reusable && !matches!(framing, Framing::UntilClose);
+        let reusable = head.framing.keeps_alive(head.version) && !matches!(framing, Framing::UntilClose);
         let mut body = H1Body { connection: Some(self), framing, reusable, pool };
         if matches!(body.framing, Framing::Length(0)) {
             body.finish();
