@@ -82,20 +82,8 @@ struct H2Upstream {
 
 impl H2Upstream {
     async fn start(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> H2Upstream {
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
         let pki = test_pki();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(pki.server_der)],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key_der)),
-            )
-            .unwrap();
-        server.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let acceptor = pki.acceptor(&[b"h2"]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ca_file = std::env::temp_dir().join(format!("switchyard-h2-ca-{}-{}.pem", std::process::id(), addr.port()));
@@ -404,10 +392,7 @@ async fn stream_cut_by(cut: Cut) -> (StatusCode, String, Vec<String>) {
     (status, request_id, sse_data(&received))
 }
 
-fn assert_ends_with_in_band_error(
-    (status, request_id, events): &(StatusCode, String, Vec<String>),
-    code: &str,
-) -> Value {
+fn assert_ends_with_in_band_error((status, request_id, events): &(StatusCode, String, Vec<String>), code: &str) {
     assert_eq!(*status, 200);
     assert!(!events.iter().any(|event| event == "[DONE]"), "a cut stream must not end as complete: {events:?}");
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
@@ -417,7 +402,6 @@ fn assert_ends_with_in_band_error(
     assert_eq!(error["request_id"], request_id.as_str(), "{error}");
     assert_eq!(error["type"], "upstream_error", "{error}");
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
-    error.clone()
 }
 
 #[tokio::test]

@@ -307,6 +307,25 @@ pub struct TestPki {
     pub server_key_der: Vec<u8>,
 }
 
+impl TestPki {
+    /// A TLS acceptor presenting the server certificate, offering the `alpn` protocols in order.
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(self.server_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.clone())),
+            )
+            .unwrap();
+        server.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        tokio_rustls::TlsAcceptor::from(Arc::new(server))
+    }
+}
+
 pub fn test_pki() -> TestPki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
