@@ -1,6 +1,6 @@
 //! A bare hyper reverse proxy, for the benchmark only: what hyper's HTTP/1 server and client cost
-//! on their own, as a floor under the relay (README, Performance: "How much of the relay's extra
-//! over nginx is hyper's own?").
+//! on their own, as a floor under the relay (bench/HISTORY.md, "What the relay's extra over nginx
+//! is made of").
 //!
 //! Usage: `bare_proxy LISTEN UPSTREAM [--one-task]` (both `host:port`). Each client connection gets
 //! one upstream connection; request and response bodies pass through untouched. By default the
