@@ -601,6 +601,33 @@ async fn an_upstream_that_quotes_its_credentials_back_does_not_show_them_to_the_
 }
 
 #[tokio::test]
+async fn an_error_excerpt_cut_inside_a_quoted_credential_shows_none_of_it() {
+    const KEY: &str = "sk-UPSTREAM-0123456789abcdefghijklmnopqrstuvwxyz0123456789";
+    // A non-JSON error body is quoted only so far; this one echoes the credential across that cut.
+    let echo = |received: &support::Received, _: usize| {
+        let credential = received.headers["authorization"].to_str().unwrap().to_owned();
+        let body = format!("<html><body><p>{}{credential}</p></body></html>", "x".repeat(240));
+        Reply::Full { status: 403, content_type: "text/html", body: body.into() }
+    };
+    let upstream = MockUpstream::start(echo).await;
+    let config = format!(
+        "[upstreams.up]\ndialect = \"openai-completions\"\nbase_url = \"{}/v1\"\napi_key = \"{KEY}\"\n\
+         retry = {{ attempts = 1 }}\n\n[[models]]\nname = \"m\"\ntargets = [{{ upstream = \"up\" }}]\n",
+        upstream.url()
+    );
+    let relay = Relay::start(&config).await;
+    let (status, _, body) =
+        relay.chat(&[], &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status.as_u16(), 403, "{text}");
+    assert!(text.contains("xxxxBearer [redacted]"), "{text}");
+    for window in KEY.as_bytes().windows(8) {
+        let window = std::str::from_utf8(window).unwrap();
+        assert!(!text.contains(window), "{window:?}, a part of the key, reached the client: {text}");
+    }
+}
+
+#[tokio::test]
 async fn health_readiness_and_models() {
     let relay = Relay::start(include_str!("../src/config/default.toml")).await;
     let (status, _, body) = relay.send("GET", "/healthz", &[], "").await;

@@ -39,12 +39,17 @@ pub fn is_credential_header(name: &HeaderName) -> bool {
 /// error body may quote the request it got, credentials included.
 #[derive(Debug, Default)]
 pub struct Redactor {
-    /// Longest first, so a secret that contains another is replaced whole.
     secrets: Vec<String>,
 }
 
 /// What a secret is replaced with.
 const REDACTED: &[u8] = b"[redacted]";
+
+/// How much of a secret's beginning is redacted where the text goes on differently: an excerpt
+/// cut short inside a quoted key, or an upstream that quotes only part of one, must not show
+/// most of it. A shorter quote shows little beyond a vendor's public prefix (`sk-proj-` alone is
+/// eight bytes).
+const LEAD: usize = 8;
 
 impl Redactor {
     /// A redactor for `values`; values shorter than six bytes are ignored: they would blank out
@@ -65,30 +70,48 @@ impl Redactor {
                 [value, slashes, json]
             })
             .collect();
-        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.sort_unstable();
         secrets.dedup();
         Redactor { secrets }
     }
 
-    /// `text` with every secret replaced, or `None` when it holds none.
+    /// `text` with every secret replaced, or `None` when it holds none. A quote of a secret's
+    /// first [`LEAD`] bytes or more is replaced as far as it goes: where two secrets begin alike
+    /// (two keys of one vendor), the longer quote wins, so that neither shows what follows the
+    /// other's part.
     pub fn bytes(&self, text: &[u8]) -> Option<Vec<u8>> {
-        let mut changed: Option<Vec<u8>> = None;
+        let mut quotes: Vec<(usize, usize)> = Vec::new();
         for secret in &self.secrets {
-            let current = changed.as_deref().unwrap_or(text);
-            if memchr::memmem::find(current, secret.as_bytes()).is_none() {
+            let secret = secret.as_bytes();
+            let lead = memchr::memmem::Finder::new(&secret[..secret.len().min(LEAD)]);
+            let mut from = 0;
+            while let Some(found) = lead.find(&text[from..]) {
+                let start = from + found;
+                let quoted = text[start..].iter().zip(secret).take_while(|(a, b)| a == b).count();
+                quotes.push((start, start + quoted));
+                from = start + 1;
+            }
+        }
+        if quotes.is_empty() {
+            return None;
+        }
+        quotes.sort_unstable();
+        let mut out = Vec::with_capacity(text.len());
+        let mut shown = 0;
+        for (start, end) in quotes {
+            if start < shown {
+                // Overlaps the quote just replaced: the replacement covers it, as far as it goes.
+                if end > shown {
+                    shown = end;
+                }
                 continue;
             }
-            let mut out = Vec::with_capacity(current.len());
-            let mut rest = current;
-            while let Some(at) = memchr::memmem::find(rest, secret.as_bytes()) {
-                out.extend_from_slice(&rest[..at]);
-                out.extend_from_slice(REDACTED);
-                rest = &rest[at + secret.len()..];
-            }
-            out.extend_from_slice(rest);
-            changed = Some(out);
+            out.extend_from_slice(&text[shown..start]);
+            out.extend_from_slice(REDACTED);
+            shown = end;
         }
-        changed
+        out.extend_from_slice(&text[shown..]);
+        Some(out)
     }
 
     /// [`Redactor::bytes`] for text.
@@ -305,13 +328,28 @@ mod tests {
     }
 
     #[test]
-    fn every_secret_is_redacted_longest_first() {
+    fn every_secret_is_redacted_whole_where_one_begins_another() {
         let redactor =
             Redactor::new(["sk-live-123456".to_owned(), "sk-live-123456-extra".to_owned(), "short".to_owned()]);
         let shown =
             redactor.text("key sk-live-123456-extra, then sk-live-123456 twice: sk-live-123456; short").unwrap();
         assert_eq!(shown, "key [redacted], then [redacted] twice: [redacted]; short");
         assert_eq!(redactor.text("nothing here"), None);
+    }
+
+    #[test]
+    fn a_quote_of_a_secret_s_beginning_is_redacted_as_far_as_it_goes() {
+        let redactor = Redactor::new(["sk-proj-AAAA1111BBBB2222".to_owned()]);
+        assert_eq!(redactor.text("Bearer sk-proj-AAAA11…").unwrap(), "Bearer [redacted]…");
+        assert_eq!(redactor.text("key sk-proj-AAAA****2222 is wrong").unwrap(), "key [redacted]****2222 is wrong");
+        assert_eq!(redactor.text("keys begin with sk-proj"), None);
+    }
+
+    #[test]
+    fn of_two_secrets_that_begin_alike_the_longer_quote_wins() {
+        let redactor = Redactor::new(["sk-proj-AAAAAAAAAAAA".to_owned(), "sk-proj-BBBBBBBBBBBB".to_owned()]);
+        assert_eq!(redactor.text("a sk-proj-BBBBBB…").unwrap(), "a [redacted]…");
+        assert_eq!(redactor.text("sk-proj-AAAAAAAAAAAAsk-proj-BBBBBBBBBBBB").unwrap(), "[redacted][redacted]");
     }
 
     #[test]
