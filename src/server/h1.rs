@@ -44,7 +44,9 @@ use crate::layer::recover::error_response;
 use crate::layer::request_id;
 use crate::wire::{push_chunk_size, push_content_length, tokens, write_head_and_body, Deadline, FieldSpan, ReadSize};
 
-/// The first line of HTTP/2's connection preface.
+/// HTTP/2's connection preface, which is how h2c with prior knowledge starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Its first line, where httparse stops.
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// How long a refused connection is read, and its bytes dropped, after the answer: closing it
 /// with unread bytes would send a reset, which can destroy the answer before the client reads it.
@@ -268,10 +270,14 @@ impl Connection {
         ) {
             Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD_BYTES => length,
             Ok(httparse::Status::Partial) if self.buffer.len() < MAX_HEAD_BYTES => return Parse::Partial,
-            // More fields than this loop takes, which hyper takes; and how h2c with prior
-            // knowledge starts, which hyper's server speaks.
+            // More fields than this loop takes, which hyper takes.
             Err(httparse::Error::TooManyHeaders) => return Parse::HandOver,
-            Err(_) if self.buffer.starts_with(H2_PREFACE_LINE) => return Parse::HandOver,
+            // h2c, which hyper's server speaks: once the whole preface is here, under this
+            // loop's deadline, as hyper reads the rest of it with no deadline at all (a client
+            // that stopped partway held its connection for good).
+            Err(_) if self.buffer.starts_with(H2_PREFACE_LINE) => {
+                return if self.buffer.len() < H2_PREFACE.len() { Parse::Partial } else { Parse::HandOver };
+            }
             Err(error) => return Parse::Malformed(format!("the request is not HTTP/1.1: {error}")),
             Ok(_) => return Parse::HandOver,
         };
@@ -1121,6 +1127,17 @@ mod tests {
             waited >= HEAD_READ_TIMEOUT / 2 && waited <= HEAD_READ_TIMEOUT,
             "counted from the end of the last response, not from the connection's start: {waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_h2c_preface_cut_short_ends_the_connection_at_the_head_deadline() {
+        let Server { address, .. } = server(Script::default(), None).await;
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        // The preface's first line is enough to tell h2c; hyper reads the rest with no deadline.
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM").await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(HEAD_READ_TIMEOUT * 2, stream.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "closed at the head deadline, without an answer: {read:?} {rest:?}");
     }
 
     #[test]
