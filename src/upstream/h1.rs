@@ -416,7 +416,9 @@ impl FramingFields {
     /// Whether the upstream lets the connection carry another request.
     fn keeps_alive(&self, version: Version) -> bool {
         if version == Version::HTTP_10 {
-            self.keep_alive && !self.close
+            // HTTP/1.0 has no transfer codings: whoever sent one may have framed the body
+            // otherwise, so the connection is closed after it (RFC 9112 §6.1).
+            self.keep_alive && !self.close && self.chunked.is_none()
         } else {
             !self.close
         }
@@ -922,6 +924,8 @@ mod tests {
         for answer in [
             &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
             b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            // HTTP/1.0 has no transfer codings: its framing is suspect even with keep-alive.
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             // Bytes after the message: they would be read as the next answer's.
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
         ] {
