@@ -109,17 +109,28 @@ impl Deadline {
 /// Writes `head`, then `body`, each `writev` taking what remains of both.
 pub(crate) async fn write_head_and_body(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
     let (mut head, mut body) = (head, body);
+    poll_fn(|cx| poll_write_head_and_body(stream, cx, &mut head, &mut body)).await
+}
+
+/// As [`write_head_and_body`], for a caller that does more while the stream is not ready for
+/// the rest: `head` and `body` are moved past what was written.
+pub(crate) fn poll_write_head_and_body(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    head: &mut &[u8],
+    body: &mut &[u8],
+) -> Poll<io::Result<()>> {
     while !head.is_empty() || !body.is_empty() {
         let parts = [IoSlice::new(head), IoSlice::new(body)];
-        let written = poll_fn(|cx| Pin::new(&mut *stream).poll_write_vectored(cx, &parts)).await?;
+        let written = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &parts))?;
         if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         let from_head = written.min(head.len());
-        head = &head[from_head..];
-        body = &body[written - from_head..];
+        *head = &head[from_head..];
+        *body = &body[written - from_head..];
     }
-    Ok(())
+    Poll::Ready(Ok(()))
 }
 
 /// The comma-separated tokens of a field value, trimmed (`Connection: keep-alive, Upgrade`).

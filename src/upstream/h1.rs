@@ -21,7 +21,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
@@ -38,7 +38,7 @@ use tower::Service;
 use super::client::Connector;
 use super::SendError;
 use crate::error::BoxError;
-use crate::wire::{push_content_length, tokens, write_head_and_body, Deadline, FieldSpan, ReadSize};
+use crate::wire::{poll_write_head_and_body, push_content_length, tokens, Deadline, FieldSpan, ReadSize};
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
@@ -107,24 +107,24 @@ impl H1Pool {
                 Some(mut connection) => {
                     connection.first_byte.set(first_byte);
                     match connection.write_request(&head, &body).await {
-                        Ok(()) => Some(connection),
+                        Ok(sent) => Some((connection, sent)),
                         Err(SendError::TimedOut) => return Err(SendError::TimedOut),
                         Err(SendError::Failed(_)) => None,
                     }
                 }
                 None => None,
             };
-            let connection = match reused {
-                Some(connection) => connection,
+            let (connection, sent) = match reused {
+                Some(reused) => reused,
                 None => {
                     let mut connection = tokio::time::timeout_at(first_byte, self.connect(first_byte))
                         .await
                         .map_err(|_| SendError::TimedOut)??;
-                    connection.write_request(&head, &body).await?;
-                    connection
+                    let sent = connection.write_request(&head, &body).await?;
+                    (connection, sent)
                 }
             };
-            connection.read_response(bodiless, Arc::downgrade(self)).await
+            connection.read_response(sent, bodiless, Arc::downgrade(self)).await
         }
     }
 
@@ -206,6 +206,14 @@ fn protocol_error(message: impl Into<String>) -> BoxError {
     Box::new(ProtocolError(message.into()))
 }
 
+/// How a request's write ended.
+struct Sent {
+    /// The final response head, if it came while the request was written.
+    answer: Option<Head>,
+    /// Whether all of the request was written: not if the upstream refused it first.
+    whole: bool,
+}
+
 /// A response head, parsed.
 struct Head {
     status: StatusCode,
@@ -234,17 +242,46 @@ impl Connection {
         self.buffer.is_empty() && self.stream.poll_read_ready(&mut Context::from_waker(Waker::noop())).is_pending()
     }
 
-    /// Writes the request, unless the first-byte deadline passes first.
-    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> Result<(), SendError> {
-        let Connection { stream, first_byte, .. } = self;
-        let mut written = pin!(write_head_and_body(stream, head, body));
+    /// Writes the request, unless the first-byte deadline passes first, reading what the upstream
+    /// answers meanwhile: an upstream may refuse a request by its head (a body too large) and
+    /// then read no more of it, or reset the connection once it has answered, and the write stops
+    /// at such a refusal (RFC 9112 §9.5 has a client watch for one). Informational heads (the 100
+    /// that a forwarded `Expect` asks for) are passed over, and a success goes on with the write.
+    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> Result<Sent, SendError> {
+        let (mut head, mut body) = (head, body);
+        let mut answer = None;
         poll_fn(|cx| {
-            if let Poll::Ready(written) = written.as_mut().poll(cx) {
-                return Poll::Ready(written.map_err(SendError::from));
+            let written = match poll_write_head_and_body(&mut self.stream, cx, &mut head, &mut body) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(Sent { answer: answer.take(), whole: true })),
+                Poll::Ready(Err(error)) => Err(error),
+                Poll::Pending => Ok(()),
+            };
+            // Read only once the write has to wait or failed: a request written at once, as
+            // nearly all are, costs no read here.
+            if answer.is_none() {
+                answer = self.poll_answer(cx)?;
             }
-            first_byte.poll_reached(cx).map(|()| Err(SendError::TimedOut))
+            if let Some(refusal) = answer.take_if(|answer| !answer.status.is_success()) {
+                return Poll::Ready(Ok(Sent { answer: Some(refusal), whole: false }));
+            }
+            written?;
+            self.first_byte.poll_reached(cx).map(|()| Err(SendError::TimedOut))
         })
         .await
+    }
+
+    /// Reads what the upstream has sent: its final response head, once all of it has arrived.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Result<Option<Head>, BoxError> {
+        loop {
+            if let Some(head) = self.parse_final_head()? {
+                return Ok(Some(head));
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) | Poll::Pending => return Ok(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return Err(error.into()),
+            }
+        }
     }
 
     /// Reads more into the buffer: the number of bytes read, 0 when the upstream closed.
@@ -263,34 +300,35 @@ impl Connection {
         .await
     }
 
-    async fn read_response(mut self, bodiless: bool, pool: Weak<H1Pool>) -> Result<Response<H1Body>, SendError> {
-        let head = loop {
-            match self.parse_head()? {
-                Some(head) if head.status.is_informational() => {
-                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(
-                            protocol_error("the upstream switched protocols on a request that asked for none").into()
-                        );
-                    }
+    /// Reads the response, whose head may have come while the request was written.
+    async fn read_response(
+        mut self,
+        sent: Sent,
+        bodiless: bool,
+        pool: Weak<H1Pool>,
+    ) -> Result<Response<H1Body>, SendError> {
+        let head = match sent.answer {
+            Some(head) => head,
+            None => loop {
+                if let Some(head) = self.parse_final_head()? {
+                    break head;
                 }
-                Some(head) => break head,
-                None => {
-                    if self.fill_head().await? == 0 {
-                        return Err(SendError::Failed(protocol_error(if self.buffer.is_empty() {
-                            "the upstream closed the connection before sending a response"
-                        } else {
-                            "the upstream closed the connection in the middle of the response head"
-                        })));
-                    }
+                if self.fill_head().await? == 0 {
+                    return Err(SendError::Failed(protocol_error(if self.buffer.is_empty() {
+                        "the upstream closed the connection before sending a response"
+                    } else {
+                        "the upstream closed the connection in the middle of the response head"
+                    })));
                 }
-            }
+            },
         };
         let framing = if bodiless || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
             Framing::Length(0)
         } else {
             head.framing.framing()?
         };
-        let reusable = head.framing.keeps_alive(head.version) && !matches!(framing, Framing::UntilClose);
+        // The rest of a request cut short would be read by the upstream as the next one's start.
+        let reusable = sent.whole && head.framing.keeps_alive(head.version) && !matches!(framing, Framing::UntilClose);
         let mut body = H1Body { connection: Some(self), framing, reusable, pool };
         if matches!(body.framing, Framing::Length(0)) {
             body.finish();
@@ -300,6 +338,20 @@ impl Connection {
         *response.version_mut() = head.version;
         *response.headers_mut() = head.headers;
         Ok(response)
+    }
+
+    /// The next final response head, taken from the buffer past any informational ones, or
+    /// `None` until all of it was read.
+    fn parse_final_head(&mut self) -> Result<Option<Head>, BoxError> {
+        while let Some(head) = self.parse_head()? {
+            if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(protocol_error("the upstream switched protocols on a request that asked for none"));
+            }
+            if !head.status.is_informational() {
+                return Ok(Some(head));
+            }
+        }
+        Ok(None)
     }
 
     /// The next response head, taken from the buffer, or `None` until all of it was read.
@@ -934,6 +986,103 @@ mod tests {
                 assert_eq!(get(&pool, Method::GET).await.unwrap(), (StatusCode::OK, Bytes::from_static(b"ok")));
             }
             assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "{}", String::from_utf8_lossy(answer));
+        }
+    }
+
+    /// What an upstream that answers a request as soon as it has its head does next.
+    #[derive(Clone, Copy, Debug)]
+    enum AfterAnswering {
+        /// Reads nothing more, and keeps the connection open.
+        Stalls,
+        /// Closes the connection with the body unread, which resets it.
+        Closes,
+        /// Reads the body, then answers again, and keeps the connection open.
+        ReadsTheBodyAndAnswers(&'static [u8]),
+    }
+
+    /// The length of [`large_post`]'s body.
+    const LARGE_BODY: usize = 32 << 20;
+
+    /// A pool toward an upstream that answers `answer` to a request's head on every connection
+    /// before it reads the body, then does `after`.
+    async fn answering_before_the_body(answer: &'static [u8], after: AfterAnswering) -> Arc<H1Pool> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut byte = [0u8; 1];
+                        if !matches!(socket.read(&mut byte).await, Ok(1)) {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    socket.write_all(answer).await.unwrap();
+                    match after {
+                        AfterAnswering::Stalls => std::future::pending::<()>().await,
+                        AfterAnswering::Closes => {}
+                        AfterAnswering::ReadsTheBodyAndAnswers(answer) => {
+                            let mut body = vec![0; LARGE_BODY];
+                            socket.read_exact(&mut body).await.unwrap();
+                            socket.write_all(answer).await.unwrap();
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        let connector = super::super::client::connector(
+            &TlsParams::default(),
+            Duration::from_secs(2),
+            ProxyRules::resolve(None, &|_| None),
+        )
+        .unwrap();
+        H1Pool::new(connector, format!("http://{address}/").parse().unwrap())
+    }
+
+    /// A POST whose body is well past what the two sockets' buffers hold, so that its write
+    /// cannot end while the upstream reads none of it.
+    fn large_post() -> Request<Bytes> {
+        let mut request = Request::new(Bytes::from(vec![b'x'; LARGE_BODY]));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = "/x".parse().unwrap();
+        request
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_comes_before_the_whole_request_was_written_is_the_response() {
+        const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!";
+        for after in [AfterAnswering::Stalls, AfterAnswering::Closes] {
+            let pool = answering_before_the_body(TOO_LARGE, after).await;
+            let first_byte = Instant::now() + Duration::from_secs(60);
+            let response = send_until(&pool, large_post(), first_byte).await.unwrap_or_else(|error| {
+                panic!("{after:?}: the answer was not read while the request was written: {error}")
+            });
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{after:?}");
+            assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "too big!", "{after:?}");
+            assert!(pool.checkout().is_none(), "{after:?}: a connection with the request cut short is not reused");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_informational_or_successful_answer_while_the_request_is_written_lets_it_go_on() {
+        for (first, then) in [
+            (&b"HTTP/1.1 100 Continue\r\n\r\n"[..], &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..]),
+            // A head, and a body that needs all of the request.
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"ok"),
+        ] {
+            let case = String::from_utf8_lossy(first);
+            let pool = answering_before_the_body(first, AfterAnswering::ReadsTheBodyAndAnswers(then)).await;
+            let exchange = async {
+                let response = send(&pool, large_post()).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{case}");
+                response.into_body().collect().await.unwrap().to_bytes()
+            };
+            let body = tokio::time::timeout(Duration::from_secs(60), exchange).await;
+            assert_eq!(body.expect("the upstream had all of the request, and answered"), "ok", "{case}");
+            assert!(pool.checkout().is_some(), "{case}: all of the request was written: its connection is reused");
         }
     }
 
