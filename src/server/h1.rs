@@ -11,8 +11,9 @@
 //! chunked or large upload, `HEAD`, a head over the loop's limits, a field that `http` refuses)
 //! hands the connection, with every byte read so far, to hyper's server for the rest of its
 //! life, so the unusual cases keep hyper's handling. A head that no server could serve (one that
-//! httparse refuses, a content-length that is no number or two that differ) is answered here, with
-//! a JSON error like every other, where hyper would send an empty 400.
+//! httparse refuses, a content-length that is no number or two that differ, a transfer-encoding
+//! that does not end with chunked) is answered here, with a JSON error like every other, where
+//! hyper would send an empty 400.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -304,10 +305,18 @@ impl Connection {
                     }
                     _ => return Parse::HandOver,
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-                || name.eq_ignore_ascii_case(b"expect")
-                || name.eq_ignore_ascii_case(b"upgrade")
-            {
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // A request body's length is known only if chunked is its last coding, in the last
+                // field that names any (RFC 9112 §6.3); hyper would refuse any other with an empty
+                // 400.
+                let last =
+                    request.headers.iter().rev().find(|field| field.name.eq_ignore_ascii_case("transfer-encoding"));
+                let codings = last.map_or(field.value, |last| last.value);
+                if !tokens(codings).last().is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
+                    return Parse::Malformed("the request's transfer-encoding does not end with chunked".into());
+                }
+                return Parse::HandOver;
+            } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
                 return Parse::HandOver;
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for token in tokens(field.value) {
@@ -942,6 +951,13 @@ mod tests {
                 Some("POST /a hi yo".into()),
             ),
             (
+                "a chunked upload whose codings are split across fields",
+                "POST /a HTTP/1.1\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+                    .into(),
+                "200",
+                Some("POST /a hi".into()),
+            ),
+            (
                 "Expect: 100-continue",
                 "POST /a HTTP/1.1\r\nhost: relay\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\nhi".into(),
                 "100",
@@ -989,6 +1005,16 @@ mod tests {
             ("not HTTP", "HELLO\r\n\r\n".into(), "not HTTP/1.1"),
             ("a field name with a space", "GET / HTTP/1.1\r\nbad name: x\r\n\r\n".into(), "invalid header name"),
             ("HTTP/2.0 without the preface", "POST /a HTTP/2.0\r\n\r\n".into(), "invalid HTTP version"),
+            (
+                "a transfer coding after chunked",
+                "POST /a HTTP/1.1\r\ntransfer-encoding: chunked, gzip\r\n\r\n2\r\nhi\r\n0\r\n\r\n".into(),
+                "transfer-encoding does not end with chunked",
+            ),
+            (
+                "a transfer coding but chunked, in a later field",
+                "POST /a HTTP/1.1\r\ntransfer-encoding: chunked\r\ntransfer-encoding: identity\r\n\r\nhi".into(),
+                "transfer-encoding does not end with chunked",
+            ),
         ];
         let Server { address, .. } = server(Script::default(), None).await;
         for (case, request, why) in cases {
