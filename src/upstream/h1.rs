@@ -208,8 +208,9 @@ fn protocol_error(message: impl Into<String>) -> BoxError {
 
 /// How a request's write ended.
 struct Sent {
-    /// The final response head, if it came while the request was written.
-    answer: Option<Head>,
+    /// The final response head, if it came while the request was written: boxed, as it rarely
+    /// does, so that the futures that carry a `Sent` on every request stay small.
+    answer: Option<Box<Head>>,
     /// Whether all of the request was written: not if the upstream refused it first.
     whole: bool,
 }
@@ -259,7 +260,7 @@ impl Connection {
             // Read only once the write has to wait or failed: a request written at once, as
             // nearly all are, costs no read here.
             if answer.is_none() {
-                answer = self.poll_answer(cx)?;
+                answer = self.poll_answer(cx)?.map(Box::new);
             }
             if let Some(refusal) = answer.take_if(|answer| !answer.status.is_success()) {
                 return Poll::Ready(Ok(Sent { answer: Some(refusal), whole: false }));
@@ -307,8 +308,9 @@ impl Connection {
         bodiless: bool,
         pool: Weak<H1Pool>,
     ) -> Result<Response<H1Body>, SendError> {
-        let head = match sent.answer {
-            Some(head) => head,
+        let Sent { answer, whole } = sent;
+        let head = match answer {
+            Some(head) => *head,
             None => loop {
                 if let Some(head) = self.parse_final_head()? {
                     break head;
@@ -328,7 +330,7 @@ impl Connection {
             head.framing.framing()?
         };
         // The rest of a request cut short would be read by the upstream as the next one's start.
-        let reusable = sent.whole && head.framing.keeps_alive(head.version) && !matches!(framing, Framing::UntilClose);
+        let reusable = whole && head.framing.keeps_alive(head.version) && !matches!(framing, Framing::UntilClose);
         let mut body = H1Body { connection: Some(self), framing, reusable, pool };
         if matches!(body.framing, Framing::Length(0)) {
             body.finish();
