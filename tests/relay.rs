@@ -627,6 +627,25 @@ async fn an_error_excerpt_cut_inside_a_quoted_credential_shows_none_of_it() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_request_body_that_stops_coming_is_answered_and_its_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start(include_str!("../src/config/default.toml")).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    // Larger than the relay's own loop reads whole, so hyper reads it; 1,000 bytes of it come.
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: relay\r\ncontent-length: 300000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b' '; 1000]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection was closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("reading the request body failed") && answer.contains("req_"), "{answer}");
+}
+
 #[tokio::test]
 async fn health_readiness_and_models() {
     let relay = Relay::start(include_str!("../src/config/default.toml")).await;

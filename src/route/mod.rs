@@ -27,7 +27,7 @@ use tower::load::{CompleteOnResponse, Load, PeakEwma};
 use tower::retry::budget::TpsBudget;
 use tower::Service;
 
-use crate::body::{collect_limited, full, Body, CollectError, APPLICATION_JSON};
+use crate::body::{collect_limited_idle, full, Body, CollectError, APPLICATION_JSON};
 use crate::boxed::boxed_in_place;
 use crate::config::{Config, Strategy};
 use crate::dialect::json::{Layout, Text};
@@ -43,6 +43,11 @@ use table::RouteTable;
 const DEFAULT_RTT: Duration = Duration::from_millis(500);
 /// How fast old latency samples fade (tower's PeakEwma decay).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// How long a request body may stall between its frames, as nginx's `client_body_timeout`. The
+/// relay's own HTTP/1.1 loop reads the bodies it serves whole, under its header-read deadline;
+/// hyper reads the others (chunked or large uploads, HTTP/1.0, h2c) with no deadline, so a client
+/// that stopped sending one held its connection for good. A body already in arms no timer.
+const REQUEST_BODY_IDLE: Duration = Duration::from_secs(30);
 
 type LatencyTracker = Arc<Mutex<PeakEwma<Endpoint, CompleteOnResponse>>>;
 
@@ -355,7 +360,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
-    let body = collect_limited(body, runtime.config.server.max_body_bytes).await.map_err(|error| match error {
+    let limit = runtime.config.server.max_body_bytes;
+    let body = collect_limited_idle(body, limit, REQUEST_BODY_IDLE).await.map_err(|error| match error {
         CollectError::TooLarge { limit } => RelayError::new(
             ErrorCode::BodyTooLarge,
             format!("request body exceeds server.max_body_bytes ({limit} bytes)"),
