@@ -101,9 +101,7 @@ impl Redactor {
         for (start, end) in quotes {
             if start < shown {
                 // Overlaps the quote just replaced: the replacement covers it, as far as it goes.
-                if end > shown {
-                    shown = end;
-                }
+                shown = shown.max(end);
                 continue;
             }
             out.extend_from_slice(&text[shown..start]);
