@@ -300,6 +300,15 @@ impl Connection {
                     (_, None) if field.value.is_empty() || !field.value.iter().all(u8::is_ascii_digit) => {
                         return Parse::Malformed("the request's content-length is not a number".into())
                     }
+                    (_, None)
+                        if std::str::from_utf8(field.value).is_ok_and(|digits| digits.parse::<u64>().is_err()) =>
+                    {
+                        // hyper would refuse it with an empty 400; below this, it reads the body
+                        // and the route answers 413.
+                        return Parse::Malformed(
+                            "the request's content-length is past any length a body can have".into(),
+                        );
+                    }
                     (Some(seen), Some(length)) if seen != length => {
                         return Parse::Malformed("the request has two different content-lengths".into())
                     }
@@ -1002,6 +1011,11 @@ mod tests {
         let cases = [
             ("two lengths", post("/a", "hi", "content-length: 3\r\n"), "two different content-lengths"),
             ("a length that is not digits", "POST /a HTTP/1.1\r\ncontent-length: +2\r\n\r\nhi".into(), "not a number"),
+            (
+                "a length past u64",
+                "POST /a HTTP/1.1\r\ncontent-length: 18446744073709551616\r\n\r\nhi".into(),
+                "past any length",
+            ),
             ("not HTTP", "HELLO\r\n\r\n".into(), "not HTTP/1.1"),
             ("a field name with a space", "GET / HTTP/1.1\r\nbad name: x\r\n\r\n".into(), "invalid header name"),
             ("HTTP/2.0 without the preface", "POST /a HTTP/2.0\r\n\r\n".into(), "invalid HTTP version"),
