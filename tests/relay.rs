@@ -647,6 +647,35 @@ async fn a_request_body_that_stops_coming_is_answered_and_its_connection_closed(
 }
 
 #[tokio::test]
+async fn a_client_that_waits_for_100_continue_is_answered_and_the_expectation_stays_with_the_relay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = MockUpstream::always(Reply::json(200, COMPLETION)).await;
+    let relay = Relay::start(&passthrough_config(&upstream.url(), "")).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let body = r#"{"model":"gpt","messages":[]}"#;
+    // As curl sends a large upload: the head, then the body only once the server says go on.
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: relay\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut go_on = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut go_on))
+        .await
+        .expect("the relay said 100 Continue before the body was sent")
+        .unwrap();
+    assert_eq!(&go_on, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let received = &upstream.received()[0];
+    assert_eq!(received.json()["model"], "gpt-4o-mini");
+    assert!(received.headers.get("expect").is_none(), "{:?}", received.headers);
+}
+
+#[tokio::test]
 async fn health_readiness_and_models() {
     let relay = Relay::start(include_str!("../src/config/default.toml")).await;
     let (status, _, body) = relay.send("GET", "/healthz", &[], "").await;

@@ -18,9 +18,12 @@ pub const UPSTREAM_HEADER: HeaderName = HeaderName::from_static("x-switchyard-up
 const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 
 /// Headers never forwarded upstream: hop-by-hop (RFC 9110 §7.6.1), the client's credentials and
-/// account headers, and those the relay sets itself.
+/// account headers, those the relay sets itself, and `expect`: the relay holds the whole body
+/// before it calls the upstream, so the client's expectation is met, and some servers answer
+/// any `expect` with 417.
 const NOT_FORWARDED: &[&str] = &[
     "connection",
+    "expect",
     "keep-alive",
     "proxy-connection",
     "te",
@@ -195,6 +198,7 @@ mod tests {
         headers.insert("x-hop", HeaderValue::from_static("for-the-relay-only"));
         headers.insert("x-request-id", HeaderValue::from_static("req-1"));
         headers.insert("x-custom", HeaderValue::from_static("kept"));
+        headers.insert("expect", HeaderValue::from_static("100-continue"));
         headers
     }
 
@@ -206,6 +210,7 @@ mod tests {
         assert!(headers.get("x-stainless-os").is_none());
         assert!(headers.get("connection").is_none());
         assert!(headers.get("x-hop").is_none(), "named by the client's Connection");
+        assert!(headers.get("expect").is_none(), "met by the relay, which has the whole body");
         assert_eq!(headers["x-custom"], "kept");
         assert_eq!(headers["x-request-id"], "req-1");
     }
