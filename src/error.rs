@@ -24,6 +24,7 @@ pub enum ErrorCode {
     InvalidApiKey,
     ModelNotAllowed,
     BodyTooLarge,
+    RequestHeadTooLarge,
     UpstreamDisabled,
     UpstreamDns,
     UpstreamConnectRefused,
@@ -58,6 +59,7 @@ impl ErrorCode {
             ErrorCode::InvalidApiKey => "invalid_api_key",
             ErrorCode::ModelNotAllowed => "model_not_allowed",
             ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::RequestHeadTooLarge => "request_head_too_large",
             ErrorCode::UpstreamDisabled => "upstream_disabled",
             ErrorCode::UpstreamDns => "upstream_dns",
             ErrorCode::UpstreamConnectRefused => "upstream_connect_refused",
@@ -89,6 +91,7 @@ impl ErrorCode {
             ErrorCode::ModelNotAllowed => 403,
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::BodyTooLarge => 413,
+            ErrorCode::RequestHeadTooLarge => 431,
             ErrorCode::UpstreamRateLimited => 429,
             ErrorCode::UpstreamDisabled | ErrorCode::UpstreamOverloaded | ErrorCode::ShuttingDown => 503,
             ErrorCode::UpstreamConnectTimeout
@@ -103,7 +106,7 @@ impl ErrorCode {
     /// The OpenAI `type` field for this class.
     pub fn error_type(self) -> &'static str {
         match self.status() {
-            400 | 404 | 413 => "invalid_request_error",
+            400 | 404 | 413 | 431 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 => "rate_limit_error",

@@ -4,16 +4,16 @@
 //! hyper's server runs each request through its dispatcher, a body channel, a header-read timer
 //! it arms and drops per request, and a response encoder general enough for every case; on a
 //! relayed request that was the largest share of the relay's own work left (bench/HISTORY.md).
-//! This loop serves the requests an OpenAI SDK sends: HTTP/1.1, a head that httparse accepts
-//! with at most [`MAX_FIELDS`] fields, no `Transfer-Encoding`, `Expect` or `Upgrade`, at most
-//! one `Content-Length`, and a body of at most [`EAGER_BODY_BYTES`], read whole before the
-//! request is served. Anything else (an HTTP/2 preface, which is how h2c starts, HTTP/1.0, a
-//! chunked or large upload, `HEAD`, a head over the loop's limits, a field that `http` refuses)
-//! hands the connection, with every byte read so far, to hyper's server for the rest of its
-//! life, so the unusual cases keep hyper's handling. A head that no server could serve (one that
-//! httparse refuses, a content-length that is no number or two that differ, a transfer-encoding
-//! that does not end with chunked) is answered here, with a JSON error like every other, where
-//! hyper would send an empty 400.
+//! This loop serves the requests an OpenAI SDK sends: HTTP/1.1, a head that httparse accepts,
+//! no `Transfer-Encoding`, `Expect` or `Upgrade`, at most one `Content-Length`, and a body of at
+//! most [`EAGER_BODY_BYTES`], read whole before the request is served. Anything else (an HTTP/2
+//! preface, which is how h2c starts, HTTP/1.0, a chunked or large upload, `HEAD`) hands the
+//! connection, with every byte read so far, to hyper's server for the rest of its life, so the
+//! unusual cases keep hyper's handling. A head the relay does not serve (one that httparse
+//! refuses, a target that is no URI, a content-length that is no number or two that differ, a
+//! transfer-encoding that does not end with chunked, a head over [`MAX_HEAD_BYTES`] or
+//! [`MAX_FIELDS`] fields) is answered here, with a JSON error like every other, where hyper
+//! would send an empty 400 or 431.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -52,10 +52,12 @@ const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// How long a refused connection is read, and its bytes dropped, after the answer: closing it
 /// with unread bytes would send a reset, which can destroy the answer before the client reads it.
 const REFUSED_LINGER: Duration = Duration::from_secs(2);
-/// The most header fields a head this loop serves may have; hyper takes heads with more (up
-/// to its own limit of 100, and answers 431 beyond it).
-const MAX_FIELDS: usize = 64;
-/// The largest head this loop waits for; a longer one goes to hyper, whose own limit is larger.
+/// The most header fields a request may have: hyper's own limit, so that no request hyper would
+/// serve is refused here.
+const MAX_FIELDS: usize = 100;
+/// The largest request head. Node's server takes 16 KiB and nginx 8 KiB a line; a head over
+/// this is answered 431 by the loop rather than handed to hyper, which would read up to 408 KiB
+/// and then answer an empty 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A buffer up to this size is parsed after every read; past it, only once a blank line (the
 /// end of a head) has arrived, so that a long head sent a few bytes at a time is not parsed
@@ -104,7 +106,7 @@ where
             Next::Closed => return,
             Next::HandOver => return hand_over(connection, service, hyper, drain).await,
             // Boxed: a rare path, whose future would otherwise widen every connection's.
-            Next::Malformed(why) => return Box::pin(connection.refuse(&why)).await,
+            Next::Malformed(code, why) => return Box::pin(connection.refuse(code, &why)).await,
         };
         let served = match service.ready().await {
             Ok(ready) => ready.call(request),
@@ -154,7 +156,7 @@ enum Next {
     /// The client closed the connection between requests, or the drain ended an idle one.
     Closed,
     HandOver,
-    Malformed(String),
+    Malformed(ErrorCode, String),
 }
 
 /// A request head as the loop serves it: where its parts lie, and its framing.
@@ -170,8 +172,8 @@ enum Parse {
     Complete(Parsed),
     Partial,
     HandOver,
-    /// Not a request anyone could serve; why, for the client.
-    Malformed(String),
+    /// Not a request this relay serves: the error class, and why, for the client.
+    Malformed(ErrorCode, String),
 }
 
 impl Connection {
@@ -181,7 +183,7 @@ impl Connection {
                 match self.parse() {
                     Parse::Complete(parsed) => break parsed,
                     Parse::HandOver => return Ok(Next::HandOver),
-                    Parse::Malformed(why) => return Ok(Next::Malformed(why)),
+                    Parse::Malformed(code, why) => return Ok(Next::Malformed(code, why)),
                     Parse::Partial => {}
                 }
             }
@@ -204,26 +206,18 @@ impl Connection {
             Some(parts) => {
                 Ok(Next::Request { request: Request::from_parts(parts, RequestBody::Buffered(body)), close })
             }
-            None => {
-                // A field or target httparse let through that `http` refuses: hyper answers it.
-                let mut whole =
-                    BytesMut::with_capacity(head.len() + body.as_ref().map_or(0, Bytes::len) + self.buffer.len());
-                whole.extend_from_slice(&head);
-                whole.extend_from_slice(body.as_deref().unwrap_or_default());
-                whole.extend_from_slice(&self.buffer);
-                self.buffer = whole;
-                Ok(Next::HandOver)
-            }
+            // A target httparse let through that `http` refuses (a `"`, say), which hyper would
+            // refuse too, with an empty 400.
+            None => Ok(Next::Malformed(ErrorCode::InvalidRequest, "the request's target is not a valid URI".into())),
         }
     }
 
-    /// Answers a head no server could serve with a 400 that says why, as every other error is
-    /// answered, instead of hyper's empty one, then closes the connection: where the next request
-    /// would start is unknown.
-    async fn refuse(mut self, why: &str) {
+    /// Answers a head the relay does not serve with an error that says why, as every other error
+    /// is answered, instead of hyper's empty 400 or 431, then closes the connection: where the
+    /// next request would start is unknown.
+    async fn refuse(mut self, code: ErrorCode, why: &str) {
         let id = request_id::random_id();
-        let mut response =
-            error_response(&RelayError::new(ErrorCode::InvalidRequest, why), id.to_str().unwrap_or_default());
+        let mut response = error_response(&RelayError::new(code, why), id.to_str().unwrap_or_default());
         response.headers_mut().insert(request_id::REQUEST_ID, id);
         tracing::debug!(why, "refused a malformed request");
         if self.write_response(response, true).await.is_err() {
@@ -271,16 +265,23 @@ impl Connection {
         ) {
             Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD_BYTES => length,
             Ok(httparse::Status::Partial) if self.buffer.len() < MAX_HEAD_BYTES => return Parse::Partial,
-            // More fields than this loop takes, which hyper takes.
-            Err(httparse::Error::TooManyHeaders) => return Parse::HandOver,
+            Ok(_) => {
+                let why = format!("the request's head is over {} KiB", MAX_HEAD_BYTES / 1024);
+                return Parse::Malformed(ErrorCode::RequestHeadTooLarge, why);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                let why = format!("the request's head has more than {MAX_FIELDS} fields");
+                return Parse::Malformed(ErrorCode::RequestHeadTooLarge, why);
+            }
             // h2c, which hyper's server speaks: once the whole preface is here, under this
             // loop's deadline, as hyper reads the rest of it with no deadline at all (a client
             // that stopped partway held its connection for good).
             Err(_) if self.buffer.starts_with(H2_PREFACE_LINE) => {
                 return if self.buffer.len() < H2_PREFACE.len() { Parse::Partial } else { Parse::HandOver };
             }
-            Err(error) => return Parse::Malformed(format!("the request is not HTTP/1.1: {error}")),
-            Ok(_) => return Parse::HandOver,
+            Err(error) => {
+                return Parse::Malformed(ErrorCode::InvalidRequest, format!("the request is not HTTP/1.1: {error}"))
+            }
         };
         if request.version != Some(1) {
             return Parse::HandOver;
@@ -298,7 +299,10 @@ impl Connection {
                 match (body_len, content_length(field.value)) {
                     (None, Some(length)) if length <= EAGER_BODY_BYTES => body_len = Some(length),
                     (_, None) if field.value.is_empty() || !field.value.iter().all(u8::is_ascii_digit) => {
-                        return Parse::Malformed("the request's content-length is not a number".into())
+                        return Parse::Malformed(
+                            ErrorCode::InvalidRequest,
+                            "the request's content-length is not a number".into(),
+                        )
                     }
                     (_, None)
                         if std::str::from_utf8(field.value).is_ok_and(|digits| digits.parse::<u64>().is_err()) =>
@@ -306,11 +310,15 @@ impl Connection {
                         // hyper would refuse it with an empty 400; below this, it reads the body
                         // and the route answers 413.
                         return Parse::Malformed(
+                            ErrorCode::InvalidRequest,
                             "the request's content-length is past any length a body can have".into(),
                         );
                     }
                     (Some(seen), Some(length)) if seen != length => {
-                        return Parse::Malformed("the request has two different content-lengths".into())
+                        return Parse::Malformed(
+                            ErrorCode::InvalidRequest,
+                            "the request has two different content-lengths".into(),
+                        )
                     }
                     _ => return Parse::HandOver,
                 }
@@ -322,7 +330,10 @@ impl Connection {
                     request.headers.iter().rev().find(|field| field.name.eq_ignore_ascii_case("transfer-encoding"));
                 let codings = last.map_or(field.value, |last| last.value);
                 if !tokens(codings).last().is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
-                    return Parse::Malformed("the request's transfer-encoding does not end with chunked".into());
+                    return Parse::Malformed(
+                        ErrorCode::InvalidRequest,
+                        "the request's transfer-encoding does not end with chunked".into(),
+                    );
                 }
                 return Parse::HandOver;
             } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
@@ -973,21 +984,6 @@ mod tests {
                 None,
             ),
             ("a large body", post("/a", &large, ""), "200", Some(format!("POST /a {large}"))),
-            (
-                "more fields than the loop takes",
-                format!(
-                    "GET / HTTP/1.1\r\n{}\r\n",
-                    (0..MAX_FIELDS + 6).map(|i| format!("x-f{i}: v\r\n")).collect::<String>()
-                ),
-                "200",
-                Some("GET / ".into()),
-            ),
-            (
-                "a head over the loop's limit",
-                format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "y".repeat(MAX_HEAD_BYTES)),
-                "200",
-                Some("GET / ".into()),
-            ),
         ];
         let Server { address, .. } = server(Script::default(), None).await;
         for (case, request, status, body) in cases {
@@ -1029,16 +1025,38 @@ mod tests {
                 "POST /a HTTP/1.1\r\ntransfer-encoding: chunked\r\ntransfer-encoding: identity\r\n\r\nhi".into(),
                 "transfer-encoding does not end with chunked",
             ),
+            ("a target that is no URI", "GET /a?q=\"x\" HTTP/1.1\r\n\r\n".into(), "target is not a valid URI"),
         ];
+        let too_large = [
+            (
+                "more fields than hyper takes",
+                format!(
+                    "GET / HTTP/1.1\r\n{}\r\n",
+                    (0..=MAX_FIELDS).map(|i| format!("x-f{i}: v\r\n")).collect::<String>()
+                ),
+                "more than 100 fields",
+            ),
+            (
+                "a head over the limit",
+                format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "y".repeat(MAX_HEAD_BYTES)),
+                "over 64 KiB",
+            ),
+        ];
+        let cases = cases.into_iter().map(|(case, request, why)| (case, request, "400", "invalid_request", why));
+        let cases =
+            cases.chain(too_large.map(|(case, request, why)| (case, request, "431", "request_head_too_large", why)));
         let Server { address, .. } = server(Script::default(), None).await;
-        for (case, request, why) in cases {
+        for (case, request, status, code, why) in cases {
             let mut stream = TcpStream::connect(address).await.unwrap();
             stream.write_all(request.as_bytes()).await.unwrap();
             let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
-            assert!(head.starts_with("HTTP/1.1 400 ") && head.contains("connection: close\r\n"), "{case}: {head}");
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status} ")) && head.contains("connection: close\r\n"),
+                "{case}: {head}"
+            );
             let id = head.lines().find_map(|line| line.strip_prefix("x-request-id: ")).unwrap_or_default();
             let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(error["error"]["code"], "invalid_request", "{case}: {error}");
+            assert_eq!(error["error"]["code"], code, "{case}: {error}");
             assert!(error["error"]["message"].as_str().unwrap().contains(why), "{case}: {error}");
             assert!(id.starts_with("req_") && error["error"]["request_id"] == id, "{case}: {head} {error}");
             assert!(closes(&mut stream).await, "{case}: the connection was closed");
