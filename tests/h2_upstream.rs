@@ -4,9 +4,9 @@
 //! event by event, not buffered; a stream reset, a connection dropped or a clean end before
 //! `[DONE]` ends the client's stream with an in-band error event and no `[DONE]`; a reset or a
 //! drop before anything reached the client, and the upstream's own HTTP errors, reach it as
-//! OpenAI-shaped errors naming their class; concurrent requests share one connection (though a
-//! cold burst opens, and drops, one TLS connection per request); and a client that leaves resets
-//! the upstream's stream, not its connection.
+//! OpenAI-shaped errors naming their class; concurrent requests share one connection, which a cold
+//! burst opens once; a client that leaves resets the upstream's stream, not its connection; and
+//! an https upstream whose server chooses HTTP/1.1 is served over HTTP/1.1 after one connection.
 mod support;
 
 use std::collections::BTreeSet;
@@ -82,8 +82,14 @@ struct H2Upstream {
 
 impl H2Upstream {
     async fn start(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> H2Upstream {
+        H2Upstream::offering(&[b"h2"], handler).await
+    }
+
+    /// An upstream whose server chooses by ALPN from `protocols` (none: it takes no part in
+    /// ALPN) and serves whichever version the connection then speaks.
+    async fn offering(protocols: &[&[u8]], handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> H2Upstream {
         let pki = test_pki();
-        let acceptor = pki.acceptor(&[b"h2"]);
+        let acceptor = pki.acceptor(protocols);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let ca_file = std::env::temp_dir().join(format!("switchyard-h2-ca-{}-{}.pem", std::process::id(), addr.port()));
@@ -127,8 +133,8 @@ impl H2Upstream {
                             }
                         }
                     });
-                    let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service);
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let served = server.serve_connection(TokioIo::new(tls), service);
                     tokio::select! {
                         _ = served => {}
                         _ = dropped.notified() => {}
@@ -556,19 +562,10 @@ async fn concurrent_requests_share_one_h2_connection() {
         assert_eq!(body, COMPLETION.as_bytes());
     }
     let used: BTreeSet<usize> = upstream.seen().iter().map(|seen| seen.connection).collect();
-    assert_eq!(used.len(), 1, "the requests were multiplexed on one connection: {used:?}");
-    // A cold burst opens a TLS connection per request all the same: hyper-util's pool learns
-    // that a connection is HTTP/2 only from its ALPN, so every request starts a connect, and
-    // each connect that finds an HTTP/2 connection already made is dropped, unused.
-    let opened = upstream.connections.load(Ordering::SeqCst);
-    assert!((1..=CONCURRENT).contains(&opened), "{opened} TLS connections");
-    tokio::time::timeout(GUARD, async {
-        while upstream.closed.load(Ordering::SeqCst) < opened - 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("every connection but the one in use was closed");
+    assert_eq!(used, BTreeSet::from([0]), "the requests were multiplexed on one connection");
+    // Even on a cold pool: one request connects, the others wait for its connection rather than
+    // each opening one of their own.
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 1, "TLS connections opened by a cold burst");
 
     // A burst on the warm pool opens nothing new.
     for answer in burst().await {
@@ -576,9 +573,108 @@ async fn concurrent_requests_share_one_h2_connection() {
     }
     let seen = upstream.seen();
     assert_eq!(seen.len(), 2 * CONCURRENT);
-    assert!(seen.iter().all(|s| used.contains(&s.connection) && s.version == Version::HTTP_2));
-    assert_eq!(upstream.connections.load(Ordering::SeqCst), opened);
-    assert_eq!(upstream.closed.load(Ordering::SeqCst), opened - 1, "the connection in use stays open");
+    assert!(seen.iter().all(|s| s.connection == 0 && s.version == Version::HTTP_2));
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(upstream.closed.load(Ordering::SeqCst), 0, "the connection in use stays open");
+}
+
+#[tokio::test]
+async fn a_cold_burst_that_waited_for_a_connect_that_timed_out_is_told_so() {
+    const CONCURRENT: usize = 4;
+    // Takes TCP connections and never answers the TLS handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(connection);
+        }
+    });
+    let relay = Arc::new(
+        Relay::start(&format!(
+            r#"
+[upstreams.silent]
+dialect = "openai-completions"
+base_url = "https://{addr}/v1"
+api_key = "{API_KEY}"
+timeouts = {{ connect = "300ms", first_byte = "10s" }}
+retry = {{ attempts = 1 }}
+
+[[models]]
+name = "public"
+targets = [{{ upstream = "silent", model = "real-model" }}]
+"#
+        ))
+        .await,
+    );
+
+    let requests = (0..CONCURRENT).map(|_| {
+        let relay = relay.clone();
+        tokio::spawn(async move { relay.chat(&[], &request(false)).await })
+    });
+    for answer in futures_util::future::join_all(requests).await {
+        let (status, headers, body) = answer.unwrap();
+        let error = error_of(&body);
+        // Not a bare "canceled" for the requests that waited on another's connect.
+        assert_eq!((status.as_u16(), error["code"].as_str().unwrap()), (504, "upstream_timeout_connect"), "{error}");
+        assert_eq!(error["upstream"], "silent");
+        assert_eq!(headers["x-switchyard-upstream"], "silent");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the burst waited for one connect");
+}
+
+#[tokio::test]
+async fn an_https_upstream_that_chooses_http1_is_served_over_http1_after_one_connection_for_http2() {
+    const CONCURRENT: usize = 4;
+    // The server picks HTTP/1.1 by ALPN, or takes no part in ALPN at all.
+    for (case, protocols) in [("http/1.1", &[b"http/1.1".as_slice()][..]), ("no ALPN", &[])] {
+        let waiting: Arc<Mutex<Vec<Feed>>> = Arc::default();
+        let handler_waiting = waiting.clone();
+        let upstream = H2Upstream::offering(protocols, move |_| {
+            let (feed, body) = channel_body();
+            let mut waiting = handler_waiting.lock();
+            waiting.push(feed);
+            if waiting.len() == CONCURRENT {
+                for feed in waiting.drain(..) {
+                    feed.try_send(Ok(Frame::data(Bytes::from_static(COMPLETION.as_bytes())))).unwrap();
+                }
+            }
+            response(200, &[("content-type", "application/json")], body)
+        })
+        .await;
+        let relay = Arc::new(upstream.relay().await);
+        let burst = || {
+            let requests = (0..CONCURRENT).map(|_| {
+                let relay = relay.clone();
+                tokio::spawn(async move { relay.chat(&[], &request(false)).await })
+            });
+            futures_util::future::join_all(requests)
+        };
+
+        for answer in burst().await {
+            let (status, _, body) = answer.unwrap();
+            assert_eq!(status, 200, "{case}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(body, COMPLETION.as_bytes());
+        }
+        let seen = upstream.seen();
+        assert!(seen.iter().all(|s| s.version == Version::HTTP_11), "{case}");
+        // One connection was made for HTTP/2 and found HTTP/1.1; each request in flight then
+        // had an HTTP/1.1 connection of its own.
+        let used: BTreeSet<usize> = seen.iter().map(|seen| seen.connection).collect();
+        assert_eq!(used.len(), CONCURRENT, "{case}: {used:?}");
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), CONCURRENT + 1, "{case}");
+
+        // Once the server has chosen HTTP/1.1, no request tries HTTP/2 again: a second burst
+        // reuses the idle connections.
+        for answer in burst().await {
+            assert_eq!(answer.unwrap().0, 200, "{case}");
+        }
+        assert_eq!(upstream.seen().len(), 2 * CONCURRENT);
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), CONCURRENT + 1, "{case}");
+    }
 }
 
 #[tokio::test]

@@ -2,17 +2,25 @@
 //! HTTP/2 chosen by ALPN, through the egress proxy when one applies, with the connect timeout
 //! covering the proxy's CONNECT, TCP and the TLS handshake.
 
+use std::error::Error as StdError;
 use std::fs::File;
+use std::future::Future;
 use std::io::BufReader;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response, Uri};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::client::legacy::{self, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use parking_lot::Mutex;
 use rustls::{ClientConfig, RootCertStore};
 
 use super::proxy::{ProxyConnector, ProxyRules};
@@ -64,6 +72,153 @@ where
 /// A pooled client for one upstream.
 pub type HttpClient = Client<Connector, Full<Bytes>>;
 
+/// The clients toward an `https` upstream.
+///
+/// ALPN settles HTTP/2 or HTTP/1.1 only in a connection's handshake, so hyper-util's client,
+/// not knowing which it will get, starts a connection for every request that finds none idle:
+/// a cold burst of N requests to an HTTP/2 server opened N TLS connections and kept one. Its
+/// HTTP/2-only client lets one request connect while the others wait for that connection. So
+/// requests go to the HTTP/2 client until the server chooses HTTP/1.1, and from then on to the
+/// client that takes either.
+#[derive(Clone)]
+pub struct HttpsClient {
+    http2: Client<Http2Connector, Full<Bytes>>,
+    any: HttpClient,
+    learned: Arc<Learned>,
+}
+
+/// What the HTTP/2 client's connections have shown.
+#[derive(Default)]
+struct Learned {
+    /// The server chose HTTP/1.1 (or no protocol) by ALPN.
+    chose_http1: AtomicBool,
+    /// Why the latest connect failed, if it did: the requests that waited for it fail with it.
+    failure: Mutex<Option<Arc<dyn StdError + Send + Sync>>>,
+}
+
+impl HttpsClient {
+    /// Builds both clients, which pool their connections apart.
+    pub fn new(tls: &TlsParams, connect_timeout: Duration, proxy: ProxyRules) -> Result<Self, BoxError> {
+        let connector = connector(tls, connect_timeout, proxy)?;
+        let learned = Arc::new(Learned::default());
+        let mut builder = pooled();
+        let any = builder.build(connector.clone());
+        let http2 = builder.http2_only(true).build(Http2Connector { inner: connector, learned: learned.clone() });
+        Ok(HttpsClient { http2, any, learned })
+    }
+
+    /// Sends `request` over HTTP/2 while the server may speak it, else over HTTP/1.1.
+    pub async fn request(&self, request: Request<Bytes>) -> Result<Response<Incoming>, BoxError> {
+        if self.learned.chose_http1.load(Ordering::Relaxed) {
+            return Ok(self.any.request(request.map(Full::new)).await?);
+        }
+        // The client gives no request back from a failed connect; the body is shared, not
+        // copied.
+        let again = copy(&request);
+        match self.http2.request(request.map(Full::new)).await {
+            // Not sent, and not for a failure of its own connect: the server chose HTTP/1.1, or
+            // the connect this request waited for failed, which hyper-util reports only as
+            // "canceled".
+            Err(error) if error.is_connect() && !caused_by::<ConnectFailed>(&error) => {
+                if !self.learned.chose_http1.load(Ordering::Relaxed) {
+                    if let Some(failure) = self.learned.failure.lock().clone() {
+                        return Err(Box::new(ConnectFailed(failure)));
+                    }
+                }
+                Ok(self.any.request(again.map(Full::new)).await?)
+            }
+            sent => Ok(sent?),
+        }
+    }
+}
+
+fn caused_by<E: StdError + 'static>(error: &legacy::Error) -> bool {
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        if current.is::<E>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
+fn copy(request: &Request<Bytes>) -> Request<Bytes> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// The server chose HTTP/1.1, or no protocol, on a connection made for the HTTP/2 client.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's server did not choose HTTP/2 by ALPN")]
+struct ChoseHttp1;
+
+/// A connect of the HTTP/2 client failed: it reads as its cause, which classifies it.
+#[derive(Debug)]
+struct ConnectFailed(Arc<dyn StdError + Send + Sync>);
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl StdError for ConnectFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Connects for the HTTP/2 client: hands over a connection only if its server chose h2, and
+/// once a server chose otherwise, does not connect at all, so that requests waiting for a
+/// connection that turned out HTTP/1.1 fail at once and go to the other client.
+#[derive(Clone)]
+struct Http2Connector {
+    inner: Connector,
+    learned: Arc<Learned>,
+}
+
+impl tower::Service<Uri> for Http2Connector {
+    type Response = <Connector as tower::Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let learned = self.learned.clone();
+        if learned.chose_http1.load(Ordering::Relaxed) {
+            return Box::pin(std::future::ready(Err(Box::new(ChoseHttp1) as BoxError)));
+        }
+        // A failure stays only as long as it is the latest connect's: requests that waited for
+        // a connect abandoned half-way (its request went away) must not get an older one.
+        *learned.failure.lock() = None;
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            let connection = match connecting.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    let failure: Arc<dyn StdError + Send + Sync> = Arc::from(error);
+                    *learned.failure.lock() = Some(failure.clone());
+                    return Err(Box::new(ConnectFailed(failure)) as BoxError);
+                }
+            };
+            if connection.connected().is_negotiated_h2() {
+                Ok(connection)
+            } else {
+                learned.chose_http1.store(true, Ordering::Relaxed);
+                Err(Box::new(ChoseHttp1) as BoxError)
+            }
+        })
+    }
+}
+
 /// The TLS roots and settings for an upstream.
 pub fn tls_config(tls: &TlsParams) -> Result<ClientConfig, BoxError> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
@@ -89,12 +244,17 @@ pub fn tls_config(tls: &TlsParams) -> Result<ClientConfig, BoxError> {
 
 /// Builds the client; connections are pooled per upstream and kept alive.
 pub fn build(tls: &TlsParams, connect_timeout: Duration, proxy: ProxyRules) -> Result<HttpClient, BoxError> {
-    Ok(Client::builder(TokioExecutor::new())
+    Ok(pooled().build(connector(tls, connect_timeout, proxy)?))
+}
+
+fn pooled() -> legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector(tls, connect_timeout, proxy)?))
+        .timer(TokioTimer::new());
+    builder
 }
 
 /// The connector alone, for connections driven outside hyper-util's client.

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::future::{Either, FutureExt, TryFutureExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 use tokio::time::Instant;
@@ -54,8 +54,8 @@ const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 // One per upstream, built once and never moved: the https client's size costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Transport {
-    /// hyper-util's pooled client: `https` upstreams, where ALPN may choose HTTP/2.
-    Http(client::HttpClient),
+    /// hyper-util's pooled clients: `https` upstreams, where ALPN may choose HTTP/2.
+    Http(client::HttpsClient),
     /// Plain-`http` upstreams: HTTP/1.1 connections driven by the request's task.
     Http1(Arc<h1::H1Pool>),
     Mock,
@@ -72,7 +72,7 @@ impl Transport {
                 let connector = client::connector(&params.tls, params.timeouts.connect, proxy)?;
                 Ok(Transport::Http1(h1::H1Pool::new(connector, destination)))
             }
-            None => Ok(Transport::Http(client::build(&params.tls, params.timeouts.connect, proxy)?)),
+            None => Ok(Transport::Http(client::HttpsClient::new(&params.tls, params.timeouts.connect, proxy)?)),
         }
     }
 
@@ -91,13 +91,15 @@ impl Transport {
             response.map(|body| body.map_err(Into::into).boxed_unsync())
         }
         match self {
-            Transport::Http(client) => Either::Left(Either::Left(
-                tokio::time::timeout_at(first_byte, client.request(request.map(Full::new))).map(|sent| match sent {
-                    Ok(Ok(response)) => Ok(boxed(response)),
-                    Ok(Err(error)) => Err(SendError::Failed(error.into())),
-                    Err(_) => Err(SendError::TimedOut),
-                }),
-            )),
+            Transport::Http(client) => {
+                Either::Left(Either::Left(tokio::time::timeout_at(first_byte, client.request(request)).map(|sent| {
+                    match sent {
+                        Ok(Ok(response)) => Ok(boxed(response)),
+                        Ok(Err(error)) => Err(SendError::Failed(error)),
+                        Err(_) => Err(SendError::TimedOut),
+                    }
+                })))
+            }
             // The pool keeps a timer per connection instead (see `h1`).
             Transport::Http1(pool) => Either::Left(Either::Right(pool.send(request, first_byte).map_ok(boxed))),
             Transport::Mock => Either::Right(std::future::ready(Err(SendError::Failed(
