@@ -5,8 +5,9 @@
 //! `[DONE]` ends the client's stream with an in-band error event and no `[DONE]`; a reset or a
 //! drop before anything reached the client, and the upstream's own HTTP errors, reach it as
 //! OpenAI-shaped errors naming their class; concurrent requests share one connection, which a cold
-//! burst opens once; a client that leaves resets the upstream's stream, not its connection; and
-//! an https upstream whose server chooses HTTP/1.1 is served over HTTP/1.1 after one connection.
+//! burst opens once, up to the streams the relay puts on one; a client that leaves resets the
+//! upstream's stream, not its connection; and an https upstream whose server chooses HTTP/1.1 is
+//! served over HTTP/1.1 after one connection.
 mod support;
 
 use std::collections::BTreeSet;
@@ -88,6 +89,19 @@ impl H2Upstream {
     /// An upstream whose server chooses by ALPN from `protocols` (none: it takes no part in
     /// ALPN) and serves whichever version the connection then speaks.
     async fn offering(protocols: &[&[u8]], handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> H2Upstream {
+        H2Upstream::serve(protocols, None, handler).await
+    }
+
+    /// An HTTP/2 upstream that allows at most `streams` concurrent streams per connection.
+    async fn limited(streams: u32, handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> H2Upstream {
+        H2Upstream::serve(&[b"h2"], Some(streams), handler).await
+    }
+
+    async fn serve(
+        protocols: &[&[u8]],
+        max_streams: Option<u32>,
+        handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
+    ) -> H2Upstream {
         let pki = test_pki();
         let acceptor = pki.acceptor(protocols);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -133,7 +147,8 @@ impl H2Upstream {
                             }
                         }
                     });
-                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    server.http2().max_concurrent_streams(max_streams);
                     let served = server.serve_connection(TokioIo::new(tls), service);
                     tokio::select! {
                         _ = served => {}
@@ -576,6 +591,53 @@ async fn concurrent_requests_share_one_h2_connection() {
     assert!(seen.iter().all(|s| s.connection == 0 && s.version == Version::HTTP_2));
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.closed.load(Ordering::SeqCst), 0, "the connection in use stays open");
+}
+
+#[tokio::test]
+async fn requests_past_a_connection_s_stream_limit_get_another_connection_not_a_wait() {
+    // One more than the relay puts on a connection, and the server's limit the same: on one
+    // connection the last request would wait for another's stream to end, and here none ends
+    // until all are in.
+    const CONCURRENT: usize = switchyard::upstream::client::STREAMS_PER_CONNECTION + 1;
+    let waiting: Arc<Mutex<Vec<Feed>>> = Arc::default();
+    let handler_waiting = waiting.clone();
+    let upstream = H2Upstream::limited(CONCURRENT as u32 - 1, move |_| {
+        let (feed, body) = channel_body();
+        let mut waiting = handler_waiting.lock();
+        waiting.push(feed);
+        if waiting.len() == CONCURRENT {
+            for feed in waiting.drain(..) {
+                feed.try_send(Ok(Frame::data(Bytes::from_static(COMPLETION.as_bytes())))).unwrap();
+            }
+        }
+        response(200, &[("content-type", "application/json")], body)
+    })
+    .await;
+    let relay = Arc::new(upstream.relay().await);
+    let burst = || {
+        let requests = (0..CONCURRENT).map(|_| {
+            let relay = relay.clone();
+            tokio::spawn(async move { relay.chat(&[], &request(false)).await })
+        });
+        tokio::time::timeout(GUARD, futures_util::future::join_all(requests))
+    };
+
+    let answers = burst().await.expect("every request reached the upstream, none waiting behind the stream limit");
+    for answer in answers {
+        let (status, _, body) = answer.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let seen = upstream.seen();
+    let on_first = seen.iter().filter(|s| s.connection == 0).count();
+    assert_eq!((seen.len(), on_first), (CONCURRENT, CONCURRENT - 1), "a full connection, and one more");
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
+
+    // The streams that ended no longer count: the same burst again fits the same connections.
+    for answer in burst().await.expect("the second burst was answered") {
+        assert_eq!(answer.unwrap().0, 200);
+    }
+    assert_eq!(upstream.seen().len(), 2 * CONCURRENT);
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

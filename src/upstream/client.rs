@@ -7,7 +7,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::BufReader;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -78,16 +78,38 @@ pub type HttpClient = Client<Connector, Full<Bytes>>;
 /// not knowing which it will get, starts a connection for every request that finds none idle:
 /// a cold burst of N requests to an HTTP/2 server opened N TLS connections and kept one. Its
 /// HTTP/2-only client lets one request connect while the others wait for that connection. So
-/// requests go to the HTTP/2 client until the server chooses HTTP/1.1, and from then on to the
+/// requests go to HTTP/2-only clients until the server chooses HTTP/1.1, and from then on to the
 /// client that takes either.
+///
+/// An HTTP/2-only client keeps one connection, and a request over the server's limit of
+/// concurrent streams on it waits, inside the client, for another's stream to end: with LLM
+/// streams that last a minute, for a minute, or until its first-byte timeout. So there are
+/// several, each with the requests it has in flight counted, and a request goes to the first
+/// with fewer than [`STREAMS_PER_CONNECTION`].
 #[derive(Clone)]
 pub struct HttpsClient {
-    http2: Client<Http2Connector, Full<Bytes>>,
+    lanes: Arc<Mutex<Vec<Lane>>>,
+    lane: legacy::Builder,
+    http2: Http2Connector,
     any: HttpClient,
     learned: Arc<Learned>,
 }
 
-/// What the HTTP/2 client's connections have shown.
+/// Requests in flight on one HTTP/2 connection before another is opened: the least that
+/// servers commonly allow at once (`SETTINGS_MAX_CONCURRENT_STREAMS`: 100 at Google, 128 for
+/// nginx and AWS's load balancers, 250 in Go, 256 at Cloudflare).
+pub const STREAMS_PER_CONNECTION: usize = 100;
+/// HTTP/2 connections per upstream at most; past that, requests go to the least busy.
+const MAX_HTTP2_CONNECTIONS: usize = 64;
+
+/// One HTTP/2-only client, whose pool holds one connection at a time.
+#[derive(Clone)]
+struct Lane {
+    client: Client<Http2Connector, Full<Bytes>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// What the HTTP/2 clients' connections have shown.
 #[derive(Default)]
 struct Learned {
     /// The server chose HTTP/1.1 (or no protocol) by ALPN.
@@ -97,38 +119,108 @@ struct Learned {
 }
 
 impl HttpsClient {
-    /// Builds both clients, which pool their connections apart.
+    /// Builds the clients, which pool their connections apart.
     pub fn new(tls: &TlsParams, connect_timeout: Duration, proxy: ProxyRules) -> Result<Self, BoxError> {
         let connector = connector(tls, connect_timeout, proxy)?;
         let learned = Arc::new(Learned::default());
-        let mut builder = pooled();
-        let any = builder.build(connector.clone());
-        let http2 = builder.http2_only(true).build(Http2Connector { inner: connector, learned: learned.clone() });
-        Ok(HttpsClient { http2, any, learned })
+        let mut lane = pooled();
+        let any = lane.build(connector.clone());
+        lane.http2_only(true);
+        let http2 = Http2Connector { inner: connector, learned: learned.clone() };
+        Ok(HttpsClient { lanes: Arc::default(), lane, http2, any, learned })
     }
 
     /// Sends `request` over HTTP/2 while the server may speak it, else over HTTP/1.1.
-    pub async fn request(&self, request: Request<Bytes>) -> Result<Response<Incoming>, BoxError> {
+    pub async fn request(&self, request: Request<Bytes>) -> Result<Response<InFlight>, BoxError> {
         if self.learned.chose_http1.load(Ordering::Relaxed) {
-            return Ok(self.any.request(request.map(Full::new)).await?);
+            return Ok(self.any.request(request.map(Full::new)).await?.map(InFlight::uncounted));
         }
         // The client gives no request back from a failed connect; the body is shared, not
         // copied.
         let again = copy(&request);
-        match self.http2.request(request.map(Full::new)).await {
+        let lane = self.take_stream();
+        // Counted until the body ends, or here if the request fails (or is dropped) first.
+        let mut counted = InFlight { body: None, lane: Some(lane.in_flight) };
+        match lane.client.request(request.map(Full::new)).await {
+            Ok(response) => Ok(response.map(|body| {
+                counted.body = Some(body);
+                counted
+            })),
             // Not sent, and not for a failure of its own connect: the server chose HTTP/1.1, or
             // the connect this request waited for failed, which hyper-util reports only as
             // "canceled".
             Err(error) if error.is_connect() && !caused_by::<ConnectFailed>(&error) => {
+                drop(counted);
                 if !self.learned.chose_http1.load(Ordering::Relaxed) {
                     if let Some(failure) = self.learned.failure.lock().clone() {
                         return Err(Box::new(ConnectFailed(failure)));
                     }
                 }
-                Ok(self.any.request(again.map(Full::new)).await?)
+                Ok(self.any.request(again.map(Full::new)).await?.map(InFlight::uncounted))
             }
-            sent => Ok(sent?),
+            Err(error) => Err(error.into()),
         }
+    }
+
+    /// Counts a stream on the first lane with room for it, a new lane if none has, or the least
+    /// busy one; under the lock, so that two requests cannot both take a lane's last place.
+    fn take_stream(&self) -> Lane {
+        let mut lanes = self.lanes.lock();
+        let busy = |lane: &Lane| lane.in_flight.load(Ordering::Relaxed);
+        let lane = match lanes.iter().find(|lane| busy(lane) < STREAMS_PER_CONNECTION) {
+            Some(lane) => lane.clone(),
+            None if lanes.len() < MAX_HTTP2_CONNECTIONS => {
+                let lane = Lane { client: self.lane.build(self.http2.clone()), in_flight: Arc::default() };
+                lanes.push(lane.clone());
+                lane
+            }
+            None => lanes.iter().min_by_key(|lane| busy(lane)).cloned().expect("lanes were opened"),
+        };
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        lane
+    }
+}
+
+/// A response body that counts, while it lives, as a stream in flight on its HTTP/2 lane.
+pub struct InFlight {
+    body: Option<Incoming>,
+    lane: Option<Arc<AtomicUsize>>,
+}
+
+impl InFlight {
+    fn uncounted(body: Incoming) -> Self {
+        InFlight { body: Some(body), lane: None }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(lane) = &self.lane {
+            lane.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl http_body::Body for InFlight {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.body.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.as_ref().map_or_else(|| http_body::SizeHint::with_exact(0), http_body::Body::size_hint)
     }
 }
 
