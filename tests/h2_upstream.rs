@@ -227,6 +227,33 @@ fn sse_answer(body: &Mutex<Option<H2Body>>) -> Answer {
     response(200, &[("content-type", "text/event-stream")], body)
 }
 
+/// A handler that holds every answer until `all` requests are in, so that they are all in
+/// flight at once (each on a stream of a connection, or on a connection of its own), then
+/// answers each with [`COMPLETION`].
+fn answer_when_all_in(all: usize) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+    let waiting: Mutex<Vec<Feed>> = Mutex::default();
+    move |_| {
+        let (feed, body) = channel_body();
+        let mut waiting = waiting.lock();
+        waiting.push(feed);
+        if waiting.len() == all {
+            for feed in waiting.drain(..) {
+                feed.try_send(Ok(Frame::data(Bytes::from_static(COMPLETION.as_bytes())))).unwrap();
+            }
+        }
+        response(200, &[("content-type", "application/json")], body)
+    }
+}
+
+/// `n` non-streamed requests sent at once, answered.
+async fn burst(relay: &Arc<Relay>, n: usize) -> Vec<(StatusCode, HeaderMap, Bytes)> {
+    let requests = (0..n).map(|_| {
+        let relay = relay.clone();
+        tokio::spawn(async move { relay.chat(&[], &request(false)).await })
+    });
+    futures_util::future::join_all(requests).await.into_iter().map(|answer| answer.unwrap()).collect()
+}
+
 fn chunk(text: &str) -> String {
     format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"real-model\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n")
 }
@@ -546,33 +573,10 @@ async fn an_h2_upstream_503_html_page_is_a_non_json_error_with_its_status() {
 #[tokio::test]
 async fn concurrent_requests_share_one_h2_connection() {
     const CONCURRENT: usize = 8;
-    // Every answer waits until all the requests are in, so they are all in flight at once: each
-    // must have its own stream on a connection, or a connection of its own.
-    let waiting: Arc<Mutex<Vec<Feed>>> = Arc::default();
-    let handler_waiting = waiting.clone();
-    let upstream = H2Upstream::start(move |_| {
-        let (feed, body) = channel_body();
-        let mut waiting = handler_waiting.lock();
-        waiting.push(feed);
-        if waiting.len() == CONCURRENT {
-            for feed in waiting.drain(..) {
-                feed.try_send(Ok(Frame::data(Bytes::from_static(COMPLETION.as_bytes())))).unwrap();
-            }
-        }
-        response(200, &[("content-type", "application/json")], body)
-    })
-    .await;
+    let upstream = H2Upstream::start(answer_when_all_in(CONCURRENT)).await;
     let relay = Arc::new(upstream.relay().await);
-    let burst = || {
-        let requests = (0..CONCURRENT).map(|_| {
-            let relay = relay.clone();
-            tokio::spawn(async move { relay.chat(&[], &request(false)).await })
-        });
-        futures_util::future::join_all(requests)
-    };
 
-    for answer in burst().await {
-        let (status, _, body) = answer.unwrap();
+    for (status, _, body) in burst(&relay, CONCURRENT).await {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         assert_eq!(body, COMPLETION.as_bytes());
     }
@@ -583,8 +587,8 @@ async fn concurrent_requests_share_one_h2_connection() {
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 1, "TLS connections opened by a cold burst");
 
     // A burst on the warm pool opens nothing new.
-    for answer in burst().await {
-        assert_eq!(answer.unwrap().0, 200);
+    for (status, _, _) in burst(&relay, CONCURRENT).await {
+        assert_eq!(status, 200);
     }
     let seen = upstream.seen();
     assert_eq!(seen.len(), 2 * CONCURRENT);
@@ -599,32 +603,12 @@ async fn requests_past_a_connection_s_stream_limit_get_another_connection_not_a_
     // connection the last request would wait for another's stream to end, and here none ends
     // until all are in.
     const CONCURRENT: usize = switchyard::upstream::client::STREAMS_PER_CONNECTION + 1;
-    let waiting: Arc<Mutex<Vec<Feed>>> = Arc::default();
-    let handler_waiting = waiting.clone();
-    let upstream = H2Upstream::limited(CONCURRENT as u32 - 1, move |_| {
-        let (feed, body) = channel_body();
-        let mut waiting = handler_waiting.lock();
-        waiting.push(feed);
-        if waiting.len() == CONCURRENT {
-            for feed in waiting.drain(..) {
-                feed.try_send(Ok(Frame::data(Bytes::from_static(COMPLETION.as_bytes())))).unwrap();
-            }
-        }
-        response(200, &[("content-type", "application/json")], body)
-    })
-    .await;
+    let upstream = H2Upstream::limited(CONCURRENT as u32 - 1, answer_when_all_in(CONCURRENT)).await;
     let relay = Arc::new(upstream.relay().await);
-    let burst = || {
-        let requests = (0..CONCURRENT).map(|_| {
-            let relay = relay.clone();
-            tokio::spawn(async move { relay.chat(&[], &request(false)).await })
-        });
-        tokio::time::timeout(GUARD, futures_util::future::join_all(requests))
-    };
+    let burst = || tokio::time::timeout(GUARD, burst(&relay, CONCURRENT));
 
     let answers = burst().await.expect("every request reached the upstream, none waiting behind the stream limit");
-    for answer in answers {
-        let (status, _, body) = answer.unwrap();
+    for (status, _, body) in answers {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
     let seen = upstream.seen();
@@ -633,8 +617,8 @@ async fn requests_past_a_connection_s_stream_limit_get_another_connection_not_a_
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
 
     // The streams that ended no longer count: the same burst again fits the same connections.
-    for answer in burst().await.expect("the second burst was answered") {
-        assert_eq!(answer.unwrap().0, 200);
+    for (status, _, _) in burst().await.expect("the second burst was answered") {
+        assert_eq!(status, 200);
     }
     assert_eq!(upstream.seen().len(), 2 * CONCURRENT);
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
@@ -673,12 +657,7 @@ targets = [{{ upstream = "silent", model = "real-model" }}]
         .await,
     );
 
-    let requests = (0..CONCURRENT).map(|_| {
-        let relay = relay.clone();
-        tokio::spawn(async move { relay.chat(&[], &request(false)).await })
-    });
-    for answer in futures_util::future::join_all(requests).await {
-        let (status, headers, body) = answer.unwrap();
+    for (status, headers, body) in burst(&relay, CONCURRENT).await {
         let error = error_of(&body);
         // Not a bare "canceled" for the requests that waited on another's connect.
         assert_eq!((status.as_u16(), error["code"].as_str().unwrap()), (504, "upstream_timeout_connect"), "{error}");
@@ -693,31 +672,10 @@ async fn an_https_upstream_that_chooses_http1_is_served_over_http1_after_one_con
     const CONCURRENT: usize = 4;
     // The server picks HTTP/1.1 by ALPN, or takes no part in ALPN at all.
     for (case, protocols) in [("http/1.1", &[b"http/1.1".as_slice()][..]), ("no ALPN", &[])] {
-        let waiting: Arc<Mutex<Vec<Feed>>> = Arc::default();
-        let handler_waiting = waiting.clone();
-        let upstream = H2Upstream::offering(protocols, move |_| {
-            let (feed, body) = channel_body();
-            let mut waiting = handler_waiting.lock();
-            waiting.push(feed);
-            if waiting.len() == CONCURRENT {
-                for feed in waiting.drain(..) {
-                    feed.try_send(Ok(Frame::data(Bytes::from_static(COMPLETION.as_bytes())))).unwrap();
-                }
-            }
-            response(200, &[("content-type", "application/json")], body)
-        })
-        .await;
+        let upstream = H2Upstream::offering(protocols, answer_when_all_in(CONCURRENT)).await;
         let relay = Arc::new(upstream.relay().await);
-        let burst = || {
-            let requests = (0..CONCURRENT).map(|_| {
-                let relay = relay.clone();
-                tokio::spawn(async move { relay.chat(&[], &request(false)).await })
-            });
-            futures_util::future::join_all(requests)
-        };
 
-        for answer in burst().await {
-            let (status, _, body) = answer.unwrap();
+        for (status, _, body) in burst(&relay, CONCURRENT).await {
             assert_eq!(status, 200, "{case}: {}", String::from_utf8_lossy(&body));
             assert_eq!(body, COMPLETION.as_bytes());
         }
@@ -731,8 +689,8 @@ async fn an_https_upstream_that_chooses_http1_is_served_over_http1_after_one_con
 
         // Once the server has chosen HTTP/1.1, no request tries HTTP/2 again: a second burst
         // reuses the idle connections.
-        for answer in burst().await {
-            assert_eq!(answer.unwrap().0, 200, "{case}");
+        for (status, _, _) in burst(&relay, CONCURRENT).await {
+            assert_eq!(status, 200, "{case}");
         }
         assert_eq!(upstream.seen().len(), 2 * CONCURRENT);
         assert_eq!(upstream.connections.load(Ordering::SeqCst), CONCURRENT + 1, "{case}");
