@@ -139,18 +139,15 @@ impl HttpsClient {
         // copied.
         let again = copy(&request);
         let lane = self.take_stream();
-        // Counted until the body ends, or here if the request fails (or is dropped) first.
-        let mut counted = InFlight { body: None, lane: Some(lane.in_flight) };
+        // Counted until the body is dropped, or here if the request fails (or is dropped) first.
+        let slot = Slot(lane.in_flight);
         match lane.client.request(request.map(Full::new)).await {
-            Ok(response) => Ok(response.map(|body| {
-                counted.body = Some(body);
-                counted
-            })),
+            Ok(response) => Ok(response.map(|body| InFlight { body, _slot: Some(slot) })),
             // Not sent, and not for a failure of its own connect: the server chose HTTP/1.1, or
             // the connect this request waited for failed, which hyper-util reports only as
             // "canceled".
             Err(error) if error.is_connect() && !caused_by::<ConnectFailed>(&error) => {
-                drop(counted);
+                drop(slot);
                 if !self.learned.chose_http1.load(Ordering::Relaxed) {
                     if let Some(failure) = self.learned.failure.lock().clone() {
                         return Err(Box::new(ConnectFailed(failure)));
@@ -181,23 +178,24 @@ impl HttpsClient {
     }
 }
 
-/// A response body that counts, while it lives, as a stream in flight on its HTTP/2 lane.
+/// A stream counted on its HTTP/2 lane while this lives.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds, while it lives, the slot of its stream on an HTTP/2 lane.
 pub struct InFlight {
-    body: Option<Incoming>,
-    lane: Option<Arc<AtomicUsize>>,
+    body: Incoming,
+    _slot: Option<Slot>,
 }
 
 impl InFlight {
     fn uncounted(body: Incoming) -> Self {
-        InFlight { body: Some(body), lane: None }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(lane) = &self.lane {
-            lane.fetch_sub(1, Ordering::Relaxed);
-        }
+        InFlight { body, _slot: None }
     }
 }
 
@@ -209,18 +207,15 @@ impl http_body::Body for InFlight {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        match self.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(http_body::Body::is_end_stream)
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.as_ref().map_or_else(|| http_body::SizeHint::with_exact(0), http_body::Body::size_hint)
+        self.body.size_hint()
     }
 }
 
