@@ -138,10 +138,9 @@ impl HttpsClient {
         // The client gives no request back from a failed connect; the body is shared, not
         // copied.
         let again = copy(&request);
-        let lane = self.take_stream();
         // Counted until the body is dropped, or here if the request fails (or is dropped) first.
-        let slot = Slot(lane.in_flight);
-        match lane.client.request(request.map(Full::new)).await {
+        let (client, slot) = self.take_stream();
+        match client.request(request.map(Full::new)).await {
             Ok(response) => Ok(response.map(|body| InFlight { body, _slot: Some(slot) })),
             // Not sent, and not for a failure of its own connect: the server chose HTTP/1.1, or
             // the connect this request waited for failed, which hyper-util reports only as
@@ -159,9 +158,9 @@ impl HttpsClient {
         }
     }
 
-    /// Counts a stream on the first lane with room for it, a new lane if none has, or the least
-    /// busy one; under the lock, so that two requests cannot both take a lane's last place.
-    fn take_stream(&self) -> Lane {
+    /// A slot for a stream on the first lane with room for it, a new lane if none has, or the
+    /// least busy one; under the lock, so that two requests cannot both take a lane's last place.
+    fn take_stream(&self) -> (Client<Http2Connector, Full<Bytes>>, Slot) {
         let mut lanes = self.lanes.lock();
         let busy = |lane: &Lane| lane.in_flight.load(Ordering::Relaxed);
         let lane = match lanes.iter().find(|lane| busy(lane) < STREAMS_PER_CONNECTION) {
@@ -174,7 +173,7 @@ impl HttpsClient {
             None => lanes.iter().min_by_key(|lane| busy(lane)).cloned().expect("lanes were opened"),
         };
         lane.in_flight.fetch_add(1, Ordering::Relaxed);
-        lane
+        (lane.client, Slot(lane.in_flight))
     }
 }
 
